@@ -1,0 +1,60 @@
+"""AWS Lambda entry point: a thin adapter from the Kinesis event to `rides.consumer`.
+
+Clients and the model are created once per container and reused across invocations.
+"""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+
+from rides.consumer import ConsumerConfig, process_records
+from rides.deadletter import DeadLetterSink
+from rides.publish import KinesisPublisher
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides"))
+
+# Leave this much of the Lambda's time for reporting back instead of retrying.
+RESERVE_SECONDS = 2.0
+# Our own backoff loop retries failed entries; botocore only retries whole calls, briefly.
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3},
+                        connect_timeout=3, read_timeout=10, max_pool_connections=16)
+_clients: dict[str, object] = {}
+
+
+def _client(service: str):
+    # AWS_ENDPOINT_URL (boto3's standard variable) points these at an emulator.
+    if service not in _clients:
+        _clients[service] = boto3.client(service, config=_CLIENT_CONFIG)
+    return _clients[service]
+
+
+def lambda_handler(event, context):
+    # Read per invocation: the local runner changes MODEL_URI on promotion without a restart.
+    config = ConsumerConfig.from_env()
+    records = event.get("Records") or []
+    publisher = None if config.dry_run else KinesisPublisher(
+        _client("kinesis"), config.predictions_stream_name, concurrency=config.publish_concurrency)
+    dead_letters = DeadLetterSink(_client("sqs") if config.dead_letter_queue_url else None,
+                                  config.dead_letter_queue_url, logger=logger)
+
+    def time_left() -> float:
+        return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
+
+    response, report = process_records(records, config, publisher=publisher,
+                                       dead_letters=dead_letters, time_left=time_left)
+    logger.info("batch processed", extra={"batch": report.as_dict(), "model_uri": config.model_uri})
+    metrics.add_dimension(name="model", value=config.model_name)
+    metrics.add_metadata(key="model_version", value=report.model_version or "none")
+    for name, value in (("RecordsIn", report.records), ("Predicted", report.predicted),
+                        ("Published", report.published), ("DeadLettered", report.dead_lettered),
+                        ("Failed", report.failed), ("Retries", report.retries)):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=report.seconds)
+    metrics.flush_metrics()
+    return response

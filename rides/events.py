@@ -1,0 +1,163 @@
+"""The ride event contract: decoding Kinesis record data and validating rides.
+
+Every failure raises `InvalidEvent` with a reason that ends up in the dead-letter message,
+so a producer can tell exactly what was wrong with what it sent.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+MIN_ZONE, MAX_ZONE = 1, 265
+
+
+class InvalidEvent(ValueError):
+    """A record that can never be processed: it belongs in the dead-letter queue."""
+
+
+class RideEvent(NamedTuple):
+    ride_id: str | int
+    pu_location_id: int
+    do_location_id: int
+    trip_distance: float
+    pickup_datetime: datetime | None
+    passenger_count: int | None
+
+    @property
+    def partition_key(self) -> str:
+        return str(self.ride_id)
+
+
+def decode_data(data: str | bytes) -> Any:
+    """base64 → UTF-8 → JSON, each step with its own reason."""
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidEvent(f"bad base64: {exc}") from None
+    return decode_json(raw)
+
+
+def decode_json(raw: bytes) -> Any:
+    """UTF-8 → JSON for data that is already raw bytes (the web service, the producer)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"bad UTF-8: {exc}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"bad JSON: {exc}") from None
+
+
+def _zone(ride: dict, field: str) -> int:
+    value = ride.get(field)
+    if value is None:
+        raise InvalidEvent(f"ride.{field} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"ride.{field} must be an integer zone id, got {type(value).__name__}")
+    if isinstance(value, float):
+        # pandas-based producers turn integer columns with gaps into floats; 130.0 is still 130.
+        if not (math.isfinite(value) and value.is_integer()):
+            raise InvalidEvent(f"ride.{field} must be an integer zone id, got {value!r}")
+        value = int(value)
+    if not MIN_ZONE <= value <= MAX_ZONE:
+        raise InvalidEvent(f"ride.{field} must be a TLC zone id {MIN_ZONE}-{MAX_ZONE}, got {value}")
+    return value
+
+
+def _distance(ride: dict) -> float:
+    value = ride.get("trip_distance")
+    if value is None:
+        raise InvalidEvent("ride.trip_distance is required")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(f"ride.trip_distance must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidEvent(f"ride.trip_distance must be finite, got {value!r}")
+    if value < 0:
+        raise InvalidEvent(f"ride.trip_distance must be >= 0, got {value!r}")
+    return value
+
+
+def _pickup(ride: dict) -> datetime | None:
+    value = ride.get("lpep_pickup_datetime")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("ride.lpep_pickup_datetime must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent(f"ride.lpep_pickup_datetime is not ISO 8601: {value[:40]!r}") from None
+    if moment.tzinfo is not None:
+        # TLC times are New York wall-clock times; the model learned them that way.
+        moment = moment.astimezone(_new_york()).replace(tzinfo=None)
+    return moment
+
+
+def _new_york():
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("America/New_York")
+
+
+def _passengers(ride: dict) -> int | None:
+    value = ride.get("passenger_count")
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEvent(f"ride.passenger_count must be an integer >= 0, got {value!r}")
+    return value
+
+
+def validate_event(obj: Any) -> RideEvent:
+    """Check one decoded event against the contract in docs/contracts (design.md)."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"event must be a JSON object, got {type(obj).__name__}")
+    ride_id = obj.get("ride_id")
+    if ride_id is None:
+        raise InvalidEvent("ride_id is required")
+    if isinstance(ride_id, bool) or not isinstance(ride_id, str | int):
+        raise InvalidEvent(f"ride_id must be a string or an integer, got {type(ride_id).__name__}")
+    if isinstance(ride_id, str) and not ride_id.strip():
+        raise InvalidEvent("ride_id must not be empty")
+    if isinstance(ride_id, str) and len(ride_id) > 256:
+        # A Kinesis partition key is at most 256 characters.
+        raise InvalidEvent("ride_id must be at most 256 characters")
+    ride = obj.get("ride")
+    if not isinstance(ride, dict):
+        raise InvalidEvent("ride must be a JSON object")
+    return RideEvent(
+        ride_id,
+        _zone(ride, "PULocationID"),
+        _zone(ride, "DOLocationID"),
+        _distance(ride),
+        _pickup(ride),
+        _passengers(ride),
+    )
+
+
+def parse_record_data(data: str | bytes) -> RideEvent:
+    """What the consumer does with `kinesis.data`: decode and validate."""
+    return validate_event(decode_data(data))
+
+
+def ride_event_json(event: RideEvent) -> bytes:
+    """Serialise a ride back to the wire contract (the web service and producer use this)."""
+    ride: dict[str, Any] = {
+        "PULocationID": event.pu_location_id,
+        "DOLocationID": event.do_location_id,
+        "trip_distance": event.trip_distance,
+    }
+    if event.pickup_datetime is not None:
+        ride["lpep_pickup_datetime"] = event.pickup_datetime.isoformat()
+    if event.passenger_count is not None:
+        ride["passenger_count"] = event.passenger_count
+    return orjson.dumps({"ride_id": event.ride_id, "ride": ride})

@@ -1,0 +1,400 @@
+"""The local event-source runner: Lambda's Kinesis event source mapping, as a process.
+
+It polls every shard, batches by size or window, invokes the real handler in-process with
+the event shape Lambda sends, and applies the same failure semantics:
+- partial batch response: resume from the lowest reported sequence number (a response
+  naming a record that is not in the batch fails the whole batch, as on AWS);
+- function error: bisect the batch (splits do not count as retries), retry up to a maximum;
+- records older than the maximum age and batches out of retries go to the on-failure
+  destination (SQS) with the same `KinesisBatchInfo` message Lambda sends, and are skipped;
+- per-shard checkpoints in a file, written only after a batch is done, so a restart
+  resumes where it stopped (at-least-once, like Lambda).
+
+Invocations run one at a time, like one Lambda container per shard with parallelization 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+
+from rides.esm import EventSourceSettings
+
+log = logging.getLogger("rides.runner")
+
+
+class LambdaContext:
+    """What the handler may ask of Lambda's context object."""
+
+    def __init__(self, function_name: str, timeout_s: float, region: str):
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:000000000000:function:{function_name}"
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local-runner"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class CheckpointStore:
+    """Last processed sequence number per shard, in one JSON file per stream and consumer."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.positions: dict[str, str] = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.positions = {}
+
+    def get(self, shard_id: str) -> str | None:
+        return self.positions.get(shard_id)
+
+    def set(self, shard_id: str, sequence_number: str) -> None:
+        self.positions[shard_id] = sequence_number
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.positions))
+        tmp.replace(self.path)
+
+
+@dataclass
+class ShardState:
+    shard_id: str
+    iterator: str | None
+    buffer: list[dict] = field(default_factory=list)
+    first_buffered: float | None = None
+    limit: int | None = None  # batch size while bisecting
+    split_left: int = 0  # records of the failed batch not yet through after a split
+    attempts: int = 0
+    millis_behind: int = 0
+    closed: bool = False
+
+
+@dataclass
+class RunnerStats:
+    invocations: int = 0
+    records_in: int = 0
+    records_done: int = 0
+    function_errors: int = 0
+    partial_failures: int = 0
+    discarded: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def as_dict(self, shards: dict[str, ShardState]) -> dict:
+        elapsed = time.monotonic() - self.started
+        return {
+            "invocations": self.invocations, "records_done": self.records_done,
+            "function_errors": self.function_errors, "partial_failures": self.partial_failures,
+            "discarded": self.discarded,
+            "records_per_s": round(self.records_done / elapsed, 1) if elapsed else 0.0,
+            "lag_ms": max((s.millis_behind for s in shards.values()), default=0),
+        }
+
+
+def kinesis_event_record(record: dict, shard_id: str, stream_arn: str, region: str) -> dict:
+    """One record of the event Lambda sends for Kinesis."""
+    arrival = record["ApproximateArrivalTimestamp"]
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record["PartitionKey"],
+            "sequenceNumber": record["SequenceNumber"],
+            "data": base64.b64encode(record["Data"]).decode("ascii"),
+            "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{record['SequenceNumber']}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": f"arn:aws:iam::000000000000:role/{stream_arn.rsplit('/', 1)[-1]}-consumer",
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def default_handler():
+    from lambda_function.handler import lambda_handler
+
+    return lambda_handler
+
+
+class EventSourceRunner:
+    def __init__(
+        self,
+        stream_name: str,
+        *,
+        handler: Callable | None = None,
+        settings: EventSourceSettings | None = None,
+        function_name: str = "ride-duration-consumer",
+        function_timeout_s: float = 60.0,
+        on_failure_queue_url: str | None = None,
+        checkpoint_path: Path | None = None,
+        kinesis=None,
+        sqs=None,
+        poll_interval_s: float = 0.2,
+        on_poll: Callable[[], None] | None = None,
+    ):
+        self.stream_name = stream_name
+        self.handler = handler or default_handler()
+        self.settings = settings or EventSourceSettings()
+        self.function_name = function_name
+        self.function_timeout_s = function_timeout_s
+        self.on_failure_queue_url = on_failure_queue_url
+        self.kinesis = kinesis or boto3.client("kinesis")
+        self.sqs = sqs or (boto3.client("sqs") if on_failure_queue_url else None)
+        self.region = self.kinesis.meta.region_name
+        description = self.kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
+        self.stream_arn = description["StreamARN"]
+        from rides.state import state_dir
+
+        self.checkpoints = CheckpointStore(
+            checkpoint_path or state_dir() / "checkpoints" / f"{stream_name}.{function_name}.json")
+        self.poll_interval_s = poll_interval_s
+        self.on_poll = on_poll
+        self.shards: dict[str, ShardState] = {}
+        self.stats = RunnerStats()
+        self._stop = False
+
+    # -- shards ---------------------------------------------------------------------------
+    def _iterator(self, shard_id: str) -> str:
+        position = self.checkpoints.get(shard_id)
+        if position:
+            kwargs = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": position}
+        else:
+            kwargs = {"ShardIteratorType": self.settings.starting_position}
+        return self.kinesis.get_shard_iterator(StreamName=self.stream_name, ShardId=shard_id,
+                                               **kwargs)["ShardIterator"]
+
+    def discover_shards(self) -> None:
+        paginator = self.kinesis.get_paginator("list_shards")
+        for page in paginator.paginate(StreamName=self.stream_name):
+            for shard in page["Shards"]:
+                shard_id = shard["ShardId"]
+                if shard_id not in self.shards:
+                    self.shards[shard_id] = ShardState(shard_id, self._iterator(shard_id))
+
+    # -- polling ----------------------------------------------------------------------------
+    def _fill(self, shard: ShardState) -> None:
+        if shard.iterator is None or len(shard.buffer) >= self.settings.batch_size:
+            return
+        response = self.kinesis.get_records(ShardIterator=shard.iterator,
+                                            Limit=min(10_000, self.settings.batch_size * 2))
+        shard.iterator = response.get("NextShardIterator")
+        shard.millis_behind = response.get("MillisBehindLatest", 0)
+        if shard.iterator is None:
+            shard.closed = True
+        if response["Records"]:
+            if not shard.buffer:
+                shard.first_buffered = time.monotonic()
+            shard.buffer.extend(response["Records"])
+
+    def _ready(self, shard: ShardState) -> bool:
+        if not shard.buffer:
+            return False
+        if len(shard.buffer) >= (shard.limit or self.settings.batch_size) or shard.closed:
+            return True
+        return time.monotonic() - (shard.first_buffered or 0) >= self.settings.maximum_batching_window_in_seconds
+
+    # -- invoking ---------------------------------------------------------------------------
+    def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[str, int]:
+        """Returns ("ok", n) when n leading records are done, or ("error", 0)."""
+        event = {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region)
+                             for r in batch]}
+        context = LambdaContext(self.function_name, self.function_timeout_s, self.region)
+        self.stats.invocations += 1
+        self.stats.records_in += len(batch)
+        try:
+            response = self.handler(event, context)
+        except Exception:
+            log.exception("function error on %s (%d records)", shard.shard_id, len(batch))
+            self.stats.function_errors += 1
+            return "error", 0
+        failures = (response or {}).get("batchItemFailures") if isinstance(response, dict) else None
+        if not failures:
+            return "ok", len(batch)
+        positions = {r["SequenceNumber"]: i for i, r in enumerate(batch)}
+        ids = [f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures]
+        if any(i not in positions for i in ids):
+            # Lambda treats a response naming an unknown record as a failure of the whole batch.
+            log.error("batchItemFailures names records not in the batch: %s", ids)
+            self.stats.function_errors += 1
+            return "error", 0
+        self.stats.partial_failures += 1
+        return "partial", min(positions[i] for i in ids)
+
+    def _discard(self, shard: ShardState, records: list[dict], condition: str) -> bool:
+        """Send batch info to the on-failure destination; True when the records may be skipped."""
+        self.stats.discarded += len(records)
+        if not self.on_failure_queue_url:
+            log.error("discarding %d records of %s (%s); no on-failure destination",
+                      len(records), shard.shard_id, condition)
+            return True
+        body = on_failure_message(records, shard.shard_id, self.stream_arn, condition,
+                                  shard.attempts + 1, self.function_name, self.region)
+        try:
+            self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(body))
+        except Exception:
+            log.exception("on-failure destination unreachable; keeping the records")
+            self.stats.discarded -= len(records)
+            return False
+        return True
+
+    def _advance(self, shard: ShardState, n: int, *, done: bool = True) -> None:
+        """Move the checkpoint past the first n buffered records (processed or discarded)."""
+        if n <= 0:
+            return
+        self.checkpoints.set(shard.shard_id, shard.buffer[n - 1]["SequenceNumber"])
+        if done:
+            self.stats.records_done += n
+        del shard.buffer[:n]
+        shard.first_buffered = time.monotonic() if shard.buffer else None
+
+    def _expire(self, shard: ShardState) -> None:
+        max_age = self.settings.maximum_record_age_in_seconds
+        if max_age < 0 or not shard.buffer:
+            return
+        now = time.time()
+        expired = 0
+        for record in shard.buffer:
+            arrival = record["ApproximateArrivalTimestamp"]
+            arrival = arrival.timestamp() if isinstance(arrival, datetime) else float(arrival)
+            if now - arrival <= max_age:
+                break
+            expired += 1
+        if expired and self._discard(shard, shard.buffer[:expired], "RecordAgeExceeded"):
+            self._advance(shard, expired, done=False)
+
+    def process_shard(self, shard: ShardState) -> bool:
+        """Run one batch if one is ready; True if something happened."""
+        self._expire(shard)
+        if not self._ready(shard):
+            return False
+        size = min(len(shard.buffer), shard.limit or self.settings.batch_size)
+        outcome, done = self._invoke(shard, shard.buffer[:size])
+        self._advance(shard, done)
+        shard.split_left = max(0, shard.split_left - done)
+        if outcome == "ok":
+            shard.attempts = 0
+            if not shard.split_left:
+                shard.limit = None
+            return True
+        if outcome == "error" and self.settings.bisect_batch_on_function_error and size > 1:
+            # Retry each half separately; splitting does not use up a retry.
+            shard.split_left = shard.split_left or size
+            shard.limit = max(1, size // 2)
+            return True
+        shard.attempts += 1
+        retries = self.settings.maximum_retry_attempts
+        if retries != -1 and shard.attempts > retries:
+            remaining = size - done
+            if self._discard(shard, shard.buffer[:remaining], "RetryAttemptsExhausted"):
+                self._advance(shard, remaining, done=False)
+                shard.attempts = 0
+                shard.split_left = max(0, shard.split_left - remaining)
+                if not shard.split_left:
+                    shard.limit = None
+        return True
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        busy = False
+        for shard in list(self.shards.values()):
+            self._fill(shard)
+            busy = self.process_shard(shard) or busy
+        return busy
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, *, until: Callable[[], bool] | None = None, report_every_s: float = 5.0,
+            report: Callable[[dict], None] | None = None) -> RunnerStats:
+        self.discover_shards()
+        last_report = last_discovery = time.monotonic()
+        while not self._stop and not (until and until()):
+            if self.on_poll:
+                self.on_poll()
+            busy = self.run_once()
+            now = time.monotonic()
+            if now - last_discovery > 30:
+                self.discover_shards()
+                last_discovery = now
+            if report and now - last_report >= report_every_s:
+                report(self.stats.as_dict(self.shards))
+                last_report = now
+            if not busy:
+                time.sleep(self.poll_interval_s)
+        return self.stats
+
+    def idle(self) -> bool:
+        """No buffered records and no shard behind the tip of its stream."""
+        return all(not s.buffer and s.millis_behind == 0 for s in self.shards.values())
+
+
+def on_failure_message(records: list[dict], shard_id: str, stream_arn: str, condition: str,
+                       invoke_count: int, function_name: str, region: str) -> dict:
+    """The record Lambda sends to an on-failure destination for a Kinesis batch."""
+
+    def iso(value) -> str:
+        moment = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
+        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    return {
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": f"arn:aws:lambda:{region}:000000000000:function:{function_name}",
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "KinesisBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": records[0]["SequenceNumber"],
+            "endSequenceNumber": records[-1]["SequenceNumber"],
+            "approximateArrivalOfFirstRecord": iso(records[0]["ApproximateArrivalTimestamp"]),
+            "approximateArrivalOfLastRecord": iso(records[-1]["ApproximateArrivalTimestamp"]),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        },
+    }
+
+
+def model_watcher(model_name: str) -> Callable[[], None]:
+    """Applies `rides promote` to this process: the handler reads MODEL_URI per invocation."""
+    from rides.promote import local_control_file, read_local_model
+
+    path = local_control_file(model_name)
+    seen: list[float] = [-1.0]
+
+    def check() -> None:
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == seen[0]:
+            return
+        seen[0] = mtime
+        control = read_local_model(model_name)
+        if control and control.get("MODEL_URI"):
+            if os.environ.get("MODEL_URI") != control["MODEL_URI"]:
+                log.warning("serving %s version %s from %s", model_name,
+                            control.get("MODEL_VERSION"), control["MODEL_URI"])
+            os.environ["MODEL_URI"] = control["MODEL_URI"]
+            os.environ["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
+
+    return check

@@ -1,0 +1,208 @@
+"""`rides stack up/down/status`: the embedded emulator process and the resources on it.
+
+The emulator runs as a background process on 127.0.0.1 with a pid file and a log under the
+state directory; `down` stops exactly the process it started. Resources get the same names
+as the Terraform staging defaults (rides.resources).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import ClientError
+
+from rides.resources import StackNames
+from rides.state import state_dir
+
+DEFAULT_PORT = int(os.environ.get("RIDES_EMULATOR_PORT", "4566"))
+# Fixed fake credentials: the local stack must never reach a real account by accident.
+LOCAL_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackInfo:
+    backend: str
+    endpoint: str
+    pid: int
+    log: str
+
+    def env(self) -> dict[str, str]:
+        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+
+
+def _info_path() -> Path:
+    return state_dir() / "stack.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _is_our_emulator(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return _alive(pid)
+    return b"rides.local.emulator" in cmdline
+
+
+def wait_healthy(endpoint: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"emulator exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{endpoint}/_rides/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise StackError(f"emulator at {endpoint} did not become healthy in {timeout:.0f}s")
+
+
+def start_emulator(port: int | None = None, *, parent_pid: int | None = None,
+                   max_lifetime: float | None = None, log_path: Path | None = None) -> tuple[StackInfo, subprocess.Popen]:
+    """Start `python -m rides.local.emulator` in the background and wait for its health check."""
+    port = port or free_port()
+    log_path = log_path or state_dir() / "emulator.log"
+    command = [sys.executable, "-m", "rides.local.emulator", "--host", "127.0.0.1", "--port", str(port)]
+    if parent_pid:
+        command += ["--parent-pid", str(parent_pid)]
+    if max_lifetime:
+        command += ["--max-lifetime", str(max_lifetime)]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **LOCAL_ENV})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(endpoint, proc=proc)
+    except StackError:
+        proc.kill()
+        raise StackError(f"the emulator did not start; see {log_path}") from None
+    return StackInfo("moto", endpoint, proc.pid, str(log_path)), proc
+
+
+def stop_process(pid: int, timeout: float = 10.0) -> bool:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def read_info() -> StackInfo | None:
+    try:
+        info = StackInfo(**json.loads(_info_path().read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+    return info if _alive(info.pid) else None
+
+
+def up(port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2) -> StackInfo:
+    """Start the emulator (unless ours is running) and create the resources, idempotently."""
+    info = read_info()
+    if info is None:
+        info, _ = start_emulator(port)
+        _info_path().write_text(json.dumps(asdict(info)))
+    create_resources(info.env(), names or StackNames.from_env(), shards=shards)
+    return info
+
+
+def down() -> StackInfo | None:
+    try:
+        info = StackInfo(**json.loads(_info_path().read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+    if _alive(info.pid) and _is_our_emulator(info.pid):
+        stop_process(info.pid)
+    _info_path().unlink(missing_ok=True)
+    return info
+
+
+def clients(env: dict[str, str]):
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env.get("AWS_SESSION_TOKEN"), region_name=env["AWS_DEFAULT_REGION"])
+    endpoint = env["AWS_ENDPOINT_URL"]
+    return {name: session.client(name, endpoint_url=endpoint)
+            for name in ("kinesis", "s3", "sqs", "dynamodb")}
+
+
+def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2) -> dict[str, str]:
+    """What Terraform creates, by the same names; safe to run again."""
+    c = clients(env)
+    created: dict[str, str] = {}
+    for stream, count in ((names.input_stream, shards), (names.predictions_stream, shards),
+                          (names.decisions_stream, 1)):
+        try:
+            c["kinesis"].create_stream(StreamName=stream, ShardCount=count)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        c["kinesis"].get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+        created[f"kinesis:{stream}"] = c["kinesis"].describe_stream_summary(StreamName=stream)[
+            "StreamDescriptionSummary"]["StreamARN"]
+    try:
+        c["s3"].create_bucket(Bucket=names.model_bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+    c["s3"].put_bucket_versioning(Bucket=names.model_bucket, VersioningConfiguration={"Status": "Enabled"})
+    created[f"s3:{names.model_bucket}"] = f"s3://{names.model_bucket}"
+    for queue in (names.dead_letter_queue, names.failed_batches_queue):
+        created[f"sqs:{queue}"] = c["sqs"].create_queue(
+            QueueName=queue, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    try:
+        c["dynamodb"].create_table(
+            TableName=names.decisions_table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "ride_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+    created[f"dynamodb:{names.decisions_table}"] = names.decisions_table
+    return created
+
+
+def queue_url(env: dict[str, str], name: str) -> str:
+    return clients(env)["sqs"].get_queue_url(QueueName=name)["QueueUrl"]

@@ -1,0 +1,67 @@
+"""Roll a registered model out to the running consumer.
+
+Order matters: resolve the version, check its artifacts, update the consumer, and only then
+move the alias, so a bad promotion changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rides.registry import Registered, check_artifacts, resolve, set_alias
+from rides.state import state_dir
+
+
+def local_control_file(model_name: str) -> Path:
+    """The local event-source runner watches this file for the model it should serve."""
+    return state_dir() / "consumers" / f"{model_name}.json"
+
+
+def read_local_model(model_name: str) -> dict | None:
+    path = local_control_file(model_name)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def roll_out_local(model: Registered) -> Path:
+    path = local_control_file(model.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"MODEL_URI": model.uri, "MODEL_VERSION": model.version,
+                               "promoted_at": time.time()}))
+    tmp.replace(path)  # atomic: the runner never reads half a file
+    return path
+
+
+def roll_out_lambda(model: Registered, function_name: str, lambda_client=None) -> None:
+    """Update the function's MODEL_URI/MODEL_VERSION, keeping its other variables."""
+    import boto3
+
+    lam = lambda_client or boto3.client("lambda")
+    current = lam.get_function_configuration(FunctionName=function_name)
+    variables = dict(current.get("Environment", {}).get("Variables", {}))
+    variables.update({"MODEL_URI": model.uri, "MODEL_VERSION": model.version})
+    lam.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+
+
+def promote(model_name: str, version_or_alias: str, *, alias: str = "production",
+            target: str = "local", function_name: str | None = None) -> Registered:
+    model = resolve(model_name, version_or_alias)
+    check_artifacts(model.uri)
+    if target == "local":
+        roll_out_local(model)
+    elif target == "lambda":
+        if not function_name:
+            raise ValueError("--function is required to roll out to Lambda")
+        roll_out_lambda(model, function_name)
+    elif target != "none":
+        raise ValueError(f"unknown rollout target {target!r} (local, lambda or none)")
+    # Last: the alias says what is running, so it moves only once the rollout worked.
+    set_alias(model, alias)
+    model.alias = alias
+    return model

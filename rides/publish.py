@@ -1,0 +1,144 @@
+"""PutRecords in chunks (≤ 500 records, ≤ 5 MiB) with retry of the failed entries only.
+
+Per-key order: PutRecords does not promise order inside one call, and a retry of a failed
+entry would land after entries that followed it. So each wave sends at most one record per
+partition key; a key's next record goes out only once the previous one is stored. With
+unique ride ids (the usual case) everything goes in the first wave.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rides.retry import Backoff, error_code, is_retryable
+
+MAX_RECORDS_PER_CALL = 500
+MAX_BYTES_PER_CALL = 5 * 1024 * 1024
+MAX_BYTES_PER_RECORD = 1024 * 1024
+
+
+@dataclass
+class PublishResult:
+    sent: int = 0
+    failed: list[int] = field(default_factory=list)  # indices into the input, in order
+    retries: int = 0  # entries sent again after a failure
+    errors: dict[str, int] = field(default_factory=dict)  # error code → count
+
+    def count(self, code: str, n: int = 1) -> None:
+        self.errors[code] = self.errors.get(code, 0) + n
+
+
+def chunk(indices: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
+    """Split into PutRecords-sized calls: ≤ 500 entries and ≤ 5 MiB each."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for i in indices:
+        if current and (len(current) == MAX_RECORDS_PER_CALL or current_bytes + sizes[i] > MAX_BYTES_PER_CALL):
+            chunks.append(current)
+            current, current_bytes = [], 0
+        current.append(i)
+        current_bytes += sizes[i]
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class KinesisPublisher:
+    def __init__(self, client, stream_name: str, *, concurrency: int = 4, backoff: Callable[..., Backoff] = Backoff):
+        self.client = client
+        self.stream_name = stream_name
+        self.concurrency = max(1, concurrency)
+        self.backoff = backoff
+
+    def _put(self, records: Sequence[tuple[str, bytes]], indices: list[int]) -> dict[int, str | None]:
+        """One PutRecords call; returns index → None (stored) or error code."""
+        response = self.client.put_records(
+            StreamName=self.stream_name,
+            Records=[{"PartitionKey": records[i][0], "Data": records[i][1]} for i in indices],
+        )
+        return {
+            i: entry.get("ErrorCode")
+            for i, entry in zip(indices, response["Records"], strict=True)
+        }
+
+    def publish(self, records: Sequence[tuple[str, bytes]], time_left: Callable[[], float] | None = None) -> PublishResult:
+        """Publish (partition key, data) pairs; never drops one silently.
+
+        Every index ends up either sent or in `result.failed`.
+        """
+        result = PublishResult()
+        sizes = [len(data) + len(key.encode()) for key, data in records]
+        queues: dict[str, deque[int]] = {}
+        for i, (key, _) in enumerate(records):
+            if sizes[i] > MAX_BYTES_PER_RECORD:
+                result.failed.append(i)
+                result.count("RecordTooLarge")
+                continue
+            queues.setdefault(key, deque()).append(i)
+        backoff = self.backoff(time_left=time_left) if time_left else self.backoff()
+        failed_before: set[int] = set()
+        with ThreadPoolExecutor(self.concurrency) if self.concurrency > 1 else _Inline() as pool:
+            while queues:
+                wave = [q[0] for q in queues.values()]
+                result.retries += sum(1 for i in wave if i in failed_before)
+                outcome, fatal = self._send_wave(records, wave, sizes, pool, result)
+                for i in wave:
+                    if outcome[i] is None:
+                        key = records[i][0]
+                        queues[key].popleft()
+                        if not queues[key]:
+                            del queues[key]
+                        result.sent += 1
+                    else:
+                        failed_before.add(i)
+                if any(outcome[i] is not None for i in wave):
+                    if fatal or not backoff.wait():
+                        break
+        for q in queues.values():
+            result.failed.extend(q)
+        result.failed.sort()
+        return result
+
+    def _send_wave(self, records, wave, sizes, pool, result) -> tuple[dict[int, str | None], bool]:
+        outcome: dict[int, str | None] = {}
+        fatal = False
+        futures = [(part, pool.submit(self._put, records, part)) for part in chunk(wave, sizes)]
+        for part, future in futures:
+            try:
+                got = future.result()
+            except Exception as exc:  # noqa: BLE001 - classified right below
+                code = error_code(exc)
+                result.count(code, len(part))
+                fatal = fatal or not is_retryable(exc)
+                for i in part:
+                    outcome[i] = code
+                continue
+            for i, code in got.items():
+                outcome[i] = code
+                if code:
+                    result.count(code)
+        return outcome, fatal
+
+
+class _Inline:
+    """A stand-in executor that runs calls in the caller's thread (concurrency 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - re-raised by future.result()
+            future.set_exception(exc)
+        return future

@@ -1,0 +1,140 @@
+"""MLflow as the system of record: log a training run, register, alias, resolve, promote.
+
+Tracking store: MLFLOW_TRACKING_URI (default: a SQLite file under the state directory, so
+nothing else must run). Artifacts: the model bucket, s3://<bucket>/mlflow; boto3 reaches an
+emulator through AWS_ENDPOINT_URL (or MLflow's own MLFLOW_S3_ENDPOINT_URL).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from rides.features import NUMERIC_FEATURES
+from rides.resources import StackNames
+from rides.state import state_dir
+from rides.training import BASELINE_KEYS, HGB_PARAMS, TrainedModels
+
+
+class PromotionError(RuntimeError):
+    """A promotion that cannot happen; nothing was changed."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
+
+
+def _mlflow():
+    import logging
+
+    import mlflow
+
+    # MLflow logs alembic migrations and the like at INFO; the CLI prints what matters.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def client():
+    return _mlflow().MlflowClient()
+
+
+def ensure_experiment(name: str, bucket: str) -> str:
+    mlflow = _mlflow()
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(name, artifact_location=f"s3://{bucket}/mlflow")
+
+
+@dataclass
+class Registered:
+    name: str
+    version: str
+    uri: str  # the S3 artifact location: what MODEL_URI takes
+    run_id: str
+    alias: str
+
+
+def log_training(trained: TrainedModels, *, train_source: str, val_source: str,
+                 names: StackNames | None = None, model_name: str | None = None,
+                 target: str = "duration", alias: str = "staging") -> Registered:
+    """Log params, metrics and both models; register ours and point `alias` at it."""
+    names = names or StackNames.from_env()
+    model_name = model_name or names.registered_model
+    mlflow = _mlflow()
+    import mlflow.onnx
+    import mlflow.sklearn
+    import onnxruntime
+    import sklearn
+    from mlflow.models import infer_signature
+
+    experiment_id = ensure_experiment(names.experiment if model_name == names.registered_model
+                                      else model_name, names.model_bucket)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{train_source}->{val_source}") as run:
+        mlflow.log_params({
+            "train_source": train_source, "val_source": val_source, "target": target,
+            "train_rows": trained.train_rows, "val_rows": trained.val_rows,
+            "features": ",".join(NUMERIC_FEATURES), "baseline_features": ",".join(BASELINE_KEYS),
+            **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+        })
+        mlflow.log_metrics({
+            "baseline_val_rmse": trained.baseline_metrics.rmse,
+            "baseline_val_mae": trained.baseline_metrics.mae,
+            "val_rmse": trained.metrics.rmse,
+            "val_mae": trained.metrics.mae,
+            "onnx_val_rmse": trained.onnx_metrics.rmse,
+            "train_seconds": trained.seconds,
+        })
+        example_dicts = [{"PU_DO": "130_205", "trip_distance": 3.66}]
+        mlflow.sklearn.log_model(
+            trained.baseline, name="baseline",
+            signature=infer_signature(example_dicts, trained.baseline.predict(example_dicts)),
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        )
+        example = trained.example.astype("float32")
+        info = mlflow.onnx.log_model(
+            trained.onnx_model, name="model",
+            signature=infer_signature(example, trained.model.predict(example).astype("float32")),
+            input_example=example,
+            pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
+            # The consumer builds the input matrix from these names, in this order.
+            metadata={"rides_features": list(NUMERIC_FEATURES), "target": target},
+        )
+        version = mlflow.register_model(info.model_uri, model_name)
+    mlflow_client = mlflow.MlflowClient()
+    mlflow_client.set_registered_model_alias(model_name, alias, version.version)
+    uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
+    return Registered(model_name, str(version.version), uri, run.info.run_id, alias)
+
+
+def resolve(model_name: str, version_or_alias: str) -> Registered:
+    """A version number or an alias → the registered version and its artifact location."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        if version_or_alias.isdigit():
+            version = mlflow_client.get_model_version(model_name, version_or_alias)
+        else:
+            version = mlflow_client.get_model_version_by_alias(model_name, version_or_alias)
+        uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
+    except MlflowException as exc:
+        raise PromotionError(f"model {model_name!r} has no version or alias {version_or_alias!r}: "
+                             f"{exc.message}") from None
+    return Registered(model_name, str(version.version), uri, version.run_id, version_or_alias)
+
+
+def check_artifacts(uri: str) -> None:
+    """The MLmodel file and the flavor's model file must be readable at `uri`."""
+    from rides.model import ModelLoadError, load_model
+
+    try:
+        load_model(uri)
+    except ModelLoadError as exc:
+        raise PromotionError(f"artifacts are missing or unusable: {exc}") from None
+
+
+def set_alias(model: Registered, alias: str) -> None:
+    client().set_registered_model_alias(model.name, alias, model.version)
