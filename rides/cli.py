@@ -1,0 +1,241 @@
+"""The `rides` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from rides.resources import StackNames
+
+
+def _use_local_stack_if_running() -> None:
+    """Commands talk to the local stack when it runs and no other endpoint is configured."""
+    if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("RIDES_TARGET") == "aws":
+        return
+    from rides.local.stack import read_info
+
+    info = read_info()
+    if info is not None:
+        os.environ.update(info.env())
+        click.echo(f"(using the local stack at {info.endpoint})", err=True)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """rides: a streaming ML consumer for ride-hailing backends."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- stack -----------------------------------------------------------------------------------
+@main.group()
+def stack() -> None:
+    """The local AWS emulator and its resources."""
+
+
+@stack.command("up")
+@click.option("--port", type=int, default=None, help="Emulator port (default 4566).")
+@click.option("--shards", type=int, default=2, show_default=True)
+def stack_up(port: int | None, shards: int) -> None:
+    """Start the emulator (moto) and create the Terraform resources by the same names."""
+    from rides.local.stack import DEFAULT_PORT, up
+
+    info = up(port or DEFAULT_PORT, shards=shards)
+    click.echo(f"local stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
+    click.echo("to use it from another shell:")
+    for key, value in info.env().items():
+        click.echo(f"  export {key}={value}")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the emulator this project started."""
+    from rides.local.stack import down
+
+    info = down()
+    click.echo(f"stopped emulator pid {info.pid}" if info else "no local stack was running")
+
+
+@stack.command("status")
+def stack_status() -> None:
+    from rides.local.stack import read_info
+
+    info = read_info()
+    if info is None:
+        click.echo("local stack: not running")
+        sys.exit(1)
+    click.echo(f"local stack: running at {info.endpoint} (pid {info.pid}, log {info.log})")
+
+
+# -- model lifecycle -------------------------------------------------------------------------
+@main.command()
+@click.option("--train-month", default=None, help="YYYY-MM of TLC green-taxi data.")
+@click.option("--val-month", default=None, help="YYYY-MM for validation.")
+@click.option("--train-path", default=None, help="Parquet path or s3:// URI instead of a month.")
+@click.option("--val-path", default=None)
+@click.option("--model-name", default=None, help="Registered model name (default ride-duration).")
+@click.option("--target", default="duration", show_default=True,
+              type=click.Choice(["duration", "fare_amount", "tip_amount"]))
+def train(train_month, val_month, train_path, val_path, model_name, target) -> None:
+    """Train on TLC months, log to MLflow, register a new version (alias staging)."""
+    from rides.data import read_trips
+    from rides.registry import log_training
+    from rides.training import train as fit
+
+    _use_local_stack_if_running()
+    train_source = train_path or train_month or "2021-01"
+    val_source = val_path or val_month or "2021-02"
+    trained = fit(read_trips(train_source), read_trips(val_source), target=target)
+    click.echo(f"baseline (DictVectorizer+LinearRegression): RMSE {trained.baseline_metrics.rmse:.3f} "
+               f"MAE {trained.baseline_metrics.mae:.3f}")
+    click.echo(f"ours (gradient-boosted trees, ONNX):        RMSE {trained.metrics.rmse:.3f} "
+               f"MAE {trained.metrics.mae:.3f}   ({trained.seconds:.1f}s)")
+    registered = log_training(trained, train_source=train_source, val_source=val_source,
+                              model_name=model_name, target=target)
+    click.echo(f"registered {registered.name} version {registered.version} (alias {registered.alias})")
+    click.echo(f"MODEL_URI={registered.uri}")
+
+
+@main.command()
+@click.option("--model-name", default=None)
+@click.option("--version", "version", default="staging", show_default=True,
+              help="A version number or an alias to promote.")
+@click.option("--alias", default="production", show_default=True)
+@click.option("--to", "target", type=click.Choice(["local", "lambda", "none"]), default="local",
+              show_default=True, help="Where to roll it out.")
+@click.option("--function", "function_name", default=None, help="Lambda function (with --to lambda).")
+def promote(model_name, version, alias, target, function_name) -> None:
+    """Point an alias at a version and roll it out to the consumer."""
+    from rides.promote import promote as do_promote
+    from rides.registry import PromotionError
+
+    _use_local_stack_if_running()
+    name = model_name or StackNames.from_env().registered_model
+    try:
+        model = do_promote(name, version, alias=alias, target=target,
+                           function_name=function_name or StackNames.from_env().consumer_function)
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target}")
+    click.echo(f'terraform: model_uri = "{model.uri}"')
+    click.echo(f'           model_version = "{model.version}"')
+
+
+# -- streams ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")
+@click.option("-n", "--count", type=int, default=1000, show_default=True)
+@click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
+@click.option("--mode", type=click.Choice(["batch", "single"]), default="batch", show_default=True,
+              help="PutRecords in batches or put_record one by one.")
+@click.option("--stream", default=None)
+@click.option("--first-id", type=int, default=1, show_default=True)
+def produce(month, count, rate, mode, stream, first_id) -> None:
+    """Send real rides from a TLC month as ride events."""
+    import boto3
+
+    from rides.data import read_trips
+    from rides.local.producer import produce as send, ride_events
+
+    _use_local_stack_if_running()
+    frame = read_trips(month).head(count)
+    stream = stream or StackNames.from_env().input_stream
+    result = send(boto3.client("kinesis"), stream, ride_events(frame, first_id=first_id),
+                  rate=rate, mode=mode, total=len(frame))
+    click.echo(f"sent {result.sent:,} events to {stream} in {result.seconds:.1f}s ({result.rate:,.0f}/s)")
+
+
+@main.command()
+@click.option("--stream", default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--window", type=int, default=None, help="Batching window in seconds.")
+@click.option("--starting-position", type=click.Choice(["TRIM_HORIZON", "LATEST"]), default=None)
+@click.option("--max-retries", type=int, default=None)
+@click.option("--dry-run", is_flag=True, help="Predict without publishing (DRY_RUN=true).")
+@click.option("--model-name", default=None)
+def consume(stream, batch_size, window, starting_position, max_retries, dry_run, model_name) -> None:
+    """Run the consumer under the local event-source runner (Lambda's Kinesis mapping)."""
+    from dataclasses import replace
+
+    import boto3
+
+    from rides.esm import EventSourceSettings
+    from rides.local.runner import EventSourceRunner, model_watcher
+
+    _use_local_stack_if_running()
+    names = StackNames.from_env()
+    model_name = model_name or names.registered_model
+    settings = EventSourceSettings()
+    overrides = {"batch_size": batch_size, "maximum_batching_window_in_seconds": window,
+                 "starting_position": starting_position, "maximum_retry_attempts": max_retries}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    os.environ.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
+    sqs = boto3.client("sqs")
+    if "DEAD_LETTER_QUEUE_URL" not in os.environ:
+        os.environ["DEAD_LETTER_QUEUE_URL"] = sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
+    if dry_run:
+        os.environ["DRY_RUN"] = "true"
+    watcher = model_watcher(model_name)
+    watcher()
+    if not os.environ.get("MODEL_URI"):
+        raise click.ClickException("no model to serve: run `rides promote` or set MODEL_URI")
+    runner = EventSourceRunner(
+        stream or names.input_stream, settings=settings, sqs=sqs,
+        on_failure_queue_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
+        on_poll=watcher)
+    click.echo(f"consuming {runner.stream_name} → {os.environ['PREDICTIONS_STREAM_NAME']} "
+               f"(batch {settings.batch_size}, window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops")
+    try:
+        runner.run(report=lambda stats: click.echo(json.dumps(stats), err=True))
+    except KeyboardInterrupt:
+        click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
+
+
+@main.command()
+@click.option("--stream", default=None)
+@click.option("--from-start", is_flag=True, help="Start at TRIM_HORIZON instead of LATEST.")
+@click.option("-n", "--count", type=int, default=None, help="Stop after this many records.")
+def tail(stream, from_start, count) -> None:
+    """Print predictions as they arrive, with latency from the ride event's arrival."""
+    import boto3
+    import orjson
+
+    from rides.local.reader import StreamReader, arrival_seconds
+
+    _use_local_stack_if_running()
+    stream = stream or StackNames.from_env().predictions_stream
+    reader = StreamReader(boto3.client("kinesis"), stream, start="TRIM_HORIZON" if from_start else "LATEST")
+    seen = 0
+    try:
+        for record in reader.follow(until=lambda: count is not None and seen >= count):
+            body = orjson.loads(record["Data"])
+            source = body.get("source") or {}
+            arrival = source.get("approximate_arrival_timestamp")
+            latency = f"{(arrival_seconds(record) - arrival) * 1000:6.0f} ms" if arrival else "     ? ms"
+            click.echo(f"{latency}  {json.dumps(body.get('prediction'))}  {body.get('model')} v{body.get('version')}")
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+
+
+# -- the demo --------------------------------------------------------------------------------
+@main.command()
+@click.option("-n", "--events", type=int, default=10_000, show_default=True)
+@click.option("--rate", type=float, default=None)
+def demo(events, rate) -> None:
+    """The whole flow on a private emulator, then a summary (what `make run` runs)."""
+    from rides.local.demo import format_summary, run_demo
+
+    result = run_demo(events, rate=rate)
+    click.echo(format_summary(result))
+    if result.lost:
+        raise click.ClickException(f"{result.lost} rides have no prediction")
+
+
+if __name__ == "__main__":
+    main()
