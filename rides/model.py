@@ -111,13 +111,20 @@ def _onnx_predictor(path: Path, feature_names: tuple[str, ...]):
 
 
 def _sklearn_predictor(path: Path, serialization: str):
-    with path.open("rb") as handle:
-        if serialization == "cloudpickle":
-            import cloudpickle
+    # The model bucket is trusted by design (only the training pipeline writes to it), so
+    # pickles and every type in a skops file are loaded as they are.
+    if serialization == "skops":  # MLflow 3's default for sklearn
+        import skops.io
 
-            model = cloudpickle.load(handle)
-        else:
-            model = pickle.load(handle)  # noqa: S301 - the model bucket is trusted by design
+        model = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    else:
+        with path.open("rb") as handle:
+            if serialization == "cloudpickle":
+                import cloudpickle
+
+                model = cloudpickle.load(handle)
+            else:
+                model = pickle.load(handle)  # noqa: S301
 
     def predict(features: RideFeatures):
         return model.predict(features.dicts())

@@ -86,8 +86,10 @@ class KinesisPublisher:
                 wave = [q[0] for q in queues.values()]
                 result.retries += sum(1 for i in wave if i in failed_before)
                 outcome, fatal = self._send_wave(records, wave, sizes, pool, result)
+                progress = False
                 for i in wave:
                     if outcome[i] is None:
+                        progress = True
                         key = records[i][0]
                         queues[key].popleft()
                         if not queues[key]:
@@ -95,6 +97,8 @@ class KinesisPublisher:
                         result.sent += 1
                     else:
                         failed_before.add(i)
+                if progress:
+                    backoff.attempts = 0  # the attempt budget is for failures in a row
                 if any(outcome[i] is not None for i in wave):
                     if fatal or not backoff.wait():
                         break

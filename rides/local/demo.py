@@ -74,6 +74,9 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
     demo_home.mkdir(parents=True)
     os.environ["RIDES_HOME"] = str(demo_home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{demo_home / 'mlflow.db'}"
+    # The handler's per-batch logs and EMF metrics are for CloudWatch; the demo prints a summary.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
     _say("starting the local AWS emulator (moto, 127.0.0.1)")
     info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log")

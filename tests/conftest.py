@@ -1,0 +1,73 @@
+"""Shared fixtures: fake AWS credentials, moto, and real models trained on shipped TLC data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from rides import model as model_module
+
+TRAIN_ROWS = 5000
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch, tmp_path):
+    """No test may reach a real account or another test's state."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "MODEL_URI", "MODEL_VERSION", "DRY_RUN",
+                "DEAD_LETTER_QUEUE_URL", "PREDICTIONS_STREAM_NAME", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RIDES_HOME", str(tmp_path / "rides-home"))
+    monkeypatch.setenv("RIDES_MODEL_CACHE", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    model_module._cache.clear()
+    yield
+    model_module._cache.clear()
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield {name: boto3.client(name) for name in ("kinesis", "s3", "sqs")}
+
+
+@pytest.fixture(scope="session")
+def trips():
+    from rides.data import read_trips
+
+    return read_trips("2021-01").head(TRAIN_ROWS), read_trips("2021-02").head(TRAIN_ROWS)
+
+
+@pytest.fixture(scope="session")
+def trained(trips):
+    from rides.training import train
+
+    return train(*trips)
+
+
+@pytest.fixture(scope="session")
+def onnx_model_dir(trained, tmp_path_factory) -> Path:
+    """The project's own model, saved in MLflow's format exactly as training logs it."""
+    import mlflow.onnx
+
+    from rides.features import NUMERIC_FEATURES
+
+    path = tmp_path_factory.mktemp("models") / "onnx"
+    mlflow.onnx.save_model(trained.onnx_model, str(path), metadata={"rides_features": list(NUMERIC_FEATURES)})
+    return path
+
+
+@pytest.fixture(scope="session", params=["cloudpickle", "pickle", "skops"])
+def zoomcamp_model_dir(request, trained, tmp_path_factory) -> Path:
+    """A course-style model: DictVectorizer + LinearRegression, sklearn flavor, in each of
+    the serialization formats MLflow has written (cloudpickle in the course, skops in MLflow 3)."""
+    import mlflow.sklearn
+
+    path = tmp_path_factory.mktemp("models") / f"sklearn-{request.param}"
+    mlflow.sklearn.save_model(trained.baseline, str(path), serialization_format=request.param)
+    return path

@@ -1,0 +1,64 @@
+"""Helpers shared by the unit and integration tests."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+
+
+def upload_dir(s3, local: Path, bucket: str, prefix: str) -> str:
+    s3.create_bucket(Bucket=bucket)
+    for file in local.rglob("*"):
+        if file.is_file():
+            s3.upload_file(str(file), bucket, f"{prefix}/{file.relative_to(local)}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def ride(ride_id=1, pu=130, do=205, distance=3.66, **extra) -> dict:
+    return {"ride_id": ride_id, "ride": {"PULocationID": pu, "DOLocationID": do, "trip_distance": distance, **extra}}
+
+
+def kinesis_record(data: bytes | dict, seq: int, *, key: str = "1", shard: str = "shardId-000000000000") -> dict:
+    raw = data if isinstance(data, bytes) else orjson.dumps(data)
+    return {
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": f"{seq:056d}",
+                    "data": base64.b64encode(raw).decode(), "approximateArrivalTimestamp": 1700000000.5},
+        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{seq:056d}",
+        "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events",
+    }
+
+
+def kinesis_event(rides: list, start: int = 1) -> dict:
+    return {"Records": [kinesis_record(r, start + i, key=str(r.get("ride_id", i)) if isinstance(r, dict) else str(i))
+                        for i, r in enumerate(rides)]}
+
+
+class FakeContext:
+    function_name = "ride-duration-consumer"
+    aws_request_id = "test"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ride-duration-consumer"
+    memory_limit_in_mb = 512
+
+    def __init__(self, millis: int = 60_000):
+        self.millis = millis
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
+def read_stream(kinesis, stream: str) -> list[dict]:
+    out = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            out.extend(orjson.loads(r["Data"]) for r in response["Records"])
+            if not response["Records"]:
+                break
+            iterator = response["NextShardIterator"]
+    return out
+

@@ -1,0 +1,136 @@
+"""The Lambda handler end to end against moto: Kinesis in, predictions out, nothing lost."""
+
+import base64
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lambda_function import handler as handler_module
+from lambda_function.handler import lambda_handler
+from tests.helpers import FakeContext, kinesis_event, kinesis_record, read_stream, ride, upload_dir
+
+
+@pytest.fixture
+def stack(aws, onnx_model_dir, monkeypatch):
+    handler_module._clients.clear()
+    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=2)
+    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
+    uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
+    monkeypatch.setenv("MODEL_URI", uri)
+    monkeypatch.setenv("MODEL_VERSION", "7")
+    monkeypatch.setenv("PREDICTIONS_STREAM_NAME", "ride-predictions")
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", dlq)
+    # In-process moto loses records under concurrent PutRecords (the emulator serializes them;
+    # integration-test/ covers concurrency there).
+    monkeypatch.setenv("PUBLISH_CONCURRENCY", "1")
+    yield {**aws, "dlq": dlq, "uri": uri}
+    handler_module._clients.clear()
+
+
+def dead_letters(sqs, url):
+    out = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return out
+        for message in messages:
+            out.append(orjson.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_publishes_one_prediction_per_ride(stack):
+    response = lambda_handler(kinesis_event([ride(156), ride("abc", 1, 132, 17.2)]), FakeContext())
+    assert response == {"batchItemFailures": []}
+    out = sorted(read_stream(stack["kinesis"], "ride-predictions"), key=lambda r: str(r["prediction"]["ride_id"]))
+    assert [r["prediction"]["ride_id"] for r in out] == [156, "abc"]
+    first = out[0]
+    assert first["model"] == "ride-duration" and first["version"] == "7"
+    assert 1 < first["prediction"]["ride_duration"] < 60
+    assert first["source"]["shard_id"] == "shardId-000000000000"
+    assert first["source"]["sequence_number"] == f"{1:056d}"
+    assert out[1]["prediction"]["ride_duration"] > first["prediction"]["ride_duration"]  # 17 miles to JFK
+
+
+def test_bad_records_go_to_the_dead_letter_queue_and_never_fail_the_batch(stack):
+    event = kinesis_event([ride(1), b"{not json", ride(2, pu=999)])
+    event["Records"].append({**kinesis_record(ride(3), 4), "kinesis": {
+        **kinesis_record(ride(3), 4)["kinesis"], "data": "%%%"}})
+    response = lambda_handler(event, FakeContext())
+    assert response["batchItemFailures"] == []
+    assert len(read_stream(stack["kinesis"], "ride-predictions")) == 1
+    letters = dead_letters(stack["sqs"], stack["dlq"])
+    reasons = sorted(letter["error"].split(":")[0] for letter in letters)
+    assert reasons == ["bad JSON", "bad base64", "ride.PULocationID must be a TLC zone id 1-265, got 999"]
+    bad_json = next(letter for letter in letters if letter["error"].startswith("bad JSON"))
+    assert base64.b64decode(bad_json["data"]) == b"{not json"
+    assert bad_json["source"]["sequence_number"] == f"{2:056d}"
+
+
+def test_missing_output_stream_reports_every_valid_record(stack):
+    stack["kinesis"].delete_stream(StreamName="ride-predictions")
+    event = kinesis_event([ride(i) for i in range(1, 6)] + [b"junk"])
+    response = lambda_handler(event, FakeContext())
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in range(1, 6)]
+    assert len(dead_letters(stack["sqs"], stack["dlq"])) == 1  # the junk still went where it belongs
+
+
+def test_unreachable_dead_letter_queue_reports_the_bad_records(stack, monkeypatch):
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", stack["dlq"] + "-gone")
+    response = lambda_handler(kinesis_event([ride(1), b"junk", ride(2)]), FakeContext())
+    assert response["batchItemFailures"] == [{"itemIdentifier": f"{2:056d}"}]
+    assert len(read_stream(stack["kinesis"], "ride-predictions")) == 2
+
+
+def test_without_a_queue_dead_letters_are_logged_in_full(stack, monkeypatch, caplog):
+    monkeypatch.delenv("DEAD_LETTER_QUEUE_URL")
+    response = lambda_handler(kinesis_event([b"junk-record"]), FakeContext())
+    assert response["batchItemFailures"] == []
+    [logged] = [r.dead_letter for r in caplog.records if hasattr(r, "dead_letter")]
+    assert logged["data"] == base64.b64encode(b"junk-record").decode()
+    assert logged["error"].startswith("bad JSON")
+
+
+def test_dry_run_returns_predictions_without_publishing(stack, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "true")
+    response = lambda_handler(kinesis_event([ride(1), ride(2)]), FakeContext())
+    assert [p["prediction"]["ride_id"] for p in response["predictions"]] == [1, 2]
+    assert read_stream(stack["kinesis"], "ride-predictions") == []
+
+
+def test_ten_thousand_record_batch_with_repeated_rides_keeps_order(stack):
+    rides = [ride(i % 2500, pu=1 + i % 265, distance=i / 1000) for i in range(10_000)]
+    response = lambda_handler(kinesis_event(rides), FakeContext())
+    assert response == {"batchItemFailures": []}
+    out = read_stream(stack["kinesis"], "ride-predictions")
+    assert len(out) == 10_000
+    by_ride: dict = {}
+    for record in out:  # a stream read returns each shard in order, and a ride lives on one shard
+        by_ride.setdefault(record["prediction"]["ride_id"], []).append(int(record["source"]["sequence_number"]))
+    assert all(seqs == sorted(seqs) for seqs in by_ride.values())
+    assert sum(len(v) for v in by_ride.values()) == 10_000
+
+
+def test_model_that_cannot_load_names_the_uri_and_retries_the_batch(stack, monkeypatch, caplog):
+    monkeypatch.setenv("MODEL_URI", "s3://rides-models-stg/no/such/model")
+    response = lambda_handler(kinesis_event([ride(1), ride(2)]), FakeContext())
+    assert len(response["batchItemFailures"]) == 2
+    assert "cannot load model from s3://rides-models-stg/no/such/model" in caplog.text
+
+
+def test_zoomcamp_sklearn_model_works_unchanged(stack, zoomcamp_model_dir, monkeypatch):
+    uri = upload_dir(stack["s3"], zoomcamp_model_dir, "zoomcamp-models", "1/abc/artifacts/model")
+    monkeypatch.setenv("MODEL_URI", uri)
+    monkeypatch.delenv("MODEL_VERSION")
+    response = lambda_handler(kinesis_event([ride(156)]), FakeContext())
+    assert response == {"batchItemFailures": []}
+    [record] = read_stream(stack["kinesis"], "ride-predictions")
+    assert 1 < record["prediction"]["ride_duration"] < 60
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(max_size=200), min_size=1, max_size=5))
+def test_random_bytes_never_escape_the_handler(stack, payloads):
+    response = lambda_handler(kinesis_event(payloads), FakeContext())
+    assert response["batchItemFailures"] == []

@@ -1,0 +1,134 @@
+from collections import Counter
+
+import pytest
+from botocore.exceptions import ClientError
+
+from rides.publish import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisPublisher, chunk
+from rides.retry import Backoff
+
+
+def no_sleep_backoff(**kwargs):
+    return Backoff(sleep=lambda s: None, **kwargs)
+
+
+class FlakyKinesis:
+    """Answers PutRecords like Kinesis under throttling: some entries fail, others land."""
+
+    def __init__(self, fail_plan):
+        self.fail_plan = fail_plan  # call number -> set of positions in that call to fail, or an exception
+        self.calls = []
+        self.stored = []
+
+    def put_records(self, StreamName, Records):
+        call = len(self.calls)
+        self.calls.append([r["PartitionKey"] for r in Records])
+        plan = self.fail_plan(call, Records)
+        if isinstance(plan, Exception):
+            raise plan
+        out = []
+        for i, record in enumerate(Records):
+            if i in plan:
+                out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"})
+            else:
+                self.stored.append((record["PartitionKey"], record["Data"]))
+                out.append({"SequenceNumber": str(len(self.stored)), "ShardId": "shardId-0"})
+        return {"FailedRecordCount": len(plan), "Records": out}
+
+
+def records(n, keys=None):
+    return [((keys or (lambda i: str(i)))(i), f"data-{i}".encode()) for i in range(n)]
+
+
+def test_chunks_respect_count_and_size_limits():
+    sizes = [1024] * 1200
+    chunks = chunk(range(1200), sizes)
+    assert [len(c) for c in chunks] == [MAX_RECORDS_PER_CALL, MAX_RECORDS_PER_CALL, 200]
+    big = [1024 * 1024] * 12
+    assert all(sum(big[i] for i in c) <= MAX_BYTES_PER_CALL for c in chunk(range(12), big))
+    assert sum(len(c) for c in chunk(range(12), big)) == 12
+
+
+def test_throttled_entries_are_retried_nothing_lost_nothing_duplicated():
+    client = FlakyKinesis(lambda call, recs: set(range(0, len(recs), 3)) if call < 3 else set())
+    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(records(1200))
+    assert result.failed == []
+    assert result.sent == 1200
+    assert result.retries > 0
+    assert Counter(k for k, _ in client.stored) == Counter(str(i) for i in range(1200))
+
+
+def test_order_is_kept_per_partition_key_across_retries():
+    # 3 rides, 20 updates each; the first record of every call fails once.
+    failed_once = set()
+
+    def plan(call, recs):
+        first = recs[0]["Data"]
+        if first not in failed_once:
+            failed_once.add(first)
+            return {0}
+        return set()
+
+    client = FlakyKinesis(plan)
+    data = records(60, keys=lambda i: f"ride-{i % 3}")
+    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(data)
+    assert result.failed == []
+    for key in ("ride-0", "ride-1", "ride-2"):
+        stored = [d for k, d in client.stored if k == key]
+        assert stored == [d for k, d in data if k == key]
+    assert all(len(set(keys)) == len(keys) for keys in client.calls)  # one record per key per call
+
+
+def test_gives_up_after_max_attempts_and_reports_every_unsent_record():
+    client = FlakyKinesis(lambda call, recs: {0})
+    result = KinesisPublisher(client, "s", concurrency=1,
+                              backoff=lambda **kw: Backoff(max_attempts=3, sleep=lambda s: None, **kw)).publish(records(5))
+    assert result.sent == 4
+    assert len(result.failed) == 1
+    assert len(client.stored) == 4
+
+
+def test_stops_retrying_when_time_runs_out():
+    client = FlakyKinesis(lambda call, recs: {0})
+    slept = []
+    result = KinesisPublisher(client, "s", concurrency=1,
+                              backoff=lambda **kw: Backoff(sleep=slept.append, **kw)).publish(
+        records(3), time_left=lambda: 0.0)
+    assert len(result.failed) == 1 and slept == []
+
+
+def test_missing_stream_fails_fast_and_reports_all():
+    error = ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecords")
+    client = FlakyKinesis(lambda call, recs: error)
+    result = KinesisPublisher(client, "s", concurrency=2, backoff=no_sleep_backoff).publish(records(700))
+    assert result.failed == list(range(700))
+    assert len(client.calls) == 2  # one attempt per chunk, no pointless retries
+    assert result.errors == {"ResourceNotFoundException": 700}
+
+
+def test_throttled_whole_call_is_retried():
+    error = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecords")
+    client = FlakyKinesis(lambda call, recs: error if call == 0 else set())
+    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(records(10))
+    assert result.failed == [] and result.sent == 10 and result.retries == 10
+
+
+def test_against_moto_kinesis(aws):
+    aws["kinesis"].create_stream(StreamName="out", ShardCount=2)
+    result = KinesisPublisher(aws["kinesis"], "out", concurrency=1).publish(records(1200))
+    assert result.sent == 1200 and not result.failed
+
+    total = 0
+    for shard in aws["kinesis"].list_shards(StreamName="out")["Shards"]:
+        it = aws["kinesis"].get_shard_iterator(StreamName="out", ShardId=shard["ShardId"],
+                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        total += len(aws["kinesis"].get_records(ShardIterator=it, Limit=10_000)["Records"])
+    assert total == 1200
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_concurrency_does_not_change_the_outcome(concurrency):
+    client = FlakyKinesis(lambda call, recs: {1} if call % 2 == 0 else set())
+    result = KinesisPublisher(client, "s", concurrency=concurrency, backoff=no_sleep_backoff).publish(records(2000))
+    assert result.sent == 2000 and Counter(k for k, _ in client.stored) == Counter(str(i) for i in range(2000))
