@@ -1,0 +1,69 @@
+"""The Lambda image cannot be built here: check that what its Dockerfile copies exists, that
+the handler it names imports, and that the copied modules are all the consumer needs."""
+
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "lambda_function" / "Dockerfile"
+
+
+def copy_sources():
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    sources = []
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            parts = line.split()[1:]
+            sources += [p for p in parts[:-1] if not p.startswith("--")]
+    return sources
+
+
+def test_everything_the_dockerfile_copies_exists():
+    sources = copy_sources()
+    assert sources
+    for source in sources:
+        assert (ROOT / source).exists(), source
+
+
+def test_the_handler_it_names_exists():
+    [cmd] = re.findall(r'CMD \["([\w.]+)"\]', DOCKERFILE.read_text())
+    module, function = cmd.rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module), function))
+    assert cmd == "lambda_function.handler.lambda_handler"
+
+
+def test_copied_modules_cover_every_rides_import_of_the_handler():
+    """Follow the imports from the handler: each rides module it needs is copied."""
+    copied = {Path(s).stem for s in copy_sources() if s.startswith("rides/") and s.endswith(".py")}
+    todo, seen = ["lambda_function/handler.py"], set()
+    while todo:
+        path = todo.pop()
+        for node in ast.walk(ast.parse((ROOT / path).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rides."):
+                name = node.module.split(".")[1]
+                if name not in seen:
+                    seen.add(name)
+                    todo.append(f"rides/{name}.py")
+    assert seen <= copied, seen - copied
+
+
+def test_lambda_requirements_match_the_lock():
+    lock = json.loads((ROOT / "Pipfile.lock").read_text())
+    locked = {name.lower(): spec.get("version", "").lstrip("=") for name, spec in lock["default"].items()}
+    for file in ("requirements.txt", "requirements-sklearn.txt"):
+        for line in (ROOT / "lambda_function" / file).read_text().splitlines():
+            if line and not line.startswith("#"):
+                name, version = line.split("==")
+                assert locked.get(name.lower()) == version, f"{name}: {version} vs lock {locked.get(name.lower())}"
+
+
+def test_the_fast_path_does_not_import_mlflow_or_sklearn():
+    code = ("import sys, lambda_function.handler, rides.model;"
+            "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

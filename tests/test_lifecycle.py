@@ -1,0 +1,115 @@
+"""Training and the MLflow registry: train → register → alias → resolve → the consumer loads it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rides.data import Month, clean
+from rides.model import get_model, load_model
+from rides.promote import promote, read_local_model
+from rides.registry import PromotionError, log_training, resolve
+from rides.resources import StackNames
+
+
+def test_clean_handles_both_schema_eras():
+    old_era = pd.DataFrame({
+        "lpep_pickup_datetime": pd.to_datetime(["2021-01-01 10:00:00", "2021-01-01 11:00:00", "2009-01-01 00:00:00",
+                                                "2021-01-02 00:00:00", "2021-01-03 00:00:00"]),
+        "lpep_dropoff_datetime": pd.to_datetime(["2021-01-01 10:20:00", "2021-01-01 11:00:30", "2009-01-01 00:10:00",
+                                                 "2021-01-02 02:00:00", "2021-01-03 00:05:00"]),
+        "PULocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
+        "DOLocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
+        "passenger_count": [1.0, np.nan, 1.0, 2.0, np.nan],
+        "trip_distance": [1.0, 0.1, 1.0, 20.0, 2.0],
+    })
+    cleaned = clean(old_era, Month(2021, 1))
+    # 30 s ride, 2009 stray row and 2 h ride are gone
+    assert cleaned["duration"].tolist() == [20.0, 5.0]
+    new_era = old_era.astype({"PULocationID": "int32", "DOLocationID": "int32"}).assign(
+        passenger_count=pd.array([1, 1, 1, 2, 3], dtype="int64"))
+    cleaned_new = clean(new_era, Month(2021, 1))
+    assert cleaned_new.dtypes["PULocationID"] == "int64"
+    assert cleaned_new.dtypes["passenger_count"] == "float64"
+
+
+def test_our_model_beats_the_baseline_by_15_percent_on_full_real_months():
+    from rides.data import read_trips
+    from rides.training import train
+
+    result = train(read_trips("2021-01"), read_trips("2021-02"))
+    assert 7.7 < result.baseline_metrics.rmse < 7.8  # the course's number on these months
+    assert result.metrics.rmse <= 0.85 * result.baseline_metrics.rmse
+    assert abs(result.onnx_metrics.rmse - result.metrics.rmse) < 1e-3
+
+
+@pytest.fixture
+def registry(aws, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    names = StackNames()
+    aws["s3"].create_bucket(Bucket=names.model_bucket)
+    return aws
+
+
+def test_registry_round_trip(registry, trained):
+    registered = log_training(trained, train_source="2021-01", val_source="2021-02")
+    assert registered.version == "1"
+    assert registered.uri.startswith("s3://rides-models-stg/mlflow/")
+    assert resolve("ride-duration", "staging").uri == registered.uri
+    model = load_model(registered.uri)
+    assert model.flavor == "onnx"
+
+    promoted = promote("ride-duration", "staging", alias="production", target="local")
+    assert promoted.version == "1"
+    assert resolve("ride-duration", "production").version == "1"
+    control = read_local_model("ride-duration")
+    assert control["MODEL_URI"] == registered.uri and control["MODEL_VERSION"] == "1"
+
+    import mlflow.pyfunc
+
+    from rides.features import NUMERIC_FEATURES
+
+    pyfunc = mlflow.pyfunc.load_model("models:/ride-duration@production")
+    frame = pd.DataFrame(trained.example, columns=list(NUMERIC_FEATURES))
+    served = get_model(registered.uri)
+    output = pyfunc.predict(frame)
+    output = next(iter(output.values())) if isinstance(output, dict) else output
+    assert np.allclose(np.asarray(output).reshape(-1),
+                       trained.model.predict(trained.example), atol=1e-3)
+    assert served.version == registered.run_id  # without MODEL_VERSION the run id identifies it
+
+
+def test_promoting_a_missing_version_changes_nothing(registry, trained):
+    log_training(trained, train_source="a", val_source="b")
+    with pytest.raises(PromotionError, match="no version or alias '9'"):
+        promote("ride-duration", "9", target="local")
+    assert read_local_model("ride-duration") is None
+    with pytest.raises(PromotionError):
+        resolve("ride-duration", "production")
+
+
+def test_promoting_a_version_whose_artifacts_are_gone_changes_nothing(registry, trained):
+    registered = log_training(trained, train_source="a", val_source="b")
+    bucket, prefix = registered.uri.removeprefix("s3://").split("/", 1)
+    for item in registry["s3"].list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        registry["s3"].delete_object(Bucket=bucket, Key=item["Key"])
+    with pytest.raises(PromotionError, match="artifacts are missing"):
+        promote("ride-duration", registered.version, target="local")
+    assert read_local_model("ride-duration") is None
+    with pytest.raises(PromotionError):
+        resolve("ride-duration", "production")
+
+
+def test_model_errors_name_the_uri(aws):
+    from rides.model import ModelLoadError
+
+    aws["s3"].create_bucket(Bucket="bkt-models")
+    with pytest.raises(ModelLoadError,
+                       match=r"cannot load model from s3://bkt-models/x: s3://bkt-models/x/MLmodel does not exist"):
+        load_model("s3://bkt-models/x")
+    aws["s3"].put_object(Bucket="bkt-models", Key="y/MLmodel", Body=b"flavors:\n  keras: {}\n")
+    with pytest.raises(ModelLoadError, match="no supported flavor"):
+        load_model("s3://bkt-models/y")
+    with pytest.raises(ModelLoadError, match="cannot load model from s3://no-such-bucket-here/m"):
+        load_model("s3://no-such-bucket-here/m")
+    with pytest.raises(ModelLoadError, match="MODEL_URI is not set"):
+        load_model("")
