@@ -158,7 +158,8 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
 @click.option("--max-retries", type=int, default=None)
 @click.option("--dry-run", is_flag=True, help="Predict without publishing (DRY_RUN=true).")
 @click.option("--model-name", default=None)
-def consume(stream, batch_size, window, starting_position, max_retries, dry_run, model_name) -> None:
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
+def consume(stream, batch_size, window, starting_position, max_retries, dry_run, model_name, max_seconds) -> None:
     """Run the consumer under the local event-source runner (Lambda's Kinesis mapping)."""
     from dataclasses import replace
 
@@ -190,8 +191,12 @@ def consume(stream, batch_size, window, starting_position, max_retries, dry_run,
         on_poll=watcher)
     click.echo(f"consuming {runner.stream_name} → {os.environ['PREDICTIONS_STREAM_NAME']} "
                f"(batch {settings.batch_size}, window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops")
+    import time
+
+    deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
-        runner.run(report=lambda stats: click.echo(json.dumps(stats), err=True))
+        runner.run(report=lambda stats: click.echo(json.dumps(stats), err=True),
+                   until=(lambda: time.monotonic() > deadline) if deadline else None)
     except KeyboardInterrupt:
         click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
 

@@ -1,0 +1,100 @@
+"""Integration tests run against real processes: the emulator (moto server, one request at a
+time) and `rides consume` (the event-source runner calling the real handler)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from rides.local.stack import LOCAL_ENV, StackNames, create_resources, start_emulator, stop_process
+from tests.conftest import onnx_model_dir, trained, trips  # noqa: F401 - shared fixtures
+from tests.helpers import upload_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    log = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    info, proc = start_emulator(parent_pid=os.getpid(), max_lifetime=3600, log_path=log)
+    yield info
+    stop_process(info.pid)
+    proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def model_uri(emulator, onnx_model_dir):  # noqa: F811
+    s3 = boto3.client("s3", endpoint_url=emulator.endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    return upload_dir(s3, onnx_model_dir, "integration-models", "mlflow/1/models/m-it/artifacts")
+
+
+@pytest.fixture
+def stack(emulator, model_uri, tmp_path, monkeypatch):
+    """A fresh set of resources (unique names) on the shared emulator."""
+    suffix = uuid.uuid4().hex[:8]
+    names = StackNames(input_stream=f"ride-events-{suffix}", predictions_stream=f"ride-predictions-{suffix}",
+                       decisions_stream=f"ride-decisions-{suffix}", dead_letter_queue=f"dlq-{suffix}",
+                       failed_batches_queue=f"failed-{suffix}", model_bucket="integration-models",
+                       decisions_table=f"decisions-{suffix}")
+    env = {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    created = create_resources(env, names)
+    clients = {name: boto3.client(name) for name in ("kinesis", "sqs", "s3")}
+    consumer_env = {
+        **os.environ, **env,
+        "RIDES_HOME": str(tmp_path / "home"),
+        "MODEL_URI": model_uri, "MODEL_VERSION": "1",
+        "PREDICTIONS_STREAM_NAME": names.predictions_stream,
+        "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
+        "RIDES_FAILED_BATCHES_QUEUE": names.failed_batches_queue,
+        "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    return {"names": names, "created": created, "env": consumer_env, "tmp": tmp_path, **clients}
+
+
+class Consumer:
+    """`rides consume` as a child process that a test can kill and restart."""
+
+    def __init__(self, stack, *extra: str, env: dict | None = None):
+        self.stack = stack
+        self.extra = extra
+        self.env = {**stack["env"], **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log = stack["tmp"] / f"consumer-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self) -> Consumer:
+        command = [sys.executable, "-m", "rides.cli", "consume", "--stream", self.stack["names"].input_stream,
+                   "--window", "0", "--max-seconds", "600", *self.extra]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def consumer(stack):
+    started: list[Consumer] = []
+
+    def start(*extra: str, env: dict | None = None) -> Consumer:
+        started.append(Consumer(stack, *extra, env=env).start())
+        return started[-1]
+
+    yield start
+    for c in started:
+        c.kill()
