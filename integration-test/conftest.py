@@ -31,8 +31,13 @@ def emulator(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_uri(emulator, onnx_model_dir):  # noqa: F811
-    s3 = boto3.client("s3", endpoint_url=emulator.endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=emulator.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     return upload_dir(s3, onnx_model_dir, "integration-models", "mlflow/1/models/m-it/artifacts")
 
 
@@ -40,23 +45,31 @@ def model_uri(emulator, onnx_model_dir):  # noqa: F811
 def stack(emulator, model_uri, tmp_path, monkeypatch):
     """A fresh set of resources (unique names) on the shared emulator."""
     suffix = uuid.uuid4().hex[:8]
-    names = StackNames(input_stream=f"ride-events-{suffix}", predictions_stream=f"ride-predictions-{suffix}",
-                       decisions_stream=f"ride-decisions-{suffix}", dead_letter_queue=f"dlq-{suffix}",
-                       failed_batches_queue=f"failed-{suffix}", model_bucket="integration-models",
-                       decisions_table=f"decisions-{suffix}")
+    names = StackNames(
+        input_stream=f"ride-events-{suffix}",
+        predictions_stream=f"ride-predictions-{suffix}",
+        decisions_stream=f"ride-decisions-{suffix}",
+        dead_letter_queue=f"dlq-{suffix}",
+        failed_batches_queue=f"failed-{suffix}",
+        model_bucket="integration-models",
+        decisions_table=f"decisions-{suffix}",
+    )
     env = {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     created = create_resources(env, names)
     clients = {name: boto3.client(name) for name in ("kinesis", "sqs", "s3")}
     consumer_env = {
-        **os.environ, **env,
+        **os.environ,
+        **env,
         "RIDES_HOME": str(tmp_path / "home"),
-        "MODEL_URI": model_uri, "MODEL_VERSION": "1",
+        "MODEL_URI": model_uri,
+        "MODEL_VERSION": "1",
         "PREDICTIONS_STREAM_NAME": names.predictions_stream,
         "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
         "RIDES_FAILED_BATCHES_QUEUE": names.failed_batches_queue,
-        "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
     return {"names": names, "created": created, "env": consumer_env, "tmp": tmp_path, **clients}
 
@@ -72,8 +85,19 @@ class Consumer:
         self.log = stack["tmp"] / f"consumer-{uuid.uuid4().hex[:6]}.log"
 
     def start(self) -> Consumer:
-        command = [sys.executable, "-m", "rides.cli", "consume", "--stream", self.stack["names"].input_stream,
-                   "--window", "0", "--max-seconds", "600", *self.extra]
+        command = [
+            sys.executable,
+            "-m",
+            "rides.cli",
+            "consume",
+            "--stream",
+            self.stack["names"].input_stream,
+            "--window",
+            "0",
+            "--max-seconds",
+            "600",
+            *self.extra,
+        ]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         return self

@@ -15,6 +15,13 @@ from rides.local.reader import StreamReader
 
 pytestmark = pytest.mark.integration
 
+# The course's test event payload (a pretty-printed ride 256), byte for byte.
+COURSE_DATA = (
+    "ewogICAgICAgICJyaWRlIjogewogICAgICAgICAgICAiUFVMb2NhdGlvbklEIjogMTMwLAogICAgICAgICAgICAiRE9Mb2NhdGlv"
+    "bklEIjogMjA1LAogICAgICAgICAgICAidHJpcF9kaXN0YW5jZSI6IDMuNjYKICAgICAgICB9LCAKICAgICAgICAicmlkZV9pZCI6"
+    "IDI1NgogICAgfQ=="
+)
+
 
 def wait_for_rides(stack, expected_ids: set[str], timeout: float = 120.0) -> dict[str, list[dict]]:
     """Read predictions until every expected ride has one; returns ride id → predictions."""
@@ -65,7 +72,8 @@ def test_full_flow_with_real_rides_and_malformed_events(stack, consumer, rides_f
         letters += dead_letters(stack)
         time.sleep(0.2)
     assert sorted(base64.b64decode(letter["data"]) for letter in letters) == sorted(
-        [b"{oops", orjson.dumps({"ride_id": 9, "ride": {"PULocationID": 0}})])
+        [b"{oops", orjson.dumps({"ride_id": 9, "ride": {"PULocationID": 0}})]
+    )
     assert all(letter["error"] and letter["source"]["sequence_number"] for letter in letters)
 
 
@@ -77,18 +85,26 @@ def test_the_course_kinesis_test_event_shape(stack, monkeypatch):
     for key in ("MODEL_URI", "MODEL_VERSION", "PREDICTIONS_STREAM_NAME", "DEAD_LETTER_QUEUE_URL"):
         monkeypatch.setenv(key, stack["env"][key])
     handler_module._clients.clear()
-    course_event = {"Records": [{
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0", "partitionKey": "1",
-            "sequenceNumber": "49630081666084879290581185630324770398608704880802529282",
-            "data": "ewogICAgICAgICJyaWRlIjogewogICAgICAgICAgICAiUFVMb2NhdGlvbklEIjogMTMwLAogICAgICAgICAgICAiRE9Mb2NhdGlvbklEIjogMjA1LAogICAgICAgICAgICAidHJpcF9kaXN0YW5jZSI6IDMuNjYKICAgICAgICB9LCAKICAgICAgICAicmlkZV9pZCI6IDI1NgogICAgfQ==",
-            "approximateArrivalTimestamp": 1654161514.132},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0",
-        "eventID": "shardId-000000000000:49630081666084879290581185630324770398608704880802529282",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::XXXXXXXXX:role/lambda-kinesis-role",
-        "awsRegion": "eu-west-1",
-        "eventSourceARN": "arn:aws:kinesis:eu-west-1:XXXXXXXXX:stream/ride_events"}]}
+    course_event = {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "1",
+                    "sequenceNumber": "49630081666084879290581185630324770398608704880802529282",
+                    "data": COURSE_DATA,
+                    "approximateArrivalTimestamp": 1654161514.132,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": "shardId-000000000000:49630081666084879290581185630324770398608704880802529282",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::XXXXXXXXX:role/lambda-kinesis-role",
+                "awsRegion": "eu-west-1",
+                "eventSourceARN": "arn:aws:kinesis:eu-west-1:XXXXXXXXX:stream/ride_events",
+            }
+        ]
+    }
     response = handler_module.lambda_handler(course_event, FakeContext())
     handler_module._clients.clear()
     assert response == {"batchItemFailures": []}
@@ -119,8 +135,7 @@ def test_missing_output_stream_records_are_retried_then_delivered(stack, consume
     """The output stream does not exist yet: batches are reported and retried, none lost."""
     names = stack["names"]
     late_stream = names.predictions_stream + "-late"
-    c = consumer("--batch-size", "50", "--max-retries", "-1",
-                 env={"PREDICTIONS_STREAM_NAME": late_stream})
+    c = consumer("--batch-size", "50", "--max-retries", "-1", env={"PREDICTIONS_STREAM_NAME": late_stream})
     produce(stack["kinesis"], names.input_stream, list(ride_events(rides_frame.head(200))), progress=False)
     time.sleep(3)
     assert c.proc.poll() is None
@@ -136,8 +151,14 @@ def test_concurrent_producers_lose_nothing(stack, consumer, rides_frame):
     consumer()
     frame = rides_frame.head(2400)
     parts = [list(ride_events(frame.iloc[i::4], first_id=1 + i * 10_000)) for i in range(4)]
-    threads = [threading.Thread(target=produce, args=(stack["kinesis"], stack["names"].input_stream, part),
-                                kwargs={"progress": False, "batch_size": 100}) for part in parts]
+    threads = [
+        threading.Thread(
+            target=produce,
+            args=(stack["kinesis"], stack["names"].input_stream, part),
+            kwargs={"progress": False, "batch_size": 100},
+        )
+        for part in parts
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

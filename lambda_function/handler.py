@@ -22,8 +22,9 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ride
 # Leave this much of the Lambda's time for reporting back instead of retrying.
 RESERVE_SECONDS = 2.0
 # Our own backoff loop retries failed entries; botocore only retries whole calls, briefly.
-_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3},
-                        connect_timeout=3, read_timeout=10, max_pool_connections=16)
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10, max_pool_connections=16
+)
 _clients: dict[str, object] = {}
 
 
@@ -38,22 +39,34 @@ def lambda_handler(event, context):
     # Read per invocation: the local runner changes MODEL_URI on promotion without a restart.
     config = ConsumerConfig.from_env()
     records = event.get("Records") or []
-    publisher = None if config.dry_run else KinesisPublisher(
-        _client("kinesis"), config.predictions_stream_name, concurrency=config.publish_concurrency)
-    dead_letters = DeadLetterSink(_client("sqs") if config.dead_letter_queue_url else None,
-                                  config.dead_letter_queue_url, logger=logger)
+    publisher = (
+        None
+        if config.dry_run
+        else KinesisPublisher(
+            _client("kinesis"), config.predictions_stream_name, concurrency=config.publish_concurrency
+        )
+    )
+    dead_letters = DeadLetterSink(
+        _client("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+    )
 
     def time_left() -> float:
         return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
 
-    response, report = process_records(records, config, publisher=publisher,
-                                       dead_letters=dead_letters, time_left=time_left)
+    response, report = process_records(
+        records, config, publisher=publisher, dead_letters=dead_letters, time_left=time_left
+    )
     logger.info("batch processed", extra={"batch": report.as_dict(), "model_uri": config.model_uri})
     metrics.add_dimension(name="model", value=config.model_name)
     metrics.add_metadata(key="model_version", value=report.model_version or "none")
-    for name, value in (("RecordsIn", report.records), ("Predicted", report.predicted),
-                        ("Published", report.published), ("DeadLettered", report.dead_lettered),
-                        ("Failed", report.failed), ("Retries", report.retries)):
+    for name, value in (
+        ("RecordsIn", report.records),
+        ("Predicted", report.predicted),
+        ("Published", report.published),
+        ("DeadLettered", report.dead_lettered),
+        ("Failed", report.failed),
+        ("Retries", report.retries),
+    ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=report.seconds)
     metrics.flush_metrics()

@@ -28,8 +28,9 @@ def _use_local_stack_if_running() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """rides: a streaming ML consumer for ride-hailing backends."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 # -- stack -----------------------------------------------------------------------------------
@@ -79,8 +80,9 @@ def stack_status() -> None:
 @click.option("--train-path", default=None, help="Parquet path or s3:// URI instead of a month.")
 @click.option("--val-path", default=None)
 @click.option("--model-name", default=None, help="Registered model name (default ride-duration).")
-@click.option("--target", default="duration", show_default=True,
-              type=click.Choice(["duration", "fare_amount", "tip_amount"]))
+@click.option(
+    "--target", default="duration", show_default=True, type=click.Choice(["duration", "fare_amount", "tip_amount"])
+)
 def train(train_month, val_month, train_path, val_path, model_name, target) -> None:
     """Train on TLC months, log to MLflow, register a new version (alias staging)."""
     from rides.data import read_trips
@@ -91,23 +93,35 @@ def train(train_month, val_month, train_path, val_path, model_name, target) -> N
     train_source = train_path or train_month or "2021-01"
     val_source = val_path or val_month or "2021-02"
     trained = fit(read_trips(train_source), read_trips(val_source), target=target)
-    click.echo(f"baseline (DictVectorizer+LinearRegression): RMSE {trained.baseline_metrics.rmse:.3f} "
-               f"MAE {trained.baseline_metrics.mae:.3f}")
-    click.echo(f"ours (gradient-boosted trees, ONNX):        RMSE {trained.metrics.rmse:.3f} "
-               f"MAE {trained.metrics.mae:.3f}   ({trained.seconds:.1f}s)")
-    registered = log_training(trained, train_source=train_source, val_source=val_source,
-                              model_name=model_name, target=target)
+    click.echo(
+        f"baseline (DictVectorizer+LinearRegression): RMSE {trained.baseline_metrics.rmse:.3f} "
+        f"MAE {trained.baseline_metrics.mae:.3f}"
+    )
+    click.echo(
+        f"ours (gradient-boosted trees, ONNX):        RMSE {trained.metrics.rmse:.3f} "
+        f"MAE {trained.metrics.mae:.3f}   ({trained.seconds:.1f}s)"
+    )
+    registered = log_training(
+        trained, train_source=train_source, val_source=val_source, model_name=model_name, target=target
+    )
     click.echo(f"registered {registered.name} version {registered.version} (alias {registered.alias})")
     click.echo(f"MODEL_URI={registered.uri}")
 
 
 @main.command()
 @click.option("--model-name", default=None)
-@click.option("--version", "version", default="staging", show_default=True,
-              help="A version number or an alias to promote.")
+@click.option(
+    "--version", "version", default="staging", show_default=True, help="A version number or an alias to promote."
+)
 @click.option("--alias", default="production", show_default=True)
-@click.option("--to", "target", type=click.Choice(["local", "lambda", "none"]), default="local",
-              show_default=True, help="Where to roll it out.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["local", "lambda", "none"]),
+    default="local",
+    show_default=True,
+    help="Where to roll it out.",
+)
 @click.option("--function", "function_name", default=None, help="Lambda function (with --to lambda).")
 def promote(model_name, version, alias, target, function_name) -> None:
     """Point an alias at a version and roll it out to the consumer."""
@@ -117,8 +131,13 @@ def promote(model_name, version, alias, target, function_name) -> None:
     _use_local_stack_if_running()
     name = model_name or StackNames.from_env().registered_model
     try:
-        model = do_promote(name, version, alias=alias, target=target,
-                           function_name=function_name or StackNames.from_env().consumer_function)
+        model = do_promote(
+            name,
+            version,
+            alias=alias,
+            target=target,
+            function_name=function_name or StackNames.from_env().consumer_function,
+        )
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target}")
@@ -131,8 +150,13 @@ def promote(model_name, version, alias, target, function_name) -> None:
 @click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")
 @click.option("-n", "--count", type=int, default=1000, show_default=True)
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
-@click.option("--mode", type=click.Choice(["batch", "single"]), default="batch", show_default=True,
-              help="PutRecords in batches or put_record one by one.")
+@click.option(
+    "--mode",
+    type=click.Choice(["batch", "single"]),
+    default="batch",
+    show_default=True,
+    help="PutRecords in batches or put_record one by one.",
+)
 @click.option("--stream", default=None)
 @click.option("--first-id", type=int, default=1, show_default=True)
 def produce(month, count, rate, mode, stream, first_id) -> None:
@@ -140,13 +164,15 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
     import boto3
 
     from rides.data import read_trips
-    from rides.local.producer import produce as send, ride_events
+    from rides.local.producer import produce as send
+    from rides.local.producer import ride_events
 
     _use_local_stack_if_running()
     frame = read_trips(month).head(count)
     stream = stream or StackNames.from_env().input_stream
-    result = send(boto3.client("kinesis"), stream, ride_events(frame, first_id=first_id),
-                  rate=rate, mode=mode, total=len(frame))
+    result = send(
+        boto3.client("kinesis"), stream, ride_events(frame, first_id=first_id), rate=rate, mode=mode, total=len(frame)
+    )
     click.echo(f"sent {result.sent:,} events to {stream} in {result.seconds:.1f}s ({result.rate:,.0f}/s)")
 
 
@@ -172,8 +198,12 @@ def consume(stream, batch_size, window, starting_position, max_retries, dry_run,
     names = StackNames.from_env()
     model_name = model_name or names.registered_model
     settings = EventSourceSettings()
-    overrides = {"batch_size": batch_size, "maximum_batching_window_in_seconds": window,
-                 "starting_position": starting_position, "maximum_retry_attempts": max_retries}
+    overrides = {
+        "batch_size": batch_size,
+        "maximum_batching_window_in_seconds": window,
+        "starting_position": starting_position,
+        "maximum_retry_attempts": max_retries,
+    }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     os.environ.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
     sqs = boto3.client("sqs")
@@ -186,17 +216,24 @@ def consume(stream, batch_size, window, starting_position, max_retries, dry_run,
     if not os.environ.get("MODEL_URI"):
         raise click.ClickException("no model to serve: run `rides promote` or set MODEL_URI")
     runner = EventSourceRunner(
-        stream or names.input_stream, settings=settings, sqs=sqs,
+        stream or names.input_stream,
+        settings=settings,
+        sqs=sqs,
         on_failure_queue_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
-        on_poll=watcher)
-    click.echo(f"consuming {runner.stream_name} → {os.environ['PREDICTIONS_STREAM_NAME']} "
-               f"(batch {settings.batch_size}, window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops")
+        on_poll=watcher,
+    )
+    click.echo(
+        f"consuming {runner.stream_name} → {os.environ['PREDICTIONS_STREAM_NAME']} "
+        f"(batch {settings.batch_size}, window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops"
+    )
     import time
 
     deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
-        runner.run(report=lambda stats: click.echo(json.dumps(stats), err=True),
-                   until=(lambda: time.monotonic() > deadline) if deadline else None)
+        runner.run(
+            report=lambda stats: click.echo(json.dumps(stats), err=True),
+            until=(lambda: time.monotonic() > deadline) if deadline else None,
+        )
     except KeyboardInterrupt:
         click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
 
@@ -215,15 +252,15 @@ def tail(stream, from_start, count) -> None:
     _use_local_stack_if_running()
     stream = stream or StackNames.from_env().predictions_stream
     reader = StreamReader(boto3.client("kinesis"), stream, start="TRIM_HORIZON" if from_start else "LATEST")
-    seen = 0
+    seen = [0]  # a list: the stop condition reads the running count
     try:
-        for record in reader.follow(until=lambda: count is not None and seen >= count):
+        for record in reader.follow(until=lambda: count is not None and seen[0] >= count):
             body = orjson.loads(record["Data"])
             source = body.get("source") or {}
             arrival = source.get("approximate_arrival_timestamp")
             latency = f"{(arrival_seconds(record) - arrival) * 1000:6.0f} ms" if arrival else "     ? ms"
             click.echo(f"{latency}  {json.dumps(body.get('prediction'))}  {body.get('model')} v{body.get('version')}")
-            seen += 1
+            seen[0] += 1
     except KeyboardInterrupt:
         pass
 

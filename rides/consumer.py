@@ -114,8 +114,11 @@ def _item(record: Mapping) -> tuple[_Item, str | None]:
 
 
 def _source(item: _Item) -> dict:
-    return {"shard_id": item.shard_id, "sequence_number": item.sequence_number,
-            "approximate_arrival_timestamp": item.arrival}
+    return {
+        "shard_id": item.shard_id,
+        "sequence_number": item.sequence_number,
+        "approximate_arrival_timestamp": item.arrival,
+    }
 
 
 def process_records(
@@ -167,8 +170,12 @@ def process_records(
                     letters.append((item, f"model returned a non-finite prediction ({value})"))
                     continue
                 prediction = {"ride_id": item.event.ride_id, field_name: value}
-                record = {"model": model.name, "version": model.version,
-                          "prediction": prediction, "source": _source(item)}
+                record = {
+                    "model": model.name,
+                    "version": model.version,
+                    "prediction": prediction,
+                    "source": _source(item),
+                }
                 predictions.append(record)
                 out_records.append((item.event.partition_key, orjson.dumps(record)))
                 out_items.append(item)

@@ -80,9 +80,10 @@ def download(url: str, target: Path, *, progress: bool = True, timeout: float = 
     with requests.get(url, stream=True, timeout=timeout) as response:
         response.raise_for_status()
         total = int(response.headers.get("content-length", 0)) or None
-        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp, tqdm(
-            total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress
-        ) as bar:
+        with (
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp,
+            tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar,
+        ):
             for block in response.iter_content(1 << 20):
                 tmp.write(block)
                 bar.update(len(block))
@@ -154,9 +155,7 @@ def clean(frame: pd.DataFrame, month: Month | None = None) -> pd.DataFrame:
     if "passenger_count" in frame:
         # int64 from 2023-02, float64 with NaN before: float64 holds both.
         frame["passenger_count"] = frame["passenger_count"].astype("float64")
-    frame["duration"] = (
-        frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]
-    ).dt.total_seconds() / 60.0
+    frame["duration"] = (frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]).dt.total_seconds() / 60.0
     keep = frame["duration"].between(1, 60) & np.isfinite(frame["trip_distance"])
     keep &= frame["trip_distance"] >= 0
     keep &= frame["PULocationID"].between(1, 265) & frame["DOLocationID"].between(1, 265)

@@ -59,8 +59,14 @@ def _batches(bodies: Sequence[bytes]) -> list[list[int]]:
 class DeadLetterSink:
     """Sends dead letters to SQS; returns the indices that could not be delivered."""
 
-    def __init__(self, client, queue_url: str | None, *, logger: logging.Logger | None = None,
-                 backoff: Callable[..., Backoff] = Backoff):
+    def __init__(
+        self,
+        client,
+        queue_url: str | None,
+        *,
+        logger: logging.Logger | None = None,
+        backoff: Callable[..., Backoff] = Backoff,
+    ):
         self.client = client
         self.queue_url = queue_url
         self.logger = logger or logging.getLogger("rides.deadletter")
@@ -71,8 +77,9 @@ class DeadLetterSink:
             return []
         if not self.queue_url:
             for letter in letters:
-                self.logger.error("dead letter (no DEAD_LETTER_QUEUE_URL set)",
-                                  extra={"dead_letter": orjson.loads(letter.body())})
+                self.logger.error(
+                    "dead letter (no DEAD_LETTER_QUEUE_URL set)", extra={"dead_letter": orjson.loads(letter.body())}
+                )
             return []
         bodies = [letter.body() for letter in letters]
         pending = list(range(len(letters)))
@@ -87,7 +94,7 @@ class DeadLetterSink:
                         QueueUrl=self.queue_url,
                         Entries=[{"Id": str(n), "MessageBody": bodies[i].decode()} for n, i in enumerate(indices)],
                     )
-                except Exception as exc:  # noqa: BLE001 - classified below
+                except Exception as exc:
                     self.logger.warning("dead-letter queue send failed: %s", error_code(exc))
                     failed.extend(indices)
                     fatal = fatal or not is_retryable(exc)

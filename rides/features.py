@@ -118,10 +118,7 @@ def build_features(
         dow = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
         hour = np.where(missing, np.nan, hour)
         dow = np.where(missing, np.nan, dow.astype(np.float64))
-    if passenger_count is None:
-        passengers = np.full(n, np.nan)
-    else:
-        passengers = np.asarray(passenger_count, dtype=np.float64)
+    passengers = np.full(n, np.nan) if passenger_count is None else np.asarray(passenger_count, dtype=np.float64)
     return RideFeatures(
         {
             "trip_distance": np.asarray(trip_distance, dtype=np.float64),
@@ -143,8 +140,7 @@ def features_from_events(events: Sequence[RideEvent]) -> RideFeatures:
     if not events:
         return build_features(np.empty(0), np.empty(0), np.empty(0))
     pu, do, dist, pickup, passengers = zip(
-        *((e.pu_location_id, e.do_location_id, e.trip_distance, e.pickup_datetime, e.passenger_count)
-          for e in events),
+        *((e.pu_location_id, e.do_location_id, e.trip_distance, e.pickup_datetime, e.passenger_count) for e in events),
         strict=True,
     )
     return build_features(
@@ -158,12 +154,12 @@ def features_from_events(events: Sequence[RideEvent]) -> RideFeatures:
 
 def features_from_frame(frame) -> RideFeatures:
     """Features for a TLC trip DataFrame (training, batch scoring)."""
-    pickup = frame["lpep_pickup_datetime"].to_numpy(dtype="datetime64[s]") if (
-        "lpep_pickup_datetime" in frame
-    ) else None
-    passengers = frame["passenger_count"].to_numpy(dtype=np.float64, na_value=np.nan) if (
-        "passenger_count" in frame
-    ) else None
+    pickup = (
+        frame["lpep_pickup_datetime"].to_numpy(dtype="datetime64[s]") if ("lpep_pickup_datetime" in frame) else None
+    )
+    passengers = (
+        frame["passenger_count"].to_numpy(dtype=np.float64, na_value=np.nan) if ("passenger_count" in frame) else None
+    )
     return build_features(
         frame["PULocationID"].to_numpy(dtype=np.int64),
         frame["DOLocationID"].to_numpy(dtype=np.int64),

@@ -85,8 +85,10 @@ def _fetch(uri: str, relative: str, s3=None) -> Path:
         tmp.replace(local)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        reason = f"s3://{bucket}/{key} does not exist" if code in ("404", "NoSuchKey") else (
-            f"S3 error {code}: {exc.response.get('Error', {}).get('Message', '')}"
+        reason = (
+            f"s3://{bucket}/{key} does not exist"
+            if code in ("404", "NoSuchKey")
+            else (f"S3 error {code}: {exc.response.get('Error', {}).get('Message', '')}")
         )
         raise ModelLoadError(f"cannot load model from {uri}: {reason}") from None
     except BotoCoreError as exc:
@@ -124,7 +126,7 @@ def _sklearn_predictor(path: Path, serialization: str):
 
                 model = cloudpickle.load(handle)
             else:
-                model = pickle.load(handle)  # noqa: S301
+                model = pickle.load(handle)
 
     def predict(features: RideFeatures):
         return model.predict(features.dicts())
@@ -175,13 +177,18 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
             if not feature_names:
                 raise ModelLoadError(f"cannot load model from {uri}: onnx model has no rides_features")
             path = _fetch(location, flavors["onnx"]["data"], s3)
-            return LoadedModel(uri, name, run_version, "onnx", feature_names,
-                               _onnx_predictor(path, feature_names))
+            return LoadedModel(uri, name, run_version, "onnx", feature_names, _onnx_predictor(path, feature_names))
         if "sklearn" in flavors:
             flavor = flavors["sklearn"]
             path = _fetch(location, flavor["pickled_model"], s3)
-            return LoadedModel(uri, name, run_version, "sklearn", (),
-                               _sklearn_predictor(path, flavor.get("serialization_format", "pickle")))
+            return LoadedModel(
+                uri,
+                name,
+                run_version,
+                "sklearn",
+                (),
+                _sklearn_predictor(path, flavor.get("serialization_format", "pickle")),
+            )
     except ModelLoadError:
         raise
     except Exception as exc:  # a corrupt file or a missing library: say which, once

@@ -31,8 +31,7 @@ def roll_out_local(model: Registered) -> Path:
     path = local_control_file(model.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"MODEL_URI": model.uri, "MODEL_VERSION": model.version,
-                               "promoted_at": time.time()}))
+    tmp.write_text(json.dumps({"MODEL_URI": model.uri, "MODEL_VERSION": model.version, "promoted_at": time.time()}))
     tmp.replace(path)  # atomic: the runner never reads half a file
     return path
 
@@ -49,8 +48,14 @@ def roll_out_lambda(model: Registered, function_name: str, lambda_client=None) -
     lam.get_waiter("function_updated_v2").wait(FunctionName=function_name)
 
 
-def promote(model_name: str, version_or_alias: str, *, alias: str = "production",
-            target: str = "local", function_name: str | None = None) -> Registered:
+def promote(
+    model_name: str,
+    version_or_alias: str,
+    *,
+    alias: str = "production",
+    target: str = "local",
+    function_name: str | None = None,
+) -> Registered:
     model = resolve(model_name, version_or_alias)
     check_artifacts(model.uri)
     if target == "local":

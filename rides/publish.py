@@ -60,12 +60,11 @@ class KinesisPublisher:
             StreamName=self.stream_name,
             Records=[{"PartitionKey": records[i][0], "Data": records[i][1]} for i in indices],
         )
-        return {
-            i: entry.get("ErrorCode")
-            for i, entry in zip(indices, response["Records"], strict=True)
-        }
+        return {i: entry.get("ErrorCode") for i, entry in zip(indices, response["Records"], strict=True)}
 
-    def publish(self, records: Sequence[tuple[str, bytes]], time_left: Callable[[], float] | None = None) -> PublishResult:
+    def publish(
+        self, records: Sequence[tuple[str, bytes]], time_left: Callable[[], float] | None = None
+    ) -> PublishResult:
         """Publish (partition key, data) pairs; never drops one silently.
 
         Every index ends up either sent or in `result.failed`.
@@ -99,9 +98,8 @@ class KinesisPublisher:
                         failed_before.add(i)
                 if progress:
                     backoff.attempts = 0  # the attempt budget is for failures in a row
-                if any(outcome[i] is not None for i in wave):
-                    if fatal or not backoff.wait():
-                        break
+                if any(outcome[i] is not None for i in wave) and (fatal or not backoff.wait()):
+                    break
         for q in queues.values():
             result.failed.extend(q)
         result.failed.sort()
@@ -114,7 +112,7 @@ class KinesisPublisher:
         for part, future in futures:
             try:
                 got = future.result()
-            except Exception as exc:  # noqa: BLE001 - classified right below
+            except Exception as exc:
                 code = error_code(exc)
                 result.count(code, len(part))
                 fatal = fatal or not is_retryable(exc)
@@ -143,6 +141,6 @@ class _Inline:
         future: Future = Future()
         try:
             future.set_result(fn(*args))
-        except Exception as exc:  # noqa: BLE001 - re-raised by future.result()
+        except Exception as exc:
             future.set_exception(exc)
         return future

@@ -57,45 +57,63 @@ class Registered:
     alias: str
 
 
-def log_training(trained: TrainedModels, *, train_source: str, val_source: str,
-                 names: StackNames | None = None, model_name: str | None = None,
-                 target: str = "duration", alias: str = "staging") -> Registered:
+def log_training(
+    trained: TrainedModels,
+    *,
+    train_source: str,
+    val_source: str,
+    names: StackNames | None = None,
+    model_name: str | None = None,
+    target: str = "duration",
+    alias: str = "staging",
+) -> Registered:
     """Log params, metrics and both models; register ours and point `alias` at it."""
     names = names or StackNames.from_env()
     model_name = model_name or names.registered_model
     mlflow = _mlflow()
-    import mlflow.onnx
-    import mlflow.sklearn
     import onnxruntime
     import sklearn
+    from mlflow import onnx as mlflow_onnx
+    from mlflow import sklearn as mlflow_sklearn
     from mlflow.models import infer_signature
 
-    experiment_id = ensure_experiment(names.experiment if model_name == names.registered_model
-                                      else model_name, names.model_bucket)
+    experiment_id = ensure_experiment(
+        names.experiment if model_name == names.registered_model else model_name, names.model_bucket
+    )
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{train_source}->{val_source}") as run:
-        mlflow.log_params({
-            "train_source": train_source, "val_source": val_source, "target": target,
-            "train_rows": trained.train_rows, "val_rows": trained.val_rows,
-            "features": ",".join(NUMERIC_FEATURES), "baseline_features": ",".join(BASELINE_KEYS),
-            **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
-        })
-        mlflow.log_metrics({
-            "baseline_val_rmse": trained.baseline_metrics.rmse,
-            "baseline_val_mae": trained.baseline_metrics.mae,
-            "val_rmse": trained.metrics.rmse,
-            "val_mae": trained.metrics.mae,
-            "onnx_val_rmse": trained.onnx_metrics.rmse,
-            "train_seconds": trained.seconds,
-        })
+        mlflow.log_params(
+            {
+                "train_source": train_source,
+                "val_source": val_source,
+                "target": target,
+                "train_rows": trained.train_rows,
+                "val_rows": trained.val_rows,
+                "features": ",".join(NUMERIC_FEATURES),
+                "baseline_features": ",".join(BASELINE_KEYS),
+                **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "baseline_val_rmse": trained.baseline_metrics.rmse,
+                "baseline_val_mae": trained.baseline_metrics.mae,
+                "val_rmse": trained.metrics.rmse,
+                "val_mae": trained.metrics.mae,
+                "onnx_val_rmse": trained.onnx_metrics.rmse,
+                "train_seconds": trained.seconds,
+            }
+        )
         example_dicts = [{"PU_DO": "130_205", "trip_distance": 3.66}]
-        mlflow.sklearn.log_model(
-            trained.baseline, name="baseline",
+        mlflow_sklearn.log_model(
+            trained.baseline,
+            name="baseline",
             signature=infer_signature(example_dicts, trained.baseline.predict(example_dicts)),
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
         )
         example = trained.example.astype("float32")
-        info = mlflow.onnx.log_model(
-            trained.onnx_model, name="model",
+        info = mlflow_onnx.log_model(
+            trained.onnx_model,
+            name="model",
             signature=infer_signature(example, trained.model.predict(example).astype("float32")),
             input_example=example,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
@@ -121,8 +139,9 @@ def resolve(model_name: str, version_or_alias: str) -> Registered:
             version = mlflow_client.get_model_version_by_alias(model_name, version_or_alias)
         uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
     except MlflowException as exc:
-        raise PromotionError(f"model {model_name!r} has no version or alias {version_or_alias!r}: "
-                             f"{exc.message}") from None
+        raise PromotionError(
+            f"model {model_name!r} has no version or alias {version_or_alias!r}: {exc.message}"
+        ) from None
     return Registered(model_name, str(version.version), uri, version.run_id, version_or_alias)
 
 

@@ -27,10 +27,12 @@ class StackNames:
     def from_env(cls) -> StackNames:
         """Each name can be overridden, e.g. RIDES_MODEL_BUCKET=my-bucket."""
         defaults = cls()
-        return cls(**{
-            name: os.environ.get(f"RIDES_{name.upper()}", getattr(defaults, name))
-            for name in defaults.__dataclass_fields__
-        })
+        return cls(
+            **{
+                name: os.environ.get(f"RIDES_{name.upper()}", getattr(defaults, name))
+                for name in defaults.__dataclass_fields__
+            }
+        )
 
 
 REGION = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")

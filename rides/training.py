@@ -99,6 +99,15 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
     gap = float(np.max(np.abs(onnx_predictions - model.predict(val_matrix)))) if len(val_matrix) else 0.0
     if gap > 1e-2:
         raise RuntimeError(f"ONNX export disagrees with the trained model by up to {gap:.4f} minutes")
-    return TrainedModels(baseline, model, onnx_model, baseline_metrics, metrics, onnx_metrics,
-                         len(train_frame), len(val_frame), time.perf_counter() - started,
-                         example=val_matrix[:5])
+    return TrainedModels(
+        baseline,
+        model,
+        onnx_model,
+        baseline_metrics,
+        metrics,
+        onnx_metrics,
+        len(train_frame),
+        len(val_frame),
+        time.perf_counter() - started,
+        example=val_matrix[:5],
+    )

@@ -16,11 +16,23 @@ TRAIN_ROWS = 5000
 @pytest.fixture(autouse=True)
 def aws_credentials(monkeypatch, tmp_path):
     """No test may reach a real account or another test's state."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "MODEL_URI", "MODEL_VERSION", "DRY_RUN",
-                "DEAD_LETTER_QUEUE_URL", "PREDICTIONS_STREAM_NAME", "MLFLOW_TRACKING_URI"):
+    for key in (
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "MODEL_URI",
+        "MODEL_VERSION",
+        "DRY_RUN",
+        "DEAD_LETTER_QUEUE_URL",
+        "PREDICTIONS_STREAM_NAME",
+        "MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RIDES_HOME", str(tmp_path / "rides-home"))
     monkeypatch.setenv("RIDES_MODEL_CACHE", str(tmp_path / "model-cache"))

@@ -23,17 +23,29 @@ def ride(ride_id=1, pu=130, do=205, distance=3.66, **extra) -> dict:
 def kinesis_record(data: bytes | dict, seq: int, *, key: str = "1", shard: str = "shardId-000000000000") -> dict:
     raw = data if isinstance(data, bytes) else orjson.dumps(data)
     return {
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": f"{seq:056d}",
-                    "data": base64.b64encode(raw).decode(), "approximateArrivalTimestamp": 1700000000.5},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{seq:056d}",
-        "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": key,
+            "sequenceNumber": f"{seq:056d}",
+            "data": base64.b64encode(raw).decode(),
+            "approximateArrivalTimestamp": 1700000000.5,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard}:{seq:056d}",
+        "eventName": "aws:kinesis:record",
+        "awsRegion": "us-east-1",
         "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events",
     }
 
 
 def kinesis_event(rides: list, start: int = 1) -> dict:
-    return {"Records": [kinesis_record(r, start + i, key=str(r.get("ride_id", i)) if isinstance(r, dict) else str(i))
-                        for i, r in enumerate(rides)]}
+    return {
+        "Records": [
+            kinesis_record(r, start + i, key=str(r.get("ride_id", i)) if isinstance(r, dict) else str(i))
+            for i, r in enumerate(rides)
+        ]
+    }
 
 
 class FakeContext:
@@ -52,8 +64,9 @@ class FakeContext:
 def read_stream(kinesis, stream: str) -> list[dict]:
     out = []
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         while iterator:
             response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
             out.extend(orjson.loads(r["Data"]) for r in response["Records"])
@@ -61,4 +74,3 @@ def read_stream(kinesis, stream: str) -> list[dict]:
                 break
             iterator = response["NextShardIterator"]
     return out
-

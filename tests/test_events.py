@@ -11,57 +11,106 @@ def b64(raw: bytes) -> str:
 
 
 def test_zoomcamp_event_is_valid():
-    event = parse_record_data(b64(b'{"ride_id": 156, "ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}}'))
+    event = parse_record_data(
+        b64(b'{"ride_id": 156, "ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}}')
+    )
     assert event == RideEvent(156, 130, 205, 3.66, None, None)
     assert event.partition_key == "156"
 
 
 def test_optional_fields_and_unknown_fields():
-    event = validate_event({"ride_id": "abc", "ride": {
-        "PULocationID": 1, "DOLocationID": 265, "trip_distance": 0, "lpep_pickup_datetime": "2021-01-01T08:30:00",
-        "passenger_count": 2, "VendorID": 2, "anything": [1, 2]}, "extra": True})
+    event = validate_event(
+        {
+            "ride_id": "abc",
+            "ride": {
+                "PULocationID": 1,
+                "DOLocationID": 265,
+                "trip_distance": 0,
+                "lpep_pickup_datetime": "2021-01-01T08:30:00",
+                "passenger_count": 2,
+                "VendorID": 2,
+                "anything": [1, 2],
+            },
+            "extra": True,
+        }
+    )
     assert event.pickup_datetime == datetime(2021, 1, 1, 8, 30)
     assert event.passenger_count == 2
     assert event.trip_distance == 0.0
 
 
 def test_integral_floats_from_pandas_producers_are_accepted():
-    event = validate_event({"ride_id": 1, "ride": {"PULocationID": 130.0, "DOLocationID": 205.0,
-                                                  "trip_distance": 1, "passenger_count": 1.0}})
+    event = validate_event(
+        {
+            "ride_id": 1,
+            "ride": {"PULocationID": 130.0, "DOLocationID": 205.0, "trip_distance": 1, "passenger_count": 1.0},
+        }
+    )
     assert (event.pu_location_id, event.do_location_id, event.passenger_count) == (130, 205, 1)
 
 
 def test_timezone_aware_pickup_becomes_new_york_wall_clock():
-    event = validate_event({"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1,
-                                                  "lpep_pickup_datetime": "2021-01-01T13:30:00Z"}})
+    event = validate_event(
+        {
+            "ride_id": 1,
+            "ride": {
+                "PULocationID": 1,
+                "DOLocationID": 2,
+                "trip_distance": 1,
+                "lpep_pickup_datetime": "2021-01-01T13:30:00Z",
+            },
+        }
+    )
     assert event.pickup_datetime == datetime(2021, 1, 1, 8, 30)
 
 
-@pytest.mark.parametrize("data, reason", [
-    ("!!!not base64!!!", "bad base64"),
-    (b64(b"\xff\xfe\xfa"), "bad UTF-8"),
-    (b64(b"{nope"), "bad JSON"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": NaN}}'), "bad JSON"),
-    (b64(b"[1, 2]"), "must be a JSON object"),
-    (b64(b'{"ride": {}}'), "ride_id is required"),
-    (b64(b'{"ride_id": "", "ride": {}}'), "must not be empty"),
-    (b64(b'{"ride_id": true, "ride": {}}'), "ride_id must be a string or an integer"),
-    (b64(b'{"ride_id": 1.5, "ride": {}}'), "ride_id must be a string or an integer"),
-    (b64(b'{"ride_id": 1}'), "ride must be a JSON object"),
-    (b64(b'{"ride_id": 1, "ride": {"DOLocationID": 2, "trip_distance": 1}}'), "PULocationID is required"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": "130", "DOLocationID": 2, "trip_distance": 1}}'), "integer zone id"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1}}'), "1-265"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 266, "trip_distance": 1}}'), "1-265"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1.5, "DOLocationID": 2, "trip_distance": 1}}'), "integer zone id"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2}}'), "trip_distance is required"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}}'), "must be a number"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -0.1}}'), ">= 0"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1e999}}'), "infinity"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, '
-         b'"lpep_pickup_datetime": "yesterday"}}'), "ISO 8601"),
-    (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, '
-         b'"passenger_count": -1}}'), "passenger_count"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ("!!!not base64!!!", "bad base64"),
+        (b64(b"\xff\xfe\xfa"), "bad UTF-8"),
+        (b64(b"{nope"), "bad JSON"),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": NaN}}'), "bad JSON"),
+        (b64(b"[1, 2]"), "must be a JSON object"),
+        (b64(b'{"ride": {}}'), "ride_id is required"),
+        (b64(b'{"ride_id": "", "ride": {}}'), "must not be empty"),
+        (b64(b'{"ride_id": true, "ride": {}}'), "ride_id must be a string or an integer"),
+        (b64(b'{"ride_id": 1.5, "ride": {}}'), "ride_id must be a string or an integer"),
+        (b64(b'{"ride_id": 1}'), "ride must be a JSON object"),
+        (b64(b'{"ride_id": 1, "ride": {"DOLocationID": 2, "trip_distance": 1}}'), "PULocationID is required"),
+        (
+            b64(b'{"ride_id": 1, "ride": {"PULocationID": "130", "DOLocationID": 2, "trip_distance": 1}}'),
+            "integer zone id",
+        ),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1}}'), "1-265"),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 266, "trip_distance": 1}}'), "1-265"),
+        (
+            b64(b'{"ride_id": 1, "ride": {"PULocationID": 1.5, "DOLocationID": 2, "trip_distance": 1}}'),
+            "integer zone id",
+        ),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2}}'), "trip_distance is required"),
+        (
+            b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}}'),
+            "must be a number",
+        ),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -0.1}}'), ">= 0"),
+        (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1e999}}'), "infinity"),
+        (
+            b64(
+                b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, '
+                b'"lpep_pickup_datetime": "yesterday"}}'
+            ),
+            "ISO 8601",
+        ),
+        (
+            b64(
+                b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, '
+                b'"passenger_count": -1}}'
+            ),
+            "passenger_count",
+        ),
+    ],
+)
 def test_every_class_of_bad_input_has_a_reason(data, reason):
     with pytest.raises(InvalidEvent, match=reason):
         parse_record_data(data)

@@ -9,21 +9,23 @@ from rides.features import NUMERIC_FEATURES, build_features, features_from_event
 
 def test_zoomcamp_dicts():
     features = features_from_events([RideEvent(1, 130, 205, 3.66, None, None)])
-    assert features.dicts() == [{"PU_DO": "130_205", "PULocationID": "130", "DOLocationID": "205", "trip_distance": 3.66}]
+    assert features.dicts() == [
+        {"PU_DO": "130_205", "PULocationID": "130", "DOLocationID": "205", "trip_distance": 3.66}
+    ]
     assert features.dicts(("PU_DO", "trip_distance")) == [{"PU_DO": "130_205", "trip_distance": 3.66}]
 
 
 def test_time_features_match_pandas():
     moments = pd.to_datetime(["2021-01-04 00:00:00", "2021-01-10 23:30:00", "2023-02-15 12:15:00"])
-    features = build_features(np.array([1, 2, 3]), np.array([4, 5, 6]), np.array([1.0, 2.0, 3.0]),
-                              moments.to_numpy())
+    features = build_features(np.array([1, 2, 3]), np.array([4, 5, 6]), np.array([1.0, 2.0, 3.0]), moments.to_numpy())
     assert features.columns["pickup_dow"].tolist() == list(moments.day_of_week.astype(float))
     assert np.allclose(features.columns["pickup_hour"], moments.hour + moments.minute / 60)
 
 
 def test_missing_optional_fields_are_nan():
-    features = features_from_events([RideEvent(1, 1, 132, 10.0, None, None),
-                                     RideEvent(2, 5, 5, 1.0, datetime(2021, 1, 1, 6), 2)])
+    features = features_from_events(
+        [RideEvent(1, 1, 132, 10.0, None, None), RideEvent(2, 5, 5, 1.0, datetime(2021, 1, 1, 6), 2)]
+    )
     matrix = features.matrix()
     assert matrix.shape == (2, len(NUMERIC_FEATURES))
     assert matrix.dtype == np.float32
@@ -37,12 +39,19 @@ def test_missing_optional_fields_are_nan():
 
 def test_events_and_frames_give_the_same_features():
     """Training (frames) and serving (events) go through the one feature function."""
-    frame = pd.DataFrame({
-        "PULocationID": [130, 1], "DOLocationID": [205, 265], "trip_distance": [3.66, 0.5],
-        "lpep_pickup_datetime": pd.to_datetime(["2021-01-01 08:30:00", "2021-03-05 17:45:10"]),
-        "passenger_count": [1.0, np.nan]})
-    events = [RideEvent(1, 130, 205, 3.66, datetime(2021, 1, 1, 8, 30), 1),
-              RideEvent(2, 1, 265, 0.5, datetime(2021, 3, 5, 17, 45, 10), None)]
+    frame = pd.DataFrame(
+        {
+            "PULocationID": [130, 1],
+            "DOLocationID": [205, 265],
+            "trip_distance": [3.66, 0.5],
+            "lpep_pickup_datetime": pd.to_datetime(["2021-01-01 08:30:00", "2021-03-05 17:45:10"]),
+            "passenger_count": [1.0, np.nan],
+        }
+    )
+    events = [
+        RideEvent(1, 130, 205, 3.66, datetime(2021, 1, 1, 8, 30), 1),
+        RideEvent(2, 1, 265, 0.5, datetime(2021, 3, 5, 17, 45, 10), None),
+    ]
     np.testing.assert_array_equal(features_from_frame(frame).matrix(), features_from_events(events).matrix())
 
 

@@ -55,8 +55,9 @@ def test_publishes_one_prediction_per_ride(stack):
 
 def test_bad_records_go_to_the_dead_letter_queue_and_never_fail_the_batch(stack):
     event = kinesis_event([ride(1), b"{not json", ride(2, pu=999)])
-    event["Records"].append({**kinesis_record(ride(3), 4), "kinesis": {
-        **kinesis_record(ride(3), 4)["kinesis"], "data": "%%%"}})
+    event["Records"].append(
+        {**kinesis_record(ride(3), 4), "kinesis": {**kinesis_record(ride(3), 4)["kinesis"], "data": "%%%"}}
+    )
     response = lambda_handler(event, FakeContext())
     assert response["batchItemFailures"] == []
     assert len(read_stream(stack["kinesis"], "ride-predictions")) == 1

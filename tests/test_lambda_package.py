@@ -63,7 +63,9 @@ def test_lambda_requirements_match_the_lock():
 
 
 def test_the_fast_path_does_not_import_mlflow_or_sklearn():
-    code = ("import sys, lambda_function.handler, rides.model;"
-            "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules))")
+    code = (
+        "import sys, lambda_function.handler, rides.model;"
+        "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"

@@ -12,21 +12,38 @@ from rides.resources import StackNames
 
 
 def test_clean_handles_both_schema_eras():
-    old_era = pd.DataFrame({
-        "lpep_pickup_datetime": pd.to_datetime(["2021-01-01 10:00:00", "2021-01-01 11:00:00", "2009-01-01 00:00:00",
-                                                "2021-01-02 00:00:00", "2021-01-03 00:00:00"]),
-        "lpep_dropoff_datetime": pd.to_datetime(["2021-01-01 10:20:00", "2021-01-01 11:00:30", "2009-01-01 00:10:00",
-                                                 "2021-01-02 02:00:00", "2021-01-03 00:05:00"]),
-        "PULocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
-        "DOLocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
-        "passenger_count": [1.0, np.nan, 1.0, 2.0, np.nan],
-        "trip_distance": [1.0, 0.1, 1.0, 20.0, 2.0],
-    })
+    old_era = pd.DataFrame(
+        {
+            "lpep_pickup_datetime": pd.to_datetime(
+                [
+                    "2021-01-01 10:00:00",
+                    "2021-01-01 11:00:00",
+                    "2009-01-01 00:00:00",
+                    "2021-01-02 00:00:00",
+                    "2021-01-03 00:00:00",
+                ]
+            ),
+            "lpep_dropoff_datetime": pd.to_datetime(
+                [
+                    "2021-01-01 10:20:00",
+                    "2021-01-01 11:00:30",
+                    "2009-01-01 00:10:00",
+                    "2021-01-02 02:00:00",
+                    "2021-01-03 00:05:00",
+                ]
+            ),
+            "PULocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
+            "DOLocationID": np.array([1, 2, 3, 4, 5], dtype="int64"),
+            "passenger_count": [1.0, np.nan, 1.0, 2.0, np.nan],
+            "trip_distance": [1.0, 0.1, 1.0, 20.0, 2.0],
+        }
+    )
     cleaned = clean(old_era, Month(2021, 1))
     # 30 s ride, 2009 stray row and 2 h ride are gone
     assert cleaned["duration"].tolist() == [20.0, 5.0]
     new_era = old_era.astype({"PULocationID": "int32", "DOLocationID": "int32"}).assign(
-        passenger_count=pd.array([1, 1, 1, 2, 3], dtype="int64"))
+        passenger_count=pd.array([1, 1, 1, 2, 3], dtype="int64")
+    )
     cleaned_new = clean(new_era, Month(2021, 1))
     assert cleaned_new.dtypes["PULocationID"] == "int64"
     assert cleaned_new.dtypes["passenger_count"] == "float64"
@@ -73,8 +90,7 @@ def test_registry_round_trip(registry, trained):
     served = get_model(registered.uri)
     output = pyfunc.predict(frame)
     output = next(iter(output.values())) if isinstance(output, dict) else output
-    assert np.allclose(np.asarray(output).reshape(-1),
-                       trained.model.predict(trained.example), atol=1e-3)
+    assert np.allclose(np.asarray(output).reshape(-1), trained.model.predict(trained.example), atol=1e-3)
     assert served.version == registered.run_id  # without MODEL_VERSION the run id identifies it
 
 
@@ -103,8 +119,9 @@ def test_model_errors_name_the_uri(aws):
     from rides.model import ModelLoadError
 
     aws["s3"].create_bucket(Bucket="bkt-models")
-    with pytest.raises(ModelLoadError,
-                       match=r"cannot load model from s3://bkt-models/x: s3://bkt-models/x/MLmodel does not exist"):
+    with pytest.raises(
+        ModelLoadError, match=r"cannot load model from s3://bkt-models/x: s3://bkt-models/x/MLmodel does not exist"
+    ):
         load_model("s3://bkt-models/x")
     aws["s3"].put_object(Bucket="bkt-models", Key="y/MLmodel", Body=b"flavors:\n  keras: {}\n")
     with pytest.raises(ModelLoadError, match="no supported flavor"):

@@ -80,8 +80,9 @@ def test_order_is_kept_per_partition_key_across_retries():
 
 def test_gives_up_after_max_attempts_and_reports_every_unsent_record():
     client = FlakyKinesis(lambda call, recs: {0})
-    result = KinesisPublisher(client, "s", concurrency=1,
-                              backoff=lambda **kw: Backoff(max_attempts=3, sleep=lambda s: None, **kw)).publish(records(5))
+    result = KinesisPublisher(
+        client, "s", concurrency=1, backoff=lambda **kw: Backoff(max_attempts=3, sleep=lambda s: None, **kw)
+    ).publish(records(5))
     assert result.sent == 4
     assert len(result.failed) == 1
     assert len(client.stored) == 4
@@ -90,15 +91,20 @@ def test_gives_up_after_max_attempts_and_reports_every_unsent_record():
 def test_stops_retrying_when_time_runs_out():
     client = FlakyKinesis(lambda call, recs: {0})
     slept = []
-    result = KinesisPublisher(client, "s", concurrency=1,
-                              backoff=lambda **kw: Backoff(sleep=slept.append, **kw)).publish(
-        records(3), time_left=lambda: 0.0)
+    result = KinesisPublisher(
+        client, "s", concurrency=1, backoff=lambda **kw: Backoff(sleep=slept.append, **kw)
+    ).publish(records(3), time_left=lambda: 0.0)
     assert len(result.failed) == 1 and slept == []
 
 
 def test_missing_stream_fails_fast_and_reports_all():
-    error = ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no stream"},
-                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecords")
+    error = ClientError(
+        {
+            "Error": {"Code": "ResourceNotFoundException", "Message": "no stream"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutRecords",
+    )
     client = FlakyKinesis(lambda call, recs: error)
     result = KinesisPublisher(client, "s", concurrency=2, backoff=no_sleep_backoff).publish(records(700))
     assert result.failed == list(range(700))
@@ -107,8 +113,13 @@ def test_missing_stream_fails_fast_and_reports_all():
 
 
 def test_throttled_whole_call_is_retried():
-    error = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"},
-                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutRecords")
+    error = ClientError(
+        {
+            "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "x"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "PutRecords",
+    )
     client = FlakyKinesis(lambda call, recs: error if call == 0 else set())
     result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(records(10))
     assert result.failed == [] and result.sent == 10 and result.retries == 10
@@ -121,8 +132,9 @@ def test_against_moto_kinesis(aws):
 
     total = 0
     for shard in aws["kinesis"].list_shards(StreamName="out")["Shards"]:
-        it = aws["kinesis"].get_shard_iterator(StreamName="out", ShardId=shard["ShardId"],
-                                               ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = aws["kinesis"].get_shard_iterator(
+            StreamName="out", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         total += len(aws["kinesis"].get_records(ShardIterator=it, Limit=10_000)["Records"])
     assert total == 1200
 

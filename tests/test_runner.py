@@ -12,8 +12,9 @@ from rides.local.runner import EventSourceRunner
 @pytest.fixture
 def stream(aws):
     aws["kinesis"].create_stream(StreamName="in", ShardCount=1)
-    aws["kinesis"].put_records(StreamName="in", Records=[
-        {"PartitionKey": str(i), "Data": orjson.dumps({"n": i})} for i in range(20)])
+    aws["kinesis"].put_records(
+        StreamName="in", Records=[{"PartitionKey": str(i), "Data": orjson.dumps({"n": i})} for i in range(20)]
+    )
     failures = aws["sqs"].create_queue(QueueName="failures")["QueueUrl"]
     return {**aws, "failures": failures}
 
@@ -27,16 +28,23 @@ class Recorder:
 
     def __call__(self, event, context):
         assert context.get_remaining_time_in_millis() > 0
-        self.batches.append([orjson.loads(__import__("base64").b64decode(r["kinesis"]["data"]))["n"]
-                             for r in event["Records"]])
+        self.batches.append(
+            [orjson.loads(__import__("base64").b64decode(r["kinesis"]["data"]))["n"] for r in event["Records"]]
+        )
         return self.rule(event["Records"])
 
 
 def make_runner(stream, handler, tmp_path, **settings):
     return EventSourceRunner(
-        "in", handler=handler, settings=EventSourceSettings(**{"maximum_batching_window_in_seconds": 0, **settings}),
-        on_failure_queue_url=stream["failures"], checkpoint_path=tmp_path / "cp.json",
-        kinesis=stream["kinesis"], sqs=stream["sqs"], poll_interval_s=0)
+        "in",
+        handler=handler,
+        settings=EventSourceSettings(**{"maximum_batching_window_in_seconds": 0, **settings}),
+        on_failure_queue_url=stream["failures"],
+        checkpoint_path=tmp_path / "cp.json",
+        kinesis=stream["kinesis"],
+        sqs=stream["sqs"],
+        poll_interval_s=0,
+    )
 
 
 def drain(runner, rounds=60):
@@ -55,10 +63,23 @@ def test_event_has_the_shape_lambda_sends(stream, tmp_path):
     runner = make_runner(stream, lambda event, ctx: seen.append(event) or {}, tmp_path, batch_size=5)
     drain(runner, 3)
     record = seen[0]["Records"][0]
-    assert set(record) == {"kinesis", "eventSource", "eventVersion", "eventID", "eventName",
-                           "invokeIdentityArn", "awsRegion", "eventSourceARN"}
-    assert set(record["kinesis"]) == {"kinesisSchemaVersion", "partitionKey", "sequenceNumber", "data",
-                                      "approximateArrivalTimestamp"}
+    assert set(record) == {
+        "kinesis",
+        "eventSource",
+        "eventVersion",
+        "eventID",
+        "eventName",
+        "invokeIdentityArn",
+        "awsRegion",
+        "eventSourceARN",
+    }
+    assert set(record["kinesis"]) == {
+        "kinesisSchemaVersion",
+        "partitionKey",
+        "sequenceNumber",
+        "data",
+        "approximateArrivalTimestamp",
+    }
     assert record["eventSource"] == "aws:kinesis"
     assert record["eventID"] == f"shardId-000000000000:{record['kinesis']['sequenceNumber']}"
     assert record["eventSourceARN"].endswith(":stream/in")
@@ -76,8 +97,12 @@ def test_partial_failure_resumes_from_the_lowest_reported_record(stream, tmp_pat
     def rule(records):
         calls.append(1)
         if len(calls) == 1:  # report 7 and 5: Lambda resumes from 5
-            return {"batchItemFailures": [{"itemIdentifier": records[7]["kinesis"]["sequenceNumber"]},
-                                          {"itemIdentifier": records[5]["kinesis"]["sequenceNumber"]}]}
+            return {
+                "batchItemFailures": [
+                    {"itemIdentifier": records[7]["kinesis"]["sequenceNumber"]},
+                    {"itemIdentifier": records[5]["kinesis"]["sequenceNumber"]},
+                ]
+            }
         return {"batchItemFailures": []}
 
     handler = Recorder(rule)
@@ -118,8 +143,9 @@ def test_retries_exhausted_without_bisect_sends_the_batch_to_the_destination(str
         raise RuntimeError("down")
 
     handler = Recorder(rule)
-    runner = make_runner(stream, handler, tmp_path, batch_size=10, maximum_retry_attempts=1,
-                         bisect_batch_on_function_error=False)
+    runner = make_runner(
+        stream, handler, tmp_path, batch_size=10, maximum_retry_attempts=1, bisect_batch_on_function_error=False
+    )
     drain(runner, 4)
     assert handler.batches[:2] == [list(range(10)), list(range(10))]  # first try + one retry
     assert handler.batches[2] == list(range(10, 20))

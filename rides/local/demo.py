@@ -23,8 +23,7 @@ MALFORMED = [
     ("bad-utf8", b"\xff\xfe\x00garbage"),
     ("no-ride", b'{"ride_id": "m-1"}'),
     ("bad-zone", b'{"ride_id": "m-2", "ride": {"PULocationID": 999, "DOLocationID": 1, "trip_distance": 1.0}}'),
-    ("negative-distance",
-     b'{"ride_id": "m-3", "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -4}}'),
+    ("negative-distance", b'{"ride_id": "m-3", "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -4}}'),
 ]
 
 
@@ -53,9 +52,16 @@ def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
-def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: str = "2021-02",
-             produce_month: str = "2021-02", rate: float | None = None, timeout: float = 300.0,
-             progress: bool = True) -> DemoResult:
+def run_demo(
+    events: int = 10_000,
+    *,
+    train_month: str = "2021-01",
+    val_month: str = "2021-02",
+    produce_month: str = "2021-02",
+    rate: float | None = None,
+    timeout: float = 300.0,
+    progress: bool = True,
+) -> DemoResult:
     from rides.consumer import ConsumerConfig  # noqa: F401 - fail early if the package is broken
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
@@ -92,8 +98,10 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
         trained = train(read_trips(train_month), read_trips(val_month))
         registered = log_training(trained, train_source=train_month, val_source=val_month, names=names)
         result.rmse, result.baseline_rmse = trained.metrics.rmse, trained.baseline_metrics.rmse
-        _say(f"registered {registered.name} v{registered.version} (alias staging): val RMSE "
-             f"{trained.metrics.rmse:.2f} min vs baseline {trained.baseline_metrics.rmse:.2f}; {registered.uri}")
+        _say(
+            f"registered {registered.name} v{registered.version} (alias staging): val RMSE "
+            f"{trained.metrics.rmse:.2f} min vs baseline {trained.baseline_metrics.rmse:.2f}; {registered.uri}"
+        )
 
         promoted = promote(registered.name, registered.version, alias="production", target="local")
         result.model_version = promoted.version
@@ -103,10 +111,13 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
         os.environ["DEAD_LETTER_QUEUE_URL"] = created[f"sqs:{names.dead_letter_queue}"]
         os.environ.pop("DRY_RUN", None)
         runner = EventSourceRunner(
-            names.input_stream, kinesis=aws["kinesis"], sqs=aws["sqs"],
+            names.input_stream,
+            kinesis=aws["kinesis"],
+            sqs=aws["sqs"],
             function_name=names.consumer_function,
             on_failure_queue_url=created[f"sqs:{names.failed_batches_queue}"],
-            on_poll=model_watcher(registered.name))
+            on_poll=model_watcher(registered.name),
+        )
         runner_thread = threading.Thread(target=runner.run, kwargs={"until": stop.is_set}, daemon=True)
         runner_thread.start()
         _say("consumer running: local event-source runner → lambda_function.handler.lambda_handler")
@@ -121,8 +132,9 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
         for i, (name, data) in enumerate(MALFORMED):
             stream_events.insert((i + 1) * len(good) // (len(MALFORMED) + 1), (f"malformed-{name}", data))
         _say(f"producing {len(good):,} real rides from {produce_month} + {len(MALFORMED)} malformed events")
-        produced = produce(aws["kinesis"], names.input_stream, stream_events, rate=rate,
-                           progress=progress, total=len(stream_events))
+        produced = produce(
+            aws["kinesis"], names.input_stream, stream_events, rate=rate, progress=progress, total=len(stream_events)
+        )
         result.produce_seconds = produced.seconds
 
         _say("waiting for every prediction on " + names.predictions_stream)
@@ -154,12 +166,22 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
                 result.dead_letters += 1
                 result.dead_letter_reasons.append(orjson.loads(message["Body"])["error"])
                 aws["sqs"].delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
-        for ride_id, actual in list(zip(range(1, len(frame) + 1), frame["duration"], strict=True))[:: max(1, len(frame) // 8)][:8]:
+        for ride_id, actual in list(zip(range(1, len(frame) + 1), frame["duration"], strict=True))[
+            :: max(1, len(frame) // 8)
+        ][:8]:
             body = seen.get(str(ride_id))
             if body:
                 row = frame.iloc[ride_id - 1]
-                result.sample.append((ride_id, int(row.PULocationID), int(row.DOLocationID), float(row.trip_distance),
-                                      body["prediction"]["ride_duration"], float(actual)))
+                result.sample.append(
+                    (
+                        ride_id,
+                        int(row.PULocationID),
+                        int(row.DOLocationID),
+                        float(row.trip_distance),
+                        body["prediction"]["ride_duration"],
+                        float(actual),
+                    )
+                )
         return result
     finally:
         stop.set()
@@ -172,6 +194,7 @@ def run_demo(events: int = 10_000, *, train_month: str = "2021-01", val_month: s
 def format_summary(result: DemoResult) -> str:
     lat = np.array(result.latencies_ms) if result.latencies_ms else np.array([np.nan])
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    rate = result.events_in / result.produce_seconds if result.produce_seconds else 0.0
     lines = [
         "",
         "rides: end-to-end summary",
@@ -184,7 +207,7 @@ def format_summary(result: DemoResult) -> str:
         f"model                ride-duration v{result.model_version}  (val RMSE {result.rmse:.2f} min, "
         f"baseline {result.baseline_rmse:.2f})",
         f"latency p50/p95/p99  {p50:>8.0f} / {p95:.0f} / {p99:.0f} ms  (event arrival → prediction arrival)",
-        f"produce rate         {result.events_in / result.produce_seconds if result.produce_seconds else 0:>10,.0f} events/s",
+        f"produce rate         {rate:>10,.0f} events/s",
         f"total time           {result.seconds:>10.1f} s",
     ]
     if result.dead_letter_reasons:

@@ -29,10 +29,11 @@ class SerializingMiddleware:
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == HEALTH_PATH:
-            body = (f'{{"status": "running", "pid": {os.getpid()}, '
-                    f'"uptime_s": {time.time() - self.started:.1f}, "requests": {self.requests}}}').encode()
-            start_response("200 OK", [("Content-Type", "application/json"),
-                                      ("Content-Length", str(len(body)))])
+            body = (
+                f'{{"status": "running", "pid": {os.getpid()}, '
+                f'"uptime_s": {time.time() - self.started:.1f}, "requests": {self.requests}}}'
+            ).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         self.requests += 1
         if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
@@ -83,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import make_server
 
     os.environ.setdefault("MOTO_PORT", str(args.port))
-    server = make_server(args.host, args.port, make_app(), threaded=True,
-                         request_handler=MotoRequestHandler)
+    server = make_server(args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler)
     server.daemon_threads = True
 
     def stop(*_):

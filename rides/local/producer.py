@@ -16,9 +16,16 @@ def ride_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str
     """(partition key, data) for each trip, in the ride event contract."""
     pickup = frame["lpep_pickup_datetime"].dt.strftime("%Y-%m-%dT%H:%M:%S").tolist()
     passengers = frame["passenger_count"].tolist() if "passenger_count" in frame else [None] * len(frame)
-    for offset, (pu, do, dist, when, count) in enumerate(zip(
-            frame["PULocationID"].tolist(), frame["DOLocationID"].tolist(),
-            frame["trip_distance"].tolist(), pickup, passengers, strict=True)):
+    for offset, (pu, do, dist, when, count) in enumerate(
+        zip(
+            frame["PULocationID"].tolist(),
+            frame["DOLocationID"].tolist(),
+            frame["trip_distance"].tolist(),
+            pickup,
+            passengers,
+            strict=True,
+        )
+    ):
         ride_id = first_id + offset
         ride = {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist, "lpep_pickup_datetime": when}
         if count is not None and count == count:  # NaN != NaN: leave unknown counts out
@@ -37,8 +44,17 @@ class ProduceResult:
         return self.sent / self.seconds if self.seconds else 0.0
 
 
-def produce(kinesis, stream_name: str, events: Iterable[tuple[str, bytes]], *, rate: float | None = None,
-            mode: str = "batch", batch_size: int = 500, progress: bool = True, total: int | None = None) -> ProduceResult:
+def produce(
+    kinesis,
+    stream_name: str,
+    events: Iterable[tuple[str, bytes]],
+    *,
+    rate: float | None = None,
+    mode: str = "batch",
+    batch_size: int = 500,
+    progress: bool = True,
+    total: int | None = None,
+) -> ProduceResult:
     """Send events; `rate` in records/s (None: as fast as the stream takes them)."""
     from tqdm import tqdm
 

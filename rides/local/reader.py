@@ -19,8 +19,8 @@ class StreamReader:
             for shard in page["Shards"]:
                 if shard["ShardId"] not in self.iterators:
                     self.iterators[shard["ShardId"]] = self.kinesis.get_shard_iterator(
-                        StreamName=self.stream_name, ShardId=shard["ShardId"],
-                        ShardIteratorType=self.start)["ShardIterator"]
+                        StreamName=self.stream_name, ShardId=shard["ShardId"], ShardIteratorType=self.start
+                    )["ShardIterator"]
 
     def poll(self) -> list[dict]:
         """One GetRecords round over all shards."""

@@ -97,8 +97,10 @@ class RunnerStats:
     def as_dict(self, shards: dict[str, ShardState]) -> dict:
         elapsed = time.monotonic() - self.started
         return {
-            "invocations": self.invocations, "records_done": self.records_done,
-            "function_errors": self.function_errors, "partial_failures": self.partial_failures,
+            "invocations": self.invocations,
+            "records_done": self.records_done,
+            "function_errors": self.function_errors,
+            "partial_failures": self.partial_failures,
             "discarded": self.discarded,
             "records_per_s": round(self.records_done / elapsed, 1) if elapsed else 0.0,
             "lag_ms": max((s.millis_behind for s in shards.values()), default=0),
@@ -162,7 +164,8 @@ class EventSourceRunner:
         from rides.state import state_dir
 
         self.checkpoints = CheckpointStore(
-            checkpoint_path or state_dir() / "checkpoints" / f"{stream_name}.{function_name}.json")
+            checkpoint_path or state_dir() / "checkpoints" / f"{stream_name}.{function_name}.json"
+        )
         self.poll_interval_s = poll_interval_s
         self.on_poll = on_poll
         self.shards: dict[str, ShardState] = {}
@@ -176,8 +179,7 @@ class EventSourceRunner:
             kwargs = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": position}
         else:
             kwargs = {"ShardIteratorType": self.settings.starting_position}
-        return self.kinesis.get_shard_iterator(StreamName=self.stream_name, ShardId=shard_id,
-                                               **kwargs)["ShardIterator"]
+        return self.kinesis.get_shard_iterator(StreamName=self.stream_name, ShardId=shard_id, **kwargs)["ShardIterator"]
 
     def discover_shards(self) -> None:
         paginator = self.kinesis.get_paginator("list_shards")
@@ -191,8 +193,9 @@ class EventSourceRunner:
     def _fill(self, shard: ShardState) -> None:
         if shard.iterator is None or len(shard.buffer) >= self.settings.batch_size:
             return
-        response = self.kinesis.get_records(ShardIterator=shard.iterator,
-                                            Limit=min(10_000, self.settings.batch_size * 2))
+        response = self.kinesis.get_records(
+            ShardIterator=shard.iterator, Limit=min(10_000, self.settings.batch_size * 2)
+        )
         shard.iterator = response.get("NextShardIterator")
         shard.millis_behind = response.get("MillisBehindLatest", 0)
         if shard.iterator is None:
@@ -212,8 +215,7 @@ class EventSourceRunner:
     # -- invoking ---------------------------------------------------------------------------
     def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[str, int]:
         """Returns ("ok", n) when n leading records are done, or ("error", 0)."""
-        event = {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region)
-                             for r in batch]}
+        event = {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region) for r in batch]}
         context = LambdaContext(self.function_name, self.function_timeout_s, self.region)
         self.stats.invocations += 1
         self.stats.records_in += len(batch)
@@ -240,11 +242,13 @@ class EventSourceRunner:
         """Send batch info to the on-failure destination; True when the records may be skipped."""
         self.stats.discarded += len(records)
         if not self.on_failure_queue_url:
-            log.error("discarding %d records of %s (%s); no on-failure destination",
-                      len(records), shard.shard_id, condition)
+            log.error(
+                "discarding %d records of %s (%s); no on-failure destination", len(records), shard.shard_id, condition
+            )
             return True
-        body = on_failure_message(records, shard.shard_id, self.stream_arn, condition,
-                                  shard.attempts + 1, self.function_name, self.region)
+        body = on_failure_message(
+            records, shard.shard_id, self.stream_arn, condition, shard.attempts + 1, self.function_name, self.region
+        )
         try:
             self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(body))
         except Exception:
@@ -320,8 +324,13 @@ class EventSourceRunner:
     def stop(self) -> None:
         self._stop = True
 
-    def run(self, *, until: Callable[[], bool] | None = None, report_every_s: float = 5.0,
-            report: Callable[[dict], None] | None = None) -> RunnerStats:
+    def run(
+        self,
+        *,
+        until: Callable[[], bool] | None = None,
+        report_every_s: float = 5.0,
+        report: Callable[[dict], None] | None = None,
+    ) -> RunnerStats:
         self.discover_shards()
         last_report = last_discovery = time.monotonic()
         while not self._stop and not (until and until()):
@@ -344,8 +353,15 @@ class EventSourceRunner:
         return all(not s.buffer and s.millis_behind == 0 for s in self.shards.values())
 
 
-def on_failure_message(records: list[dict], shard_id: str, stream_arn: str, condition: str,
-                       invoke_count: int, function_name: str, region: str) -> dict:
+def on_failure_message(
+    records: list[dict],
+    shard_id: str,
+    stream_arn: str,
+    condition: str,
+    invoke_count: int,
+    function_name: str,
+    region: str,
+) -> dict:
     """The record Lambda sends to an on-failure destination for a Kinesis batch."""
 
     def iso(value) -> str:
@@ -392,8 +408,9 @@ def model_watcher(model_name: str) -> Callable[[], None]:
         control = read_local_model(model_name)
         if control and control.get("MODEL_URI"):
             if os.environ.get("MODEL_URI") != control["MODEL_URI"]:
-                log.warning("serving %s version %s from %s", model_name,
-                            control.get("MODEL_VERSION"), control["MODEL_URI"])
+                log.warning(
+                    "serving %s version %s from %s", model_name, control.get("MODEL_VERSION"), control["MODEL_URI"]
+                )
             os.environ["MODEL_URI"] = control["MODEL_URI"]
             os.environ["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
 

@@ -95,8 +95,13 @@ def wait_healthy(endpoint: str, timeout: float = 20.0, proc: subprocess.Popen | 
     raise StackError(f"emulator at {endpoint} did not become healthy in {timeout:.0f}s")
 
 
-def start_emulator(port: int | None = None, *, parent_pid: int | None = None,
-                   max_lifetime: float | None = None, log_path: Path | None = None) -> tuple[StackInfo, subprocess.Popen]:
+def start_emulator(
+    port: int | None = None,
+    *,
+    parent_pid: int | None = None,
+    max_lifetime: float | None = None,
+    log_path: Path | None = None,
+) -> tuple[StackInfo, subprocess.Popen]:
     """Start `python -m rides.local.emulator` in the background and wait for its health check."""
     port = port or free_port()
     log_path = log_path or state_dir() / "emulator.log"
@@ -106,8 +111,14 @@ def start_emulator(port: int | None = None, *, parent_pid: int | None = None,
     if max_lifetime:
         command += ["--max-lifetime", str(max_lifetime)]
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **LOCAL_ENV})
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **LOCAL_ENV},
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(endpoint, proc=proc)
@@ -161,19 +172,24 @@ def down() -> StackInfo | None:
 
 def clients(env: dict[str, str]):
     session = boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=env.get("AWS_SESSION_TOKEN"), region_name=env["AWS_DEFAULT_REGION"])
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
     endpoint = env["AWS_ENDPOINT_URL"]
-    return {name: session.client(name, endpoint_url=endpoint)
-            for name in ("kinesis", "s3", "sqs", "dynamodb")}
+    return {name: session.client(name, endpoint_url=endpoint) for name in ("kinesis", "s3", "sqs", "dynamodb")}
 
 
 def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2) -> dict[str, str]:
     """What Terraform creates, by the same names; safe to run again."""
     c = clients(env)
     created: dict[str, str] = {}
-    for stream, count in ((names.input_stream, shards), (names.predictions_stream, shards),
-                          (names.decisions_stream, 1)):
+    for stream, count in (
+        (names.input_stream, shards),
+        (names.predictions_stream, shards),
+        (names.decisions_stream, 1),
+    ):
         try:
             c["kinesis"].create_stream(StreamName=stream, ShardCount=count)
         except ClientError as exc:
@@ -181,7 +197,8 @@ def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2)
                 raise
         c["kinesis"].get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
         created[f"kinesis:{stream}"] = c["kinesis"].describe_stream_summary(StreamName=stream)[
-            "StreamDescriptionSummary"]["StreamARN"]
+            "StreamDescriptionSummary"
+        ]["StreamARN"]
     try:
         c["s3"].create_bucket(Bucket=names.model_bucket)
     except ClientError as exc:
@@ -191,12 +208,15 @@ def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2)
     created[f"s3:{names.model_bucket}"] = f"s3://{names.model_bucket}"
     for queue in (names.dead_letter_queue, names.failed_batches_queue):
         created[f"sqs:{queue}"] = c["sqs"].create_queue(
-            QueueName=queue, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+            QueueName=queue, Attributes={"MessageRetentionPeriod": "1209600"}
+        )["QueueUrl"]
     try:
         c["dynamodb"].create_table(
-            TableName=names.decisions_table, BillingMode="PAY_PER_REQUEST",
+            TableName=names.decisions_table,
+            BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "ride_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}])
+            KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}],
+        )
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise
