@@ -87,7 +87,7 @@ class BatchReport:
         return asdict(self)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     sequence_number: str | None
     shard_id: str

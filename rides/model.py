@@ -81,7 +81,12 @@ def _fetch(uri: str, relative: str, s3=None) -> Path:
 
     try:
         tmp = local.with_suffix(local.suffix + ".part")
-        (s3 or _s3_client()).download_file(bucket, key, str(tmp))
+        # get_object, not download_file: the transfer manager's thread pool and buffers cost
+        # hundreds of MB of peak memory for a file of a few MB.
+        body = (s3 or _s3_client()).get_object(Bucket=bucket, Key=key)["Body"]
+        with tmp.open("wb") as handle:
+            for block in body.iter_chunks(1 << 20):
+                handle.write(block)
         tmp.replace(local)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")

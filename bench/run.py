@@ -1,0 +1,316 @@
+"""`make bench`: the consumer's speed, cold start, memory and package size, and a soak run.
+
+Everything runs against real local processes (the emulator serves moto one request at a
+time). Results go to stdout and bench/results.md. Numbers vary with the machine's load: the
+table says what was measured here, and no test asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.md"
+BATCH = 10_000
+
+
+def lambda_event(frame) -> dict:
+    from rides.local.producer import ride_events
+
+    records = []
+    for i, (key, data) in enumerate(ride_events(frame), start=1):
+        seq = f"{i:056d}"
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": key,
+                    "sequenceNumber": seq,
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": time.time(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventName": "aws:kinesis:record",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/ride-events",
+            }
+        )
+    return {"Records": records}
+
+
+class Context:
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def best_rate(fn, n_records: int, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return n_records / min(times)
+
+
+def save_models(tmp: Path, trained) -> tuple[Path, Path]:
+    import mlflow.onnx
+    import mlflow.sklearn
+
+    from rides.features import NUMERIC_FEATURES
+
+    onnx_dir, sk_dir = tmp / "onnx", tmp / "sklearn"
+    mlflow.onnx.save_model(trained.onnx_model, str(onnx_dir), metadata={"rides_features": list(NUMERIC_FEATURES)})
+    mlflow.sklearn.save_model(trained.baseline, str(sk_dir), serialization_format="cloudpickle")
+    return onnx_dir, sk_dir
+
+
+def upload(s3, local: Path, bucket: str, prefix: str) -> str:
+    for file in local.rglob("*"):
+        if file.is_file():
+            s3.upload_file(str(file), bucket, f"{prefix}/{file.relative_to(local)}")
+    return f"s3://{bucket}/{prefix}"
+
+
+COLD_START = r"""
+import json, os, resource, sys, time
+t0 = time.perf_counter()
+from lambda_function.handler import lambda_handler
+t_import = time.perf_counter() - t0
+event = json.load(open(sys.argv[1]))
+class C:
+    def get_remaining_time_in_millis(self): return 300000
+lambda_handler({"Records": event["Records"][:1]}, C())
+t_first = time.perf_counter() - t0
+rss_cold = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+lambda_handler(event, C())
+rss_batch = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"import_s": t_import, "cold_start_s": t_first, "rss_cold_mb": rss_cold, "rss_10k_batch_mb": rss_batch}))
+"""
+
+
+def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
+    results = []
+    for _ in range(runs):
+        cache = tempfile.mkdtemp()
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_START, str(event_file)],
+            env={**env, "RIDES_MODEL_CACHE": cache, "DRY_RUN": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+                 "POWERTOOLS_METRICS_DISABLED": "true"},
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )
+        shutil.rmtree(cache, ignore_errors=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def package_size(requirements: list[str]) -> float:
+    target = Path(tempfile.mkdtemp())
+    try:
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
+        for req in requirements:
+            command += ["-r", str(ROOT / "lambda_function" / req)]
+        subprocess.run(command, check=True, capture_output=True)
+        # --no-deps: the files pin the whole runtime set; add what they need transitively
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
+                        *sum((["-r", str(ROOT / "lambda_function" / r)] for r in requirements), [])],
+                       check=True, capture_output=True)
+        return sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 1e6
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def soak(env_stack, names, n_events: int) -> dict:
+    """n real events through the emulator and the runner; count what comes out."""
+    from rides.data import read_trips
+    from rides.local.producer import produce, ride_events
+    from rides.local.reader import StreamReader
+    from rides.local.runner import EventSourceRunner
+
+    frame = read_trips("2021-02")
+    repeats = -(-n_events // len(frame))
+    kinesis = boto3.client("kinesis")
+    stop = threading.Event()
+    runner = EventSourceRunner(names.input_stream, function_name="bench", checkpoint_path=Path(tempfile.mkdtemp()) / "cp")
+    lags: list[int] = []
+    thread = threading.Thread(target=runner.run, kwargs={"until": stop.is_set, "report_every_s": 1.0,
+                                                          "report": lambda s: lags.append(s["lag_ms"])}, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    events = (ev for r in range(repeats) for ev in ride_events(frame, first_id=1 + r * len(frame)))
+    produced = produce(kinesis, names.input_stream, (e for _, e in zip(range(n_events), events, strict=False)),
+                       progress=False)
+    reader = StreamReader(kinesis, names.predictions_stream)
+    seen: set = set()
+    deadline = time.monotonic() + 600
+    while len(seen) < n_events and time.monotonic() < deadline:
+        records = reader.poll()
+        seen.update(orjson.loads(r["Data"])["prediction"]["ride_id"] for r in records)
+        if not records:
+            time.sleep(0.2)
+    seconds = time.monotonic() - started
+    stop.set()
+    thread.join(timeout=10)
+    return {"events": n_events, "produced": produced.sent, "predicted_rides": len(seen), "lost": n_events - len(seen),
+            "seconds": seconds, "events_per_s": n_events / seconds, "max_lag_ms": max(lags, default=0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--soak-events", type=int, default=int(os.environ.get("BENCH_SOAK_EVENTS", 100_000)))
+    parser.add_argument("--skip-size", action="store_true", help="Skip the pip install of the Lambda deps.")
+    args = parser.parse_args()
+
+    from rides.data import read_trips
+    from rides.local.stack import LOCAL_ENV, create_resources, start_emulator, stop_process
+    from rides.resources import StackNames
+    from rides.training import train
+
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                     f"Python {platform.python_version()}"}
+    tmp = Path(tempfile.mkdtemp())
+    print("training (2021-01 → 2021-02) ...", flush=True)
+    started = time.perf_counter()
+    trained = train(read_trips("2021-01"), read_trips("2021-02"))
+    results["train_seconds"] = time.perf_counter() - started
+    results["rmse"] = {"baseline": trained.baseline_metrics.rmse, "ours": trained.metrics.rmse}
+    onnx_dir, sk_dir = save_models(tmp, trained)
+    frame = read_trips("2021-02").head(BATCH)
+    event = lambda_event(frame)
+    event_file = tmp / "event.json"
+    event_file.write_text(json.dumps(event))
+
+    info, proc = start_emulator(parent_pid=os.getpid(), max_lifetime=3600, log_path=tmp / "emulator.log")
+    try:
+        env = {**LOCAL_ENV, "AWS_ENDPOINT_URL": info.endpoint}
+        os.environ.update(env)
+        names = StackNames()
+        created = create_resources(env, names)
+        s3 = boto3.client("s3")
+        onnx_uri = upload(s3, onnx_dir, names.model_bucket, "bench/onnx")
+        sk_uri = upload(s3, sk_dir, names.model_bucket, "bench/sklearn")
+        os.environ.update({"MODEL_URI": onnx_uri, "PREDICTIONS_STREAM_NAME": names.predictions_stream,
+                           "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
+                           "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"})
+
+        from lambda_function.handler import lambda_handler
+
+        print("fast path (decode → validate → predict → encode, no publish) ...", flush=True)
+        os.environ["DRY_RUN"] = "true"
+        lambda_handler(event, Context())
+        results["fast_path_records_per_s"] = best_rate(lambda: lambda_handler(event, Context()), BATCH)
+
+        print("course reference handler (pyfunc predict per record) ...", flush=True)
+        import mlflow.pyfunc
+
+        pyfunc = mlflow.pyfunc.load_model(str(sk_dir))
+        sample = event["Records"][:2000]
+
+        def reference(publish=None):
+            for record in sample:
+                ride_event = json.loads(base64.b64decode(record["kinesis"]["data"]))
+                ride = ride_event["ride"]
+                features = {"PU_DO": f"{ride['PULocationID']}_{ride['DOLocationID']}",
+                            "trip_distance": ride["trip_distance"]}
+                prediction = float(pyfunc.predict([features])[0])
+                body = {"model": "ride_duration_prediction_model", "version": "1",
+                        "prediction": {"ride_duration": prediction, "ride_id": ride_event["ride_id"]}}
+                if publish:
+                    publish(body)
+
+        results["reference_records_per_s"] = best_rate(reference, len(sample), repeats=2)
+
+        print("end to end, publishing to the emulator ...", flush=True)
+        os.environ["DRY_RUN"] = "false"
+        kinesis = boto3.client("kinesis")
+        results["end_to_end_records_per_s"] = best_rate(lambda: lambda_handler(event, Context()), BATCH, repeats=3)
+        few = sample[:300]
+        kinesis.create_stream(StreamName="bench-reference", ShardCount=1)
+
+        def reference_publish():
+            for record in few:
+                kinesis.put_record(StreamName="bench-reference", PartitionKey=record["kinesis"]["partitionKey"],
+                                   Data=json.dumps({"x": record["kinesis"]["data"][:10]}))
+                pyfunc.predict([{"PU_DO": "1_2", "trip_distance": 1.0}])
+
+        results["reference_publish_records_per_s"] = best_rate(reference_publish, len(few), repeats=1)
+
+        print("cold start (fresh interpreter) ...", flush=True)
+        child_env = {**os.environ}
+        results["cold_start_onnx"] = cold_start({**child_env, "MODEL_URI": onnx_uri}, event_file)
+        results["cold_start_sklearn"] = cold_start({**child_env, "MODEL_URI": sk_uri}, event_file)
+
+        if args.soak_events:
+            print(f"soak: {args.soak_events:,} events through the stack ...", flush=True)
+            os.environ["DRY_RUN"] = "false"
+            from dataclasses import replace
+
+            soak_names = replace(names, input_stream="soak-events", predictions_stream="soak-predictions")
+            create_resources(env, soak_names)
+            os.environ["PREDICTIONS_STREAM_NAME"] = soak_names.predictions_stream
+            results["soak"] = soak(env, soak_names, args.soak_events)
+    finally:
+        stop_process(info.pid)
+        proc.wait(timeout=15)
+
+    if not args.skip_size:
+        print("Lambda dependency size (pip install --target) ...", flush=True)
+        results["package_mb"] = package_size(["requirements.txt"])
+        results["package_sklearn_mb"] = package_size(["requirements.txt", "requirements-sklearn.txt"])
+    report = format_results(results)
+    RESULTS.write_text(report)
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
+    print(report)
+
+
+def format_results(r: dict) -> str:
+    cs_onnx, cs_sk = r["cold_start_onnx"], r["cold_start_sklearn"]
+    rows = [
+        ("decode → validate → predict → encode (10,000-record batch, no publish)",
+         f"{r['fast_path_records_per_s']:,.0f} records/s", "≥ 100,000 records/s",
+         f"{r['reference_records_per_s']:,.0f} records/s"),
+        ("end to end, publishing to the moto emulator",
+         f"{r['end_to_end_records_per_s']:,.0f} records/s", "≥ 3,000 records/s",
+         f"{r['reference_publish_records_per_s']:,.0f} records/s"),
+        ("cold start: import, fetch model from S3, first invocation (ONNX model)",
+         f"{cs_onnx['cold_start_s']:.2f} s", "≤ 1 s", "4–5 s"),
+        ("cold start, Zoomcamp-style sklearn model", f"{cs_sk['cold_start_s']:.2f} s", "≤ 2.5 s", "4–5 s"),
+        ("peak memory, fast path (cold start + 10,000-record batch)",
+         f"{cs_onnx['rss_10k_batch_mb']:.0f} MB", "≤ 128 MB", "~240 MB"),
+        ("peak memory, sklearn model", f"{cs_sk['rss_10k_batch_mb']:.0f} MB", "", "~240 MB"),
+    ]
+    if "package_mb" in r:
+        rows += [("Lambda runtime deps, `pip install --target`", f"{r['package_mb']:.0f} MB", "≤ 250 MB", ""),
+                 ("… with scikit-learn (WITH_SKLEARN=true)", f"{r['package_sklearn_mb']:.0f} MB", "", "")]
+    rows.append(("training one month (2021-01, validate on 2021-02)", f"{r['train_seconds']:.1f} s", "≤ 60 s", ""))
+    lines = [f"Measured on {r['machine']}.", "",
+             "| what | ours | goal | course reference |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += ["", f"Validation RMSE 2021-01 → 2021-02: baseline {r['rmse']['baseline']:.2f} min, "
+              f"ours {r['rmse']['ours']:.2f} min."]
+    if "soak" in r:
+        s = r["soak"]
+        lines += ["", f"Soak: {s['events']:,} real ride events through emulator + runner + handler: "
+                  f"{s['predicted_rides']:,} rides predicted, {s['lost']} lost, {s['seconds']:.0f} s "
+                  f"({s['events_per_s']:,.0f} events/s), max lag {s['max_lag_ms']:,} ms."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
