@@ -88,8 +88,13 @@ def upload(s3, local: Path, bucket: str, prefix: str) -> str:
     return f"s3://{bucket}/{prefix}"
 
 
+# Peak memory from VmHWM: ru_maxrss survives exec on Linux and would report the parent's peak.
 COLD_START = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 t0 = time.perf_counter()
 from lambda_function.handler import lambda_handler
 t_import = time.perf_counter() - t0
@@ -98,9 +103,9 @@ class C:
     def get_remaining_time_in_millis(self): return 300000
 lambda_handler({"Records": event["Records"][:1]}, C())
 t_first = time.perf_counter() - t0
-rss_cold = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss_cold = peak_mb()
 lambda_handler(event, C())
-rss_batch = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss_batch = peak_mb()
 print(json.dumps({"import_s": t_import, "cold_start_s": t_first, "rss_cold_mb": rss_cold, "rss_10k_batch_mb": rss_batch}))
 """
 
@@ -291,9 +296,12 @@ def format_results(r: dict) -> str:
         ("cold start: import, fetch model from S3, first invocation (ONNX model)",
          f"{cs_onnx['cold_start_s']:.2f} s", "≤ 1 s", "4–5 s"),
         ("cold start, Zoomcamp-style sklearn model", f"{cs_sk['cold_start_s']:.2f} s", "≤ 2.5 s", "4–5 s"),
-        ("peak memory, fast path (cold start + 10,000-record batch)",
-         f"{cs_onnx['rss_10k_batch_mb']:.0f} MB", "≤ 128 MB", "~240 MB"),
-        ("peak memory, sklearn model", f"{cs_sk['rss_10k_batch_mb']:.0f} MB", "", "~240 MB"),
+        ("peak memory, fast path: cold start and first invocation",
+         f"{cs_onnx['rss_cold_mb']:.0f} MB", "≤ 128 MB", "~240 MB"),
+        ("peak memory, fast path, after a 10,000-record batch (DRY_RUN)",
+         f"{cs_onnx['rss_10k_batch_mb']:.0f} MB", "≤ 128 MB", ""),
+        ("peak memory, sklearn model, after a 10,000-record batch", f"{cs_sk['rss_10k_batch_mb']:.0f} MB", "",
+         "~240 MB"),
     ]
     if "package_mb" in r:
         rows += [("Lambda runtime deps, `pip install --target`", f"{r['package_mb']:.0f} MB", "≤ 250 MB", ""),

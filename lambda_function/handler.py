@@ -70,4 +70,7 @@ def lambda_handler(event, context):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=report.seconds)
     metrics.flush_metrics()
+    # With POWERTOOLS_METRICS_DISABLED, flush prints nothing and keeps the values: drop them,
+    # or a long-lived runner process accumulates every batch's metrics.
+    metrics.clear_metrics()
     return response
