@@ -106,7 +106,8 @@ t_first = time.perf_counter() - t0
 rss_cold = peak_mb()
 lambda_handler(event, C())
 rss_batch = peak_mb()
-print(json.dumps({"import_s": t_import, "cold_start_s": t_first, "rss_cold_mb": rss_cold, "rss_10k_batch_mb": rss_batch}))
+print(json.dumps({"import_s": t_import, "cold_start_s": t_first,
+                  "rss_cold_mb": rss_cold, "rss_10k_batch_mb": rss_batch}))
 """
 
 
@@ -116,9 +117,17 @@ def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
         cache = tempfile.mkdtemp()
         out = subprocess.run(
             [sys.executable, "-c", COLD_START, str(event_file)],
-            env={**env, "RIDES_MODEL_CACHE": cache, "DRY_RUN": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-                 "POWERTOOLS_METRICS_DISABLED": "true"},
-            capture_output=True, text=True, cwd=ROOT, check=True,
+            env={
+                **env,
+                "RIDES_MODEL_CACHE": cache,
+                "DRY_RUN": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            },
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
         )
         shutil.rmtree(cache, ignore_errors=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -128,14 +137,10 @@ def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
 def package_size(requirements: list[str]) -> float:
     target = Path(tempfile.mkdtemp())
     try:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target)]
         for req in requirements:
             command += ["-r", str(ROOT / "lambda_function" / req)]
         subprocess.run(command, check=True, capture_output=True)
-        # --no-deps: the files pin the whole runtime set; add what they need transitively
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-                        *sum((["-r", str(ROOT / "lambda_function" / r)] for r in requirements), [])],
-                       check=True, capture_output=True)
         return sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) / 1e6
     finally:
         shutil.rmtree(target, ignore_errors=True)
@@ -152,15 +157,20 @@ def soak(env_stack, names, n_events: int) -> dict:
     repeats = -(-n_events // len(frame))
     kinesis = boto3.client("kinesis")
     stop = threading.Event()
-    runner = EventSourceRunner(names.input_stream, function_name="bench", checkpoint_path=Path(tempfile.mkdtemp()) / "cp")
+    checkpoints = Path(tempfile.mkdtemp()) / "checkpoints.json"
+    runner = EventSourceRunner(names.input_stream, function_name="bench", checkpoint_path=checkpoints)
     lags: list[int] = []
-    thread = threading.Thread(target=runner.run, kwargs={"until": stop.is_set, "report_every_s": 1.0,
-                                                          "report": lambda s: lags.append(s["lag_ms"])}, daemon=True)
+    thread = threading.Thread(
+        target=runner.run,
+        kwargs={"until": stop.is_set, "report_every_s": 1.0, "report": lambda s: lags.append(s["lag_ms"])},
+        daemon=True,
+    )
     started = time.monotonic()
     thread.start()
     events = (ev for r in range(repeats) for ev in ride_events(frame, first_id=1 + r * len(frame)))
-    produced = produce(kinesis, names.input_stream, (e for _, e in zip(range(n_events), events, strict=False)),
-                       progress=False)
+    produced = produce(
+        kinesis, names.input_stream, (e for _, e in zip(range(n_events), events, strict=False)), progress=False
+    )
     reader = StreamReader(kinesis, names.predictions_stream)
     seen: set = set()
     deadline = time.monotonic() + 600
@@ -172,8 +182,15 @@ def soak(env_stack, names, n_events: int) -> dict:
     seconds = time.monotonic() - started
     stop.set()
     thread.join(timeout=10)
-    return {"events": n_events, "produced": produced.sent, "predicted_rides": len(seen), "lost": n_events - len(seen),
-            "seconds": seconds, "events_per_s": n_events / seconds, "max_lag_ms": max(lags, default=0)}
+    return {
+        "events": n_events,
+        "produced": produced.sent,
+        "predicted_rides": len(seen),
+        "lost": n_events - len(seen),
+        "seconds": seconds,
+        "events_per_s": n_events / seconds,
+        "max_lag_ms": max(lags, default=0),
+    }
 
 
 def main() -> None:
@@ -187,8 +204,10 @@ def main() -> None:
     from rides.resources import StackNames
     from rides.training import train
 
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                     f"Python {platform.python_version()}"}
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    }
     tmp = Path(tempfile.mkdtemp())
     print("training (2021-01 → 2021-02) ...", flush=True)
     started = time.perf_counter()
@@ -210,9 +229,15 @@ def main() -> None:
         s3 = boto3.client("s3")
         onnx_uri = upload(s3, onnx_dir, names.model_bucket, "bench/onnx")
         sk_uri = upload(s3, sk_dir, names.model_bucket, "bench/sklearn")
-        os.environ.update({"MODEL_URI": onnx_uri, "PREDICTIONS_STREAM_NAME": names.predictions_stream,
-                           "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
-                           "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"})
+        os.environ.update(
+            {
+                "MODEL_URI": onnx_uri,
+                "PREDICTIONS_STREAM_NAME": names.predictions_stream,
+                "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            }
+        )
 
         from lambda_function.handler import lambda_handler
 
@@ -231,11 +256,16 @@ def main() -> None:
             for record in sample:
                 ride_event = json.loads(base64.b64decode(record["kinesis"]["data"]))
                 ride = ride_event["ride"]
-                features = {"PU_DO": f"{ride['PULocationID']}_{ride['DOLocationID']}",
-                            "trip_distance": ride["trip_distance"]}
+                features = {
+                    "PU_DO": f"{ride['PULocationID']}_{ride['DOLocationID']}",
+                    "trip_distance": ride["trip_distance"],
+                }
                 prediction = float(pyfunc.predict([features])[0])
-                body = {"model": "ride_duration_prediction_model", "version": "1",
-                        "prediction": {"ride_duration": prediction, "ride_id": ride_event["ride_id"]}}
+                body = {
+                    "model": "ride_duration_prediction_model",
+                    "version": "1",
+                    "prediction": {"ride_duration": prediction, "ride_id": ride_event["ride_id"]},
+                }
                 if publish:
                     publish(body)
 
@@ -250,8 +280,11 @@ def main() -> None:
 
         def reference_publish():
             for record in few:
-                kinesis.put_record(StreamName="bench-reference", PartitionKey=record["kinesis"]["partitionKey"],
-                                   Data=json.dumps({"x": record["kinesis"]["data"][:10]}))
+                kinesis.put_record(
+                    StreamName="bench-reference",
+                    PartitionKey=record["kinesis"]["partitionKey"],
+                    Data=json.dumps({"x": record["kinesis"]["data"][:10]}),
+                )
                 pyfunc.predict([{"PU_DO": "1_2", "trip_distance": 1.0}])
 
         results["reference_publish_records_per_s"] = best_rate(reference_publish, len(few), repeats=1)
@@ -287,36 +320,65 @@ def main() -> None:
 def format_results(r: dict) -> str:
     cs_onnx, cs_sk = r["cold_start_onnx"], r["cold_start_sklearn"]
     rows = [
-        ("decode → validate → predict → encode (10,000-record batch, no publish)",
-         f"{r['fast_path_records_per_s']:,.0f} records/s", "≥ 100,000 records/s",
-         f"{r['reference_records_per_s']:,.0f} records/s"),
-        ("end to end, publishing to the moto emulator",
-         f"{r['end_to_end_records_per_s']:,.0f} records/s", "≥ 3,000 records/s",
-         f"{r['reference_publish_records_per_s']:,.0f} records/s"),
-        ("cold start: import, fetch model from S3, first invocation (ONNX model)",
-         f"{cs_onnx['cold_start_s']:.2f} s", "≤ 1 s", "4–5 s"),
+        (
+            "decode → validate → predict → encode (10,000-record batch, no publish)",
+            f"{r['fast_path_records_per_s']:,.0f} records/s",
+            "≥ 100,000 records/s",
+            f"{r['reference_records_per_s']:,.0f} records/s",
+        ),
+        (
+            "end to end, publishing to the moto emulator",
+            f"{r['end_to_end_records_per_s']:,.0f} records/s",
+            "≥ 3,000 records/s",
+            f"{r['reference_publish_records_per_s']:,.0f} records/s",
+        ),
+        (
+            "cold start: import, fetch model from S3, first invocation (ONNX model)",
+            f"{cs_onnx['cold_start_s']:.2f} s",
+            "≤ 1 s",
+            "4–5 s",
+        ),
         ("cold start, Zoomcamp-style sklearn model", f"{cs_sk['cold_start_s']:.2f} s", "≤ 2.5 s", "4–5 s"),
-        ("peak memory, fast path: cold start and first invocation",
-         f"{cs_onnx['rss_cold_mb']:.0f} MB", "≤ 128 MB", "~240 MB"),
-        ("peak memory, fast path, after a 10,000-record batch (DRY_RUN)",
-         f"{cs_onnx['rss_10k_batch_mb']:.0f} MB", "≤ 128 MB", ""),
-        ("peak memory, sklearn model, after a 10,000-record batch", f"{cs_sk['rss_10k_batch_mb']:.0f} MB", "",
-         "~240 MB"),
+        (
+            "peak memory, fast path: cold start and first invocation",
+            f"{cs_onnx['rss_cold_mb']:.0f} MB",
+            "≤ 128 MB",
+            "~240 MB",
+        ),
+        (
+            "peak memory, fast path, after a 10,000-record batch (DRY_RUN)",
+            f"{cs_onnx['rss_10k_batch_mb']:.0f} MB",
+            "≤ 128 MB",
+            "",
+        ),
+        (
+            "peak memory, sklearn model, after a 10,000-record batch",
+            f"{cs_sk['rss_10k_batch_mb']:.0f} MB",
+            "",
+            "~240 MB",
+        ),
     ]
     if "package_mb" in r:
-        rows += [("Lambda runtime deps, `pip install --target`", f"{r['package_mb']:.0f} MB", "≤ 250 MB", ""),
-                 ("… with scikit-learn (WITH_SKLEARN=true)", f"{r['package_sklearn_mb']:.0f} MB", "", "")]
+        rows += [
+            ("Lambda runtime deps, `pip install --target`", f"{r['package_mb']:.0f} MB", "≤ 250 MB", ""),
+            ("… with scikit-learn (WITH_SKLEARN=true)", f"{r['package_sklearn_mb']:.0f} MB", "", ""),
+        ]
     rows.append(("training one month (2021-01, validate on 2021-02)", f"{r['train_seconds']:.1f} s", "≤ 60 s", ""))
-    lines = [f"Measured on {r['machine']}.", "",
-             "| what | ours | goal | course reference |", "|---|---|---|---|"]
+    lines = [f"Measured on {r['machine']}.", "", "| what | ours | goal | course reference |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Validation RMSE 2021-01 → 2021-02: baseline {r['rmse']['baseline']:.2f} min, "
-              f"ours {r['rmse']['ours']:.2f} min."]
+    lines += [
+        "",
+        f"Validation RMSE 2021-01 → 2021-02: baseline {r['rmse']['baseline']:.2f} min, "
+        f"ours {r['rmse']['ours']:.2f} min.",
+    ]
     if "soak" in r:
         s = r["soak"]
-        lines += ["", f"Soak: {s['events']:,} real ride events through emulator + runner + handler: "
-                  f"{s['predicted_rides']:,} rides predicted, {s['lost']} lost, {s['seconds']:.0f} s "
-                  f"({s['events_per_s']:,.0f} events/s), max lag {s['max_lag_ms']:,} ms."]
+        lines += [
+            "",
+            f"Soak: {s['events']:,} real ride events through emulator + runner + handler: "
+            f"{s['predicted_rides']:,} rides predicted, {s['lost']} lost, {s['seconds']:.0f} s "
+            f"({s['events_per_s']:,.0f} events/s), max lag {s['max_lag_ms']:,} ms.",
+        ]
     return "\n".join(lines) + "\n"
 
 
