@@ -176,7 +176,8 @@ def process_records(
                     "prediction": prediction,
                     "source": _source(item),
                 }
-                predictions.append(record)
+                if config.dry_run:
+                    predictions.append(record)
                 out_records.append((item.event.partition_key, orjson.dumps(record)))
                 out_items.append(item)
             report.predicted = len(out_records)

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from botocore.exceptions import ClientError
 
 from rides.data import Month, clean
 from rides.model import get_model, load_model
@@ -130,3 +131,53 @@ def test_model_errors_name_the_uri(aws):
         load_model("s3://no-such-bucket-here/m")
     with pytest.raises(ModelLoadError, match="MODEL_URI is not set"):
         load_model("")
+
+
+def test_promote_to_lambda_updates_the_function_environment_and_keeps_the_rest(registry, trained):
+    import io
+    import json
+    import zipfile
+
+    import boto3
+
+    registered = log_training(trained, train_source="a", val_source="b")
+    iam = boto3.client("iam")
+    role = iam.create_role(
+        RoleName="consumer",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
+    lam = boto3.client("lambda")
+    lam.create_function(
+        FunctionName="ride-duration-consumer",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.lambda_handler",
+        Code={"ZipFile": package.getvalue()},
+        Environment={"Variables": {"PREDICTIONS_STREAM_NAME": "ride-predictions", "MODEL_URI": "s3://old/model"}},
+    )
+    promote("ride-duration", registered.version, target="lambda", function_name="ride-duration-consumer")
+    variables = lam.get_function_configuration(FunctionName="ride-duration-consumer")["Environment"]["Variables"]
+    assert variables == {
+        "PREDICTIONS_STREAM_NAME": "ride-predictions",
+        "MODEL_URI": registered.uri,
+        "MODEL_VERSION": registered.version,
+    }
+    assert resolve("ride-duration", "production").version == registered.version
+
+
+def test_failed_rollout_leaves_the_alias_where_it_was(registry, trained):
+    registered = log_training(trained, train_source="a", val_source="b")
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        promote("ride-duration", registered.version, target="lambda", function_name="no-such-function")
+    with pytest.raises(PromotionError):
+        resolve("ride-duration", "production")
