@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from rides.local.process import alive
+
 HEALTH_PATH = "/_rides/health"
 
 
@@ -54,22 +56,12 @@ def _watch(parent_pid: int | None, max_lifetime: float | None, stop) -> None:
     started = time.monotonic()
     while True:
         time.sleep(0.5)
-        if parent_pid and not _alive(parent_pid):
+        if parent_pid and not alive(parent_pid):
             stop()
             return
         if max_lifetime and time.monotonic() - started > max_lifetime:
             stop()
             return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:

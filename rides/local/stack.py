@@ -20,6 +20,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
+from rides.local.process import alive
 from rides.resources import StackNames
 from rides.state import state_dir
 
@@ -58,24 +59,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
 def _is_our_emulator(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
-        return _alive(pid)
+        return alive(pid)
     return b"rides.local.emulator" in cmdline
 
 
@@ -134,9 +122,9 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
     return True
 
@@ -146,7 +134,7 @@ def read_info() -> StackInfo | None:
         info = StackInfo(**json.loads(_info_path().read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
-    return info if _alive(info.pid) else None
+    return info if alive(info.pid) else None
 
 
 def up(port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2) -> StackInfo:
@@ -164,7 +152,7 @@ def down() -> StackInfo | None:
         info = StackInfo(**json.loads(_info_path().read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
-    if _alive(info.pid) and _is_our_emulator(info.pid):
+    if alive(info.pid) and _is_our_emulator(info.pid):
         stop_process(info.pid)
     _info_path().unlink(missing_ok=True)
     return info
