@@ -132,12 +132,10 @@ def process_records(
 ) -> tuple[dict, BatchReport]:
     started = time.perf_counter()
     report = BatchReport(records=len(records))
-    items: list[_Item] = []
     letters: list[tuple[_Item, str]] = []
     valid: list[_Item] = []
     for record in records:
         item, problem = _item(record)
-        items.append(item)
         if problem is None:
             try:
                 item.event = parse_record_data(item.data)

@@ -62,7 +62,6 @@ def run_demo(
     timeout: float = 300.0,
     progress: bool = True,
 ) -> DemoResult:
-    from rides.consumer import ConsumerConfig  # noqa: F401 - fail early if the package is broken
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
     from rides.local.reader import StreamReader, arrival_seconds

@@ -98,6 +98,7 @@ class RunnerStats:
         elapsed = time.monotonic() - self.started
         return {
             "invocations": self.invocations,
+            "records_in": self.records_in,
             "records_done": self.records_done,
             "function_errors": self.function_errors,
             "partial_failures": self.partial_failures,
@@ -347,10 +348,6 @@ class EventSourceRunner:
             if not busy:
                 time.sleep(self.poll_interval_s)
         return self.stats
-
-    def idle(self) -> bool:
-        """No buffered records and no shard behind the tip of its stream."""
-        return all(not s.buffer and s.millis_behind == 0 for s in self.shards.values())
 
 
 def on_failure_message(

@@ -210,7 +210,3 @@ def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2)
             raise
     created[f"dynamodb:{names.decisions_table}"] = names.decisions_table
     return created
-
-
-def queue_url(env: dict[str, str], name: str) -> str:
-    return clients(env)["sqs"].get_queue_url(QueueName=name)["QueueUrl"]
