@@ -83,7 +83,7 @@ class DeadLetterSink:
             return []
         bodies = [letter.body() for letter in letters]
         pending = list(range(len(letters)))
-        backoff = self.backoff(time_left=time_left) if time_left else self.backoff()
+        backoff = self.backoff(time_left=time_left)
         while pending:
             failed: list[int] = []
             fatal = False

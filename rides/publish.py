@@ -78,9 +78,9 @@ class KinesisPublisher:
                 result.count("RecordTooLarge")
                 continue
             queues.setdefault(key, deque()).append(i)
-        backoff = self.backoff(time_left=time_left) if time_left else self.backoff()
+        backoff = self.backoff(time_left=time_left)
         failed_before: set[int] = set()
-        with ThreadPoolExecutor(self.concurrency) if self.concurrency > 1 else _Inline() as pool:
+        with ThreadPoolExecutor(self.concurrency) as pool:
             while queues:
                 wave = [q[0] for q in queues.values()]
                 result.retries += sum(1 for i in wave if i in failed_before)
@@ -124,23 +124,3 @@ class KinesisPublisher:
                 if code:
                     result.count(code)
         return outcome, fatal
-
-
-class _Inline:
-    """A stand-in executor that runs calls in the caller's thread (concurrency 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future

@@ -52,8 +52,8 @@ class Backoff:
     base: float = 0.05
     cap: float = 2.0
     max_attempts: int = 8
-    # Seconds left before we must stop (Lambda: remaining time minus a reserve).
-    time_left: Callable[[], float] = lambda: float("inf")
+    # Seconds left before we must stop (Lambda: remaining time minus a reserve); None: no limit.
+    time_left: Callable[[], float] | None = None
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
     attempts: int = field(default=0, init=False)
@@ -64,7 +64,7 @@ class Backoff:
         if self.attempts >= self.max_attempts:
             return False
         delay = self.rng() * min(self.cap, self.base * (2 ** (self.attempts - 1)))
-        if delay >= self.time_left():
+        if self.time_left is not None and delay >= self.time_left():
             return False
         self.sleep(delay)
         return True

@@ -129,12 +129,18 @@ def stop_process(pid: int, timeout: float = 10.0) -> bool:
     return True
 
 
-def read_info() -> StackInfo | None:
+def _load_info() -> StackInfo | None:
+    """What `up` wrote, whether or not that process still runs."""
     try:
-        info = StackInfo(**json.loads(_info_path().read_text()))
+        return StackInfo(**json.loads(_info_path().read_text()))
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
-    return info if alive(info.pid) else None
+
+
+def read_info() -> StackInfo | None:
+    """The running local stack, if any."""
+    info = _load_info()
+    return info if info is not None and alive(info.pid) else None
 
 
 def up(port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2) -> StackInfo:
@@ -148,9 +154,8 @@ def up(port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int
 
 
 def down() -> StackInfo | None:
-    try:
-        info = StackInfo(**json.loads(_info_path().read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+    info = _load_info()
+    if info is None:
         return None
     if alive(info.pid) and _is_our_emulator(info.pid):
         stop_process(info.pid)
