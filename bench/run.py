@@ -30,29 +30,23 @@ BATCH = 10_000
 
 
 def lambda_event(frame) -> dict:
+    """A 10,000-record Lambda event of real rides, built the way the local runner builds it."""
     from rides.local.producer import ride_events
+    from rides.local.runner import kinesis_event_record
 
-    records = []
-    for i, (key, data) in enumerate(ride_events(frame), start=1):
-        seq = f"{i:056d}"
-        records.append(
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": key,
-                    "sequenceNumber": seq,
-                    "data": base64.b64encode(data).decode(),
-                    "approximateArrivalTimestamp": time.time(),
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"shardId-000000000000:{seq}",
-                "eventName": "aws:kinesis:record",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/ride-events",
-            }
-        )
-    return {"Records": records}
+    arn = "arn:aws:kinesis:us-east-1:000000000000:stream/ride-events"
+    now = time.time()
+    return {
+        "Records": [
+            kinesis_event_record(
+                {"PartitionKey": key, "SequenceNumber": f"{i:056d}", "Data": data, "ApproximateArrivalTimestamp": now},
+                "shardId-000000000000",
+                arn,
+                "us-east-1",
+            )
+            for i, (key, data) in enumerate(ride_events(frame), start=1)
+        ]
+    }
 
 
 class Context:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import orjson
+
+from rides.local.runner import kinesis_event_record
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events"
 
 
 def upload_dir(s3, local: Path, bucket: str, prefix: str) -> str:
@@ -21,22 +24,15 @@ def ride(ride_id=1, pu=130, do=205, distance=3.66, **extra) -> dict:
 
 
 def kinesis_record(data: bytes | dict, seq: int, *, key: str = "1", shard: str = "shardId-000000000000") -> dict:
+    """One record of a Lambda Kinesis event, built by the runner's own event builder."""
     raw = data if isinstance(data, bytes) else orjson.dumps(data)
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": key,
-            "sequenceNumber": f"{seq:056d}",
-            "data": base64.b64encode(raw).decode(),
-            "approximateArrivalTimestamp": 1700000000.5,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard}:{seq:056d}",
-        "eventName": "aws:kinesis:record",
-        "awsRegion": "us-east-1",
-        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events",
+    stored = {
+        "PartitionKey": key,
+        "SequenceNumber": f"{seq:056d}",
+        "Data": raw,
+        "ApproximateArrivalTimestamp": 1700000000.5,
     }
+    return kinesis_event_record(stored, shard, STREAM_ARN, "us-east-1")
 
 
 def kinesis_event(rides: list, start: int = 1) -> dict:
