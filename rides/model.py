@@ -141,25 +141,16 @@ def _sklearn_predictor(path: Path, serialization: str):
 
 def resolve_registry_uri(uri: str) -> str:
     """`models:/name@alias` or `models:/name/3` → the artifact location (needs mlflow)."""
+    body = uri.removeprefix("models:/")
+    name, version_or_alias = body.split("@", 1) if "@" in body else body.rsplit("/", 1)
     try:
-        from mlflow.tracking import MlflowClient
+        from rides.registry import resolve
     except ImportError:
         raise ModelLoadError(f"cannot load model from {uri}: models:/ URIs need mlflow") from None
     try:
-        return MlflowClient().get_model_version_download_uri(*_registry_parts(uri))
+        return resolve(name, version_or_alias).uri
     except Exception as exc:  # mlflow raises many types; one clear message is what we want
         raise ModelLoadError(f"cannot load model from {uri}: {exc}") from None
-
-
-def _registry_parts(uri: str) -> tuple[str, str]:
-    from mlflow.tracking import MlflowClient
-
-    body = uri.removeprefix("models:/")
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return name, MlflowClient().get_model_version_by_alias(name, alias).version
-    name, version = body.rsplit("/", 1)
-    return name, version
 
 
 def load_model(uri: str, *, name: str = "ride-duration", version: str | None = None) -> LoadedModel:

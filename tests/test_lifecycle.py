@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from rides.data import Month, clean
-from rides.model import get_model, load_model
+from rides.model import ModelLoadError, get_model, load_model
 from rides.promote import promote, read_local_model
 from rides.registry import PromotionError, log_training, resolve
 from rides.resources import StackNames
@@ -75,6 +75,12 @@ def test_registry_round_trip(registry, trained):
     assert resolve("ride-duration", "staging").uri == registered.uri
     model = load_model(registered.uri)
     assert model.flavor == "onnx"
+    assert load_model("models:/ride-duration@staging").uri == "models:/ride-duration@staging"
+    assert load_model(f"models:/ride-duration/{registered.version}").flavor == "onnx"
+    with pytest.raises(
+        ModelLoadError, match=r"cannot load model from models:/ride-duration@nope: .*no version or alias"
+    ):
+        load_model("models:/ride-duration@nope")
 
     promoted = promote("ride-duration", "staging", alias="production", target="local")
     assert promoted.version == "1"
