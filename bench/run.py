@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import boto3
-import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results.md"
@@ -144,7 +143,7 @@ def soak(env_stack, names, n_events: int) -> dict:
     """n real events through the emulator and the runner; count what comes out."""
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
-    from rides.local.reader import StreamReader
+    from rides.local.reader import StreamReader, collect_predictions
     from rides.local.runner import EventSourceRunner
 
     frame = read_trips("2021-02")
@@ -166,13 +165,7 @@ def soak(env_stack, names, n_events: int) -> dict:
         kinesis, names.input_stream, (e for _, e in zip(range(n_events), events, strict=False)), progress=False
     )
     reader = StreamReader(kinesis, names.predictions_stream)
-    seen: set = set()
-    deadline = time.monotonic() + 600
-    while len(seen) < n_events and time.monotonic() < deadline:
-        records = reader.poll()
-        seen.update(orjson.loads(r["Data"])["prediction"]["ride_id"] for r in records)
-        if not records:
-            time.sleep(0.2)
+    seen = collect_predictions(reader, {str(i) for i in range(1, n_events + 1)}, timeout=600)
     seconds = time.monotonic() - started
     stop.set()
     thread.join(timeout=10)

@@ -11,7 +11,7 @@ import pytest
 
 from rides.data import read_trips
 from rides.local.producer import produce, ride_events
-from rides.local.reader import StreamReader
+from rides.local.reader import StreamReader, collect_predictions, drain_queue
 
 pytestmark = pytest.mark.integration
 
@@ -26,28 +26,12 @@ COURSE_DATA = (
 def wait_for_rides(stack, expected_ids: set[str], timeout: float = 120.0) -> dict[str, list[dict]]:
     """Read predictions until every expected ride has one; returns ride id → predictions."""
     reader = StreamReader(stack["kinesis"], stack["names"].predictions_stream)
-    by_ride: dict[str, list[dict]] = {}
-    deadline = time.monotonic() + timeout
-    while not expected_ids <= by_ride.keys() and time.monotonic() < deadline:
-        records = reader.poll()
-        for record in records:
-            body = orjson.loads(record["Data"])
-            by_ride.setdefault(str(body["prediction"]["ride_id"]), []).append(body)
-        if not records:
-            time.sleep(0.2)
-    return by_ride
+    by_ride = collect_predictions(reader, expected_ids, timeout)
+    return {ride: [body for body, _ in seen] for ride, seen in by_ride.items()}
 
 
 def dead_letters(stack) -> list[dict]:
-    url = stack["created"][f"sqs:{stack['names'].dead_letter_queue}"]
-    out = []
-    while True:
-        messages = stack["sqs"].receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return out
-        for message in messages:
-            out.append(orjson.loads(message["Body"]))
-            stack["sqs"].delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return drain_queue(stack["sqs"], stack["created"][f"sqs:{stack['names'].dead_letter_queue}"])
 
 
 @pytest.fixture(scope="module")

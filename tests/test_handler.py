@@ -2,13 +2,13 @@
 
 import base64
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambda_function import handler as handler_module
 from lambda_function.handler import lambda_handler
+from rides.local.reader import drain_queue
 from tests.helpers import FakeContext, kinesis_event, kinesis_record, read_stream, ride, upload_dir
 
 
@@ -27,17 +27,6 @@ def stack(aws, onnx_model_dir, monkeypatch):
     monkeypatch.setenv("PUBLISH_CONCURRENCY", "1")
     yield {**aws, "dlq": dlq, "uri": uri}
     handler_module._clients.clear()
-
-
-def dead_letters(sqs, url):
-    out = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            return out
-        for message in messages:
-            out.append(orjson.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def test_publishes_one_prediction_per_ride(stack):
@@ -61,7 +50,7 @@ def test_bad_records_go_to_the_dead_letter_queue_and_never_fail_the_batch(stack)
     response = lambda_handler(event, FakeContext())
     assert response["batchItemFailures"] == []
     assert len(read_stream(stack["kinesis"], "ride-predictions")) == 1
-    letters = dead_letters(stack["sqs"], stack["dlq"])
+    letters = drain_queue(stack["sqs"], stack["dlq"])
     reasons = sorted(letter["error"].split(":")[0] for letter in letters)
     assert reasons == ["bad JSON", "bad base64", "ride.PULocationID must be a TLC zone id 1-265, got 999"]
     bad_json = next(letter for letter in letters if letter["error"].startswith("bad JSON"))
@@ -74,7 +63,7 @@ def test_missing_output_stream_reports_every_valid_record(stack):
     event = kinesis_event([ride(i) for i in range(1, 6)] + [b"junk"])
     response = lambda_handler(event, FakeContext())
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in range(1, 6)]
-    assert len(dead_letters(stack["sqs"], stack["dlq"])) == 1  # the junk still went where it belongs
+    assert len(drain_queue(stack["sqs"], stack["dlq"])) == 1  # the junk still went where it belongs
 
 
 def test_unreachable_dead_letter_queue_reports_the_bad_records(stack, monkeypatch):

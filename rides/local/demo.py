@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
 from rides.resources import StackNames
 from rides.state import state_dir
@@ -64,7 +63,7 @@ def run_demo(
 ) -> DemoResult:
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
-    from rides.local.reader import StreamReader, arrival_seconds
+    from rides.local.reader import StreamReader, collect_predictions, drain_queue
     from rides.local.runner import EventSourceRunner, model_watcher
     from rides.local.stack import clients, create_resources, start_emulator, stop_process
     from rides.promote import promote
@@ -138,47 +137,31 @@ def run_demo(
 
         _say("waiting for every prediction on " + names.predictions_stream)
         reader = StreamReader(aws["kinesis"], names.predictions_stream)
-        seen: dict[str, dict] = {}
-        deadline = time.monotonic() + timeout
-        while len(seen) < len(good) and time.monotonic() < deadline:
-            records = reader.poll()
-            for record in records:
-                body = orjson.loads(record["Data"])
-                result.predictions_out += 1
-                ride_id = str(body["prediction"]["ride_id"])
-                if ride_id not in seen:
-                    seen[ride_id] = body
-                    source_arrival = body["source"].get("approximate_arrival_timestamp")
-                    if source_arrival:
-                        result.latencies_ms.append((arrival_seconds(record) - source_arrival) * 1000)
-            if not records:
-                time.sleep(0.1)
-        result.unique_rides = len(seen)
+        by_ride = collect_predictions(reader, {key for key, _ in good}, timeout)
+        result.unique_rides = len(by_ride)
+        result.predictions_out = sum(len(seen) for seen in by_ride.values())
+        for (body, arrived), *_ in by_ride.values():
+            source_arrival = body["source"].get("approximate_arrival_timestamp")
+            if source_arrival:
+                result.latencies_ms.append((arrived - source_arrival) * 1000)
         result.seconds = time.monotonic() - started
 
-        dlq = created[f"sqs:{names.dead_letter_queue}"]
-        while True:
-            messages = aws["sqs"].receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                break
-            for message in messages:
-                result.dead_letters += 1
-                result.dead_letter_reasons.append(orjson.loads(message["Body"])["error"])
-                aws["sqs"].delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
-        for ride_id, actual in list(zip(range(1, len(frame) + 1), frame["duration"], strict=True))[
-            :: max(1, len(frame) // 8)
-        ][:8]:
-            body = seen.get(str(ride_id))
-            if body:
-                row = frame.iloc[ride_id - 1]
+        letters = drain_queue(aws["sqs"], created[f"sqs:{names.dead_letter_queue}"])
+        result.dead_letters = len(letters)
+        result.dead_letter_reasons = [letter["error"] for letter in letters]
+        step = max(1, len(frame) // 8)
+        for position in range(0, len(frame), step)[:8]:
+            predicted = by_ride.get(str(position + 1))  # ride ids are positions + 1 (ride_events)
+            if predicted:
+                row = frame.iloc[position]
                 result.sample.append(
                     (
-                        ride_id,
+                        position + 1,
                         int(row.PULocationID),
                         int(row.DOLocationID),
                         float(row.trip_distance),
-                        body["prediction"]["ride_duration"],
-                        float(actual),
+                        predicted[0][0]["prediction"]["ride_duration"],
+                        float(row.duration),
                     )
                 )
         return result

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+import orjson
+
 
 class StreamReader:
     def __init__(self, kinesis, stream_name: str, *, start: str = "TRIM_HORIZON"):
@@ -59,3 +61,33 @@ class StreamReader:
 def arrival_seconds(record: dict) -> float:
     value = record["ApproximateArrivalTimestamp"]
     return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def collect_predictions(reader: StreamReader, expected: set[str], timeout: float = 120.0) -> dict[str, list[tuple]]:
+    """Poll until every expected ride id has a prediction or the timeout passes.
+
+    Returns ride id → [(prediction record, arrival seconds)], duplicates included (Kinesis
+    delivery is at-least-once).
+    """
+    by_ride: dict[str, list[tuple]] = {}
+    deadline = time.monotonic() + timeout
+    while not expected <= by_ride.keys() and time.monotonic() < deadline:
+        records = reader.poll()
+        for record in records:
+            body = orjson.loads(record["Data"])
+            by_ride.setdefault(str(body["prediction"]["ride_id"]), []).append((body, arrival_seconds(record)))
+        if not records:
+            time.sleep(0.1)
+    return by_ride
+
+
+def drain_queue(sqs, queue_url: str) -> list[dict]:
+    """Receive, delete and return every message body (JSON) waiting in a queue."""
+    bodies: list[dict] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(orjson.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
