@@ -13,10 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-import orjson
-
 from rides.deadletter import DeadLetter, DeadLetterSink
-from rides.events import InvalidEvent, RideEvent, parse_record_data
+from rides.events import InvalidEvent, RideEvent, json_bytes, parse_record_data
 from rides.features import features_from_events
 from rides.model import LoadedModel, ModelLoadError, get_model
 from rides.publish import KinesisPublisher
@@ -176,7 +174,7 @@ def process_records(
                 }
                 if config.dry_run:
                     predictions.append(record)
-                out_records.append((item.event.partition_key, orjson.dumps(record)))
+                out_records.append((item.event.partition_key, json_bytes(record)))
                 out_items.append(item)
             report.predicted = len(out_records)
 

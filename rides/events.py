@@ -155,6 +155,15 @@ def parse_record_data(data: str | bytes) -> RideEvent:
     return validate_event(decode_data(data))
 
 
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON as right-sized bytes.
+
+    orjson's result keeps its ~4 KiB working buffer allocated: holding 10,000 of them costs
+    ~40 MB; a right-sized copy costs ~3 MB, for ~0.1 µs a record.
+    """
+    return memoryview(orjson.dumps(obj)).tobytes()
+
+
 def ride_event_json(event: RideEvent) -> bytes:
     """Serialise a ride back to the wire contract (the web service and producer use this)."""
     ride: dict[str, Any] = {
@@ -166,4 +175,4 @@ def ride_event_json(event: RideEvent) -> bytes:
         ride["lpep_pickup_datetime"] = event.pickup_datetime.isoformat()
     if event.passenger_count is not None:
         ride["passenger_count"] = event.passenger_count
-    return orjson.dumps({"ride_id": event.ride_id, "ride": ride})
+    return json_bytes({"ride_id": event.ride_id, "ride": ride})

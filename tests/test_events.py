@@ -131,3 +131,13 @@ def test_non_finite_numbers_from_other_decoders_are_rejected():
         validate_event({"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": float("inf")}})
     with pytest.raises(InvalidEvent, match="finite"):
         validate_event({"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": float("nan")}})
+
+
+def test_json_bytes_is_compact_orjson_output():
+    import orjson
+
+    from rides.events import json_bytes
+
+    value = {"ride_id": 1, "ride": {"trip_distance": 1.5}, "s": "é"}
+    assert json_bytes(value) == orjson.dumps(value)
+    assert type(json_bytes(value)) is bytes

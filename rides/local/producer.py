@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-import orjson
 import pandas as pd
 
+from rides.events import json_bytes
 from rides.publish import KinesisPublisher
 
 
@@ -30,7 +30,7 @@ def ride_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str
         ride = {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist, "lpep_pickup_datetime": when}
         if count is not None and count == count:  # NaN != NaN: leave unknown counts out
             ride["passenger_count"] = int(count)
-        yield str(ride_id), orjson.dumps({"ride_id": ride_id, "ride": ride})
+        yield str(ride_id), json_bytes({"ride_id": ride_id, "ride": ride})
 
 
 @dataclass
