@@ -10,14 +10,22 @@ export PIPENV_VERBOSITY := -1
 # Real TLC months beside the project (../shared/data) are used when present; others download.
 export RIDES_DATA_DIRS ?= $(abspath ../shared/data)
 EVENTS ?= 10000
+ENV ?= stg
+PROMOTE ?= 0
 
 .PHONY: setup run test unit-test integration-test lint format bench deploy clean stack-up stack-down
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .venv-checkov/.installed
 
 $(VENV)/.installed: Pipfile.lock pyproject.toml
 	@$(PYTHON) -m pipenv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet pipenv
 	$(PYTHON) -m pipenv sync --dev
+	@touch $@
+
+# checkov scans infra/ (make lint and tests/test_infra.py); its own venv, as its pins clash with MLflow's.
+.venv-checkov/.installed: infra/requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet -r infra/requirements-checkov.txt
 	@touch $@
 
 run: setup  ## the whole flow on the embedded local stack, then a summary
@@ -35,6 +43,7 @@ integration-test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	.venv-checkov/bin/checkov --config-file infra/.checkov.yaml -d infra
 
 format: setup
 	$(BIN)/ruff check --fix .
@@ -48,6 +57,9 @@ stack-up: setup
 
 stack-down: setup
 	$(BIN)/rides stack down
+
+deploy: setup  ## what cd.yml does, from a laptop: make deploy ENV=stg
+	ENV=$(ENV) PROMOTE=$(PROMOTE) scripts/deploy.sh
 
 clean:
 	rm -rf .rides .pytest_cache .ruff_cache htmlcov .coverage

@@ -145,6 +145,39 @@ def promote(model_name, version, alias, target, function_name) -> None:
     click.echo(f'           model_version = "{model.version}"')
 
 
+@main.command()
+@click.argument("model", default="ride-duration@production")
+def resolve(model) -> None:
+    """Print the version and S3 location of NAME@ALIAS or NAME/VERSION as JSON."""
+    from rides.registry import PromotionError
+    from rides.registry import resolve as lookup
+
+    _use_local_stack_if_running()
+    name, version_or_alias = model.split("@", 1) if "@" in model else model.rsplit("/", 1)
+    try:
+        found = lookup(name, version_or_alias)
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"name": found.name, "version": found.version, "uri": found.uri}))
+
+
+@main.command()
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+def smoke(timeout) -> None:
+    """Put one ride on the input stream and wait for its prediction (deploy check)."""
+    import boto3
+
+    from rides.smoke import SmokeTestFailed, smoke_test
+
+    _use_local_stack_if_running()
+    names = StackNames.from_env()
+    try:
+        body = smoke_test(boto3.client("kinesis"), names.input_stream, names.predictions_stream, timeout=timeout)
+    except SmokeTestFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(body))
+
+
 # -- streams ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")

@@ -1,0 +1,90 @@
+# One apply per environment:
+#   terraform init -backend-config=backend/stg.hcl
+#   terraform apply -var-file=vars/stg.tfvars -var image_tag=<sha> [-var model_uri=... -var model_version=...]
+
+module "input_stream" {
+  source          = "./modules/kinesis_stream"
+  name            = var.input_stream_name
+  shard_count     = var.input_shard_count
+  retention_hours = var.stream_retention_hours
+}
+
+module "predictions_stream" {
+  source          = "./modules/kinesis_stream"
+  name            = var.predictions_stream_name
+  shard_count     = var.predictions_shard_count
+  retention_hours = var.stream_retention_hours
+}
+
+module "decisions_stream" {
+  source          = "./modules/kinesis_stream"
+  name            = var.decisions_stream_name
+  shard_count     = 1
+  retention_hours = var.stream_retention_hours
+}
+
+module "model_bucket" {
+  source = "./modules/model_bucket"
+  name   = var.model_bucket_name
+}
+
+module "ecr" {
+  source = "./modules/ecr_repository"
+  name   = var.ecr_repository_name
+}
+
+module "dead_letter_queue" {
+  source = "./modules/queue"
+  name   = var.dead_letter_queue_name
+}
+
+module "failed_batches_queue" {
+  source = "./modules/queue"
+  name   = var.failed_batches_queue_name
+}
+
+module "decisions_table" {
+  source = "./modules/decisions_table"
+  name   = var.decisions_table_name
+}
+
+# One block per consumer: the fare and tip consumers (and the decision service) are the same
+# module with another model, output field and stream.
+module "duration_consumer" {
+  source = "./modules/stream_consumer"
+
+  function_name        = var.consumer_function_name
+  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  memory_mb            = var.consumer_memory_mb
+  timeout_seconds      = var.consumer_timeout_seconds
+  reserved_concurrency = var.consumer_reserved_concurrency
+  log_retention_days   = var.log_retention_days
+
+  model_name          = "ride-duration"
+  prediction_field    = "ride_duration"
+  model_uri           = var.model_uri
+  model_version       = var.model_version
+  publish_concurrency = var.publish_concurrency
+
+  input_stream_arn         = module.input_stream.arn
+  output_stream_arn        = module.predictions_stream.arn
+  output_stream_name       = module.predictions_stream.name
+  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  model_prefix             = "mlflow/"
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  dead_letter_queue_url    = module.dead_letter_queue.url
+  dead_letter_queue_name   = module.dead_letter_queue.name
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = var.starting_position
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = var.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+}

@@ -1,0 +1,75 @@
+# The consumer image repository: immutable tags, scanned on push, old images expire.
+variable "name" {
+  type        = string
+  description = "Repository name."
+}
+
+variable "keep_images" {
+  type        = number
+  description = "How many images to keep (older ones expire)."
+  default     = 30
+}
+
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+
+resource "aws_ecr_repository" "this" {
+  name                 = var.name
+  image_tag_mutability = "IMMUTABLE"
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "KMS"
+  }
+}
+
+resource "aws_ecr_lifecycle_policy" "this" {
+  repository = aws_ecr_repository.this.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "Keep the newest ${var.keep_images} images"
+      selection = {
+        tagStatus   = "any"
+        countType   = "imageCountMoreThan"
+        countNumber = var.keep_images
+      }
+      action = { type = "expire" }
+    }]
+  })
+}
+
+# Lambda pulls the image with the service principal; only functions of this account may.
+data "aws_iam_policy_document" "lambda_pull" {
+  statement {
+    sid     = "LambdaPull"
+    actions = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringLike"
+      variable = "aws:sourceArn"
+      values   = ["arn:aws:lambda:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:function:*"]
+    }
+  }
+}
+
+resource "aws_ecr_repository_policy" "this" {
+  repository = aws_ecr_repository.this.name
+  policy     = data.aws_iam_policy_document.lambda_pull.json
+}
+
+output "repository_url" {
+  description = "Registry URL to push to and pull from."
+  value       = aws_ecr_repository.this.repository_url
+}
+
+output "arn" {
+  description = "Repository ARN."
+  value       = aws_ecr_repository.this.arn
+}

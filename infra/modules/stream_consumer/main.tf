@@ -1,0 +1,78 @@
+# A stream consumer: the Lambda (container image), its log group, its role, and the Kinesis
+# event source mapping with partial batch responses. One module block per consumer.
+
+locals {
+  # Exactly the variables the handler reads (tests/test_infra.py checks both ways).
+  environment = {
+    MODEL_URI                    = var.model_uri
+    MODEL_NAME                   = var.model_name
+    MODEL_VERSION                = var.model_version
+    PREDICTION_FIELD             = var.prediction_field
+    PREDICTIONS_STREAM_NAME      = var.output_stream_name
+    DEAD_LETTER_QUEUE_URL        = var.dead_letter_queue_url
+    DRY_RUN                      = tostring(var.dry_run)
+    PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
+    POWERTOOLS_SERVICE_NAME      = var.function_name
+    POWERTOOLS_METRICS_NAMESPACE = "rides"
+  }
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  #checkov:skip=CKV_AWS_158:Logs hold no ride data beyond dead letters already in the encrypted queue; CloudWatch encrypts at rest by default.
+  #checkov:skip=CKV_AWS_338:Retention is a per-environment variable (prod sets 365 days).
+  name              = "/aws/lambda/${var.function_name}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_lambda_function" "this" {
+  #checkov:skip=CKV_AWS_116:A dead-letter queue applies to asynchronous invocations; this function is invoked by an event source mapping, whose on-failure destination is configured below.
+  #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, S3, SQS); no VPC resources to reach.
+  #checkov:skip=CKV_AWS_173:The environment holds names and URIs, no secrets.
+  #checkov:skip=CKV_AWS_272:Code signing does not apply to container images.
+  function_name                  = var.function_name
+  role                           = aws_iam_role.this.arn
+  package_type                   = "Image"
+  image_uri                      = var.image_uri
+  memory_size                    = var.memory_mb
+  timeout                        = var.timeout_seconds
+  reserved_concurrent_executions = var.reserved_concurrency
+  architectures                  = ["x86_64"]
+
+  environment {
+    variables = local.environment
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
+
+  lifecycle {
+    precondition {
+      condition     = var.image_uri != null
+      error_message = "Set image_tag (terraform apply -var image_tag=<tag pushed to ECR>)."
+    }
+  }
+}
+
+resource "aws_lambda_event_source_mapping" "this" {
+  event_source_arn                   = var.input_stream_arn
+  function_name                      = aws_lambda_function.this.arn
+  starting_position                  = var.starting_position
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  function_response_types            = ["ReportBatchItemFailures"]
+  # Without a model every record would be retried until it expires: wait for a promotion.
+  enabled = var.model_uri != ""
+
+  destination_config {
+    on_failure {
+      destination_arn = var.failed_batches_queue_arn
+    }
+  }
+}

@@ -1,0 +1,34 @@
+output "input_stream_name" {
+  description = "Where producers put ride events."
+  value       = module.input_stream.name
+}
+
+output "predictions_stream_name" {
+  description = "Where predictions arrive."
+  value       = module.predictions_stream.name
+}
+
+output "model_bucket" {
+  description = "MLflow artifact bucket (artifact root s3://<bucket>/mlflow)."
+  value       = module.model_bucket.name
+}
+
+output "ecr_repository_url" {
+  description = "Push the consumer image here."
+  value       = module.ecr.repository_url
+}
+
+output "consumer_function_name" {
+  description = "The consumer Lambda (`rides promote --to lambda --function ...`)."
+  value       = module.duration_consumer.function_name
+}
+
+output "dead_letter_queue_url" {
+  description = "Malformed records, with their reason."
+  value       = module.dead_letter_queue.url
+}
+
+output "failed_batches_queue_url" {
+  description = "Batches the event source mapping gave up on."
+  value       = module.failed_batches_queue.url
+}

@@ -1,0 +1,197 @@
+variable "environment" {
+  type        = string
+  description = "Environment name (stg or prod); part of tags and alarm names."
+  validation {
+    condition     = contains(["stg", "prod"], var.environment)
+    error_message = "environment must be stg or prod."
+  }
+}
+
+variable "aws_region" {
+  type        = string
+  description = "AWS region for every resource of this environment."
+}
+
+# -- names: the staging defaults are what `rides stack up` creates locally ------------------
+variable "input_stream_name" {
+  type        = string
+  description = "Kinesis stream producers put ride events on."
+  default     = "ride-events"
+}
+
+variable "predictions_stream_name" {
+  type        = string
+  description = "Kinesis stream the consumers publish predictions to."
+  default     = "ride-predictions"
+}
+
+variable "decisions_stream_name" {
+  type        = string
+  description = "Kinesis stream the decision service publishes decisions to."
+  default     = "ride-decisions"
+}
+
+variable "dead_letter_queue_name" {
+  type        = string
+  description = "SQS queue for records that can never be processed (with their reason)."
+  default     = "ride-events-dlq"
+}
+
+variable "failed_batches_queue_name" {
+  type        = string
+  description = "SQS on-failure destination of the event source mappings (batches out of retries or too old)."
+  default     = "ride-events-failed-batches"
+}
+
+variable "decisions_table_name" {
+  type        = string
+  description = "DynamoDB table where the decision service gathers predictions per ride."
+  default     = "ride-decisions"
+}
+
+variable "model_bucket_name" {
+  type        = string
+  description = "S3 bucket for MLflow artifacts (models under mlflow/). Globally unique."
+}
+
+variable "model_artifact_bucket" {
+  type        = string
+  description = "Bucket the MLflow registry's artifacts live in, when not this environment's own (one MLflow for both environments)."
+  default     = null
+}
+
+variable "consumer_function_name" {
+  type        = string
+  description = "Name of the ride-duration consumer Lambda."
+  default     = "ride-duration-consumer"
+}
+
+variable "ecr_repository_name" {
+  type        = string
+  description = "ECR repository of the consumer image."
+  default     = "ride-duration-consumer"
+}
+
+# -- streams ------------------------------------------------------------------------------------
+variable "input_shard_count" {
+  type        = number
+  description = "Shards of the input stream; null for on-demand capacity."
+  default     = 2
+}
+
+variable "predictions_shard_count" {
+  type        = number
+  description = "Shards of the predictions stream; null for on-demand capacity."
+  default     = 2
+}
+
+variable "stream_retention_hours" {
+  type        = number
+  description = "How long records stay on the streams (24-8760 hours)."
+  default     = 24
+}
+
+# -- the consumer -------------------------------------------------------------------------------
+variable "image_tag" {
+  type        = string
+  description = "Tag of the consumer image in ECR (the CD workflow passes the commit SHA)."
+  default     = null
+}
+
+variable "model_uri" {
+  type        = string
+  description = "S3 location of the MLflow model (what `rides promote` prints). Empty: the event source mapping stays disabled until a model is promoted."
+  default     = ""
+}
+
+variable "model_version" {
+  type        = string
+  description = "Registered model version written into every prediction."
+  default     = ""
+}
+
+variable "consumer_memory_mb" {
+  type        = number
+  description = "Memory of the consumer Lambda (MB); CPU scales with it."
+  default     = 1024
+}
+
+variable "consumer_timeout_seconds" {
+  type        = number
+  description = "Timeout of the consumer Lambda (seconds)."
+  default     = 60
+}
+
+variable "consumer_reserved_concurrency" {
+  type        = number
+  description = "Reserved concurrency of the consumer (at least shards x parallelization factor)."
+  default     = 10
+}
+
+variable "publish_concurrency" {
+  type        = number
+  description = "Parallel PutRecords calls per batch in the consumer."
+  default     = 4
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "Retention of the consumer's CloudWatch log group."
+  default     = 30
+}
+
+# -- event source mapping: defaults are rides/esm.py's (tests hold them together) ---------------
+variable "batch_size" {
+  type        = number
+  description = "Records per invocation (1-10000)."
+  default     = 500
+}
+
+variable "maximum_batching_window_in_seconds" {
+  type        = number
+  description = "How long to gather records before invoking (0-300 s)."
+  default     = 1
+}
+
+variable "starting_position" {
+  type        = string
+  description = "Where a new mapping starts reading: TRIM_HORIZON or LATEST."
+  default     = "TRIM_HORIZON"
+}
+
+variable "parallelization_factor" {
+  type        = number
+  description = "Concurrent batches per shard (1-10); per-ride order holds because a ride id always maps to one batch lane."
+  default     = 1
+}
+
+variable "bisect_batch_on_function_error" {
+  type        = bool
+  description = "Split a failing batch in two and retry each half."
+  default     = true
+}
+
+variable "maximum_retry_attempts" {
+  type        = number
+  description = "Retries of a failing batch before it goes to the on-failure destination (-1: until it expires)."
+  default     = 5
+}
+
+variable "maximum_record_age_in_seconds" {
+  type        = number
+  description = "Records older than this go to the on-failure destination (-1: the stream's retention)."
+  default     = 3600
+}
+
+# -- alarms -------------------------------------------------------------------------------------
+variable "alarm_topic_arn" {
+  type        = string
+  description = "SNS topic for alarm notifications; null: alarms without actions."
+  default     = null
+}
+
+variable "iterator_age_alarm_ms" {
+  type        = number
+  description = "Alarm when the consumer falls this far behind the stream (milliseconds)."
+  default     = 60000
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Deploy one environment from a laptop, the way .github/workflows/cd.yml does:
+#   make deploy ENV=stg        (needs: AWS credentials, docker, terraform >= 1.10,
+#                               MLFLOW_TRACKING_URI of the shared tracking server)
+# Steps: ECR + bucket first (bootstrap) → build and push the image → (PROMOTE=1: move
+# @production to what @staging serves) → resolve the environment's alias → apply everything
+# → smoke test (one ride in, its prediction out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENV="${ENV:?set ENV=stg or ENV=prod}"
+# Each environment serves its own registry alias: stg → @staging, prod → @production.
+if [ "$ENV" = "prod" ]; then ALIAS="${MODEL_ALIAS:-production}"; else ALIAS="${MODEL_ALIAS:-staging}"; fi
+TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
+RIDES=".venv/bin/rides"
+TF="terraform -chdir=infra"
+VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}")
+
+: "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
+export RIDES_TARGET=aws  # never talk to a local stack by accident
+unset AWS_ENDPOINT_URL
+
+$TF init -input=false -reconfigure -backend-config="backend/${ENV}.hcl"
+# The repository must exist before the first push; the bucket before the first training run.
+$TF apply -input=false -auto-approve "${VARS[@]}" -target=module.ecr -target=module.model_bucket
+
+REPO="$($TF output -raw ecr_repository_url)"
+REGISTRY="${REPO%%/*}"
+aws ecr get-login-password --region "$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")" \
+  | docker login --username AWS --password-stdin "$REGISTRY"
+if ! aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=${TAG}" >/dev/null 2>&1; then
+  docker build -f lambda_function/Dockerfile -t "${REPO}:${TAG}" .
+  docker push "${REPO}:${TAG}"
+fi
+
+if [ "${PROMOTE:-0}" = "1" ]; then
+  $RIDES promote --version staging --alias "$ALIAS" --to none
+fi
+
+MODEL_VARS=()
+if MODEL_JSON="$($RIDES resolve "ride-duration@${ALIAS}" 2>/dev/null)"; then
+  MODEL_URI="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["uri"])' <<<"$MODEL_JSON")"
+  MODEL_VERSION="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])' <<<"$MODEL_JSON")"
+  MODEL_VARS=(-var "model_uri=${MODEL_URI}" -var "model_version=${MODEL_VERSION}")
+  echo "model: ride-duration v${MODEL_VERSION} (${MODEL_URI})"
+else
+  echo "no model at @${ALIAS} yet: the event source mapping stays disabled until one is promoted"
+fi
+
+$TF apply -input=false -auto-approve "${VARS[@]}" "${MODEL_VARS[@]}"
+
+if [ "${#MODEL_VARS[@]}" -gt 0 ]; then
+  $RIDES smoke --timeout 180
+fi
