@@ -142,26 +142,48 @@ def month_of(source: str, path: Path) -> Month | None:
     return Month.parse(match.group(1)) if match else None
 
 
-def clean(frame: pd.DataFrame, month: Month | None = None) -> pd.DataFrame:
-    """Explicit casts for both schema eras, pickups inside the month, 1–60 minute rides."""
+def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Explicit casts for both schema eras (int32/int64 from 2023-02, float64 with NaN before)."""
     frame = frame.copy()
     frame["lpep_pickup_datetime"] = pd.to_datetime(frame["lpep_pickup_datetime"])
-    frame["lpep_dropoff_datetime"] = pd.to_datetime(frame["lpep_dropoff_datetime"])
-    for column in ("PULocationID", "DOLocationID"):
-        frame[column] = frame[column].astype("int64")
-    for column in ("trip_distance", "fare_amount", "tip_amount"):
+    if "lpep_dropoff_datetime" in frame:
+        frame["lpep_dropoff_datetime"] = pd.to_datetime(frame["lpep_dropoff_datetime"])
+    # float64 holds both eras, NaN included; valid rows become int64 zones below.
+    for column in ("PULocationID", "DOLocationID", "trip_distance", "passenger_count", "fare_amount", "tip_amount"):
         if column in frame:
             frame[column] = frame[column].astype("float64")
-    if "passenger_count" in frame:
-        # int64 from 2023-02, float64 with NaN before: float64 holds both.
-        frame["passenger_count"] = frame["passenger_count"].astype("float64")
-    frame["duration"] = (frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]).dt.total_seconds() / 60.0
-    keep = frame["duration"].between(1, 60) & np.isfinite(frame["trip_distance"])
-    keep &= frame["trip_distance"] >= 0
-    keep &= frame["PULocationID"].between(1, 265) & frame["DOLocationID"].between(1, 265)
+    if "lpep_dropoff_datetime" in frame:
+        frame["duration"] = (frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]).dt.total_seconds() / 60.0
+    return frame
+
+
+def input_problems(frame: pd.DataFrame, month: Month | None = None) -> dict[str, pd.Series]:
+    """Why a row cannot be scored: reason → mask of the rows it applies to (casted frame)."""
+    distance = frame["trip_distance"]
+    problems = {
+        "PULocationID outside 1-265": ~frame["PULocationID"].between(1, 265),
+        "DOLocationID outside 1-265": ~frame["DOLocationID"].between(1, 265),
+        "trip_distance missing, negative or infinite": ~(np.isfinite(distance) & (distance >= 0)),
+        "pickup time missing": frame["lpep_pickup_datetime"].isna(),
+    }
     if month is not None:
-        keep &= (frame["lpep_pickup_datetime"] >= month.start) & (frame["lpep_pickup_datetime"] < month.end)
-    return frame.loc[keep].reset_index(drop=True)
+        pickup = frame["lpep_pickup_datetime"]
+        problems[f"pickup outside {month}"] = pickup.notna() & ((pickup < month.start) | (pickup >= month.end))
+    return problems
+
+
+def usable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that passed `input_problems`, with integer zones."""
+    return frame.astype({"PULocationID": "int64", "DOLocationID": "int64"})
+
+
+def clean(frame: pd.DataFrame, month: Month | None = None) -> pd.DataFrame:
+    """Training data: valid inputs, pickups inside the month, rides of 1–60 minutes."""
+    frame = cast_columns(frame)
+    keep = frame["duration"].between(1, 60)
+    for mask in input_problems(frame, month).values():
+        keep &= ~mask
+    return usable(frame.loc[keep].reset_index(drop=True))
 
 
 def read_trips(source: str, *, columns: list[str] | None = None) -> pd.DataFrame:
