@@ -48,6 +48,21 @@ module "decisions_table" {
   name   = var.decisions_table_name
 }
 
+# The monthly batch scoring job, once its image is pushed and a model promoted.
+module "batch_job" {
+  source = "./modules/batch_job"
+  count  = var.batch_image_tag != null && var.model_uri != "" ? 1 : 0
+
+  function_name      = "ride-duration-batch"
+  image_uri          = "${module.ecr.repository_url}:${coalesce(var.batch_image_tag, "none")}"
+  model_uri          = var.model_uri
+  model_version      = var.model_version
+  model_bucket_arn   = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  output_bucket      = module.model_bucket.name
+  database_url       = var.predictions_database_url
+  log_retention_days = var.log_retention_days
+}
+
 # One block per consumer: the fare and tip consumers (and the decision service) are the same
 # module with another model, output field and stream.
 module "duration_consumer" {

@@ -98,6 +98,19 @@ variable "image_tag" {
   default     = null
 }
 
+variable "batch_image_tag" {
+  type        = string
+  description = "Tag of the batch scoring image in ECR; null: no scheduled batch job."
+  default     = null
+}
+
+variable "predictions_database_url" {
+  type        = string
+  description = "SQLAlchemy URL of the batch job's predictions table; empty: parquet only."
+  default     = ""
+  sensitive   = true
+}
+
 variable "model_uri" {
   type        = string
   description = "S3 location of the MLflow model (what `rides promote` prints). Empty: the event source mapping stays disabled until a model is promoted."

@@ -14,7 +14,7 @@ if [ "$ENV" = "prod" ]; then ALIAS="${MODEL_ALIAS:-production}"; else ALIAS="${M
 TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
 RIDES=".venv/bin/rides"
 TF="terraform -chdir=infra"
-VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}")
+VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
 
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
 export RIDES_TARGET=aws  # never talk to a local stack by accident
@@ -28,10 +28,15 @@ REPO="$($TF output -raw ecr_repository_url)"
 REGISTRY="${REPO%%/*}"
 aws ecr get-login-password --region "$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")" \
   | docker login --username AWS --password-stdin "$REGISTRY"
-if ! aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=${TAG}" >/dev/null 2>&1; then
-  docker build -f lambda_function/Dockerfile -t "${REPO}:${TAG}" .
-  docker push "${REPO}:${TAG}"
-fi
+# Tags are immutable: build and push each image once per commit.
+push_image() {  # push_image <tag> <dockerfile>
+  if ! aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=$1" >/dev/null 2>&1; then
+    docker build -f "$2" -t "${REPO}:$1" .
+    docker push "${REPO}:$1"
+  fi
+}
+push_image "${TAG}" lambda_function/Dockerfile
+push_image "batch-${TAG}" lambda_function/Dockerfile.batch
 
 if [ "${PROMOTE:-0}" = "1" ]; then
   $RIDES promote --version staging --alias "$ALIAS" --to none

@@ -207,3 +207,25 @@ def test_postgresql_works_the_same(model, small_month, tmp_path, postgres_url):
     table = PredictionTable(postgres_url)
     assert table.count("3") == first.scored
     _check_rows(table, pq.read_table(tmp_path / "o").to_pandas())
+
+
+def test_scheduled_lambda_scores_last_month_or_the_event_months(aws, onnx_model_dir, monkeypatch):
+    from datetime import date
+
+    from lambda_function import batch_handler
+
+    assert batch_handler.previous_month(date(2024, 1, 15)) == "2023-12"
+    assert batch_handler.previous_month(date(2024, 3, 1)) == "2024-02"
+    assert batch_handler.sources({}) == [batch_handler.previous_month()]
+    assert batch_handler.sources({"months": "2021-01:2021-02"}) == ["2021-01", "2021-02"]
+
+    aws["s3"].create_bucket(Bucket="rides-models-stg")
+    monkeypatch.setenv("MODEL_URI", str(onnx_model_dir))
+    monkeypatch.setenv("MODEL_VERSION", "4")
+    monkeypatch.setenv("PREDICTIONS_OUTPUT", "s3://rides-models-stg/predictions")
+    result = batch_handler.lambda_handler({"month": "2021-02"}, None)
+    [month] = result["results"]
+    assert result["model_version"] == "4"
+    assert month["scored"] > 60_000 and month["parts_resumed"] == 0
+    keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket="rides-models-stg", Prefix="predictions/")["Contents"]]
+    assert keys and all(k.startswith("predictions/2021-02/model=4/part-") for k in keys)

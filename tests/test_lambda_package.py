@@ -1,5 +1,5 @@
-"""The Lambda image cannot be built here: check that what its Dockerfile copies exists, that
-the handler it names imports, and that the copied modules are all the consumer needs."""
+"""The Lambda images cannot be built here: check that what each Dockerfile copies exists, that
+the handler it names imports, and that the copied modules are all that handler needs."""
 
 import ast
 import importlib
@@ -9,12 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "lambda_function" / "Dockerfile"
+# Dockerfile → the handler it must name
+IMAGES = {
+    "Dockerfile": "lambda_function.handler.lambda_handler",
+    "Dockerfile.batch": "lambda_function.batch_handler.lambda_handler",
+}
+image = pytest.mark.parametrize("dockerfile", sorted(IMAGES))
 
 
-def copy_sources():
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+def copy_sources(dockerfile: str) -> list[str]:
+    text = (ROOT / "lambda_function" / dockerfile).read_text().replace("\\\n", " ")
     sources = []
     for line in text.splitlines():
         if line.startswith("COPY "):
@@ -23,18 +30,20 @@ def copy_sources():
     return sources
 
 
-def test_everything_the_dockerfile_copies_exists():
-    sources = copy_sources()
+@image
+def test_everything_the_dockerfile_copies_exists(dockerfile):
+    sources = copy_sources(dockerfile)
     assert sources
     for source in sources:
         assert (ROOT / source).exists(), source
 
 
-def test_the_handler_it_names_exists():
-    [cmd] = re.findall(r'CMD \["([\w.]+)"\]', DOCKERFILE.read_text())
+@image
+def test_the_handler_it_names_exists(dockerfile):
+    [cmd] = re.findall(r'CMD \["([\w.]+)"\]', (ROOT / "lambda_function" / dockerfile).read_text())
     module, function = cmd.rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), function))
-    assert cmd == "lambda_function.handler.lambda_handler"
+    assert cmd == IMAGES[dockerfile]
 
 
 def _optional_imports(tree: ast.AST) -> set[ast.AST]:
@@ -50,10 +59,12 @@ def _optional_imports(tree: ast.AST) -> set[ast.AST]:
     return optional
 
 
-def test_copied_modules_cover_every_rides_import_of_the_handler():
+@image
+def test_copied_modules_cover_every_rides_import_of_the_handler(dockerfile):
     """Follow the imports from the handler: each rides module it needs is copied."""
-    copied = {Path(s).stem for s in copy_sources() if s.startswith("rides/") and s.endswith(".py")}
-    todo, seen = ["lambda_function/handler.py"], set()
+    copied = {Path(s).stem for s in copy_sources(dockerfile) if s.startswith("rides/") and s.endswith(".py")}
+    handler_module = IMAGES[dockerfile].rsplit(".", 1)[0]
+    todo, seen = [handler_module.replace(".", "/") + ".py"], set()
     while todo:
         path = todo.pop()
         tree = ast.parse((ROOT / path).read_text())
@@ -72,9 +83,9 @@ def test_copied_modules_cover_every_rides_import_of_the_handler():
 def test_lambda_requirements_match_the_lock():
     lock = json.loads((ROOT / "Pipfile.lock").read_text())
     locked = {name.lower(): spec.get("version", "").lstrip("=") for name, spec in lock["default"].items()}
-    for file in ("requirements.txt", "requirements-sklearn.txt"):
+    for file in ("requirements.txt", "requirements-sklearn.txt", "requirements-batch.txt"):
         for line in (ROOT / "lambda_function" / file).read_text().splitlines():
-            if line and not line.startswith("#"):
+            if line and not line.startswith(("#", "-r ")):
                 name, version = line.split("==")
                 assert locked.get(name.lower()) == version, f"{name}: {version} vs lock {locked.get(name.lower())}"
 

@@ -1,0 +1,48 @@
+"""AWS Lambda entry point for the scheduled batch scoring job (an EventBridge rule calls it).
+
+Event: {} (score last month), {"month": "2023-03"}, {"months": "2023-01:2023-03"} (backfill)
+or {"input": "s3://bucket/file.parquet"}. Environment: MODEL_URI, MODEL_VERSION,
+PREDICTIONS_OUTPUT (s3://bucket/prefix), RIDES_DATABASE_URL (optional).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+from rides.batch import month_range, score
+from rides.model import get_model
+
+# Lambda may only write under /tmp: downloads and local state go there.
+os.environ.setdefault("RIDES_HOME", "/tmp/rides")
+os.environ.setdefault("RIDES_DATA_CACHE", "/tmp/rides/tlc")
+
+
+def previous_month(today: date | None = None) -> str:
+    today = today or date.today()
+    year, month = (today.year - 1, 12) if today.month == 1 else (today.year, today.month - 1)
+    return f"{year:04d}-{month:02d}"
+
+
+def sources(event: dict) -> list[str]:
+    if event.get("input"):
+        return [event["input"]]
+    if event.get("months"):
+        first, _, last = event["months"].partition(":")
+        return month_range(first, last or first)
+    return [event.get("month") or previous_month()]
+
+
+def lambda_handler(event, context):
+    model = get_model(os.environ["MODEL_URI"], version=os.environ.get("MODEL_VERSION") or None)
+    output_root = os.environ["PREDICTIONS_OUTPUT"].rstrip("/")
+    database_url = os.environ.get("RIDES_DATABASE_URL", "")
+    results = []
+    for source in sources(event or {}):
+        name = source.rsplit("/", 1)[-1].removesuffix(".parquet")
+        summary = score(source, model, output=f"{output_root}/{name}/model={model.version}",
+                        database_url=database_url, progress=False)
+        results.append({"source": source, "rows_in": summary.rows_in, "scored": summary.scored,
+                        "skipped": summary.skipped, "rmse": summary.rmse, "output": summary.output,
+                        "parts_resumed": summary.parts_resumed, "seconds": round(summary.seconds, 2)})
+    return {"model_version": model.version, "results": results}
