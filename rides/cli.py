@@ -149,13 +149,12 @@ def promote(model_name, version, alias, target, function_name) -> None:
 @click.argument("model", default="ride-duration@production")
 def resolve(model) -> None:
     """Print the version and S3 location of NAME@ALIAS or NAME/VERSION as JSON."""
-    from rides.registry import PromotionError
+    from rides.registry import PromotionError, parse_model_ref
     from rides.registry import resolve as lookup
 
     _use_local_stack_if_running()
-    name, version_or_alias = model.split("@", 1) if "@" in model else model.rsplit("/", 1)
     try:
-        found = lookup(name, version_or_alias)
+        found = lookup(*parse_model_ref(model))
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"name": found.name, "version": found.version, "uri": found.uri}))
@@ -299,18 +298,12 @@ def tail(stream, from_start, count) -> None:
 
 
 # -- batch ---------------------------------------------------------------------------------------
-def _load_serving_model(model: str, model_uri: str | None):
-    """MODEL_URI (or --model-uri) if given, else the registry's NAME@ALIAS / NAME/VERSION."""
-    from rides.model import ModelLoadError, load_model
-    from rides.registry import PromotionError, resolve
+def _serving_model(ref: str, model_uri: str | None):
+    from rides.model import ModelLoadError
+    from rides.registry import PromotionError, load_serving_model
 
     try:
-        uri = model_uri or os.environ.get("MODEL_URI")
-        if uri:
-            return load_model(uri, version=os.environ.get("MODEL_VERSION") or None)
-        name, version_or_alias = model.split("@", 1) if "@" in model else model.rsplit("/", 1)
-        found = resolve(name, version_or_alias)
-        return load_model(found.uri, name=name, version=found.version)
+        return load_serving_model(ref, model_uri)
     except (ModelLoadError, PromotionError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -341,7 +334,7 @@ def score(months, month_span, inputs, model, model_uri, output, database_url) ->
         raise click.UsageError("give --month, --months or --input")
     if output and len(sources) > 1:
         raise click.UsageError("--output names one directory; leave it out when scoring several inputs")
-    loaded = _load_serving_model(model, model_uri)
+    loaded = _serving_model(model, model_uri)
     for source in sources:
         summary = run(source, loaded, output=output, database_url=database_url)
         click.echo(

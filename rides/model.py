@@ -141,14 +141,12 @@ def _sklearn_predictor(path: Path, serialization: str):
 
 def resolve_registry_uri(uri: str) -> str:
     """`models:/name@alias` or `models:/name/3` → the artifact location (needs mlflow)."""
-    body = uri.removeprefix("models:/")
-    name, version_or_alias = body.split("@", 1) if "@" in body else body.rsplit("/", 1)
     try:
-        from rides.registry import resolve
+        from rides.registry import parse_model_ref, resolve
     except ImportError:
         raise ModelLoadError(f"cannot load model from {uri}: models:/ URIs need mlflow") from None
     try:
-        return resolve(name, version_or_alias).uri
+        return resolve(*parse_model_ref(uri)).uri
     except Exception as exc:  # mlflow raises many types; one clear message is what we want
         raise ModelLoadError(f"cannot load model from {uri}: {exc}") from None
 

@@ -127,6 +127,28 @@ def log_training(
     return Registered(model_name, str(version.version), uri, run.info.run_id, alias)
 
 
+def parse_model_ref(ref: str) -> tuple[str, str]:
+    """'name@alias' or 'name/3' (with or without 'models:/') → (name, alias or version)."""
+    body = ref.removeprefix("models:/")
+    name, _, rest = body.partition("@") if "@" in body else body.rpartition("/")
+    if not name or not rest:
+        raise PromotionError(f"a model reference looks like NAME@ALIAS or NAME/VERSION, got {ref!r}")
+    return name, rest
+
+
+def load_serving_model(ref: str = "ride-duration@production", model_uri: str | None = None):
+    """What a service or job serves: MODEL_URI (or `model_uri`) if set, else the registry's
+    NAME@ALIAS / NAME/VERSION. Errors are ModelLoadError or PromotionError, each one line."""
+    from rides.model import load_model
+
+    uri = model_uri or os.environ.get("MODEL_URI")
+    if uri:
+        return load_model(uri, version=os.environ.get("MODEL_VERSION") or None)
+    name, version_or_alias = parse_model_ref(ref)
+    found = resolve(name, version_or_alias)
+    return load_model(found.uri, name=name, version=found.version)
+
+
 def resolve(model_name: str, version_or_alias: str) -> Registered:
     """A version number or an alias → the registered version and its artifact location."""
     from mlflow.exceptions import MlflowException

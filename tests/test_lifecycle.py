@@ -187,3 +187,12 @@ def test_failed_rollout_leaves_the_alias_where_it_was(registry, trained):
         promote("ride-duration", registered.version, target="lambda", function_name="no-such-function")
     with pytest.raises(PromotionError):
         resolve("ride-duration", "production")
+
+
+def test_model_references():
+    from rides.registry import parse_model_ref
+
+    assert parse_model_ref("ride-duration@production") == ("ride-duration", "production")
+    assert parse_model_ref("models:/ride-fare/3") == ("ride-fare", "3")
+    with pytest.raises(PromotionError, match="NAME@ALIAS or NAME/VERSION"):
+        parse_model_ref("ride-duration")
