@@ -40,9 +40,23 @@ def lambda_handler(event, context):
     results = []
     for source in sources(event or {}):
         name = source.rsplit("/", 1)[-1].removesuffix(".parquet")
-        summary = score(source, model, output=f"{output_root}/{name}/model={model.version}",
-                        database_url=database_url, progress=False)
-        results.append({"source": source, "rows_in": summary.rows_in, "scored": summary.scored,
-                        "skipped": summary.skipped, "rmse": summary.rmse, "output": summary.output,
-                        "parts_resumed": summary.parts_resumed, "seconds": round(summary.seconds, 2)})
+        summary = score(
+            source,
+            model,
+            output=f"{output_root}/{name}/model={model.version}",
+            database_url=database_url,
+            progress=False,
+        )
+        results.append(
+            {
+                "source": source,
+                "rows_in": summary.rows_in,
+                "scored": summary.scored,
+                "skipped": summary.skipped,
+                "rmse": summary.rmse,
+                "output": summary.output,
+                "parts_resumed": summary.parts_resumed,
+                "seconds": round(summary.seconds, 2),
+            }
+        )
     return {"model_version": model.version, "results": results}

@@ -297,6 +297,34 @@ def tail(stream, from_start, count) -> None:
         pass
 
 
+# -- web -------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option(
+    "--model",
+    default="ride-duration@production",
+    show_default=True,
+    help="NAME@ALIAS or NAME/VERSION; MODEL_URI wins when set.",
+)
+def serve(host, port, workers, model) -> None:
+    """The web service: POST /predict, GET /predictions/{ride_id}, GET /health, docs at /docs."""
+    import uvicorn
+
+    _use_local_stack_if_running()
+    os.environ["RIDES_SERVE_MODEL"] = model
+    uvicorn.run(
+        "rides.web:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
 # -- batch ---------------------------------------------------------------------------------------
 def _serving_model(ref: str, model_uri: str | None):
     from rides.model import ModelLoadError

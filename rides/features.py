@@ -71,7 +71,8 @@ class RideFeatures:
         unknown = [name for name in names if name not in self.columns]
         if unknown:
             raise KeyError(f"model expects features this version does not build: {unknown}")
-        return np.column_stack([self.columns[name] for name in names]).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, which trees handle
+            return np.column_stack([self.columns[name] for name in names]).astype(np.float32)
 
     def dicts(self, keys: Sequence[str] = ("PU_DO", "PULocationID", "DOLocationID", "trip_distance")) -> list[dict]:
         """Feature dicts in the MLOps Zoomcamp shape, for DictVectorizer pipelines.

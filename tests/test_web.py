@@ -1,0 +1,199 @@
+"""The web service: ASGI test client, a real server process on 127.0.0.1, and schemathesis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from rides.model import load_model
+from rides.web import MAX_BODY_BYTES, RideService, create_app
+from tests.helpers import read_stream, ride
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def service(aws, onnx_model_dir):
+    aws["kinesis"].create_stream(StreamName="ride-events", ShardCount=1)
+    dynamodb = boto3.resource("dynamodb")
+    table = dynamodb.create_table(
+        TableName="ride-decisions",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "ride_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}],
+    )
+    model = load_model(str(onnx_model_dir), version="5")
+    return RideService(model, kinesis=aws["kinesis"], input_stream="ride-events", decisions_table=table)
+
+
+@pytest.fixture
+def client(service):
+    return TestClient(create_app(service))
+
+
+def test_predicts_one_ride(client):
+    response = client.post("/predict", json=ride(156))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ride_id"] == 156 and body["model"] == "ride-duration" and body["version"] == "5"
+    assert 1 < body["ride_duration"] < 60
+    assert "stream" not in body
+
+
+def test_predicts_a_list_in_order(client):
+    response = client.post("/predict", json=[ride("a", distance=0.5), ride("b", 1, 132, 17.0)])
+    assert [r["ride_id"] for r in response.json()] == ["a", "b"]
+    assert response.json()[1]["ride_duration"] > response.json()[0]["ride_duration"]
+
+
+def test_same_answer_as_the_consumer(client, service):
+    from rides.events import validate_event
+
+    event = ride(7, 74, 75, 1.2, lpep_pickup_datetime="2021-02-03T08:15:00")
+    assert client.post("/predict", json=event).json()["ride_duration"] == service.predict([validate_event(event)])[0]
+
+
+def test_stream_consent_puts_the_ride_on_the_stream(client, aws):
+    response = client.post("/predict", json={**ride("r-9"), "stream": True})
+    assert response.json()["stream"] == {"queued": True}
+    [queued] = read_stream(aws["kinesis"], "ride-events")
+    assert queued == ride("r-9")  # the stream contract, without the consent flag
+
+
+def test_a_failed_put_keeps_the_quick_answer(client, aws):
+    aws["kinesis"].delete_stream(StreamName="ride-events")
+    response = client.post("/predict", json={**ride(3), "stream": True})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ride_duration"] > 0
+    assert body["stream"]["queued"] is False and body["stream"]["error"] == "ResourceNotFoundException"
+
+
+@pytest.mark.parametrize(
+    "payload, loc",
+    [
+        (
+            {"ride_id": 1, "ride": {"PULocationID": 999, "DOLocationID": 1, "trip_distance": 1}},
+            ["body", "ride", "PULocationID"],
+        ),
+        ({"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 1}}, ["body", "ride", "trip_distance"]),
+        ({"ride": {"PULocationID": 1, "DOLocationID": 1, "trip_distance": 1}}, ["body", "ride_id"]),
+        (
+            [ride(1), {"ride_id": 2, "ride": {"PULocationID": 1, "DOLocationID": 1, "trip_distance": -1}}],
+            ["body", 1, "ride", "trip_distance"],
+        ),
+        ({**ride(1), "stream": "yes"}, ["body"]),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client, payload, loc):
+    response = client.post("/predict", json=payload)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == loc
+
+
+def test_bad_json_and_empty_lists_are_422(client):
+    assert client.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).status_code == 422
+    assert client.post("/predict", json=[]).status_code == 422
+
+
+def test_oversized_bodies_and_lists_are_refused(client):
+    big = (
+        b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 1, "trip_distance": 1}, "x": "'
+        + (b"a" * MAX_BODY_BYTES)
+        + b'"}'
+    )
+    assert client.post("/predict", content=big, headers={"content-type": "application/json"}).status_code == 413
+    assert client.post("/predict", json=[ride(i) for i in range(1001)]).status_code == 413
+
+
+def test_streamed_predictions_404_until_the_decision_service_stores_them(client, service):
+    assert client.get("/predictions/r-1").status_code == 404
+    from decimal import Decimal
+
+    service.decisions_table.put_item(
+        Item={
+            "ride_id": "r-1",
+            "predictions": {"ride-duration": {"value": Decimal("12.5"), "version": "5"}},
+            "decision": {"flags": []},
+        }
+    )
+    body = client.get("/predictions/r-1").json()
+    assert body["predictions"]["ride-duration"]["value"] == 12.5
+
+
+def test_health_and_openapi(client):
+    assert client.get("/health").json() == {"status": "ok", "model": "ride-duration", "version": "5", "flavor": "onnx"}
+    spec = client.get("/openapi.json").json()
+    assert "/predict" in spec["paths"] and "RideEventIn" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_schema_based(service):
+    """schemathesis: generated requests from the OpenAPI spec never crash the service."""
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    app = create_app(service)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operation = schema["/predict"]["POST"]
+    strategy = operation.as_strategy()
+
+    from hypothesis import given
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def check(case):
+        response = case.call()
+        assert response.status_code in (200, 413, 422), response.text
+        if response.status_code == 200:
+            body = response.json()
+            for answer in body if isinstance(body, list) else [body]:
+                assert answer["ride_duration"] == answer["ride_duration"]  # never NaN
+
+    check()
+
+
+def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "MODEL_URI": str(onnx_model_dir),
+        "MODEL_VERSION": "8",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }  # no AWS: the quick answer still works
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rides.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert health.json()["version"] == "8"
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", content=orjson.dumps(ride(1)), timeout=5)
+        assert answer.status_code == 200 and answer.json()["ride_duration"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
