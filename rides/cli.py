@@ -310,19 +310,11 @@ def tail(stream, from_start, count) -> None:
 )
 def serve(host, port, workers, model) -> None:
     """The web service: POST /predict, GET /predictions/{ride_id}, GET /health, docs at /docs."""
-    import uvicorn
+    from rides.web import main as run_server
 
     _use_local_stack_if_running()
-    os.environ["RIDES_SERVE_MODEL"] = model
-    uvicorn.run(
-        "rides.web:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    os.environ.update({"RIDES_SERVE_MODEL": model, "HOST": host, "PORT": str(port), "WEB_WORKERS": str(workers)})
+    run_server()
 
 
 # -- batch ---------------------------------------------------------------------------------------

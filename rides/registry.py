@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rides.features import NUMERIC_FEATURES
 from rides.resources import StackNames
 from rides.state import state_dir
-from rides.training import BASELINE_KEYS, HGB_PARAMS, TrainedModels
+
+if TYPE_CHECKING:  # training pulls in pandas and scikit-learn; serving code imports this module
+    from rides.training import TrainedModels
 
 
 class PromotionError(RuntimeError):
@@ -88,9 +91,7 @@ def log_training(
                 "target": target,
                 "train_rows": trained.train_rows,
                 "val_rows": trained.val_rows,
-                "features": ",".join(NUMERIC_FEATURES),
-                "baseline_features": ",".join(BASELINE_KEYS),
-                **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+                **trained.params,
             }
         )
         mlflow.log_metrics(

@@ -48,6 +48,15 @@ class TrainedModels:
     seconds: float
     example: np.ndarray = field(repr=False, default=None)
 
+    @property
+    def params(self) -> dict:
+        """What to log as the run's parameters."""
+        return {
+            "features": ",".join(NUMERIC_FEATURES),
+            "baseline_features": ",".join(BASELINE_KEYS),
+            **{f"hgb_{k}": v for k, v in HGB_PARAMS.items()},
+        }
+
 
 def _mask_optional(features: RideFeatures, rng: np.random.Generator) -> np.ndarray:
     matrix = features.matrix(NUMERIC_FEATURES)

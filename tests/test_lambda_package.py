@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Dockerfile → the handler it must name
+# Dockerfile (from the project root) → the entry point it must name
 IMAGES = {
-    "Dockerfile": "lambda_function.handler.lambda_handler",
-    "Dockerfile.batch": "lambda_function.batch_handler.lambda_handler",
+    "lambda_function/Dockerfile": "lambda_function.handler.lambda_handler",
+    "lambda_function/Dockerfile.batch": "lambda_function.batch_handler.lambda_handler",
+    "web/Dockerfile": "rides.web.main",
 }
 image = pytest.mark.parametrize("dockerfile", sorted(IMAGES))
 
 
 def copy_sources(dockerfile: str) -> list[str]:
-    text = (ROOT / "lambda_function" / dockerfile).read_text().replace("\\\n", " ")
+    text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
     sources = []
     for line in text.splitlines():
         if line.startswith("COPY "):
@@ -40,17 +41,23 @@ def test_everything_the_dockerfile_copies_exists(dockerfile):
 
 @image
 def test_the_handler_it_names_exists(dockerfile):
-    [cmd] = re.findall(r'CMD \["([\w.]+)"\]', (ROOT / "lambda_function" / dockerfile).read_text())
+    text = (ROOT / dockerfile).read_text()
+    lambda_cmd = re.findall(r'CMD \["([\w.]+)"\]', text)
+    module_cmd = re.findall(r'CMD \["python", "-m", "([\w.]+)"\]', text)
+    cmd = lambda_cmd[0] if lambda_cmd else f"{module_cmd[0]}.main"
     module, function = cmd.rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), function))
     assert cmd == IMAGES[dockerfile]
 
 
 def _optional_imports(tree: ast.AST) -> set[ast.AST]:
-    """Imports inside `try: … except ImportError`: features that need the training extras
-    (mlflow), which the image leaves out on purpose and reports clearly when used."""
+    """Imports inside `try: … except ImportError` (features that need the training extras,
+    which the image leaves out on purpose and reports clearly when used) or `if TYPE_CHECKING:`."""
     optional = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                optional.update(ast.walk(statement))
         if isinstance(node, ast.Try) and any(
             isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers
         ):
@@ -83,8 +90,13 @@ def test_copied_modules_cover_every_rides_import_of_the_handler(dockerfile):
 def test_lambda_requirements_match_the_lock():
     lock = json.loads((ROOT / "Pipfile.lock").read_text())
     locked = {name.lower(): spec.get("version", "").lstrip("=") for name, spec in lock["default"].items()}
-    for file in ("requirements.txt", "requirements-sklearn.txt", "requirements-batch.txt"):
-        for line in (ROOT / "lambda_function" / file).read_text().splitlines():
+    for file in (
+        "lambda_function/requirements.txt",
+        "lambda_function/requirements-sklearn.txt",
+        "lambda_function/requirements-batch.txt",
+        "web/requirements.txt",
+    ):
+        for line in (ROOT / file).read_text().splitlines():
             if line and not line.startswith(("#", "-r ")):
                 name, version = line.split("==")
                 assert locked.get(name.lower()) == version, f"{name}: {version} vs lock {locked.get(name.lower())}"

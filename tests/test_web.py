@@ -92,7 +92,7 @@ def test_a_failed_put_keeps_the_quick_answer(client, aws):
             [ride(1), {"ride_id": 2, "ride": {"PULocationID": 1, "DOLocationID": 1, "trip_distance": -1}}],
             ["body", 1, "ride", "trip_distance"],
         ),
-        ({**ride(1), "stream": "yes"}, ["body"]),
+        ({**ride(1), "stream": "yes"}, ["body", "stream"]),
     ],
 )
 def test_bad_input_is_a_422_naming_the_field(client, payload, loc):
@@ -197,3 +197,12 @@ def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_the_routed_endpoint_answers_like_the_fast_path(service):
+    from rides.web import _fastapi_app
+
+    routed, fast = TestClient(_fastapi_app(service)), TestClient(create_app(service))
+    for payload in (ride(1), [ride(1), ride(2, distance=9.0)], {"ride_id": 1, "ride": {}}):
+        a, b = routed.post("/predict", json=payload), fast.post("/predict", json=payload)
+        assert (a.status_code, a.json()) == (b.status_code, b.json())
