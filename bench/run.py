@@ -359,6 +359,12 @@ def main() -> None:
         results["package_sklearn_mb"] = package_size(["requirements.txt", "requirements-sklearn.txt"])
     report = format_results(results)
     RESULTS.write_text(report)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
+    if start in text and end in text:  # keep the README's table the last measured one
+        head, rest = text.split(start, 1)
+        readme.write_text(head + start + report + rest[rest.index(end):])
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     print(report)
 
