@@ -364,7 +364,7 @@ def main() -> None:
     start, end = "<!-- bench:start -->\n", "<!-- bench:end -->"
     if start in text and end in text:  # keep the README's table the last measured one
         head, rest = text.split(start, 1)
-        readme.write_text(head + start + report + rest[rest.index(end):])
+        readme.write_text(head + start + report + rest[rest.index(end) :])
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2))
     print(report)
 

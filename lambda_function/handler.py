@@ -36,8 +36,22 @@ def _client(service: str):
 
 
 def lambda_handler(event, context):
+    return handle(event, context, os.environ)
+
+
+def handler_for(env: dict[str, str]):
+    """A handler reading its configuration from `env` instead of the process environment: the
+    local runner serves several consumers (duration, fare, tip) in one process this way."""
+
+    def handler(event, context):
+        return handle(event, context, env)
+
+    return handler
+
+
+def handle(event, context, env):
     # Read per invocation: the local runner changes MODEL_URI on promotion without a restart.
-    config = ConsumerConfig.from_env()
+    config = ConsumerConfig.from_env(env)
     records = event.get("Records") or []
     publisher = (
         None

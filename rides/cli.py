@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from rides.consumers import CONSUMERS
 from rides.resources import StackNames
 
 
@@ -79,12 +80,18 @@ def stack_status() -> None:
 @click.option("--val-month", default=None, help="YYYY-MM for validation.")
 @click.option("--train-path", default=None, help="Parquet path or s3:// URI instead of a month.")
 @click.option("--val-path", default=None)
-@click.option("--model-name", default=None, help="Registered model name (default ride-duration).")
 @click.option(
-    "--target", default="duration", show_default=True, type=click.Choice(["duration", "fare_amount", "tip_amount"])
+    "--consumer",
+    "consumer",
+    default="duration",
+    show_default=True,
+    type=click.Choice(sorted(CONSUMERS)),
+    help="Which model: duration (ride-duration), fare (ride-fare) or tip (ride-tip).",
 )
-def train(train_month, val_month, train_path, val_path, model_name, target) -> None:
+def train(train_month, val_month, train_path, val_path, consumer) -> None:
     """Train on TLC months, log to MLflow, register a new version (alias staging)."""
+    spec = CONSUMERS[consumer]
+    model_name, target = spec.model_name, spec.target
     from rides.data import read_trips
     from rides.registry import log_training
     from rides.training import train as fit
@@ -210,64 +217,88 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
 
 @main.command()
 @click.option("--stream", default=None)
+@click.option(
+    "--consumer",
+    "consumers",
+    multiple=True,
+    type=click.Choice(sorted(CONSUMERS)),
+    help="Which consumers to run (repeatable; default duration).",
+)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--window", type=int, default=None, help="Batching window in seconds.")
 @click.option("--starting-position", type=click.Choice(["TRIM_HORIZON", "LATEST"]), default=None)
 @click.option("--max-retries", type=int, default=None)
 @click.option("--dry-run", is_flag=True, help="Predict without publishing (DRY_RUN=true).")
-@click.option("--model-name", default=None)
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
-def consume(stream, batch_size, window, starting_position, max_retries, dry_run, model_name, max_seconds) -> None:
-    """Run the consumer under the local event-source runner (Lambda's Kinesis mapping)."""
+def consume(stream, consumers, batch_size, window, starting_position, max_retries, dry_run, max_seconds) -> None:
+    """Run consumers under the local event-source runner (Lambda's Kinesis mapping), each with
+    its own model, checkpoints and configuration, all in this process."""
+    import time
     from dataclasses import replace
 
     import boto3
 
+    from lambda_function.handler import handler_for
     from rides.esm import EventSourceSettings
-    from rides.local.runner import EventSourceRunner, model_watcher
+    from rides.local.runner import EventSourceRunner, model_watcher, run_all
 
     _use_local_stack_if_running()
     names = StackNames.from_env()
-    model_name = model_name or names.registered_model
-    settings = EventSourceSettings()
     overrides = {
         "batch_size": batch_size,
         "maximum_batching_window_in_seconds": window,
         "starting_position": starting_position,
         "maximum_retry_attempts": max_retries,
     }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    os.environ.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
+    settings = replace(EventSourceSettings(), **{k: v for k, v in overrides.items() if v is not None})
     sqs = boto3.client("sqs")
-    if "DEAD_LETTER_QUEUE_URL" not in os.environ:
-        os.environ["DEAD_LETTER_QUEUE_URL"] = sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
+    base = dict(os.environ)
+    base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
+    if "DEAD_LETTER_QUEUE_URL" not in base:
+        base["DEAD_LETTER_QUEUE_URL"] = sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
     if dry_run:
-        os.environ["DRY_RUN"] = "true"
-    watcher = model_watcher(model_name)
-    watcher()
-    if not os.environ.get("MODEL_URI"):
-        raise click.ClickException("no model to serve: run `rides promote` or set MODEL_URI")
-    runner = EventSourceRunner(
-        stream or names.input_stream,
-        settings=settings,
-        sqs=sqs,
-        on_failure_queue_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
-        on_poll=watcher,
-    )
+        base["DRY_RUN"] = "true"
+    failures_url = sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"]
+    runners = []
+    for key in consumers or ("duration",):
+        spec = CONSUMERS[key]
+        env = {**base, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
+        if key != "duration":  # MODEL_URI/MODEL_VERSION in the environment are the duration model's
+            env.pop("MODEL_URI", None)
+            env.pop("MODEL_VERSION", None)
+        watcher = model_watcher(spec.model_name, env)
+        watcher()
+        if not env.get("MODEL_URI"):
+            raise click.ClickException(
+                f"no {spec.model_name} model to serve: run `rides train --consumer {key}` "
+                f"and `rides promote --model-name {spec.model_name}`, or set MODEL_URI"
+            )
+        runners.append(
+            EventSourceRunner(
+                stream or names.input_stream,
+                handler=handler_for(env),
+                settings=settings,
+                function_name=spec.function_name,
+                sqs=sqs,
+                on_failure_queue_url=failures_url,
+                on_poll=watcher,
+            )
+        )
     click.echo(
-        f"consuming {runner.stream_name} → {os.environ['PREDICTIONS_STREAM_NAME']} "
-        f"(batch {settings.batch_size}, window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops"
+        f"consuming {runners[0].stream_name} → {base['PREDICTIONS_STREAM_NAME']} with "
+        f"{', '.join(r.function_name for r in runners)} (batch {settings.batch_size}, "
+        f"window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops"
     )
-    import time
-
     deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
-        runner.run(
+        run_all(
+            runners,
             report=lambda stats: click.echo(json.dumps(stats), err=True),
             until=(lambda: time.monotonic() > deadline) if deadline else None,
         )
     except KeyboardInterrupt:
-        click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
+        for runner in runners:
+            click.echo(f"stopped {runner.function_name}: {json.dumps(runner.stats.as_dict(runner.shards))}")
 
 
 @main.command()

@@ -19,6 +19,7 @@ import os
 import pickle
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,19 +193,23 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
     )
 
 
-_cache: dict[tuple[str, str, str | None], LoadedModel] = {}
+# A Lambda container serves one model; the local runner may serve a few (duration, fare, tip)
+# in one process. Least recently used models go first, so promotions cannot grow memory.
+MAX_CACHED_MODELS = 4
+_cache: OrderedDict[tuple[str, str, str | None], LoadedModel] = OrderedDict()
 _lock = threading.Lock()
 
 
 def get_model(uri: str, *, name: str = "ride-duration", version: str | None = None) -> LoadedModel:
     """Load once per process (per Lambda container) and reuse; a new URI loads anew."""
     key = (uri, name, version)
-    model = _cache.get(key)
-    if model is None:
-        with _lock:
-            model = _cache.get(key)
-            if model is None:
-                model = load_model(uri, name=name, version=version)
-                _cache.clear()  # keep only the model in use: promotions must not grow memory
-                _cache[key] = model
+    with _lock:
+        model = _cache.get(key)
+        if model is None:
+            model = load_model(uri, name=name, version=version)
+            _cache[key] = model
+            while len(_cache) > MAX_CACHED_MODELS:
+                _cache.popitem(last=False)
+        else:
+            _cache.move_to_end(key)
     return model

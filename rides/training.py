@@ -80,6 +80,15 @@ def onnx_predict(onnx_model, matrix: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: matrix.astype(np.float32)})[0].reshape(-1)
 
 
+# Plausible values of each target; rows outside (refunds, data errors) are left out of training.
+TARGET_RANGES = {"duration": (1.0, 60.0), "fare_amount": (0.01, 500.0), "tip_amount": (0.0, 200.0)}
+
+
+def _with_plausible_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    low, high = TARGET_RANGES[target]
+    return frame.loc[frame[target].between(low, high)].reset_index(drop=True)
+
+
 def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "duration") -> TrainedModels:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.feature_extraction import DictVectorizer
@@ -87,6 +96,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
     from sklearn.pipeline import make_pipeline
 
     started = time.perf_counter()
+    train_frame, val_frame = _with_plausible_target(train_frame, target), _with_plausible_target(val_frame, target)
     train_features = features_from_frame(train_frame)
     val_features = features_from_frame(val_frame)
     y_train = train_frame[target].to_numpy(dtype=np.float64)

@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from rides.decision import parse_item_for_api
 from rides.events import MAX_ZONE, MIN_ZONE, InvalidEvent, RideEvent, json_bytes, ride_event_json, validate_event
 from rides.features import features_from_events
 from rides.model import LoadedModel
@@ -197,7 +198,7 @@ def _fastapi_app(service: RideService) -> FastAPI:
         item = service.decisions_table.get_item(Key={"ride_id": ride_id}).get("Item")
         if not item:
             raise HTTPException(404, detail=f"no streamed predictions for ride {ride_id} yet")
-        return Response(json_bytes(_plain(item)), media_type="application/json")
+        return Response(json_bytes(parse_item_for_api(item)), media_type="application/json")
 
     def openapi() -> dict:
         # The body is parsed by hand (one validator, rides.events); publish its schema anyway.
@@ -264,19 +265,6 @@ async def _read_body(request: Request) -> bytes:
             raise HTTPException(413, detail=f"body larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _plain(value):
-    """DynamoDB's Decimals → floats/ints for JSON."""
-    from decimal import Decimal
-
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def app_from_env() -> FastAPI:

@@ -233,3 +233,18 @@ def test_checkov_finds_no_failed_check():
     passed = sum(r["summary"]["passed"] for r in reports)
     assert failed == []
     assert passed > 50
+
+
+def test_decisions_table_matches_the_local_stack():
+    from rides.local.stack import decisions_table_spec
+
+    spec = decisions_table_spec("t")
+    table = blocks_of(INFRA / "modules" / "decisions_table", "resource")["aws_dynamodb_table"]["this"]
+    assert table["hash_key"] == spec["KeySchema"][0]["AttributeName"]
+    assert {(a["name"], a["type"]) for a in table["attribute"]} == {
+        (a["AttributeName"], a["AttributeType"]) for a in spec["AttributeDefinitions"]
+    }
+    [index] = table["global_secondary_index"]
+    [local_index] = spec["GlobalSecondaryIndexes"]
+    assert index["name"] == local_index["IndexName"]
+    assert [index["hash_key"], index["range_key"]] == [k["AttributeName"] for k in local_index["KeySchema"]]

@@ -124,12 +124,13 @@ def test_streamed_predictions_404_until_the_decision_service_stores_them(client,
     service.decisions_table.put_item(
         Item={
             "ride_id": "r-1",
-            "predictions": {"ride-duration": {"value": Decimal("12.5"), "version": "5"}},
-            "decision": {"flags": []},
+            "first_seen": Decimal(1),
+            "prediction:ride-duration": {"field": "ride_duration", "value": Decimal("12.5"), "version": "5"},
         }
     )
     body = client.get("/predictions/r-1").json()
     assert body["predictions"]["ride-duration"]["value"] == 12.5
+    assert body["decision"] is None
 
 
 def test_health_and_openapi(client):

@@ -332,22 +332,42 @@ class EventSourceRunner:
         report_every_s: float = 5.0,
         report: Callable[[dict], None] | None = None,
     ) -> RunnerStats:
-        self.discover_shards()
-        last_report = last_discovery = time.monotonic()
-        while not self._stop and not (until and until()):
-            if self.on_poll:
-                self.on_poll()
-            busy = self.run_once()
-            now = time.monotonic()
-            if now - last_discovery > 30:
-                self.discover_shards()
-                last_discovery = now
-            if report and now - last_report >= report_every_s:
-                report(self.stats.as_dict(self.shards))
-                last_report = now
-            if not busy:
-                time.sleep(self.poll_interval_s)
+        run_all([self], until=until, report_every_s=report_every_s, report=report)
         return self.stats
+
+    def step(self) -> bool:
+        """One round: apply promotions, poll and invoke each shard once; True if busy."""
+        if self.on_poll:
+            self.on_poll()
+        return self.run_once()
+
+
+def run_all(
+    runners: list[EventSourceRunner],
+    *,
+    until: Callable[[], bool] | None = None,
+    report_every_s: float = 5.0,
+    report: Callable[[dict], None] | None = None,
+) -> None:
+    """Drive several runners (one per consumer) in one loop until `until()` or a stop."""
+    for runner in runners:
+        runner.discover_shards()
+    last_report = last_discovery = time.monotonic()
+    while not any(r._stop for r in runners) and not (until and until()):
+        busy = False
+        for runner in runners:
+            busy = runner.step() or busy
+        now = time.monotonic()
+        if now - last_discovery > 30:
+            for runner in runners:
+                runner.discover_shards()
+            last_discovery = now
+        if report and now - last_report >= report_every_s:
+            for runner in runners:
+                report({"consumer": runner.function_name, **runner.stats.as_dict(runner.shards)})
+            last_report = now
+        if not busy:
+            time.sleep(min(r.poll_interval_s for r in runners))
 
 
 def on_failure_message(
@@ -387,8 +407,10 @@ def on_failure_message(
     }
 
 
-def model_watcher(model_name: str) -> Callable[[], None]:
-    """Applies `rides promote` to this process: the handler reads MODEL_URI per invocation."""
+def model_watcher(model_name: str, env: dict | None = None) -> Callable[[], None]:
+    """Applies `rides promote` to a consumer's environment (`env`, by default this process's):
+    the handler reads MODEL_URI per invocation."""
+    env = os.environ if env is None else env
     from rides.promote import local_control_file, read_local_model
 
     path = local_control_file(model_name)
@@ -404,11 +426,11 @@ def model_watcher(model_name: str) -> Callable[[], None]:
         seen[0] = mtime
         control = read_local_model(model_name)
         if control and control.get("MODEL_URI"):
-            if os.environ.get("MODEL_URI") != control["MODEL_URI"]:
+            if env.get("MODEL_URI") != control["MODEL_URI"]:
                 log.warning(
                     "serving %s version %s from %s", model_name, control.get("MODEL_VERSION"), control["MODEL_URI"]
                 )
-            os.environ["MODEL_URI"] = control["MODEL_URI"]
-            os.environ["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
+            env["MODEL_URI"] = control["MODEL_URI"]
+            env["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
 
     return check

@@ -174,6 +174,32 @@ def clients(env: dict[str, str]):
     return {name: session.client(name, endpoint_url=endpoint) for name in ("kinesis", "s3", "sqs", "dynamodb")}
 
 
+def decisions_table_spec(name: str) -> dict:
+    """The decisions table as Terraform declares it: ride id key, sparse index of pending rides."""
+    from rides.decision import PENDING_INDEX
+
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": "ride_id", "AttributeType": "S"},
+            {"AttributeName": "pending", "AttributeType": "S"},
+            {"AttributeName": "first_seen", "AttributeType": "N"},
+        ],
+        "KeySchema": [{"AttributeName": "ride_id", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": PENDING_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "pending", "KeyType": "HASH"},
+                    {"AttributeName": "first_seen", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+    }
+
+
 def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2) -> dict[str, str]:
     """What Terraform creates, by the same names; safe to run again."""
     c = clients(env)
@@ -204,12 +230,7 @@ def create_resources(env: dict[str, str], names: StackNames, *, shards: int = 2)
             QueueName=queue, Attributes={"MessageRetentionPeriod": "1209600"}
         )["QueueUrl"]
     try:
-        c["dynamodb"].create_table(
-            TableName=names.decisions_table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "ride_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}],
-        )
+        c["dynamodb"].create_table(**decisions_table_spec(names.decisions_table))
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise

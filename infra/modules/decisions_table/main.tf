@@ -15,6 +15,24 @@ resource "aws_dynamodb_table" "this" {
     type = "S"
   }
 
+  attribute {
+    name = "pending"
+    type = "S"
+  }
+
+  attribute {
+    name = "first_seen"
+    type = "N"
+  }
+
+  # Sparse: only rides still waiting for predictions carry `pending`; the sweep queries it.
+  global_secondary_index {
+    name            = "pending-index"
+    hash_key        = "pending"
+    range_key       = "first_seen"
+    projection_type = "KEYS_ONLY"
+  }
+
   point_in_time_recovery {
     enabled = true
   }
