@@ -238,9 +238,9 @@ def consume(stream, consumers, batch_size, window, starting_position, max_retrie
 
     import boto3
 
-    from lambda_function.handler import handler_for
     from rides.esm import EventSourceSettings
-    from rides.local.runner import EventSourceRunner, model_watcher, run_all
+    from rides.local.runner import run_all
+    from rides.local.services import NoModel, consumer_runner
 
     _use_local_stack_if_running()
     names = StackNames.from_env()
@@ -259,31 +259,20 @@ def consume(stream, consumers, batch_size, window, starting_position, max_retrie
     if dry_run:
         base["DRY_RUN"] = "true"
     failures_url = sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"]
-    runners = []
-    for key in consumers or ("duration",):
-        spec = CONSUMERS[key]
-        env = {**base, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
-        if key != "duration":  # MODEL_URI/MODEL_VERSION in the environment are the duration model's
-            env.pop("MODEL_URI", None)
-            env.pop("MODEL_VERSION", None)
-        watcher = model_watcher(spec.model_name, env)
-        watcher()
-        if not env.get("MODEL_URI"):
-            raise click.ClickException(
-                f"no {spec.model_name} model to serve: run `rides train --consumer {key}` "
-                f"and `rides promote --model-name {spec.model_name}`, or set MODEL_URI"
-            )
-        runners.append(
-            EventSourceRunner(
-                stream or names.input_stream,
-                handler=handler_for(env),
+    try:
+        runners = [
+            consumer_runner(
+                CONSUMERS[key],
+                base,
+                stream=stream or names.input_stream,
                 settings=settings,
-                function_name=spec.function_name,
+                failures_url=failures_url,
                 sqs=sqs,
-                on_failure_queue_url=failures_url,
-                on_poll=watcher,
             )
-        )
+            for key in consumers or ("duration",)
+        ]
+    except NoModel as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"consuming {runners[0].stream_name} → {base['PREDICTIONS_STREAM_NAME']} with "
         f"{', '.join(r.function_name for r in runners)} (batch {settings.batch_size}, "
@@ -299,6 +288,50 @@ def consume(stream, consumers, batch_size, window, starting_position, max_retrie
     except KeyboardInterrupt:
         for runner in runners:
             click.echo(f"stopped {runner.function_name}: {json.dumps(runner.stats.as_dict(runner.shards))}")
+
+
+@main.command()
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds to wait for a ride's predictions.")
+@click.option("--rules", default=None, help="JSON list of rules, or a path to one (DECISION_RULES).")
+@click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
+def decide(timeout_s, rules, max_seconds) -> None:
+    """The decision service under the local event-source runner: predictions → decisions."""
+    import time
+
+    import boto3
+
+    from rides.esm import EventSourceSettings
+    from rides.local.runner import run_all
+    from rides.local.services import decision_runner
+
+    _use_local_stack_if_running()
+    names = StackNames.from_env()
+    sqs = boto3.client("sqs")
+    base = dict(os.environ)
+    base.setdefault("DEAD_LETTER_QUEUE_URL", sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"])
+    if timeout_s is not None:
+        base["DECISION_TIMEOUT_SECONDS"] = str(timeout_s)
+    if rules:
+        base["DECISION_RULES"] = rules
+    runner = decision_runner(
+        base,
+        names,
+        settings=EventSourceSettings(),
+        sqs=sqs,
+        failures_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
+    )
+    click.echo(
+        f"deciding: {names.predictions_stream} → {names.decisions_table} → {names.decisions_stream}; Ctrl-C stops"
+    )
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    try:
+        run_all(
+            [runner],
+            report=lambda stats: click.echo(json.dumps(stats), err=True),
+            until=(lambda: time.monotonic() > deadline) if deadline else None,
+        )
+    except KeyboardInterrupt:
+        click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
 
 
 @main.command()

@@ -2,11 +2,11 @@
 possibly duplicated), and once the set is complete or a timeout passes, applies rules and
 publishes one decision record to `ride-decisions`.
 
-Storage is a DynamoDB item per ride: one attribute per model, `models` (a string set of the
-models seen), `first_seen`, and `pending` (indexed, sparse) until the decision is made.
-Same failure rules as the consumer: dead letters for bad records, partial batch responses for
-what may succeed later, duplicates absorbed (a model's prediction is overwritten by itself;
-a decision is written once, conditionally, and published until marked published).
+Storage is a DynamoDB item per ride: one attribute per model (`prediction:<model>`),
+`first_seen`, `pending` (indexed, sparse) until the decision is made, then `decision` and
+`decision_published`. Same failure rules as the consumer: dead letters for bad records,
+partial batch responses for what may succeed later, duplicates absorbed (a prediction
+overwrites itself; a decision is made once and published until marked published).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from decimal import Decimal
 from rides.deadletter import DeadLetter, DeadLetterSink
 from rides.events import InvalidEvent, decode_data, json_bytes
 from rides.publish import KinesisPublisher
+from rides.retry import Backoff
 
 PENDING_INDEX = "pending-index"
 DEFAULT_REQUIRED_MODELS = ("ride-duration", "ride-fare", "ride-tip")
@@ -191,66 +192,54 @@ def _plain(value):
 
 
 class DecisionStore:
-    """The DynamoDB side (a boto3 Table resource)."""
+    """The DynamoDB side (a boto3 Table resource), in batches: BatchGetItem the rides of a
+    Kinesis batch, merge in memory, BatchWriteItem them back.
 
-    def __init__(self, table, retention_days: int = 7):
+    Single writer per ride: a ride's predictions share a partition key, so they arrive on one
+    shard and are processed in order by one invocation at a time. The timeout sweep writes
+    conditionally; if it races the stream processor, the worst case is a second (identical in
+    substance) decision record, never a lost one.
+    """
+
+    def __init__(self, table, retention_days: int = 7, backoff: Callable[..., Backoff] = Backoff):
         self.table = table
         self.retention_seconds = retention_days * 86400
+        self.backoff = backoff
 
-    def record(self, prediction: PredictionIn, now: float) -> dict:
-        """Store one model's prediction for a ride; returns the whole item afterwards."""
-        response = self.table.update_item(
-            Key={"ride_id": prediction.ride_id},
-            UpdateExpression=(
-                "SET #m = :p, first_seen = if_not_exists(first_seen, :now), "
-                "expires_at = if_not_exists(expires_at, :exp), "
-                "pending = if_not_exists(pending, :pending) ADD models :model"
-            ),
-            ExpressionAttributeNames={"#m": f"prediction:{prediction.model}"},
-            ExpressionAttributeValues={
-                ":p": {
-                    "field": prediction.field,
-                    "value": _number(prediction.value),
-                    "version": prediction.version,
-                    "sequence_number": str(prediction.source.get("sequence_number") or ""),
-                },
-                ":now": _number(now),
-                ":exp": int(now + self.retention_seconds),
-                ":pending": "1",
-                ":model": {prediction.model},
-            },
-            ReturnValues="ALL_NEW",
-        )
-        item = response["Attributes"]
-        if "decision" in item and "pending" in item:  # a late prediction: nothing left to wait for
-            self.table.update_item(Key={"ride_id": prediction.ride_id}, UpdateExpression="REMOVE pending")
-            del item["pending"]
-        return item
+    def get_many(self, ride_ids: Sequence[str]) -> dict[str, dict]:
+        items: dict[str, dict] = {}
+        ids = list(dict.fromkeys(ride_ids))
+        for start in range(0, len(ids), 100):
+            request = {
+                self.table.name: {"Keys": [{"ride_id": r} for r in ids[start : start + 100]], "ConsistentRead": True}
+            }
+            backoff = self.backoff()
+            while request:
+                response = self.table.meta.client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.table.name, []):
+                    item = _from_dynamo(item)
+                    items[item["ride_id"]] = item
+                request = response.get("UnprocessedKeys") or {}
+                if request and not backoff.wait():
+                    raise RuntimeError(f"{len(request[self.table.name]['Keys'])} reads unprocessed")
+        return items
 
-    def decide(self, ride_id: str, decision: dict) -> dict:
-        """Write the decision once; a later (duplicate or racing) call gets the stored one."""
+    def put_many(self, items: Sequence[dict]) -> None:
+        with self.table.batch_writer() as batch:  # chunks of 25, retries unprocessed items
+            for item in items:
+                batch.put_item(Item=_to_dynamo(item))
+
+    def decide_once(self, item: dict) -> bool:
+        """The sweep's write: only if nobody decided the ride meanwhile."""
         from botocore.exceptions import ClientError
 
         try:
-            response = self.table.update_item(
-                Key={"ride_id": ride_id},
-                UpdateExpression="SET decision = :d REMOVE pending",
-                ConditionExpression="attribute_not_exists(decision)",
-                ExpressionAttributeValues={":d": json.loads(json.dumps(decision), parse_float=Decimal)},
-                ReturnValues="ALL_NEW",
-            )
-            return response["Attributes"]
+            self.table.put_item(Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(decision)")
+            return True
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-        return self.table.get_item(Key={"ride_id": ride_id}, ConsistentRead=True)["Item"]
-
-    def mark_published(self, ride_id: str) -> None:
-        self.table.update_item(
-            Key={"ride_id": ride_id},
-            UpdateExpression="SET decision_published = :t",
-            ExpressionAttributeValues={":t": True},
-        )
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
 
     def pending_before(self, cutoff: float) -> list[str]:
         """Rides still waiting for predictions since before `cutoff` (the sparse index)."""
@@ -268,14 +257,38 @@ class DecisionStore:
                 return rides
             kwargs = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
-    def get(self, ride_id: str) -> dict | None:
-        return self.table.get_item(Key={"ride_id": ride_id}, ConsistentRead=True).get("Item")
+    def expiry(self, now: float) -> int:
+        return int(now + self.retention_seconds)
+
+
+def _to_dynamo(item: dict) -> dict:
+    return json.loads(json.dumps(item), parse_float=Decimal)
+
+
+def _from_dynamo(item: dict) -> dict:
+    return _plain(item)
+
+
+def merge(item: dict | None, prediction: PredictionIn, now: float, expires_at: int) -> dict:
+    """A ride's stored state with one more prediction (a duplicate changes nothing)."""
+    item = dict(item or {"ride_id": prediction.ride_id, "first_seen": now, "pending": "1", "expires_at": expires_at})
+    item[f"prediction:{prediction.model}"] = {
+        "field": prediction.field,
+        "value": prediction.value,
+        "version": prediction.version,
+        "sequence_number": str(prediction.source.get("sequence_number") or ""),
+    }
+    return item
+
+
+def models_of(item: dict) -> set[str]:
+    return {key.removeprefix("prediction:") for key in item if key.startswith("prediction:")}
 
 
 def make_decision(item: dict, config: DecisionConfig, reason: str, now: float) -> dict:
     """The decision record for a stored ride item."""
     predictions = {
-        key.removeprefix("prediction:"): _plain(value) for key, value in item.items() if key.startswith("prediction:")
+        key.removeprefix("prediction:"): value for key, value in item.items() if key.startswith("prediction:")
     }
     values = {p["field"]: p["value"] for p in predictions.values()}
     flags, not_evaluated = evaluate(values, config.rules)
@@ -294,6 +307,13 @@ def make_decision(item: dict, config: DecisionConfig, reason: str, now: float) -
     }
 
 
+def with_decision(item: dict, decision: dict) -> dict:
+    item = {k: v for k, v in item.items() if k != "pending"}  # nothing left to wait for
+    item["decision"] = decision
+    item["decision_published"] = False
+    return item
+
+
 # -- processing -------------------------------------------------------------------------------------
 @dataclass
 class DecisionReport:
@@ -306,19 +326,17 @@ class DecisionReport:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _finish(store: DecisionStore, publisher: KinesisPublisher, items: list[dict], time_left) -> list[int]:
-    """Publish the decisions of items not yet marked published; → indices that failed."""
-    todo = [(i, item) for i, item in enumerate(items) if not item.get("decision_published")]
+def _publish(publisher: KinesisPublisher, items: list[dict], time_left) -> set[str]:
+    """Publish the decisions of items not yet published; → ride ids whose publication failed."""
+    todo = [item for item in items if "decision" in item and not item.get("decision_published")]
     if not todo:
-        return []
-    records = [(item["ride_id"], json_bytes(_plain(item["decision"]))) for _, item in todo]
-    result = publisher.publish(records, time_left)
-    unpublished = set(result.failed)
-    for position, (_, item) in enumerate(todo):
-        if position not in unpublished:
-            store.mark_published(item["ride_id"])
-    failed = {todo[position][0] for position in unpublished}
-    return sorted(failed)
+        return set()
+    result = publisher.publish([(item["ride_id"], json_bytes(item["decision"])) for item in todo], time_left)
+    failed = {todo[i]["ride_id"] for i in result.failed}
+    for item in todo:
+        if item["ride_id"] not in failed:
+            item["decision_published"] = True
+    return failed
 
 
 def process_predictions(
@@ -331,39 +349,42 @@ def process_predictions(
     time_left: Callable[[], float] | None = None,
     clock: Callable[[], float] | None = None,
 ) -> tuple[dict, DecisionReport]:
-    clock = clock or time.time  # looked up per call, so tests can move time
+    now = (clock or time.time)()  # looked up per call, so tests can move time
     report = DecisionReport(records=len(records))
-    retry: list[str] = []
     letters: list[tuple[str, DeadLetter]] = []
-    decided_items: list[tuple[str, dict]] = []
+    parsed: list[tuple[str, PredictionIn]] = []
     for record in records:
         kinesis = record.get("kinesis") or {}
         sequence = kinesis.get("sequenceNumber")
         source = {"shard_id": str(record.get("eventID", "")).split(":", 1)[0], "sequence_number": sequence}
         try:
-            prediction = parse_prediction(kinesis.get("data", ""))
+            parsed.append((sequence, parse_prediction(kinesis.get("data", ""))))
         except InvalidEvent as exc:
             letters.append((sequence, DeadLetter(str(exc), kinesis.get("data", ""), source)))
-            continue
-        try:
-            item = store.record(prediction, clock())
-            report.stored += 1
-            if set(item.get("models", ())) >= set(config.required_models) and "decision" not in item:
-                item = store.decide(prediction.ride_id, make_decision(item, config, "complete", clock()))
+    retry: list[str] = []
+    try:
+        items = store.get_many([p.ride_id for _, p in parsed])
+        changed: dict[str, dict] = {}
+        for _, prediction in parsed:
+            before = items.get(prediction.ride_id)
+            item = merge(before, prediction, now, store.expiry(now))
+            if item != before:
+                items[prediction.ride_id] = changed[prediction.ride_id] = item
+                report.stored += 1
+        for ride_id, item in list(items.items()):
+            if "decision" not in item and models_of(item) >= set(config.required_models):
+                items[ride_id] = changed[ride_id] = with_decision(item, make_decision(item, config, "complete", now))
                 report.decided += 1
-            if "decision" in item and not item.get("decision_published"):
-                decided_items.append((sequence, item))
-        except Exception as exc:
-            report.errors[type(exc).__name__] = report.errors.get(type(exc).__name__, 0) + 1
-            retry.append(sequence)
-    # The same ride may have been decided by two records of this batch: publish it once.
-    unique: dict[str, tuple[str, dict]] = {}
-    for sequence, item in decided_items:
-        unique.setdefault(item["ride_id"], (sequence, item))
-    pairs = list(unique.values())
-    failed = _finish(store, publisher, [item for _, item in pairs], time_left)
-    report.published = len(pairs) - len(failed)
-    retry += [pairs[i][0] for i in failed]
+        unpublished = [item for item in items.values() if "decision" in item and not item.get("decision_published")]
+        failed = _publish(publisher, unpublished, time_left)
+        for item in unpublished:
+            changed[item["ride_id"]] = item
+        report.published = len(unpublished) - len(failed)
+        store.put_many(list(changed.values()))
+        retry += [sequence for sequence, p in parsed if p.ride_id in failed]
+    except Exception as exc:
+        report.errors[type(exc).__name__] = report.errors.get(type(exc).__name__, 0) + 1
+        retry += [sequence for sequence, _ in parsed]
     undelivered = dead_letters.send([letter for _, letter in letters], time_left)
     report.dead_lettered = len(letters) - len(undelivered)
     retry += [letters[i][0] for i in undelivered]
@@ -380,19 +401,19 @@ def sweep(
     clock: Callable[[], float] | None = None,
     time_left: Callable[[], float] | None = None,
 ) -> dict:
-    """Decide the rides whose predictions stopped coming (timeout), and republish decisions
-    whose publication failed earlier."""
+    """Decide the rides whose predictions stopped coming (timeout)."""
     now = (clock or time.time)()
-    items = []
-    for ride_id in store.pending_before(now - config.timeout_seconds):
-        item = store.get(ride_id)
-        if item is None:
+    items = store.get_many(store.pending_before(now - config.timeout_seconds))
+    decided = []
+    for item in items.values():
+        if "decision" in item:
             continue
-        if "decision" not in item:
-            item = store.decide(ride_id, make_decision(item, config, "timeout", now))
-        items.append(item)
-    failed = _finish(store, publisher, items, time_left)
-    return {"timed_out": len(items), "published": len(items) - len(failed), "failed": len(failed)}
+        candidate = with_decision(item, make_decision(item, config, "timeout", now))
+        if store.decide_once(candidate):  # conditional: the stream processor may have decided it
+            decided.append(candidate)
+    failed = _publish(publisher, decided, time_left)
+    store.put_many([item for item in decided if item["decision_published"]])
+    return {"timed_out": len(decided), "published": len(decided) - len(failed), "failed": len(failed)}
 
 
 def parse_item_for_api(item: dict) -> dict:

@@ -1,7 +1,8 @@
 """`make run`: the whole flow on one machine, then a summary.
 
-stack up → train → promote → consume → produce N real rides (plus a few malformed ones) →
-wait for every prediction → summary → stop everything started (Ctrl-C safe).
+stack up → train and promote three models (duration, fare, tip) → start their consumers and
+the decision service → produce N real rides (plus a few malformed ones) → wait for every
+prediction and decision → summary → stop everything started (Ctrl-C safe).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import os
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from rides.consumers import CONSUMERS
 from rides.resources import StackNames
 from rides.state import state_dir
 
@@ -30,16 +33,18 @@ MALFORMED = [
 class DemoResult:
     events_in: int = 0
     malformed_in: int = 0
-    predictions_out: int = 0
-    unique_rides: int = 0
+    predictions_out: int = 0  # every model, duplicates included
+    predictions_by_model: dict[str, int] = field(default_factory=dict)  # rides with a prediction
+    unique_rides: int = 0  # rides with a prediction from every model
+    decisions: int = 0
+    decision_counts: dict[str, int] = field(default_factory=dict)
+    flag_counts: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     dead_letter_reasons: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     produce_seconds: float = 0.0
-    model_version: str = ""
-    rmse: float = float("nan")
-    baseline_rmse: float = float("nan")
+    models: dict[str, str] = field(default_factory=dict)  # model → "v1 (RMSE … vs baseline …)"
     sample: list[tuple] = field(default_factory=list)
 
     @property
@@ -58,13 +63,15 @@ def run_demo(
     val_month: str = "2021-02",
     produce_month: str = "2021-02",
     rate: float | None = None,
-    timeout: float = 300.0,
+    timeout: float = 600.0,
     progress: bool = True,
 ) -> DemoResult:
     from rides.data import read_trips
+    from rides.esm import EventSourceSettings
     from rides.local.producer import produce, ride_events
-    from rides.local.reader import StreamReader, collect_predictions, drain_queue
-    from rides.local.runner import EventSourceRunner, model_watcher
+    from rides.local.reader import StreamReader, collect_decisions, collect_predictions, drain_queue
+    from rides.local.runner import run_all
+    from rides.local.services import consumer_runner, decision_runner
     from rides.local.stack import clients, create_resources, start_emulator, stop_process
     from rides.promote import promote
     from rides.registry import log_training
@@ -78,7 +85,7 @@ def run_demo(
     demo_home.mkdir(parents=True)
     os.environ["RIDES_HOME"] = str(demo_home)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{demo_home / 'mlflow.db'}"
-    # The handler's per-batch logs and EMF metrics are for CloudWatch; the demo prints a summary.
+    # The handlers' per-batch logs and EMF metrics are for CloudWatch; the demo prints a summary.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
@@ -92,33 +99,45 @@ def run_demo(
         aws = clients(info.env())
         _say(f"emulator at {info.endpoint}; created {', '.join(sorted(created))}")
 
+        train_frame, val_frame = read_trips(train_month), read_trips(val_month)
         _say(f"training on {train_month}, validating on {val_month} (real NYC TLC green-taxi trips)")
-        trained = train(read_trips(train_month), read_trips(val_month))
-        registered = log_training(trained, train_source=train_month, val_source=val_month, names=names)
-        result.rmse, result.baseline_rmse = trained.metrics.rmse, trained.baseline_metrics.rmse
-        _say(
-            f"registered {registered.name} v{registered.version} (alias staging): val RMSE "
-            f"{trained.metrics.rmse:.2f} min vs baseline {trained.baseline_metrics.rmse:.2f}; {registered.uri}"
-        )
+        for spec in CONSUMERS.values():
+            trained = train(train_frame, val_frame, target=spec.target)
+            registered = log_training(
+                trained,
+                train_source=train_month,
+                val_source=val_month,
+                names=names,
+                model_name=spec.model_name,
+                target=spec.target,
+            )
+            promoted = promote(registered.name, registered.version, alias="production", target="local")
+            result.models[spec.model_name] = (
+                f"v{promoted.version}  (val RMSE {trained.metrics.rmse:.2f} vs baseline "
+                f"{trained.baseline_metrics.rmse:.2f})"
+            )
+            _say(
+                f"{spec.model_name} v{promoted.version}: val RMSE {trained.metrics.rmse:.2f} vs baseline "
+                f"{trained.baseline_metrics.rmse:.2f}; promoted to production → its local consumer"
+            )
 
-        promoted = promote(registered.name, registered.version, alias="production", target="local")
-        result.model_version = promoted.version
-        _say(f"promoted v{promoted.version} to production → local consumer")
-
-        os.environ["PREDICTIONS_STREAM_NAME"] = names.predictions_stream
-        os.environ["DEAD_LETTER_QUEUE_URL"] = created[f"sqs:{names.dead_letter_queue}"]
-        os.environ.pop("DRY_RUN", None)
-        runner = EventSourceRunner(
-            names.input_stream,
-            kinesis=aws["kinesis"],
-            sqs=aws["sqs"],
-            function_name=names.consumer_function,
-            on_failure_queue_url=created[f"sqs:{names.failed_batches_queue}"],
-            on_poll=model_watcher(registered.name),
-        )
-        runner_thread = threading.Thread(target=runner.run, kwargs={"until": stop.is_set}, daemon=True)
+        base_env = {
+            **os.environ,
+            "PREDICTIONS_STREAM_NAME": names.predictions_stream,
+            "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
+        }
+        base_env.pop("DRY_RUN", None)
+        common = {
+            "settings": EventSourceSettings(),
+            "failures_url": created[f"sqs:{names.failed_batches_queue}"],
+            "kinesis": aws["kinesis"],
+            "sqs": aws["sqs"],
+        }
+        runners = [consumer_runner(spec, base_env, stream=names.input_stream, **common) for spec in CONSUMERS.values()]
+        runners.append(decision_runner(base_env, names, **common))
+        runner_thread = threading.Thread(target=run_all, args=(runners,), kwargs={"until": stop.is_set}, daemon=True)
         runner_thread.start()
-        _say("consumer running: local event-source runner → lambda_function.handler.lambda_handler")
+        _say("running: " + ", ".join(r.function_name for r in runners) + " (local event-source runners)")
 
         frame = read_trips(produce_month)
         frame = frame.sample(min(events, len(frame)), random_state=7).sort_values("lpep_pickup_datetime")
@@ -135,35 +154,24 @@ def run_demo(
         )
         result.produce_seconds = produced.seconds
 
-        _say("waiting for every prediction on " + names.predictions_stream)
-        reader = StreamReader(aws["kinesis"], names.predictions_stream)
-        by_ride = collect_predictions(reader, {key for key, _ in good}, timeout)
-        result.unique_rides = len(by_ride)
-        result.predictions_out = sum(len(seen) for seen in by_ride.values())
-        for (body, arrived), *_ in by_ride.values():
-            source_arrival = body["source"].get("approximate_arrival_timestamp")
-            if source_arrival:
-                result.latencies_ms.append((arrived - source_arrival) * 1000)
+        ride_ids = {key for key, _ in good}
+        models = [spec.model_name for spec in CONSUMERS.values()]
+        _say(f"waiting for every prediction on {names.predictions_stream} and every decision")
+        by_ride = collect_predictions(
+            StreamReader(aws["kinesis"], names.predictions_stream), ride_ids, timeout, models=models
+        )
+        decisions = collect_decisions(
+            StreamReader(aws["kinesis"], names.decisions_stream),
+            ride_ids,
+            max(30.0, timeout - (time.monotonic() - started)),
+        )
         result.seconds = time.monotonic() - started
+        _summarise(result, by_ride, decisions, models)
 
         letters = drain_queue(aws["sqs"], created[f"sqs:{names.dead_letter_queue}"])
         result.dead_letters = len(letters)
         result.dead_letter_reasons = [letter["error"] for letter in letters]
-        step = max(1, len(frame) // 8)
-        for position in range(0, len(frame), step)[:8]:
-            predicted = by_ride.get(str(position + 1))  # ride ids are positions + 1 (ride_events)
-            if predicted:
-                row = frame.iloc[position]
-                result.sample.append(
-                    (
-                        position + 1,
-                        int(row.PULocationID),
-                        int(row.DOLocationID),
-                        float(row.trip_distance),
-                        predicted[0][0]["prediction"]["ride_duration"],
-                        float(row.duration),
-                    )
-                )
+        _sample(result, frame, by_ride)
         return result
     finally:
         stop.set()
@@ -173,29 +181,83 @@ def run_demo(
         proc.wait(timeout=10)
 
 
+def _summarise(result: DemoResult, by_ride: dict, decisions: dict, models: list[str]) -> None:
+    result.predictions_out = sum(len(seen) for seen in by_ride.values())
+    per_model: Counter = Counter()
+    for seen in by_ride.values():
+        per_model.update({body["model"] for body, _ in seen})
+        first = next(((body, arrived) for body, arrived in seen if body["model"] == "ride-duration"), None)
+        if first and first[0]["source"].get("approximate_arrival_timestamp"):
+            result.latencies_ms.append((first[1] - first[0]["source"]["approximate_arrival_timestamp"]) * 1000)
+    result.predictions_by_model = dict(per_model)
+    result.unique_rides = sum(1 for seen in by_ride.values() if {b["model"] for b, _ in seen} >= set(models))
+    result.decisions = len(decisions)
+    result.decision_counts = dict(Counter(d["decision"] for d in decisions.values()))
+    result.flag_counts = dict(Counter(flag for d in decisions.values() for flag in d["flags"]))
+
+
+def _sample(result: DemoResult, frame, by_ride: dict) -> None:
+    step = max(1, len(frame) // 8)
+    for position in range(0, len(frame), step)[:8]:
+        seen = by_ride.get(str(position + 1))  # ride ids are positions + 1 (ride_events)
+        if not seen:
+            continue
+        values = {
+            body["model"]: next(iter(v for k, v in body["prediction"].items() if k != "ride_id")) for body, _ in seen
+        }
+        row = frame.iloc[position]
+        result.sample.append(
+            (
+                position + 1,
+                int(row.PULocationID),
+                int(row.DOLocationID),
+                float(row.trip_distance),
+                values.get("ride-duration", np.nan),
+                float(row.duration),
+                values.get("ride-fare", np.nan),
+                float(row.fare_amount),
+                values.get("ride-tip", np.nan),
+                float(row.tip_amount),
+            )
+        )
+
+
 def format_summary(result: DemoResult) -> str:
     lat = np.array(result.latencies_ms) if result.latencies_ms else np.array([np.nan])
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
     rate = result.events_in / result.produce_seconds if result.produce_seconds else 0.0
+    by_model = ", ".join(f"{model} {n:,}" for model, n in sorted(result.predictions_by_model.items()))
     lines = [
         "",
         "rides: end-to-end summary",
         "-------------------------",
         f"events in            {result.events_in:>10,}  (+ {result.malformed_in} malformed)",
-        f"predictions out      {result.predictions_out:>10,}  ({result.unique_rides:,} rides, "
-        f"{result.predictions_out - result.unique_rides} redelivered duplicates)",
+        f"predictions out      {result.predictions_out:>10,}  ({by_model})",
+        f"rides complete       {result.unique_rides:>10,}  (a prediction from every model)",
         f"lost                 {result.lost:>10,}",
+        f"decisions            {result.decisions:>10,}  "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(result.decision_counts.items())),
         f"dead letters         {result.dead_letters:>10,}",
-        f"model                ride-duration v{result.model_version}  (val RMSE {result.rmse:.2f} min, "
-        f"baseline {result.baseline_rmse:.2f})",
-        f"latency p50/p95/p99  {p50:>8.0f} / {p95:.0f} / {p99:.0f} ms  (event arrival → prediction arrival)",
+        f"latency p50/p95/p99  {p50:>8.0f} / {p95:.0f} / {p99:.0f} ms  (event arrival → duration prediction)",
         f"produce rate         {rate:>10,.0f} events/s",
         f"total time           {result.seconds:>10.1f} s",
+        "models:",
+        *(f"  {model:<14} {text}" for model, text in result.models.items()),
     ]
+    if result.flag_counts:
+        lines.append("decision flags:")
+        lines.extend(f"  {flag:<30} {n:,}" for flag, n in sorted(result.flag_counts.items()))
     if result.dead_letter_reasons:
-        lines.append("dead-letter reasons:")
-        lines.extend(f"  - {reason[:100]}" for reason in sorted(result.dead_letter_reasons))
+        lines.append("dead-letter reasons (each consumer dead-letters what it cannot read):")
+        lines.extend(f"  {n} x {reason[:100]}" for reason, n in sorted(Counter(result.dead_letter_reasons).items()))
     if result.sample:
-        lines += ["", f"{'ride':>6} {'PU':>4} {'DO':>4} {'miles':>6} {'predicted':>10} {'actual':>8}"]
-        lines += [f"{r:>6} {pu:>4} {do:>4} {d:>6.2f} {p:>10.1f} {a:>8.1f}" for r, pu, do, d, p, a in result.sample]
+        lines += [
+            "",
+            f"{'ride':>6} {'PU':>4} {'DO':>4} {'miles':>6}   {'minutes':>15}   {'fare $':>15}   {'tip $':>13}",
+            f"{'':>23}   {'pred':>7} {'real':>7}   {'pred':>7} {'real':>7}   {'pred':>6} {'real':>6}",
+        ]
+        lines += [
+            f"{r:>6} {pu:>4} {do:>4} {d:>6.2f}   {p:>7.1f} {a:>7.1f}   {pf:>7.2f} {af:>7.2f}   {pt:>6.2f} {at:>6.2f}"
+            for r, pu, do, d, p, a, pf, af, pt, at in result.sample
+        ]
     return "\n".join(lines)

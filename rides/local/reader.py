@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 import orjson
@@ -63,22 +63,49 @@ def arrival_seconds(record: dict) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
-def collect_predictions(reader: StreamReader, expected: set[str], timeout: float = 120.0) -> dict[str, list[tuple]]:
-    """Poll until every expected ride id has a prediction or the timeout passes.
+def collect_predictions(
+    reader: StreamReader, expected: set[str], timeout: float = 120.0, models: Sequence[str] = ()
+) -> dict[str, list[tuple]]:
+    """Poll until every expected ride id has a prediction (from each of `models`, if given)
+    or the timeout passes.
 
     Returns ride id → [(prediction record, arrival seconds)], duplicates included (Kinesis
     delivery is at-least-once).
     """
     by_ride: dict[str, list[tuple]] = {}
+    missing = {ride: set(models) for ride in expected} if models else None
     deadline = time.monotonic() + timeout
-    while not expected <= by_ride.keys() and time.monotonic() < deadline:
+
+    def done() -> bool:
+        return not missing if missing is not None else expected <= by_ride.keys()
+
+    while not done() and time.monotonic() < deadline:
         records = reader.poll()
         for record in records:
             body = orjson.loads(record["Data"])
-            by_ride.setdefault(str(body["prediction"]["ride_id"]), []).append((body, arrival_seconds(record)))
+            ride = str(body["prediction"]["ride_id"])
+            by_ride.setdefault(ride, []).append((body, arrival_seconds(record)))
+            if missing is not None and ride in missing:
+                missing[ride].discard(body.get("model"))
+                if not missing[ride]:
+                    del missing[ride]
         if not records:
             time.sleep(0.1)
     return by_ride
+
+
+def collect_decisions(reader: StreamReader, expected: set[str], timeout: float = 120.0) -> dict[str, dict]:
+    """Poll the decisions stream until each expected ride has its decision (first one kept)."""
+    decisions: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    while not expected <= decisions.keys() and time.monotonic() < deadline:
+        records = reader.poll()
+        for record in records:
+            body = orjson.loads(record["Data"])
+            decisions.setdefault(str(body["ride_id"]), body)
+        if not records:
+            time.sleep(0.1)
+    return decisions
 
 
 def drain_queue(sqs, queue_url: str) -> list[dict]:

@@ -1,0 +1,86 @@
+"""Build the local stand-ins for the Lambdas: one event-source runner per consumer, and one
+for the decision service; shared by `rides consume`, `rides decide` and the demo."""
+
+from __future__ import annotations
+
+import time
+
+from rides.consumers import ConsumerSpec
+from rides.esm import EventSourceSettings
+from rides.local.runner import EventSourceRunner, LambdaContext, model_watcher
+from rides.resources import StackNames
+
+
+class NoModel(RuntimeError):
+    pass
+
+
+def consumer_runner(
+    spec: ConsumerSpec,
+    base_env: dict,
+    *,
+    stream: str,
+    settings: EventSourceSettings,
+    failures_url: str,
+    kinesis=None,
+    sqs=None,
+) -> EventSourceRunner:
+    """A consumer with its own environment (model, output field) and checkpoints."""
+    from lambda_function.handler import handler_for
+
+    env = {**base_env, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
+    if spec.key != "duration":  # MODEL_URI/MODEL_VERSION in the environment are the duration model's
+        env.pop("MODEL_URI", None)
+        env.pop("MODEL_VERSION", None)
+    watcher = model_watcher(spec.model_name, env)
+    watcher()
+    if not env.get("MODEL_URI"):
+        raise NoModel(
+            f"no {spec.model_name} model to serve: run `rides train --consumer {spec.key}` and "
+            f"`rides promote --model-name {spec.model_name}`, or set MODEL_URI"
+        )
+    return EventSourceRunner(
+        stream,
+        handler=handler_for(env),
+        settings=settings,
+        function_name=spec.function_name,
+        kinesis=kinesis,
+        sqs=sqs,
+        on_failure_queue_url=failures_url,
+        on_poll=watcher,
+    )
+
+
+def decision_runner(
+    base_env: dict,
+    names: StackNames,
+    *,
+    settings: EventSourceSettings,
+    failures_url: str,
+    sweep_every_s: float = 5.0,
+    kinesis=None,
+    sqs=None,
+) -> EventSourceRunner:
+    """The decision service on the predictions stream, with its timeout sweep every few seconds
+    (on AWS an EventBridge schedule invokes the same handler)."""
+    from lambda_function.decision_handler import handler_for
+
+    env = {"DECISIONS_TABLE": names.decisions_table, "DECISIONS_STREAM_NAME": names.decisions_stream, **base_env}
+    handler = handler_for(env)
+    last = [0.0]
+
+    def sweep() -> None:
+        if time.monotonic() - last[0] >= sweep_every_s:
+            last[0] = time.monotonic()
+            handler({}, LambdaContext("ride-decisions-sweep", 60, "local"))
+
+    return EventSourceRunner(
+        names.predictions_stream,
+        handler=handler,
+        settings=settings,
+        function_name="ride-decision-service",
+        kinesis=kinesis,
+        sqs=sqs,
+        on_failure_queue_url=failures_url,
+        on_poll=sweep,
+    )
