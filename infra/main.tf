@@ -103,3 +103,111 @@ module "duration_consumer" {
   alarm_topic_arn       = var.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
 }
+
+module "fare_consumer" {
+  source = "./modules/stream_consumer"
+
+  function_name        = "ride-fare-consumer"
+  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  memory_mb            = var.consumer_memory_mb
+  timeout_seconds      = var.consumer_timeout_seconds
+  reserved_concurrency = var.consumer_reserved_concurrency
+  log_retention_days   = var.log_retention_days
+
+  model_name          = "ride-fare"
+  prediction_field    = "fare_amount"
+  model_uri           = var.fare_model_uri
+  model_version       = var.fare_model_version
+  publish_concurrency = var.publish_concurrency
+
+  input_stream_arn         = module.input_stream.arn
+  output_stream_arn        = module.predictions_stream.arn
+  output_stream_name       = module.predictions_stream.name
+  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  model_prefix             = "mlflow/"
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  dead_letter_queue_url    = module.dead_letter_queue.url
+  dead_letter_queue_name   = module.dead_letter_queue.name
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = var.starting_position
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = var.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+}
+
+module "tip_consumer" {
+  source = "./modules/stream_consumer"
+
+  function_name        = "ride-tip-consumer"
+  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  memory_mb            = var.consumer_memory_mb
+  timeout_seconds      = var.consumer_timeout_seconds
+  reserved_concurrency = var.consumer_reserved_concurrency
+  log_retention_days   = var.log_retention_days
+
+  model_name          = "ride-tip"
+  prediction_field    = "tip_amount"
+  model_uri           = var.tip_model_uri
+  model_version       = var.tip_model_version
+  publish_concurrency = var.publish_concurrency
+
+  input_stream_arn         = module.input_stream.arn
+  output_stream_arn        = module.predictions_stream.arn
+  output_stream_name       = module.predictions_stream.name
+  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  model_prefix             = "mlflow/"
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  dead_letter_queue_url    = module.dead_letter_queue.url
+  dead_letter_queue_name   = module.dead_letter_queue.name
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = var.starting_position
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = var.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+}
+
+# Gathers the three predictions per ride and publishes decisions; same image, other command.
+module "decision_service" {
+  source = "./modules/decision_service"
+
+  function_name            = "ride-decision-service"
+  image_uri                = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  predictions_stream_arn   = module.predictions_stream.arn
+  decisions_stream_arn     = module.decisions_stream.arn
+  decisions_stream_name    = module.decisions_stream.name
+  decisions_table_arn      = module.decisions_table.arn
+  decisions_table_name     = module.decisions_table.name
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  dead_letter_queue_url    = module.dead_letter_queue.url
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+  required_models          = ["ride-duration", "ride-fare", "ride-tip"]
+  timeout_seconds          = var.decision_timeout_seconds
+  log_retention_days       = var.log_retention_days
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = var.starting_position
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = var.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+}

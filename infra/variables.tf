@@ -117,6 +117,36 @@ variable "model_uri" {
   default     = ""
 }
 
+variable "fare_model_uri" {
+  type        = string
+  description = "S3 location of the ride-fare model; empty keeps its consumer's mapping disabled."
+  default     = ""
+}
+
+variable "fare_model_version" {
+  type        = string
+  description = "Registered version of the ride-fare model."
+  default     = ""
+}
+
+variable "tip_model_uri" {
+  type        = string
+  description = "S3 location of the ride-tip model; empty keeps its consumer's mapping disabled."
+  default     = ""
+}
+
+variable "tip_model_version" {
+  type        = string
+  description = "Registered version of the ride-tip model."
+  default     = ""
+}
+
+variable "decision_timeout_seconds" {
+  type        = number
+  description = "How long the decision service waits for a ride's predictions before deciding with what it has."
+  default     = 60
+}
+
 variable "model_version" {
   type        = string
   description = "Registered model version written into every prediction."

@@ -38,22 +38,26 @@ push_image() {  # push_image <tag> <dockerfile>
 push_image "${TAG}" lambda_function/Dockerfile
 push_image "batch-${TAG}" lambda_function/Dockerfile.batch
 
-if [ "${PROMOTE:-0}" = "1" ]; then
-  $RIDES promote --version staging --alias "$ALIAS" --to none
-fi
-
 MODEL_VARS=()
-if MODEL_JSON="$($RIDES resolve "ride-duration@${ALIAS}" 2>/dev/null)"; then
-  MODEL_URI="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["uri"])' <<<"$MODEL_JSON")"
-  MODEL_VERSION="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])' <<<"$MODEL_JSON")"
-  MODEL_VARS=(-var "model_uri=${MODEL_URI}" -var "model_version=${MODEL_VERSION}")
-  echo "model: ride-duration v${MODEL_VERSION} (${MODEL_URI})"
-else
-  echo "no model at @${ALIAS} yet: the event source mapping stays disabled until one is promoted"
-fi
+# model name → the Terraform variables that carry its location and version
+for entry in "ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version" \
+             "ride-tip:tip_model_uri:tip_model_version"; do
+  IFS=: read -r MODEL URI_VAR VERSION_VAR <<<"$entry"
+  if [ "${PROMOTE:-0}" = "1" ]; then
+    $RIDES promote --model-name "$MODEL" --version staging --alias "$ALIAS" --to none || continue
+  fi
+  if MODEL_JSON="$($RIDES resolve "${MODEL}@${ALIAS}" 2>/dev/null)"; then
+    URI="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["uri"])' <<<"$MODEL_JSON")"
+    VERSION="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])' <<<"$MODEL_JSON")"
+    MODEL_VARS+=(-var "${URI_VAR}=${URI}" -var "${VERSION_VAR}=${VERSION}")
+    echo "model: ${MODEL} v${VERSION} (${URI})"
+  else
+    echo "no ${MODEL} at @${ALIAS} yet: its consumer's event source mapping stays disabled"
+  fi
+done
 
 $TF apply -input=false -auto-approve "${VARS[@]}" "${MODEL_VARS[@]}"
 
-if [ "${#MODEL_VARS[@]}" -gt 0 ]; then
+if [[ " ${MODEL_VARS[*]} " == *" model_uri="* ]]; then  # the duration consumer is live
   $RIDES smoke --timeout 180
 fi

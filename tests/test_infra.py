@@ -46,6 +46,10 @@ def named(blocks: list[dict]) -> dict[str, dict]:
     return {name: body for block in blocks for name, body in block.items()}
 
 
+def locals_of(directory: Path) -> dict:
+    return {k: v for block in load_dir(directory).get("locals", []) for k, v in block.items()}
+
+
 def variables(directory: Path) -> dict[str, dict]:
     return named(load_dir(directory).get("variable", []))
 
@@ -99,9 +103,9 @@ def test_tfvars_set_every_variable_without_a_default(env):
     assert values["environment"] == env
 
 
-def _handler_reads() -> set[str]:
-    """Every environment variable the handler module reads by name, plus the config's list."""
-    tree = ast.parse((ROOT / "lambda_function" / "handler.py").read_text())
+def _handler_reads(module: str = "handler.py") -> set[str]:
+    """Every environment variable a handler module reads by name (os.environ.get)."""
+    tree = ast.parse((ROOT / "lambda_function" / module).read_text())
     names = {
         node.args[0].value
         for node in ast.walk(tree)
@@ -113,15 +117,12 @@ def _handler_reads() -> set[str]:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-    return names | set(ConsumerConfig.ENV_VARS)
+    return names
 
 
 def test_lambda_environment_is_exactly_what_the_handler_reads():
-    local_values = {
-        k: v for block in load_dir(INFRA / "modules" / "stream_consumer")["locals"] for k, v in block.items()
-    }
-    environment = local_values["environment"]
-    assert set(environment) == _handler_reads()
+    environment = locals_of(INFRA / "modules" / "stream_consumer")["environment"]
+    assert set(environment) == _handler_reads() | set(ConsumerConfig.ENV_VARS)
     # ... and every name ConsumerConfig.from_env reads is in ENV_VARS
     source = (ROOT / "rides" / "consumer.py").read_text()
     read = set(re.findall(r'env\.get\("([A-Z_]+)"', source))
@@ -248,3 +249,25 @@ def test_decisions_table_matches_the_local_stack():
     [local_index] = spec["GlobalSecondaryIndexes"]
     assert index["name"] == local_index["IndexName"]
     assert [index["hash_key"], index["range_key"]] == [k["AttributeName"] for k in local_index["KeySchema"]]
+
+
+def test_decision_service_environment_is_exactly_what_its_handler_reads():
+    from rides.decision import DecisionConfig
+
+    environment = locals_of(INFRA / "modules" / "decision_service")["environment"]
+    assert set(environment) == _handler_reads("decision_handler.py") | set(DecisionConfig.ENV_VARS)
+    source = (ROOT / "rides" / "decision.py").read_text()
+    assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
+
+
+def test_one_consumer_block_per_registered_model():
+    from rides.consumers import CONSUMERS
+
+    blocks = named(load_dir(INFRA)["module"])
+    consumers = {b["model_name"]: b for b in blocks.values() if b["source"] == "./modules/stream_consumer"}
+    assert {(name, b["prediction_field"]) for name, b in consumers.items()} == {
+        (spec.model_name, spec.prediction_field) for spec in CONSUMERS.values()
+    }
+    assert all(b["output_stream_name"] == "${module.predictions_stream.name}" for b in consumers.values())
+    decision = blocks["decision_service"]
+    assert decision["required_models"] == [spec.model_name for spec in CONSUMERS.values()]
