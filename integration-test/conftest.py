@@ -3,6 +3,7 @@ time) and `rides consume` (the event-source runner calling the real handler)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -67,7 +68,8 @@ def stack(emulator, model_uri, tmp_path, monkeypatch):
         "MODEL_VERSION": "1",
         "PREDICTIONS_STREAM_NAME": names.predictions_stream,
         "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
-        "RIDES_FAILED_BATCHES_QUEUE": names.failed_batches_queue,
+        # every RIDES_<NAME> override, so CLI processes use this test's resources
+        **{f"RIDES_{f.name.upper()}": getattr(names, f.name) for f in dataclasses.fields(names)},
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
@@ -77,27 +79,20 @@ def stack(emulator, model_uri, tmp_path, monkeypatch):
 class Consumer:
     """`rides consume` as a child process that a test can kill and restart."""
 
-    def __init__(self, stack, *extra: str, env: dict | None = None):
+    def __init__(self, stack, *extra: str, env: dict | None = None, command: str = "consume"):
         self.stack = stack
         self.extra = extra
+        self.command = command
         self.env = {**stack["env"], **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log = stack["tmp"] / f"consumer-{uuid.uuid4().hex[:6]}.log"
 
     def start(self) -> Consumer:
-        command = [
-            sys.executable,
-            "-m",
-            "rides.cli",
-            "consume",
-            "--stream",
-            self.stack["names"].input_stream,
-            "--window",
-            "0",
-            "--max-seconds",
-            "600",
-            *self.extra,
-        ]
+        if self.command == "consume":
+            args = ["consume", "--stream", self.stack["names"].input_stream, "--window", "0"]
+        else:
+            args = [self.command]
+        command = [sys.executable, "-m", "rides.cli", *args, "--max-seconds", "600", *self.extra]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -115,10 +110,49 @@ class Consumer:
 def consumer(stack):
     started: list[Consumer] = []
 
-    def start(*extra: str, env: dict | None = None) -> Consumer:
-        started.append(Consumer(stack, *extra, env=env).start())
+    def start(*extra: str, env: dict | None = None, command: str = "consume") -> Consumer:
+        started.append(Consumer(stack, *extra, env=env, command=command).start())
         return started[-1]
 
     yield start
     for c in started:
         c.kill()
+
+
+@pytest.fixture(scope="session")
+def all_model_uris(emulator, trips, model_uri, tmp_path_factory):  # noqa: F811
+    """The duration model plus small fare and tip models, on the emulator's S3."""
+    import mlflow.onnx
+
+    from rides.consumers import CONSUMERS
+    from rides.features import NUMERIC_FEATURES
+    from rides.training import train
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=emulator.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    uris = {"ride-duration": model_uri}
+    for spec in CONSUMERS.values():
+        if spec.model_name in uris:
+            continue
+        fitted = train(*trips, target=spec.target)
+        path = tmp_path_factory.mktemp("models") / spec.key
+        mlflow.onnx.save_model(fitted.onnx_model, str(path), metadata={"rides_features": list(NUMERIC_FEATURES)})
+        uris[spec.model_name] = upload_dir(s3, path, "integration-models", f"mlflow/{spec.key}/artifacts")
+    return uris
+
+
+@pytest.fixture
+def promoted_everywhere(stack, all_model_uris, monkeypatch):
+    """What `rides promote` leaves for the local runners: one control file per model."""
+    from rides.promote import roll_out_local
+    from rides.registry import Registered
+
+    monkeypatch.setenv("RIDES_HOME", stack["env"]["RIDES_HOME"])
+    for name, uri in all_model_uris.items():
+        roll_out_local(Registered(name, "1", uri, "run", "production"))
+    return all_model_uris

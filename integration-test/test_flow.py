@@ -193,3 +193,29 @@ def test_smoke_command_fails_clearly_without_a_consumer(stack):
     )
     assert result.returncode == 1
     assert "no prediction for smoke-" in result.stderr
+
+
+def test_all_consumers_and_the_decision_service_at_once(stack, consumer, promoted_everywhere, rides_frame):
+    """Three consumers (one process) and the decision service (another) on one stream."""
+    from rides.consumers import CONSUMERS
+    from rides.local.reader import collect_decisions
+
+    consumer(*[arg for key in CONSUMERS for arg in ("--consumer", key)])
+    consumer("--timeout", "600", command="decide")
+    rides = list(ride_events(rides_frame.head(300)))
+    produce(stack["kinesis"], stack["names"].input_stream, rides + rides[:50], progress=False)  # with duplicates
+    expected = {key for key, _ in rides}
+    models = [spec.model_name for spec in CONSUMERS.values()]
+    by_ride = collect_predictions(
+        StreamReader(stack["kinesis"], stack["names"].predictions_stream), expected, 120, models=models
+    )
+    assert all({body["model"] for body, _ in by_ride[ride]} == set(models) for ride in expected)
+    decisions = collect_decisions(StreamReader(stack["kinesis"], stack["names"].decisions_stream), expected, 120)
+    assert decisions.keys() == expected
+    assert all(
+        d["complete"] and d["reason"] == "complete" and d["decision"] in ("accept", "review")
+        for d in decisions.values()
+    )
+    time.sleep(3)  # the duplicate events produced extra predictions: still one decision per ride
+    reader = StreamReader(stack["kinesis"], stack["names"].decisions_stream)
+    assert len(reader.read_all(10_000, timeout=3)) == len(expected)
