@@ -211,6 +211,44 @@ print(json.dumps(out))
 """
 
 
+# Peak memory of scoring one month vs the same month eight times over, in fresh processes:
+# streaming in record batches should keep the two close.
+BATCH_MEMORY = r"""
+import os, sys, tempfile
+import pyarrow as pa, pyarrow.parquet as pq
+from rides.batch import score
+from rides.data import month_path
+from rides.model import load_model
+copies = int(sys.argv[3])
+tmp = tempfile.mkdtemp()
+table = pq.read_table(month_path(sys.argv[2]))
+path = f"{tmp}/green_tripdata_{sys.argv[2]}.parquet"
+with pq.ParquetWriter(path, table.schema) as writer:
+    for _ in range(copies):
+        writer.write_table(table, row_group_size=65536)
+del table
+import gc; gc.collect()
+base = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")][0]
+summary = score(path, load_model(sys.argv[1], version="1"), output=f"{tmp}/out", database_url="", progress=False)
+peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(summary.rows_in, (peak - base) // 1024)
+"""
+
+
+def batch_memory(model_dir: Path, month: str, copies: int) -> tuple[int, int]:
+    """(rows, MB of peak memory above the process's baseline) for `copies` of a month."""
+    out = subprocess.run(
+        [sys.executable, "-c", BATCH_MEMORY, str(model_dir), month, str(copies)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "RIDES_HOME": tempfile.mkdtemp()},
+    )
+    rows, megabytes = out.stdout.split()
+    return int(rows), int(megabytes)
+
+
 def batch_job(model_dir: Path, month: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", BATCH_JOB, str(model_dir), month],
@@ -254,6 +292,7 @@ def main() -> None:
     except DataUnavailable:
         batch_month = "2023-02"  # shipped
     results["batch"] = {"month": batch_month, **batch_job(onnx_dir, batch_month)}
+    results["batch"]["memory"] = [batch_memory(onnx_dir, batch_month, copies) for copies in (1, 8)]
     print("web service vs Flask + gunicorn ...", flush=True)
     from bench import web
 
@@ -430,6 +469,13 @@ def format_results(r: dict) -> str:
             f"| `rides score` to parquet + SQLite upsert | {b['parquet_sqlite']:,.0f} | |",
             f"| row-by-row loop, same model (one predict per ride) | {b['row_by_row']:,.0f} | |",
         ]
+        if "memory" in b:
+            (rows1, mb1), (rows8, mb8) = b["memory"]
+            lines += [
+                "",
+                f"Memory stays flat: scoring {rows1:,} rows took {mb1} MB above the process's baseline, "
+                f"{rows8:,} rows (the month 8 times over) {mb8} MB.",
+            ]
     if "web" in r:
         ours, flask = r["web"]["ours"], r["web"]["flask"]
         lines += [

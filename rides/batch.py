@@ -302,6 +302,7 @@ def score(
             summary.scored += len(scored)
             summary.add_errors(scored["predicted_duration"].to_numpy(), scored["actual_duration"].to_numpy())
             first_row += batch.num_rows
+            pa.default_memory_pool().release_unused()  # keep the peak flat across batches
             bar.update(batch.num_rows)
     summary.seconds = time.perf_counter() - started
     return summary
