@@ -10,6 +10,8 @@ export PIPENV_VERBOSITY := -1
 # Real TLC months beside the project (../shared/data) are used when present; others download.
 export RIDES_DATA_DIRS ?= $(abspath ../shared/data)
 EVENTS ?= 10000
+# Events per second for make run: a steady stream shows real latency; RATE= sends a burst.
+RATE ?= 500
 ENV ?= stg
 PROMOTE ?= 0
 
@@ -29,7 +31,7 @@ $(VENV)/.installed: Pipfile.lock pyproject.toml
 	@touch $@
 
 run: setup  ## the whole flow on the embedded local stack, then a summary
-	$(BIN)/rides demo --events $(EVENTS)
+	$(BIN)/rides demo --events $(EVENTS) $(if $(RATE),--rate $(RATE))
 
 test: setup  ## unit tests, then integration tests against real local stack processes
 	$(BIN)/pytest tests integration-test
