@@ -156,3 +156,12 @@ def promoted_everywhere(stack, all_model_uris, monkeypatch):
     for name, uri in all_model_uris.items():
         roll_out_local(Registered(name, "1", uri, "run", "production"))
     return all_model_uris
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backend",
+        choices=["moto", "localstack", "both"],
+        default="both",
+        help="Which local AWS backends the integration tests run against.",
+    )

@@ -24,10 +24,13 @@ from localstack.services.lambda_.invocation.runtime_executor import LambdaRuntim
 # The worker: import the handler once, then answer one JSON line per invocation.
 WORKER = r"""
 import importlib, json, os, sys, time, traceback
+# The protocol gets a private copy of stdout; everything else written to fd 1 (prints, JSON
+# loggers created at import) goes to the log, before the handler is even imported.
+out = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+sys.stdout = sys.stderr
 module_name, function_name = os.environ["_HANDLER"].rsplit(".", 1)
 handler = getattr(importlib.import_module(module_name), function_name)
-out = sys.stdout
-sys.stdout = sys.stderr  # the function's prints go to the log, not the protocol
 
 class Context:
     def __init__(self, request):
@@ -65,6 +68,7 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         self.log_path = Path(tempfile.gettempdir()) / "lambda-local" / f"{id}.log"
 
     def start(self, env_vars: dict[str, str]) -> None:
+        self.function_version.config.code.prepare_for_execution()  # idempotent
         code = self.function_version.config.code.get_unzipped_code_location()
         python = os.environ.get("LAMBDA_LOCAL_PYTHON", sys.executable)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +126,9 @@ class LocalRuntimeExecutor(RuntimeExecutor):
 
     @classmethod
     def cleanup_version(cls, function_version) -> None:
-        if function_version.config.code:
-            function_version.config.code.destroy_cached()
+        # Versions share their code archive: removing it here would break the newer version
+        # (LocalStack's own code store deletes it with the function).
+        pass
 
 
 class LocalRuntimeExecutorPlugin(RuntimeExecutorPlugin):
