@@ -43,12 +43,43 @@ def stack() -> None:
 @stack.command("up")
 @click.option("--port", type=int, default=None, help="Emulator port (default 4566).")
 @click.option("--shards", type=int, default=2, show_default=True)
-def stack_up(port: int | None, shards: int) -> None:
-    """Start the emulator (moto) and create the Terraform resources by the same names."""
-    from rides.local.stack import DEFAULT_PORT, up
+@click.option(
+    "--backend",
+    type=click.Choice(["moto", "localstack"]),
+    default="moto",
+    show_default=True,
+    help="moto (embedded, fast) or LocalStack in host mode (real Lambda event source mapping).",
+)
+@click.option(
+    "--model-uri", default=None, help="LocalStack: deploy the consumer with this model (else the locally promoted one)."
+)
+def stack_up(port: int | None, shards: int, backend: str, model_uri: str | None) -> None:
+    """Start the emulator and create the Terraform resources by the same names; on LocalStack
+    also deploy the consumer Lambda and its event source mapping."""
+    from rides.local.stack import DEFAULT_PORT, StackError, up
 
-    info = up(port or DEFAULT_PORT, shards=shards)
-    click.echo(f"local stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
+    try:
+        info = up(port or DEFAULT_PORT, shards=shards, backend=backend)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{backend} stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
+    if backend == "localstack":
+        from rides.local import localstack
+        from rides.promote import read_local_model
+
+        names = StackNames.from_env()
+        control = read_local_model(names.registered_model) or {}
+        uri = model_uri or control.get("MODEL_URI")
+        if not uri:
+            click.echo(
+                "no model promoted yet: the consumer waits for `rides train` and "
+                f"`rides promote --to lambda --function {names.consumer_function}`"
+            )
+        os.environ.update(info.env())
+        deployed = localstack.deploy_consumer(
+            info, names, model_uri=uri or "", model_version=str(control.get("MODEL_VERSION") or "")
+        )
+        click.echo(f"deployed {deployed['function']} with its event source mapping on {names.input_stream}")
     click.echo("to use it from another shell:")
     for key, value in info.env().items():
         click.echo(f"  export {key}={value}")

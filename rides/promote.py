@@ -46,6 +46,10 @@ def roll_out_lambda(model: Registered, function_name: str, lambda_client=None) -
     variables.update({"MODEL_URI": model.uri, "MODEL_VERSION": model.version})
     lam.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
     lam.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+    # A mapping left disabled for want of a model (Terraform with an empty model_uri) starts now.
+    for mapping in lam.list_event_source_mappings(FunctionName=function_name).get("EventSourceMappings", []):
+        if mapping.get("State") == "Disabled":
+            lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
 
 
 def promote(

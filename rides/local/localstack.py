@@ -223,11 +223,13 @@ def deploy_consumer(
         MaximumRecordAgeInSeconds=settings.maximum_record_age_in_seconds,
         FunctionResponseTypes=list(settings.function_response_types),
         DestinationConfig={"OnFailure": {"Destination": failures_arn}},
+        # As in Terraform: without a model the mapping waits (`rides promote --to lambda` enables it).
+        Enabled=bool(model_uri),
     )
     deadline = time.monotonic() + 60
-    while lam.get_event_source_mapping(UUID=mapping["UUID"])["State"] != "Enabled":
+    wanted = "Enabled" if model_uri else "Disabled"
+    while lam.get_event_source_mapping(UUID=mapping["UUID"])["State"] != wanted:
         if time.monotonic() > deadline:
             raise StackError("the event source mapping did not become Enabled")
         time.sleep(0.5)
     return {"function": function_name, "mapping": mapping["UUID"], "env": env, **asdict(settings)}
-

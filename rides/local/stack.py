@@ -64,7 +64,7 @@ def _is_our_emulator(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return alive(pid)
-    return b"rides.local.emulator" in cmdline
+    return b"rides.local.emulator" in cmdline or b"localstack.runtime.main" in cmdline
 
 
 def wait_healthy(endpoint: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -143,13 +143,22 @@ def read_info() -> StackInfo | None:
     return info if info is not None and alive(info.pid) else None
 
 
-def up(port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2) -> StackInfo:
+def up(
+    port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2, backend: str = "moto"
+) -> StackInfo:
     """Start the emulator (unless ours is running) and create the resources, idempotently."""
     info = read_info()
+    if info is not None and info.backend != backend:
+        raise StackError(f"a {info.backend} stack is running at {info.endpoint}: `rides stack down` first")
     if info is None:
-        info, _ = start_emulator(port)
+        if backend == "localstack":
+            from rides.local import localstack
+
+            info, _ = localstack.start(port)
+        else:
+            info, _ = start_emulator(port)
         _info_path().write_text(json.dumps(asdict(info)))
-    create_resources(info.env(), names or StackNames.from_env(), shards=shards)
+    create_resources(info.env(), names or StackNames.from_env(), shards=shards, decisions_table=backend != "localstack")
     return info
 
 
