@@ -15,7 +15,7 @@ RATE ?= 500
 ENV ?= stg
 PROMOTE ?= 0
 
-.PHONY: setup run test unit-test integration-test lint format bench deploy clean stack-up stack-down
+.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench deploy clean stack-up stack-down
 
 setup: $(VENV)/.installed .venv-checkov/.installed
 
@@ -41,6 +41,32 @@ unit-test: setup
 
 integration-test: setup
 	$(BIN)/pytest integration-test
+
+integration-test-moto: setup
+	$(BIN)/pytest integration-test --backend moto
+
+# For users with Docker (it cannot run on the project's own machines): LocalStack in a
+# container, infra/ applied with tflocal (ECR first, then the image pushed to it, then the
+# rest), and a smoke test through the real event source mapping. Container-image Lambdas and
+# ECR need a LocalStack auth token (LOCALSTACK_AUTH_TOKEN).
+TFLOCAL = cd infra && ../$(BIN)/tflocal
+LS_ENV = AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+	AWS_DEFAULT_REGION=us-east-1 RIDES_TARGET=aws
+integration-test-docker: setup
+	docker compose -f integration-test/docker-compose.yaml up -d --build --wait
+	$(BIN)/pip install --quiet terraform-local==0.20.1
+	printf 'terraform {\n  backend "local" {}\n}\n' > infra/backend_override.tf
+	$(TFLOCAL) init -input=false
+	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var image_tag=local -target=module.ecr
+	REPO=$$($(TFLOCAL) output -raw ecr_repository_url) && \
+	  docker tag ride-duration-consumer:local $$REPO:local && docker push $$REPO:local
+	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var image_tag=local
+	$(LS_ENV) $(BIN)/rides train
+	URI=$$($(LS_ENV) $(BIN)/rides resolve ride-duration@staging | $(BIN)/python -c \
+	  'import json, sys; print(json.load(sys.stdin)["uri"])') && \
+	  $(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var image_tag=local -var model_uri=$$URI
+	$(LS_ENV) $(BIN)/rides smoke --timeout 120; \
+	  status=$$?; docker compose -f integration-test/docker-compose.yaml down; exit $$status
 
 lint: setup
 	$(BIN)/ruff check .
