@@ -57,112 +57,64 @@ module "batch_job" {
   image_uri          = "${module.ecr.repository_url}:${coalesce(var.batch_image_tag, "none")}"
   model_uri          = var.model_uri
   model_version      = var.model_version
-  model_bucket_arn   = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  model_bucket_arn   = local.model_bucket_arn
   output_bucket      = module.model_bucket.name
   database_url       = var.predictions_database_url
   log_retention_days = var.log_retention_days
 }
 
-# One block per consumer: the fare and tip consumers (and the decision service) are the same
-# module with another model, output field and stream.
-module "duration_consumer" {
-  source = "./modules/stream_consumer"
+locals {
+  image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
 
-  function_name        = var.consumer_function_name
-  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
-  memory_mb            = var.consumer_memory_mb
-  timeout_seconds      = var.consumer_timeout_seconds
-  reserved_concurrency = var.consumer_reserved_concurrency
-  log_retention_days   = var.log_retention_days
-
-  model_name          = "ride-duration"
-  prediction_field    = "ride_duration"
-  model_uri           = var.model_uri
-  model_version       = var.model_version
-  publish_concurrency = var.publish_concurrency
-
-  input_stream_arn         = module.input_stream.arn
-  output_stream_arn        = module.predictions_stream.arn
-  output_stream_name       = module.predictions_stream.name
-  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
-  model_prefix             = "mlflow/"
-  dead_letter_queue_arn    = module.dead_letter_queue.arn
-  dead_letter_queue_url    = module.dead_letter_queue.url
-  dead_letter_queue_name   = module.dead_letter_queue.name
-  failed_batches_queue_arn = module.failed_batches_queue.arn
-
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  starting_position                  = var.starting_position
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
-
-  alarm_name_prefix     = "rides-${var.environment}"
-  alarm_topic_arn       = var.alarm_topic_arn
-  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+  # The consumers on ride-events: one code path, one entry each (rides/consumers.py holds the
+  # same list; tests/test_infra.py keeps them equal). Adding a consumer is adding an entry.
+  consumers = {
+    duration = {
+      function_name    = var.consumer_function_name
+      model_name       = "ride-duration"
+      prediction_field = "ride_duration"
+      model_uri        = var.model_uri
+      model_version    = var.model_version
+    }
+    fare = {
+      function_name    = "ride-fare-consumer"
+      model_name       = "ride-fare"
+      prediction_field = "fare_amount"
+      model_uri        = var.fare_model_uri
+      model_version    = var.fare_model_version
+    }
+    tip = {
+      function_name    = "ride-tip-consumer"
+      model_name       = "ride-tip"
+      prediction_field = "tip_amount"
+      model_uri        = var.tip_model_uri
+      model_version    = var.tip_model_version
+    }
+  }
 }
 
-module "fare_consumer" {
-  source = "./modules/stream_consumer"
+module "consumer" {
+  source   = "./modules/stream_consumer"
+  for_each = local.consumers
 
-  function_name        = "ride-fare-consumer"
-  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  function_name        = each.value.function_name
+  image_uri            = local.image_uri
   memory_mb            = var.consumer_memory_mb
   timeout_seconds      = var.consumer_timeout_seconds
   reserved_concurrency = var.consumer_reserved_concurrency
   log_retention_days   = var.log_retention_days
 
-  model_name          = "ride-fare"
-  prediction_field    = "fare_amount"
-  model_uri           = var.fare_model_uri
-  model_version       = var.fare_model_version
+  model_name          = each.value.model_name
+  prediction_field    = each.value.prediction_field
+  model_uri           = each.value.model_uri
+  model_version       = each.value.model_version
   publish_concurrency = var.publish_concurrency
 
   input_stream_arn         = module.input_stream.arn
   output_stream_arn        = module.predictions_stream.arn
   output_stream_name       = module.predictions_stream.name
-  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
-  model_prefix             = "mlflow/"
-  dead_letter_queue_arn    = module.dead_letter_queue.arn
-  dead_letter_queue_url    = module.dead_letter_queue.url
-  dead_letter_queue_name   = module.dead_letter_queue.name
-  failed_batches_queue_arn = module.failed_batches_queue.arn
-
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  starting_position                  = var.starting_position
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
-
-  alarm_name_prefix     = "rides-${var.environment}"
-  alarm_topic_arn       = var.alarm_topic_arn
-  iterator_age_alarm_ms = var.iterator_age_alarm_ms
-}
-
-module "tip_consumer" {
-  source = "./modules/stream_consumer"
-
-  function_name        = "ride-tip-consumer"
-  image_uri            = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
-  memory_mb            = var.consumer_memory_mb
-  timeout_seconds      = var.consumer_timeout_seconds
-  reserved_concurrency = var.consumer_reserved_concurrency
-  log_retention_days   = var.log_retention_days
-
-  model_name          = "ride-tip"
-  prediction_field    = "tip_amount"
-  model_uri           = var.tip_model_uri
-  model_version       = var.tip_model_version
-  publish_concurrency = var.publish_concurrency
-
-  input_stream_arn         = module.input_stream.arn
-  output_stream_arn        = module.predictions_stream.arn
-  output_stream_name       = module.predictions_stream.name
-  model_bucket_arn         = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  model_bucket_arn         = local.model_bucket_arn
   model_prefix             = "mlflow/"
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   dead_letter_queue_url    = module.dead_letter_queue.url
@@ -187,7 +139,7 @@ module "decision_service" {
   source = "./modules/decision_service"
 
   function_name            = "ride-decision-service"
-  image_uri                = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
+  image_uri                = local.image_uri
   predictions_stream_arn   = module.predictions_stream.arn
   decisions_stream_arn     = module.decisions_stream.arn
   decisions_stream_name    = module.decisions_stream.name

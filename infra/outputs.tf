@@ -18,9 +18,9 @@ output "ecr_repository_url" {
   value       = module.ecr.repository_url
 }
 
-output "consumer_function_name" {
-  description = "The consumer Lambda (`rides promote --to lambda --function ...`)."
-  value       = module.duration_consumer.function_name
+output "consumer_function_names" {
+  description = "The consumer Lambdas by consumer (`rides promote --to lambda --function ...`)."
+  value       = { for key, consumer in module.consumer : key => consumer.function_name }
 }
 
 output "dead_letter_queue_url" {

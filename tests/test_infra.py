@@ -260,14 +260,19 @@ def test_decision_service_environment_is_exactly_what_its_handler_reads():
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
 
 
-def test_one_consumer_block_per_registered_model():
+def test_one_consumer_entry_per_registered_model():
     from rides.consumers import CONSUMERS
 
     blocks = named(load_dir(INFRA)["module"])
-    consumers = {b["model_name"]: b for b in blocks.values() if b["source"] == "./modules/stream_consumer"}
-    assert {(name, b["prediction_field"]) for name, b in consumers.items()} == {
-        (spec.model_name, spec.prediction_field) for spec in CONSUMERS.values()
+    consumer = blocks["consumer"]
+    assert consumer["source"] == "./modules/stream_consumer"
+    assert consumer["for_each"] == "${local.consumers}"
+    assert consumer["output_stream_name"] == "${module.predictions_stream.name}"
+    entries = locals_of(INFRA)["consumers"]
+    assert {(e["model_name"], e["prediction_field"], e["function_name"]) for e in entries.values()} == {
+        (s.model_name, s.prediction_field, "${var.consumer_function_name}" if s.key == "duration" else s.function_name)
+        for s in CONSUMERS.values()
     }
-    assert all(b["output_stream_name"] == "${module.predictions_stream.name}" for b in consumers.values())
+    assert set(entries) == set(CONSUMERS)
     decision = blocks["decision_service"]
     assert decision["required_models"] == [spec.model_name for spec in CONSUMERS.values()]
