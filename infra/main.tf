@@ -95,7 +95,7 @@ locals {
 }
 
 module "consumer" {
-  source   = "./modules/stream_consumer"
+  source   = "./modules/stream_function"
   for_each = local.consumers
 
   function_name        = each.value.function_name
@@ -105,21 +105,44 @@ module "consumer" {
   reserved_concurrency = var.consumer_reserved_concurrency
   log_retention_days   = var.log_retention_days
 
-  model_name          = each.value.model_name
-  prediction_field    = each.value.prediction_field
-  model_uri           = each.value.model_uri
-  model_version       = each.value.model_version
-  publish_concurrency = var.publish_concurrency
+  # Exactly the variables the handler reads (tests/test_infra.py checks both ways).
+  environment = {
+    MODEL_URI                    = each.value.model_uri
+    MODEL_NAME                   = each.value.model_name
+    MODEL_VERSION                = each.value.model_version
+    PREDICTION_FIELD             = each.value.prediction_field
+    PREDICTIONS_STREAM_NAME      = module.predictions_stream.name
+    DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
+    DRY_RUN                      = "false"
+    PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
+    POWERTOOLS_SERVICE_NAME      = each.value.function_name
+    POWERTOOLS_METRICS_NAMESPACE = "rides"
+  }
+  policy_statements = [
+    {
+      sid       = "WritePredictions"
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      resources = [module.predictions_stream.arn]
+    },
+    {
+      sid       = "ReadModels"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.model_bucket_arn}/mlflow/*"]
+    },
+    {
+      # Lets a missing model file answer 404 (a clear error) instead of 403.
+      sid       = "ListModelPrefix"
+      actions   = ["s3:ListBucket"]
+      resources = [local.model_bucket_arn]
+      s3_prefix = "mlflow/"
+    },
+  ]
 
   input_stream_arn         = module.input_stream.arn
-  output_stream_arn        = module.predictions_stream.arn
-  output_stream_name       = module.predictions_stream.name
-  model_bucket_arn         = local.model_bucket_arn
-  model_prefix             = "mlflow/"
   dead_letter_queue_arn    = module.dead_letter_queue.arn
-  dead_letter_queue_url    = module.dead_letter_queue.url
-  dead_letter_queue_name   = module.dead_letter_queue.name
   failed_batches_queue_arn = module.failed_batches_queue.arn
+  # Without a model every record would be retried until it expires: wait for a promotion.
+  enabled = each.value.model_uri != ""
 
   batch_size                         = var.batch_size
   maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
@@ -134,27 +157,54 @@ module "consumer" {
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
 }
 
-# Gathers the three predictions per ride and publishes decisions; same image, other command.
+# Gathers the three predictions per ride and publishes decisions; same image, other handler.
 module "decision_service" {
-  source = "./modules/decision_service"
+  source = "./modules/stream_function"
 
-  function_name            = "ride-decision-service"
-  image_uri                = local.image_uri
-  predictions_stream_arn   = module.predictions_stream.arn
-  decisions_stream_arn     = module.decisions_stream.arn
-  decisions_stream_name    = module.decisions_stream.name
-  decisions_table_arn      = module.decisions_table.arn
-  decisions_table_name     = module.decisions_table.name
+  function_name        = "ride-decision-service"
+  image_uri            = local.image_uri
+  image_command        = ["lambda_function.decision_handler.lambda_handler"]
+  memory_mb            = 512
+  reserved_concurrency = 5
+  log_retention_days   = var.log_retention_days
+
+  # Exactly the variables the decision handler reads (tests/test_infra.py checks both ways).
+  environment = {
+    DECISIONS_TABLE          = module.decisions_table.name
+    DECISIONS_STREAM_NAME    = module.decisions_stream.name
+    DEAD_LETTER_QUEUE_URL    = module.dead_letter_queue.url
+    REQUIRED_MODELS          = join(",", [for consumer in local.consumers : consumer.model_name])
+    DECISION_TIMEOUT_SECONDS = tostring(var.decision_timeout_seconds)
+    DECISION_RULES           = var.decision_rules_json
+    POWERTOOLS_SERVICE_NAME  = "ride-decision-service"
+  }
+  policy_statements = [
+    {
+      sid       = "WriteDecisions"
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      resources = [module.decisions_stream.arn]
+    },
+    {
+      sid = "RideTable"
+      actions = [
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+      ]
+      resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/pending-index"]
+    },
+  ]
+
+  input_stream_arn         = module.predictions_stream.arn
   dead_letter_queue_arn    = module.dead_letter_queue.arn
-  dead_letter_queue_url    = module.dead_letter_queue.url
   failed_batches_queue_arn = module.failed_batches_queue.arn
-  required_models          = ["ride-duration", "ride-fare", "ride-tip"]
-  timeout_seconds          = var.decision_timeout_seconds
-  log_retention_days       = var.log_retention_days
 
   batch_size                         = var.batch_size
   maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
   starting_position                  = var.starting_position
+  parallelization_factor             = 1 # one writer per ride: see rides/decision.py
   bisect_batch_on_function_error     = var.bisect_batch_on_function_error
   maximum_retry_attempts             = var.maximum_retry_attempts
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
@@ -162,4 +212,31 @@ module "decision_service" {
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = var.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
+}
+
+module "decision_sweep" {
+  source = "./modules/lambda_schedule"
+
+  name                = "ride-decision-sweep"
+  description         = "Decide rides whose predictions stopped coming."
+  schedule_expression = "rate(1 minute)"
+  function_name       = module.decision_service.function_name
+  function_arn        = module.decision_service.function_arn
+  input               = jsonencode({ sweep = true })
+}
+
+resource "aws_cloudwatch_metric_alarm" "dead_letters" {
+  alarm_name          = "rides-${var.environment}-dead-letters"
+  alarm_description   = "Malformed records are waiting in the dead-letter queue."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = module.dead_letter_queue.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+  ok_actions          = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
 }

@@ -147,6 +147,12 @@ variable "decision_timeout_seconds" {
   default     = 60
 }
 
+variable "decision_rules_json" {
+  type        = string
+  description = "Decision rules as JSON (DECISION_RULES); empty: the defaults in rides/decision.py."
+  default     = ""
+}
+
 variable "model_version" {
   type        = string
   description = "Registered model version written into every prediction."

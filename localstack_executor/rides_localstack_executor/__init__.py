@@ -73,13 +73,25 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         python = os.environ.get("LAMBDA_LOCAL_PYTHON", sys.executable)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-        env = {**keep, **{k: str(v) for k, v in env_vars.items()}, "PYTHONPATH": str(code),
-               "PYTHONUNBUFFERED": "1", "TZ": "UTC",
-               "AWS_LAMBDA_FUNCTION_NAME": self.function_version.id.function_name,
-               "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.function_version.config.memory_size)}
+        env = {
+            **keep,
+            **{k: str(v) for k, v in env_vars.items()},
+            "PYTHONPATH": str(code),
+            "PYTHONUNBUFFERED": "1",
+            "TZ": "UTC",
+            "AWS_LAMBDA_FUNCTION_NAME": self.function_version.id.function_name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.function_version.config.memory_size),
+        }
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([python, "-u", "-c", WORKER], cwd=code, env=env, text=True,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+            self.process = subprocess.Popen(
+                [python, "-u", "-c", WORKER],
+                cwd=code,
+                env=env,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
         ready = self.process.stdout.readline()
         if ready.strip() != "ready":
             raise LambdaRuntimeException(f"function failed to start: {self.get_logs()[-2000:]}")
@@ -113,8 +125,9 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         if not line:
             raise LambdaRuntimeException(f"the function's process died: {logs[-2000:]}")
         reply = json.loads(line)
-        return InvocationResult(request_id=payload["invoke-id"], payload=reply["payload"].encode(),
-                                is_error=not reply["ok"], logs=logs)
+        return InvocationResult(
+            request_id=payload["invoke-id"], payload=reply["payload"].encode(), is_error=not reply["ok"], logs=logs
+        )
 
     def get_logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -164,24 +164,14 @@ resource "aws_lambda_function" "this" {
   depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
 }
 
-resource "aws_cloudwatch_event_rule" "schedule" {
+module "schedule" {
+  source = "../lambda_schedule"
+
   name                = "${var.function_name}-schedule"
   description         = "Score last month's rides."
   schedule_expression = var.schedule_expression
-}
-
-resource "aws_cloudwatch_event_target" "schedule" {
-  rule  = aws_cloudwatch_event_rule.schedule.name
-  arn   = aws_lambda_function.this.arn
-  input = jsonencode({})
-}
-
-resource "aws_lambda_permission" "schedule" {
-  statement_id  = "AllowEventBridge"
-  action        = "lambda:InvokeFunction"
-  function_name = aws_lambda_function.this.function_name
-  principal     = "events.amazonaws.com"
-  source_arn    = aws_cloudwatch_event_rule.schedule.arn
+  function_name       = aws_lambda_function.this.function_name
+  function_arn        = aws_lambda_function.this.arn
 }
 
 output "function_name" {

@@ -1,21 +1,7 @@
-# A stream consumer: the Lambda (container image), its log group, its role, and the Kinesis
-# event source mapping with partial batch responses. One module block per consumer.
-
-locals {
-  # Exactly the variables the handler reads (tests/test_infra.py checks both ways).
-  environment = {
-    MODEL_URI                    = var.model_uri
-    MODEL_NAME                   = var.model_name
-    MODEL_VERSION                = var.model_version
-    PREDICTION_FIELD             = var.prediction_field
-    PREDICTIONS_STREAM_NAME      = var.output_stream_name
-    DEAD_LETTER_QUEUE_URL        = var.dead_letter_queue_url
-    DRY_RUN                      = tostring(var.dry_run)
-    PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
-    POWERTOOLS_SERVICE_NAME      = var.function_name
-    POWERTOOLS_METRICS_NAMESPACE = "rides"
-  }
-}
+# A Lambda on a Kinesis stream: the function (container image), its log group, a
+# least-privilege role, the event source mapping with partial batch responses and an
+# on-failure destination, and alarms on iterator age and errors. The consumers and the
+# decision service are each one use of it.
 
 resource "aws_cloudwatch_log_group" "this" {
   #checkov:skip=CKV_AWS_158:Logs hold no ride data beyond dead letters already in the encrypted queue; CloudWatch encrypts at rest by default.
@@ -26,7 +12,7 @@ resource "aws_cloudwatch_log_group" "this" {
 
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:A dead-letter queue applies to asynchronous invocations; this function is invoked by an event source mapping, whose on-failure destination is configured below.
-  #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, S3, SQS); no VPC resources to reach.
+  #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, S3, SQS, DynamoDB); no VPC resources to reach.
   #checkov:skip=CKV_AWS_173:The environment holds names and URIs, no secrets.
   #checkov:skip=CKV_AWS_272:Code signing does not apply to container images.
   function_name                  = var.function_name
@@ -38,8 +24,15 @@ resource "aws_lambda_function" "this" {
   reserved_concurrent_executions = var.reserved_concurrency
   architectures                  = ["x86_64"]
 
+  dynamic "image_config" {
+    for_each = var.image_command == null ? [] : [var.image_command]
+    content {
+      command = image_config.value
+    }
+  }
+
   environment {
-    variables = local.environment
+    variables = var.environment
   }
 
   tracing_config {
@@ -67,8 +60,7 @@ resource "aws_lambda_event_source_mapping" "this" {
   maximum_retry_attempts             = var.maximum_retry_attempts
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
   function_response_types            = ["ReportBatchItemFailures"]
-  # Without a model every record would be retried until it expires: wait for a promotion.
-  enabled = var.model_uri != ""
+  enabled                            = var.enabled
 
   destination_config {
     on_failure {

@@ -1,5 +1,5 @@
 output "function_name" {
-  description = "The consumer function."
+  description = "The function."
   value       = aws_lambda_function.this.function_name
 }
 

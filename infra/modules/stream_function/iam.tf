@@ -1,5 +1,5 @@
-# Least privilege: read the input stream, write the output stream, read the model prefix,
-# send to the two queues, write its own logs and traces.
+# Least privilege: read the input stream, send to the two queues, write its own logs and
+# traces; everything else comes from the caller's policy_statements.
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -31,30 +31,6 @@ data "aws_iam_policy_document" "this" {
   }
 
   statement {
-    sid       = "WriteOutputStream"
-    actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
-    resources = [var.output_stream_arn]
-  }
-
-  statement {
-    sid       = "ReadModels"
-    actions   = ["s3:GetObject"]
-    resources = ["${var.model_bucket_arn}/${var.model_prefix}*"]
-  }
-
-  statement {
-    # Lets a missing model file answer 404 (a clear error) instead of 403.
-    sid       = "ListModelPrefix"
-    actions   = ["s3:ListBucket"]
-    resources = [var.model_bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.model_prefix}*"]
-    }
-  }
-
-  statement {
     sid       = "SendDeadLettersAndFailedBatches"
     actions   = ["sqs:SendMessage"]
     resources = [var.dead_letter_queue_arn, var.failed_batches_queue_arn]
@@ -71,6 +47,23 @@ data "aws_iam_policy_document" "this" {
     sid       = "WriteTraces"
     actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
     resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.policy_statements
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.actions
+      resources = statement.value.resources
+      dynamic "condition" {
+        for_each = statement.value.s3_prefix == null ? [] : [statement.value.s3_prefix]
+        content {
+          test     = "StringLike"
+          variable = "s3:prefix"
+          values   = ["${condition.value}*"]
+        }
+      }
+    }
   }
 }
 

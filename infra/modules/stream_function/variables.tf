@@ -9,6 +9,27 @@ variable "image_uri" {
   default     = null
 }
 
+variable "image_command" {
+  type        = list(string)
+  description = "Handler to run instead of the image's CMD (one image serves several functions)."
+  default     = null
+}
+
+variable "environment" {
+  type        = map(string)
+  description = "Environment variables: exactly what the handler reads."
+}
+
+variable "policy_statements" {
+  type = list(object({
+    sid       = string
+    actions   = list(string)
+    resources = list(string)
+    s3_prefix = optional(string) # limits s3:ListBucket to keys under this prefix
+  }))
+  description = "What the function may do beyond reading its stream, sending to its queues and logging."
+}
+
 variable "memory_mb" {
   type        = number
   description = "Memory (MB); CPU scales with it."
@@ -33,84 +54,25 @@ variable "log_retention_days" {
   default     = 30
 }
 
-variable "model_name" {
-  type        = string
-  description = "Registered model name, written into every prediction (MODEL_NAME)."
-}
-
-variable "prediction_field" {
-  type        = string
-  description = "Field of the prediction record that holds the value (PREDICTION_FIELD)."
-}
-
-variable "model_uri" {
-  type        = string
-  description = "S3 location of the MLflow model (MODEL_URI); empty keeps the mapping disabled."
-  default     = ""
-}
-
-variable "model_version" {
-  type        = string
-  description = "Registered version written into predictions (MODEL_VERSION)."
-  default     = ""
-}
-
-variable "publish_concurrency" {
-  type        = number
-  description = "Parallel PutRecords calls per batch (PUBLISH_CONCURRENCY)."
-  default     = 4
-}
-
-variable "dry_run" {
-  type        = bool
-  description = "Return predictions instead of publishing (DRY_RUN)."
-  default     = false
-}
-
 variable "input_stream_arn" {
   type        = string
   description = "Stream the event source mapping reads."
 }
 
-variable "output_stream_arn" {
-  type        = string
-  description = "Stream the function publishes to."
-}
-
-variable "output_stream_name" {
-  type        = string
-  description = "Name of the output stream (PREDICTIONS_STREAM_NAME)."
-}
-
-variable "model_bucket_arn" {
-  type        = string
-  description = "Bucket holding the model artifacts."
-}
-
-variable "model_prefix" {
-  type        = string
-  description = "Key prefix the function may read models from."
-  default     = "mlflow/"
-}
-
 variable "dead_letter_queue_arn" {
   type        = string
-  description = "Queue for malformed records."
-}
-
-variable "dead_letter_queue_url" {
-  type        = string
-  description = "URL of that queue (DEAD_LETTER_QUEUE_URL)."
-}
-
-variable "dead_letter_queue_name" {
-  type        = string
-  description = "Name of that queue, for the depth alarm."
+  description = "Queue for records that can never be processed."
 }
 
 variable "failed_batches_queue_arn" {
   type        = string
   description = "On-failure destination of the event source mapping."
+}
+
+variable "enabled" {
+  type        = bool
+  description = "Whether the event source mapping delivers (false while the function has nothing to serve)."
+  default     = true
 }
 
 variable "batch_size" {
