@@ -1,6 +1,6 @@
 """The consumers on `ride-events`: one code path, configured per model.
 
-Each runs as its own Lambda (one Terraform module block each) or, locally, as its own
+Each runs as its own Lambda (one entry in Terraform's `local.consumers`) or, locally, as its own
 event-source runner with its own checkpoints; they all publish to `ride-predictions`.
 """
 
