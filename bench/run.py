@@ -473,7 +473,8 @@ def format_results(r: dict) -> str:
             (rows1, mb1), (rows8, mb8) = b["memory"]
             lines += [
                 "",
-                f"Memory stays flat: scoring {rows1:,} rows took {mb1} MB above the process's baseline, "
+                f"Memory grows far slower than the input (record batches): scoring {rows1:,} rows took {mb1} MB above "
+                f"the process's baseline, "
                 f"{rows8:,} rows (the month 8 times over) {mb8} MB.",
             ]
     if "web" in r:
