@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from rides.local.stack import LOCAL_ENV, StackNames, create_resources, start_emulator, stop_process
+from rides.local.stack import LOCAL_ENV, StackNames, clients, create_resources, start_emulator, stop_process
 from tests.conftest import onnx_model_dir, trained, trips  # noqa: F401 - shared fixtures
 from tests.helpers import upload_dir
 
@@ -32,13 +32,7 @@ def emulator(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_uri(emulator, onnx_model_dir):  # noqa: F811
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=emulator.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = clients(emulator.env())["s3"]
     return upload_dir(s3, onnx_model_dir, "integration-models", "mlflow/1/models/m-it/artifacts")
 
 
@@ -59,7 +53,7 @@ def stack(emulator, model_uri, tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     created = create_resources(env, names)
-    clients = {name: boto3.client(name) for name in ("kinesis", "sqs", "s3")}
+    aws = {name: boto3.client(name) for name in ("kinesis", "sqs", "s3")}
     consumer_env = {
         **os.environ,
         **env,
@@ -73,7 +67,7 @@ def stack(emulator, model_uri, tmp_path, monkeypatch):
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
     }
-    return {"names": names, "created": created, "env": consumer_env, "tmp": tmp_path, **clients}
+    return {"names": names, "created": created, "env": consumer_env, "tmp": tmp_path, **aws}
 
 
 class Consumer:
@@ -128,13 +122,7 @@ def all_model_uris(emulator, trips, model_uri, tmp_path_factory):  # noqa: F811
     from rides.features import NUMERIC_FEATURES
     from rides.training import train
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=emulator.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = clients(emulator.env())["s3"]
     uris = {"ride-duration": model_uri}
     for spec in CONSUMERS.values():
         if spec.model_name in uris:

@@ -21,7 +21,7 @@ from rides.data import read_trips
 from rides.esm import EventSourceSettings
 from rides.local.producer import produce, ride_events
 from rides.local.reader import StreamReader, collect_predictions, drain_queue
-from rides.local.stack import create_resources, stop_process
+from rides.local.stack import clients, create_resources, stop_process
 from rides.resources import StackNames
 from tests.helpers import upload_dir
 
@@ -50,13 +50,7 @@ def localstack(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def ls_model_uri(localstack, onnx_model_dir):
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=localstack.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = clients(localstack.env())["s3"]
     return upload_dir(s3, onnx_model_dir, "ls-models", "mlflow/1/models/m-ls/artifacts")
 
 
