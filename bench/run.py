@@ -115,6 +115,8 @@ def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
                 "RIDES_MODEL_CACHE": cache,
                 # Publishing for real (to the emulator): the path Lambda runs.
                 "DRY_RUN": "false",
+                # Set by Lambda's runtime: the handler loads the model at import (init phase).
+                "AWS_LAMBDA_FUNCTION_NAME": "rides-consumer-bench",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",
             },

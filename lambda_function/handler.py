@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
+from rides.aws import lean_clients
 from rides.consumer import ConsumerConfig, process_records
 from rides.deadletter import DeadLetterSink
+from rides.model import ModelLoadError, get_model
 from rides.publish import KinesisPublisher
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
@@ -29,10 +30,33 @@ _clients: dict[str, object] = {}
 
 
 def _client(service: str):
-    # AWS_ENDPOINT_URL (boto3's standard variable) points these at an emulator.
-    if service not in _clients:
-        _clients[service] = boto3.client(service, config=_CLIENT_CONFIG)
+    # Both at once, from one session whose parsed data files are then freed (rides.aws).
+    # AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
+    if not _clients:
+        _clients.update(lean_clients(("kinesis", "sqs"), _CLIENT_CONFIG))
     return _clients[service]
+
+
+def warm_up(env) -> bool:
+    """Load the model during Lambda's init phase, before the first batch waits for it.
+
+    It also comes before the clients on purpose: the model loader's S3 client is freed
+    before they are built, which keeps the container's peak memory a few MB lower. A model
+    that cannot be loaded now is tried again, and reported, by the first batch.
+    """
+    try:
+        config = ConsumerConfig.from_env(env)
+        get_model(config.model_uri, name=config.model_name, version=config.model_version)
+    except (ValueError, ModelLoadError) as exc:
+        logger.warning("model not loaded at start-up; the first batch will try again", extra={"error": str(exc)})
+        return False
+    return True
+
+
+# Only inside a Lambda container (the runtime sets the function name): importing the module
+# elsewhere (tests, the local runner serving several consumers) must not fetch a model.
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("MODEL_URI"):
+    warm_up(os.environ)
 
 
 def lambda_handler(event, context):

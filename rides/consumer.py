@@ -7,11 +7,13 @@ succeed), or reported in `batchItemFailures` (it may succeed on a later try).
 from __future__ import annotations
 
 import logging
-import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from rides.deadletter import DeadLetter, DeadLetterSink
 from rides.events import InvalidEvent, RideEvent, json_bytes, parse_record_data
@@ -96,17 +98,18 @@ class _Item:
 
 def _item(record: Mapping) -> tuple[_Item, str | None]:
     """Pull the parts we need out of a Lambda Kinesis record; a broken envelope is a reason."""
-    kinesis = record.get("kinesis") if isinstance(record, Mapping) else None
-    if not isinstance(kinesis, Mapping):
+    kinesis = record.get("kinesis") if type(record) is dict or isinstance(record, Mapping) else None
+    if type(kinesis) is not dict and not isinstance(kinesis, Mapping):
         return _Item(None, "", "", None), "record has no kinesis object"
-    event_id = record.get("eventID") or ""
+    event_id = record.get("eventID")
     item = _Item(
         kinesis.get("sequenceNumber"),
-        event_id.split(":", 1)[0] if isinstance(event_id, str) else "",
-        kinesis.get("data", ""),
+        # One string per shard, not one per record: a 10,000-record batch holds them all.
+        sys.intern(event_id.partition(":")[0]) if type(event_id) is str else "",
+        kinesis.get("data"),
         kinesis.get("approximateArrivalTimestamp"),
     )
-    if not isinstance(item.data, str) or not item.data:
+    if type(item.data) is not str or not item.data:
         return item, "record has no kinesis.data"
     return item, None
 
@@ -146,7 +149,7 @@ def process_records(
 
     retry_later: list[_Item] = []
     out_records: list[tuple[str, bytes]] = []
-    out_items: list[_Item] = []
+    out_items: list[_Item] = []  # out_records[i] came from out_items[i]
     predictions: list[dict] = []
     if valid:
         try:
@@ -160,22 +163,26 @@ def process_records(
         if model is not None:
             report.model_version = model.version
             values = model.predict(features_from_events([item.event for item in valid]))
-            field_name = config.prediction_field
+            finite = np.isfinite(values)
+            if not finite.all():
+                letters.extend(
+                    (item, f"model returned a non-finite prediction ({value})")
+                    for item, value, ok in zip(valid, values.tolist(), finite.tolist(), strict=True)
+                    if not ok
+                )
+                valid, values = [item for item, ok in zip(valid, finite.tolist(), strict=True) if ok], values[finite]
+            field_name, name, version = config.prediction_field, model.name, model.version
             for item, value in zip(valid, values.tolist(), strict=True):
-                if not math.isfinite(value):
-                    letters.append((item, f"model returned a non-finite prediction ({value})"))
-                    continue
-                prediction = {"ride_id": item.event.ride_id, field_name: value}
                 record = {
-                    "model": model.name,
-                    "version": model.version,
-                    "prediction": prediction,
+                    "model": name,
+                    "version": version,
+                    "prediction": {"ride_id": item.event.ride_id, field_name: value},
                     "source": _source(item),
                 }
                 if config.dry_run:
                     predictions.append(record)
                 out_records.append((item.event.partition_key, json_bytes(record)))
-                out_items.append(item)
+            out_items = valid
             report.predicted = len(out_records)
 
     if out_records and not config.dry_run:

@@ -56,9 +56,8 @@ def decode_json(raw: bytes) -> Any:
 
 
 def _zone(ride: dict, field: str) -> int:
+    """The slow path: `validate_event` checks the common case (an int in range) inline."""
     value = ride.get(field)
-    if type(value) is int and MIN_ZONE <= value <= MAX_ZONE:  # the common case, checked cheaply
-        return value
     if value is None:
         raise InvalidEvent(f"ride.{field} is required")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -74,9 +73,8 @@ def _zone(ride: dict, field: str) -> int:
 
 
 def _distance(ride: dict) -> float:
+    """The slow path: `validate_event` checks the common case (a finite float >= 0) inline."""
     value = ride.get("trip_distance")
-    if type(value) is float and 0 <= value < math.inf:  # the common case (NaN fails both)
-        return value
     if value is None:
         raise InvalidEvent("ride.trip_distance is required")
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -140,14 +138,15 @@ def validate_event(obj: Any) -> RideEvent:
     ride = obj.get("ride")
     if not isinstance(ride, dict):
         raise InvalidEvent("ride must be a JSON object")
-    return RideEvent(
-        ride_id,
-        _zone(ride, "PULocationID"),
-        _zone(ride, "DOLocationID"),
-        _distance(ride),
-        _pickup(ride),
-        _passengers(ride),
-    )
+    # The common cases inline: this runs for every record on the consumer's hot path.
+    pu, do, distance = ride.get("PULocationID"), ride.get("DOLocationID"), ride.get("trip_distance")
+    if type(pu) is not int or not MIN_ZONE <= pu <= MAX_ZONE:
+        pu = _zone(ride, "PULocationID")
+    if type(do) is not int or not MIN_ZONE <= do <= MAX_ZONE:
+        do = _zone(ride, "DOLocationID")
+    if type(distance) is not float or not 0 <= distance < math.inf:  # NaN fails both
+        distance = _distance(ride)
+    return RideEvent(ride_id, pu, do, distance, _pickup(ride), _passengers(ride))
 
 
 def parse_record_data(data: str | bytes) -> RideEvent:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -144,13 +145,23 @@ def features_from_events(events: Sequence[RideEvent]) -> RideFeatures:
         *((e.pu_location_id, e.do_location_id, e.trip_distance, e.pickup_datetime, e.passenger_count) for e in events),
         strict=True,
     )
-    return build_features(
-        np.fromiter(pu, dtype=np.int64, count=len(events)),
-        np.fromiter(do, dtype=np.int64, count=len(events)),
-        np.fromiter(dist, dtype=np.float64, count=len(events)),
-        np.array(pickup, dtype="datetime64[s]"),
-        np.array([np.nan if p is None else p for p in passengers], dtype=np.float64),
+    n = len(events)
+    # Seconds since the epoch by timedelta arithmetic: numpy converts datetime objects ~6x slower.
+    pickup_seconds = np.fromiter(
+        (_NAT if moment is None else (moment - _EPOCH) // _SECOND for moment in pickup), dtype=np.int64, count=n
     )
+    return build_features(
+        np.fromiter(pu, dtype=np.int64, count=n),
+        np.fromiter(do, dtype=np.int64, count=n),
+        np.fromiter(dist, dtype=np.float64, count=n),
+        pickup_seconds.view("datetime64[s]"),
+        np.fromiter((np.nan if p is None else p for p in passengers), dtype=np.float64, count=n),
+    )
+
+
+_EPOCH = datetime(1970, 1, 1)
+_SECOND = timedelta(seconds=1)
+_NAT = np.iinfo(np.int64).min  # numpy's NaT as an int64
 
 
 def features_from_frame(frame) -> RideFeatures:

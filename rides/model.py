@@ -14,6 +14,7 @@ flavor needs.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
@@ -57,9 +58,9 @@ def _cache_dir() -> Path:
 
 
 def _s3_client():
-    import boto3
+    from rides.aws import short_lived_client
 
-    return boto3.client("s3")
+    return short_lived_client("s3")
 
 
 def _fetch(uri: str, relative: str, s3=None) -> Path:
@@ -157,7 +158,19 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
     if not uri:
         raise ModelLoadError("cannot load model: MODEL_URI is not set")
     location = resolve_registry_uri(uri) if uri.startswith("models:/") else uri
-    s3 = _s3_client() if location.startswith("s3://") else None
+    if not location.startswith("s3://"):
+        return _load(uri, location, None, name, version)
+    s3 = _s3_client()
+    try:
+        return _load(uri, location, s3, name, version)
+    finally:
+        # The S3 client and what botocore parsed for it (~12 MB) are needed only at start-up:
+        # free them before the first batch needs the memory.
+        del s3
+        gc.collect()
+
+
+def _load(uri: str, location: str, s3, name: str, version: str | None) -> LoadedModel:
     try:
         spec = yaml.safe_load(_fetch(location, "MLmodel", s3).read_text())
     except yaml.YAMLError as exc:

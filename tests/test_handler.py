@@ -109,6 +109,28 @@ def test_model_that_cannot_load_names_the_uri_and_retries_the_batch(stack, monke
     assert "cannot load model from s3://rides-models-stg/no/such/model" in caplog.text
 
 
+def test_warm_up_loads_the_model_the_first_batch_uses(stack, monkeypatch):
+    import os
+
+    from rides import model as model_module
+
+    assert handler_module.warm_up(os.environ)
+    (loaded,) = model_module._cache.values()
+    monkeypatch.setattr(model_module, "load_model", lambda *a, **k: pytest.fail("loaded twice"))
+    assert lambda_handler(kinesis_event([ride(1)]), FakeContext()) == {"batchItemFailures": []}
+    assert read_stream(stack["kinesis"], "ride-predictions")[0]["version"] == loaded.version == "7"
+
+
+def test_warm_up_with_a_broken_model_leaves_it_to_the_first_batch(stack, monkeypatch, caplog):
+    import os
+
+    monkeypatch.setenv("MODEL_URI", "s3://rides-models-stg/no/such/model")
+    assert not handler_module.warm_up(os.environ)
+    assert "model not loaded at start-up" in caplog.text
+    response = lambda_handler(kinesis_event([ride(1)]), FakeContext())
+    assert len(response["batchItemFailures"]) == 1
+
+
 def test_zoomcamp_sklearn_model_works_unchanged(stack, zoomcamp_model_dir, monkeypatch):
     uri = upload_dir(stack["s3"], zoomcamp_model_dir, "zoomcamp-models", "1/abc/artifacts/model")
     monkeypatch.setenv("MODEL_URI", uri)

@@ -121,7 +121,8 @@ def _handler_reads(module: str = "handler.py") -> set[str]:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-    return names
+    # Lambda's runtime sets its reserved variables (AWS_LAMBDA_FUNCTION_NAME, ...) itself.
+    return {name for name in names if not name.startswith("AWS_LAMBDA_")}
 
 
 def test_lambda_environment_is_exactly_what_the_handler_reads():
