@@ -146,3 +146,28 @@ def test_zoomcamp_sklearn_model_works_unchanged(stack, zoomcamp_model_dir, monke
 def test_random_bytes_never_escape_the_handler(stack, payloads):
     response = lambda_handler(kinesis_event(payloads), FakeContext())
     assert response["batchItemFailures"] == []
+
+
+def test_a_non_finite_prediction_is_dead_lettered_and_the_rest_published_in_order(stack):
+    import numpy as np
+
+    from rides.consumer import ConsumerConfig, process_records
+    from rides.deadletter import DeadLetterSink
+    from rides.model import LoadedModel
+    from rides.publish import KinesisPublisher
+
+    model = LoadedModel("s3://m", "ride-duration", "3", "onnx", (), lambda f: np.array([4.0, np.inf, 6.0, np.nan]))
+    config = ConsumerConfig(model_uri="s3://m", predictions_stream_name="ride-predictions")
+    response, report = process_records(
+        kinesis_event([ride(1), ride(2), ride(1), ride(3)])["Records"],
+        config,
+        publisher=KinesisPublisher(stack["kinesis"], "ride-predictions", concurrency=1),
+        dead_letters=DeadLetterSink(stack["sqs"], stack["dlq"]),
+        load_model=lambda *a, **k: model,
+    )
+    assert response == {"batchItemFailures": []}
+    assert (report.predicted, report.published, report.dead_lettered) == (2, 2, 2)
+    out = read_stream(stack["kinesis"], "ride-predictions")
+    assert [(r["prediction"]["ride_id"], r["prediction"]["ride_duration"]) for r in out] == [(1, 4.0), (1, 6.0)]
+    reasons = sorted(letter["error"] for letter in drain_queue(stack["sqs"], stack["dlq"]))
+    assert reasons == ["model returned a non-finite prediction (inf)", "model returned a non-finite prediction (nan)"]
