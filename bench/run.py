@@ -104,6 +104,38 @@ print(json.dumps({"import_s": t_import, "cold_start_s": t_first,
 """
 
 
+# The fast path in a process holding only what a Lambda container holds (not the bench's
+# training and MLflow imports), timed batch by batch: best and median of the repeats.
+FAST_PATH = r"""
+import json, sys, time
+from lambda_function.handler import lambda_handler
+event = json.load(open(sys.argv[1]))
+class C:
+    def get_remaining_time_in_millis(self): return 300000
+lambda_handler(event, C())
+times = []
+for _ in range(int(sys.argv[2])):
+    started = time.perf_counter()
+    lambda_handler(event, C())
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def fast_path(env: dict, event_file: Path, n_records: int, repeats: int = 15) -> tuple[float, float]:
+    """(best, median) records/s of decode → validate → predict → encode, without publishing."""
+    out = subprocess.run(
+        [sys.executable, "-c", FAST_PATH, str(event_file), str(repeats)],
+        env={**env, "DRY_RUN": "true", "AWS_LAMBDA_FUNCTION_NAME": "rides-consumer-bench"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    times = json.loads(out.stdout.strip().splitlines()[-1])
+    return n_records / min(times), n_records / statistics.median(times)
+
+
 def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
     results = []
     for _ in range(runs):
@@ -329,9 +361,9 @@ def main() -> None:
         from lambda_function.handler import lambda_handler
 
         print("fast path (decode → validate → predict → encode, no publish) ...", flush=True)
-        os.environ["DRY_RUN"] = "true"
-        lambda_handler(event, Context())
-        results["fast_path_records_per_s"] = best_rate(lambda: lambda_handler(event, Context()), BATCH)
+        results["fast_path_records_per_s"], results["fast_path_median_records_per_s"] = fast_path(
+            {**os.environ}, event_file, BATCH
+        )
 
         print("course reference handler (pyfunc predict per record) ...", flush=True)
         import mlflow.pyfunc
@@ -415,7 +447,7 @@ def format_results(r: dict) -> str:
     rows = [
         (
             "decode → validate → predict → encode (10,000-record batch, no publish)",
-            f"{r['fast_path_records_per_s']:,.0f} records/s",
+            f"{r['fast_path_records_per_s']:,.0f} records/s (median {r['fast_path_median_records_per_s']:,.0f})",
             "≥ 100,000 records/s",
             f"{r['reference_records_per_s']:,.0f} records/s",
         ),

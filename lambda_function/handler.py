@@ -5,6 +5,7 @@ Clients and the model are created once per container and reused across invocatio
 
 from __future__ import annotations
 
+import gc
 import os
 
 from aws_lambda_powertools import Logger, Metrics
@@ -57,6 +58,10 @@ def warm_up(env) -> bool:
 # elsewhere (tests, the local runner serving several consumers) must not fetch a model.
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("MODEL_URI"):
     warm_up(os.environ)
+    # What init built (modules, the model) lives as long as the container: keep the cycle
+    # collector from scanning it again in every full collection. A 10,000-record batch
+    # triggers one, which took ~35 of its ~130 ms; frozen, ~4.
+    gc.freeze()
 
 
 def lambda_handler(event, context):

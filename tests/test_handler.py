@@ -171,3 +171,33 @@ def test_a_non_finite_prediction_is_dead_lettered_and_the_rest_published_in_orde
     assert [(r["prediction"]["ride_id"], r["prediction"]["ride_duration"]) for r in out] == [(1, 4.0), (1, 6.0)]
     reasons = sorted(letter["error"] for letter in drain_queue(stack["sqs"], stack["dlq"]))
     assert reasons == ["model returned a non-finite prediction (inf)", "model returned a non-finite prediction (nan)"]
+
+
+def test_in_a_lambda_container_the_model_is_loaded_and_frozen_at_init(onnx_model_dir):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import gc, json\n"
+        "from lambda_function import handler\n"
+        "from rides import model\n"
+        "print(json.dumps([len(model._cache), gc.get_freeze_count()]))\n"
+    )
+
+    def init(**env) -> list[int]:
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "DRY_RUN": "true", "MODEL_URI": str(onnx_model_dir), **env},
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    cached, frozen = init(AWS_LAMBDA_FUNCTION_NAME="ride-duration-consumer")
+    assert cached == 1 and frozen > 10_000
+    assert init() == [0, 0]  # anywhere else importing the handler loads nothing
