@@ -201,3 +201,20 @@ def test_in_a_lambda_container_the_model_is_loaded_and_frozen_at_init(onnx_model
     cached, frozen = init(AWS_LAMBDA_FUNCTION_NAME="ride-duration-consumer")
     assert cached == 1 and frozen > 10_000
     assert init() == [0, 0]  # anywhere else importing the handler loads nothing
+
+
+def test_cycle_collection_is_paused_only_while_a_batch_is_decoded_and_resumed_after_errors():
+    import gc
+
+    from rides.consumer import _cycle_collection_paused
+
+    assert gc.isenabled()
+    with _cycle_collection_paused():
+        assert not gc.isenabled()
+        with _cycle_collection_paused():  # another batch meanwhile: leaves it to the first
+            pass
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _cycle_collection_paused():
+        raise RuntimeError("boom")
+    assert gc.isenabled()
