@@ -107,7 +107,9 @@ class KinesisPublisher:
                 if stored:
                     backoff.attempts = 0  # the attempt budget is for failures in a row
                 if unsent and (fatal or not backoff.wait()):
-                    result.failed.extend(unsent)
+                    # Out of time or tries: the unsent and the records that were next in line
+                    # behind a stored one go back to the caller, never silently nowhere.
+                    result.failed.extend(unsent + following)
                     break
                 wave = sorted(unsent + following) if following else unsent
         for queue in waiting.values():

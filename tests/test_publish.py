@@ -2,6 +2,8 @@ from collections import Counter
 
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rides.publish import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisPublisher, chunk
 from rides.retry import Backoff
@@ -144,3 +146,35 @@ def test_concurrency_does_not_change_the_outcome(concurrency):
     client = FlakyKinesis(lambda call, recs: {1} if call % 2 == 0 else set())
     result = KinesisPublisher(client, "s", concurrency=concurrency, backoff=no_sleep_backoff).publish(records(2000))
     assert result.sent == 2000 and Counter(k for k, _ in client.stored) == Counter(str(i) for i in range(2000))
+
+
+def test_records_waiting_behind_a_stored_one_are_reported_when_time_runs_out():
+    # b's record is throttled and time is up after the first call: a's second record, next in
+    # line behind the stored first one, was never sent and must come back as failed.
+    data = [("a", b"a1"), ("a", b"a2"), ("b", b"b1")]
+    client = FlakyKinesis(lambda call, recs: {i for i, r in enumerate(recs) if r["PartitionKey"] == "b"})
+    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(data, time_left=lambda: 0.0)
+    assert client.stored == [("a", b"a1")]
+    assert result.sent == 1 and result.failed == [1, 2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 5), min_size=1, max_size=40),
+    throttled=st.sets(st.integers(0, 39)),
+    calls_before_time_is_up=st.integers(0, 6),
+)
+def test_every_record_is_sent_once_in_key_order_or_reported(keys, throttled, calls_before_time_is_up):
+    """Whatever fails and whenever time runs out: each record is stored once or reported
+    failed (never both, never neither), and per key the stored ones are a prefix in order."""
+    data = [(str(key), f"{i}".encode()) for i, key in enumerate(keys)]
+    client = FlakyKinesis(lambda call, recs: {j for j, r in enumerate(recs) if int(r["Data"]) in throttled})
+    result = KinesisPublisher(client, "s", concurrency=2, backoff=no_sleep_backoff).publish(
+        data, time_left=lambda: 1.0 if len(client.calls) < calls_before_time_is_up else 0.0
+    )
+    stored = [int(d) for _, d in client.stored]
+    assert len(stored) == len(set(stored)) == result.sent
+    assert sorted(stored + result.failed) == list(range(len(data)))
+    for key in set(keys):
+        mine = [i for i, k in enumerate(keys) if k == key]
+        assert [i for i in stored if keys[i] == key] == mine[: len([i for i in stored if keys[i] == key])]
