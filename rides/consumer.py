@@ -108,7 +108,7 @@ def _item(record: Mapping) -> tuple[_Item, str | None]:
         kinesis.get("sequenceNumber"),
         # One string per shard, not one per record: a 10,000-record batch holds them all.
         sys.intern(event_id.partition(":")[0]) if type(event_id) is str else "",
-        kinesis.get("data"),
+        kinesis.get("data", ""),
         kinesis.get("approximateArrivalTimestamp"),
     )
     if type(item.data) is not str or not item.data:
