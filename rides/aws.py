@@ -26,14 +26,14 @@ def lean_clients(services: Iterable[str], config: Config | None = None) -> dict[
     session = boto3.session.Session()
     made = {service: session.client(service, config=config) for service in services}
     for client in made.values():
-        release_parsed_files(client)
+        _release_parsed_files(client)
     del session
     # A botocore session's parts refer to each other: only the cycle collector frees them.
     gc.collect()
     return made
 
 
-def release_parsed_files(client) -> None:
+def _release_parsed_files(client) -> None:
     """Empty the loader cache a client holds (shared with its session's other clients)."""
     cache = getattr(getattr(client, "_loader", None), "_cache", None)
     if isinstance(cache, dict):  # botocore's instance_cache; anything else: keep, cost only memory

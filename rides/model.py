@@ -57,14 +57,8 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("RIDES_MODEL_CACHE", Path(tempfile.gettempdir()) / "rides-models"))
 
 
-def _s3_client():
-    from rides.aws import short_lived_client
-
-    return short_lived_client("s3")
-
-
 def _fetch(uri: str, relative: str, s3=None) -> Path:
-    """Return a local path for `relative` inside the model directory at `uri`."""
+    """Return a local path for `relative` inside the model directory at `uri` (`s3`: the client for s3:// URIs)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         path = Path(parsed.path if parsed.scheme else uri) / relative
@@ -85,7 +79,7 @@ def _fetch(uri: str, relative: str, s3=None) -> Path:
         tmp = local.with_suffix(local.suffix + ".part")
         # get_object, not download_file: the transfer manager's thread pool and buffers cost
         # hundreds of MB of peak memory for a file of a few MB.
-        body = (s3 or _s3_client()).get_object(Bucket=bucket, Key=key)["Body"]
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         with tmp.open("wb") as handle:
             for block in body.iter_chunks(1 << 20):
                 handle.write(block)
@@ -160,7 +154,9 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
     location = resolve_registry_uri(uri) if uri.startswith("models:/") else uri
     if not location.startswith("s3://"):
         return _load(uri, location, None, name, version)
-    s3 = _s3_client()
+    from rides.aws import short_lived_client
+
+    s3 = short_lived_client("s3")
     try:
         return _load(uri, location, s3, name, version)
     finally:
