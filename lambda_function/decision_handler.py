@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from aws_lambda_powertools import Logger
 from botocore.config import Config
 
+from rides.aws import lean_clients
 from rides.deadletter import DeadLetterSink
 from rides.decision import DecisionConfig, DecisionStore, process_predictions, sweep
 from rides.publish import KinesisPublisher
@@ -22,11 +22,11 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeou
 _resources: dict[str, object] = {}
 
 
-def _get(kind: str, name: str):
-    if (kind, name) not in _resources:
-        factory = boto3.resource if kind == "resource" else boto3.client
-        _resources[(kind, name)] = factory(name, config=_CONFIG)
-    return _resources[(kind, name)]
+def _aws(service: str):
+    # All three at once, from one session whose parsed data files are then freed (rides.aws).
+    if not _resources:
+        _resources.update(lean_clients(("kinesis", "sqs"), _CONFIG, resources=("dynamodb",)))
+    return _resources[service]
 
 
 def lambda_handler(event, context):
@@ -44,8 +44,8 @@ def handler_for(env: dict[str, str]):
 
 def handle(event, context, env):
     config = DecisionConfig.from_env(env)
-    store = DecisionStore(_get("resource", "dynamodb").Table(config.table_name), config.retention_days)
-    publisher = KinesisPublisher(_get("client", "kinesis"), config.decisions_stream_name, concurrency=2)
+    store = DecisionStore(_aws("dynamodb").Table(config.table_name), config.retention_days)
+    publisher = KinesisPublisher(_aws("kinesis"), config.decisions_stream_name, concurrency=2)
 
     def time_left() -> float:
         return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
@@ -55,7 +55,7 @@ def handle(event, context, env):
         logger.info("sweep", extra={"sweep": result})
         return result
     dead_letters = DeadLetterSink(
-        _get("client", "sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+        _aws("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
     response, report = process_predictions(
         event["Records"], config, store=store, publisher=publisher, dead_letters=dead_letters, time_left=time_left

@@ -7,6 +7,7 @@ import tracemalloc
 
 import boto3
 import botocore.session
+import pytest
 
 from rides.aws import lean_clients
 from rides.model import load_model
@@ -42,6 +43,24 @@ def test_lean_clients_work_and_keep_less_than_half_of_what_a_session_keeps(aws):
     # A paginator needs a file that was released: it is loaded again.
     pages = list(made["kinesis"].get_paginator("list_streams").paginate())
     assert pages[0]["StreamNames"] == ["s"]
+
+
+def test_lean_resources_work_too(aws):
+    made = lean_clients(["sqs"], resources=["dynamodb"])
+    dynamodb = made["dynamodb"]
+    assert dynamodb.meta.client._loader._cache == {}
+    dynamodb.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table = dynamodb.Table("t")
+    with table.batch_writer() as batch:
+        batch.put_item(Item={"k": "a", "v": 1})
+    assert table.get_item(Key={"k": "a"})["Item"] == {"k": "a", "v": 1}
+    with pytest.raises(ValueError, match="both a client and a resource"):
+        lean_clients(["dynamodb"], resources=["dynamodb"])
 
 
 def test_loading_a_model_from_s3_leaves_no_botocore_session_behind(aws, onnx_model_dir, monkeypatch):
