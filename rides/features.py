@@ -58,6 +58,15 @@ def borough_by_zone() -> np.ndarray:
     return table
 
 
+@cache
+def airport_by_zone() -> np.ndarray:
+    """Array indexed by zone id (0..265): 1.0 for an airport zone. Indexing costs ~1 µs where
+    np.isin costs ~10, which is most of the features of a single-ride web request."""
+    table = np.zeros(MAX_ZONE + 1, dtype=np.float64)
+    table[list(AIRPORT_ZONES)] = 1.0
+    return table
+
+
 @dataclass(frozen=True)
 class RideFeatures:
     """Columnar features for a batch of rides; one row per ride."""
@@ -108,7 +117,7 @@ def build_features(
     pu = np.asarray(pu_location_id, dtype=np.int64)
     do = np.asarray(do_location_id, dtype=np.int64)
     n = len(pu)
-    boroughs = borough_by_zone()
+    boroughs, airports = borough_by_zone(), airport_by_zone()
     if pickup_datetime is None:
         hour = np.full(n, np.nan)
         dow = np.full(n, np.nan)
@@ -131,7 +140,7 @@ def build_features(
             "PU_borough": boroughs[pu],
             "DO_borough": boroughs[do],
             "same_zone": (pu == do).astype(np.float64),
-            "airport": (np.isin(pu, AIRPORT_ZONES) | np.isin(do, AIRPORT_ZONES)).astype(np.float64),
+            "airport": np.maximum(airports[pu], airports[do]),
             "passenger_count": passengers,
         }
     )

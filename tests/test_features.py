@@ -57,3 +57,15 @@ def test_events_and_frames_give_the_same_features():
 
 def test_empty_batch():
     assert len(features_from_events([])) == 0
+
+
+def test_airport_flag_for_every_pair_of_zones():
+    import numpy as np
+
+    from rides.features import AIRPORT_ZONES, build_features
+
+    pu = np.arange(1, 266).repeat(265)
+    do = np.tile(np.arange(1, 266), 265)
+    airport = build_features(pu, do, np.ones(len(pu))).columns["airport"]
+    expected = [float(p in AIRPORT_ZONES or d in AIRPORT_ZONES) for p, d in zip(pu.tolist(), do.tolist(), strict=True)]
+    assert airport.tolist() == expected
