@@ -10,9 +10,8 @@ import os
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.config import Config
 
-from rides.aws import lean_clients
+from rides.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
 from rides.consumer import ConsumerConfig, process_records
 from rides.deadletter import DeadLetterSink
 from rides.model import ModelLoadError, get_model
@@ -21,12 +20,6 @@ from rides.publish import KinesisPublisher
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides"))
 
-# Leave this much of the Lambda's time for reporting back instead of retrying.
-RESERVE_SECONDS = 2.0
-# Our own backoff loop retries failed entries; botocore only retries whole calls, briefly.
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10, max_pool_connections=16
-)
 _clients: dict[str, object] = {}
 
 
@@ -34,7 +27,7 @@ def _client(service: str):
     # Both at once, from one session whose parsed data files are then freed (rides.aws).
     # AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
     if not _clients:
-        _clients.update(lean_clients(("kinesis", "sqs"), _CLIENT_CONFIG))
+        _clients.update(lean_clients(("kinesis", "sqs"), LAMBDA_CLIENT_CONFIG))
     return _clients[service]
 
 
@@ -109,6 +102,8 @@ def handle(event, context, env):
         ("DeadLettered", report.dead_lettered),
         ("Failed", report.failed),
         ("Retries", report.retries),
+        # 1 for a batch the model could not serve (it loaded wrong or not at all): alarmed on.
+        ("ModelFaults", int(bool(report.errors.get("ModelFault") or report.errors.get("ModelLoadError")))),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=report.seconds)

@@ -17,6 +17,21 @@ from collections.abc import Iterable
 import boto3
 from botocore.config import Config
 
+# The clients of the Lambda handlers. Each call makes one attempt of at most 1 s to connect and
+# 2 s to read: our own loops retry (rides.retry.Backoff), and only while the invocation has
+# time left, so no call can run past the function's timeout. botocore's defaults (60 s reads,
+# retried) could; a PutRecords of 500 records takes ~50-200 ms inside a region.
+LAMBDA_CALL_SECONDS = 3.0
+LAMBDA_CLIENT_CONFIG = Config(
+    connect_timeout=1,
+    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 1},
+    max_pool_connections=16,
+)
+# What a handler keeps of its time for calls under way and for answering: `time_left()` is the
+# remaining time minus this, and no call starts once it is not positive.
+RESERVE_SECONDS = LAMBDA_CALL_SECONDS + 0.5
+
 
 def lean_clients(
     services: Iterable[str], config: Config | None = None, *, resources: Iterable[str] = ()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rides.deadletter import DeadLetter, DeadLetterSink
-from rides.events import InvalidEvent, RideEvent, json_bytes, parse_record_data
-from rides.features import features_from_events
+from rides.deadletter import DeadLetterSink
+from rides.events import json_bytes, parse_record_data
+from rides.features import RideFeatures, features_from_events
+from rides.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
 from rides.model import LoadedModel, ModelLoadError, get_model
 from rides.publish import KinesisPublisher
 
@@ -89,41 +89,6 @@ class BatchReport:
         return asdict(self)
 
 
-@dataclass(slots=True)
-class _Item:
-    sequence_number: str | None
-    shard_id: str
-    data: str
-    arrival: float | None
-    event: RideEvent | None = None
-
-
-def _item(record: Mapping) -> tuple[_Item, str | None]:
-    """Pull the parts we need out of a Lambda Kinesis record; a broken envelope is a reason."""
-    kinesis = record.get("kinesis") if type(record) is dict or isinstance(record, Mapping) else None
-    if type(kinesis) is not dict and not isinstance(kinesis, Mapping):
-        return _Item(None, "", "", None), "record has no kinesis object"
-    event_id = record.get("eventID")
-    item = _Item(
-        kinesis.get("sequenceNumber"),
-        # One string per shard, not one per record: a 10,000-record batch holds them all.
-        sys.intern(event_id.partition(":")[0]) if type(event_id) is str else "",
-        kinesis.get("data", ""),
-        kinesis.get("approximateArrivalTimestamp"),
-    )
-    if type(item.data) is not str or not item.data:
-        return item, "record has no kinesis.data"
-    return item, None
-
-
-def _source(item: _Item) -> dict:
-    return {
-        "shard_id": item.shard_id,
-        "sequence_number": item.sequence_number,
-        "approximate_arrival_timestamp": item.arrival,
-    }
-
-
 @contextmanager
 def _cycle_collection_paused():
     """Decoding, predicting and encoding a batch allocate ~7 containers per record and no
@@ -140,51 +105,67 @@ def _cycle_collection_paused():
         gc.enable()
 
 
-def _decode(records: Sequence[Mapping]) -> tuple[list[_Item], list[tuple[_Item, str]]]:
-    """(valid items, dead letters with their reasons), in input order."""
-    valid: list[_Item] = []
-    letters: list[tuple[_Item, str]] = []
-    for record in records:
-        item, problem = _item(record)
-        if problem is None:
-            try:
-                item.event = parse_record_data(item.data)
-            except InvalidEvent as exc:
-                problem = str(exc)
-        if problem is None:
-            valid.append(item)
+class ModelFault(RuntimeError):
+    """The model loaded but cannot serve this build's features (a missing feature column, an
+    ONNX input mismatch, a wrong output shape): no record is at fault, so the batch is
+    reported for a retry as a whole instead of being bisected record by record."""
+
+
+# Causes already logged with their traceback by this process (a Lambda container): a broken
+# model fails every batch, and one traceback says all there is to say.
+_model_faults_logged: set[str] = set()
+
+
+def _features(batch: KinesisBatch, valid: list[BatchRecord]) -> tuple[list[BatchRecord], RideFeatures]:
+    """Features of the whole batch in one call; if a record breaks that call, each record
+    alone, and the ones that fail are dead-lettered with the reason."""
+    try:
+        return valid, features_from_events([item.value for item in valid])
+    except Exception as exc:
+        batch.log_unexpected(exc, "building features", valid)
+    kept: list[BatchRecord] = []
+    for item in valid:
+        try:
+            features_from_events([item.value])
+        except Exception as exc:
+            batch.dead_letter(item, f"cannot build features: {type(exc).__name__}: {exc}")
         else:
-            letters.append((item, problem))
-    return valid, letters
+            kept.append(item)
+    return kept, features_from_events([item.value for item in kept])
 
 
 def _predict(
-    valid: list[_Item], model: LoadedModel, config: ConsumerConfig, letters: list[tuple[_Item, str]]
-) -> tuple[list[tuple[str, bytes]], list[_Item], list[dict]]:
-    """(output records, the items they came from, the records as dicts in a dry run); a
+    batch: KinesisBatch, valid: list[BatchRecord], model: LoadedModel, config: ConsumerConfig
+) -> tuple[list[tuple[str, bytes]], list[BatchRecord], list[dict]]:
+    """(output records, the records they came from, the records as dicts in a dry run); a
     non-finite prediction becomes a dead letter."""
-    values = model.predict(features_from_events([item.event for item in valid]))
+    valid, features = _features(batch, valid)
+    try:
+        values = model.predict(features)
+    except Exception as exc:
+        raise ModelFault(f"{type(exc).__name__}: {exc}") from exc
+    if values.shape != (len(valid),):
+        raise ModelFault(f"model returned {values.shape[0] if values.ndim else 0} values for {len(valid)} rides")
     finite = np.isfinite(values)
     if not finite.all():
-        letters.extend(
-            (item, f"model returned a non-finite prediction ({value})")
-            for item, value, ok in zip(valid, values.tolist(), finite.tolist(), strict=True)
-            if not ok
-        )
+        for item, value, ok in zip(valid, values.tolist(), finite.tolist(), strict=True):
+            if not ok:
+                batch.dead_letter(item, f"model returned a non-finite prediction ({value})")
         valid, values = [item for item, ok in zip(valid, finite.tolist(), strict=True) if ok], values[finite]
     out_records: list[tuple[str, bytes]] = []
     predictions: list[dict] = []
     field_name, name, version = config.prediction_field, model.name, model.version
     for item, value in zip(valid, values.tolist(), strict=True):
+        event = item.value
         record = {
             "model": name,
             "version": version,
-            "prediction": {"ride_id": item.event.ride_id, field_name: value},
-            "source": _source(item),
+            "prediction": {"ride_id": event.ride_id, field_name: value},
+            "source": item.source(),
         }
         if config.dry_run:
             predictions.append(record)
-        out_records.append((item.event.partition_key, json_bytes(record)))
+        out_records.append((event.partition_key, json_bytes(record)))
     return out_records, valid, predictions
 
 
@@ -198,59 +179,70 @@ def process_records(
     load_model: Callable[..., LoadedModel] = get_model,
 ) -> tuple[dict, BatchReport]:
     started = time.perf_counter()
+    deadline = as_deadline(time_left)
     report = BatchReport(records=len(records))
+    batch = KinesisBatch(records, logger=log)
     with _cycle_collection_paused():
-        valid, letters = _decode(records)
+        valid = batch.parse(parse_record_data)
 
-    retry_later: list[_Item] = []
     out_records: list[tuple[str, bytes]] = []
-    out_items: list[_Item] = []  # out_records[i] came from out_items[i]
+    out_items: list[BatchRecord] = []  # out_records[i] came from out_items[i]
     predictions: list[dict] = []
     if valid:
         try:
             model = load_model(config.model_uri, name=config.model_name, version=config.model_version)
-        except ModelLoadError as exc:
-            # The model may be fixed or promoted later: retry, never guess a prediction.
-            log.error(str(exc))
-            report.errors["ModelLoadError"] = len(valid)
-            retry_later.extend(valid)
-            model = None
-        if model is not None:
             report.model_version = model.version
             with _cycle_collection_paused():
-                out_records, out_items, predictions = _predict(valid, model, config, letters)
-            report.predicted = len(out_records)
+                out_records, out_items, predictions = _predict(batch, valid, model, config)
+        except (ModelLoadError, ModelFault) as exc:
+            # The model may be fixed or promoted later: retry, never guess a prediction.
+            _model_fault(batch, valid, exc, config)
+        except Exception as exc:
+            # A loader that broke in a way it did not name (an empty MLmodel file): the same.
+            _model_fault(batch, valid, ModelFault(f"{type(exc).__name__}: {exc}"), config, cause=exc)
+        report.predicted = len(out_records)
 
     if out_records and not config.dry_run:
-        result = publisher.publish(out_records, time_left)
+        result = publisher.publish(out_records, deadline)
         report.published = result.sent
         report.retries += result.retries
         for code, n in result.errors.items():
             report.errors[code] = report.errors.get(code, 0) + n
-        retry_later.extend(out_items[i] for i in result.failed)
+        batch.report((out_items[i] for i in result.failed), "PublishFailed")
 
-    if letters:
-        undelivered = dead_letters.send(
-            [DeadLetter(reason, item.data, _source(item)) for item, reason in letters], time_left
-        )
-        report.dead_lettered = len(letters) - len(undelivered)
-        if undelivered:
-            report.errors["DeadLetterUndelivered"] = len(undelivered)
-        retry_later.extend(letters[i][0] for i in undelivered)
-
-    missing_ids = [item for item in retry_later if not item.sequence_number]
-    if missing_ids:
-        # Without a sequence number we cannot point Lambda at the record: fail the whole batch.
-        raise RuntimeError(f"{len(missing_ids)} records without a sequence number could not be handled")
-    failures = sorted({item.sequence_number for item in retry_later}, key=_seq_key)
-    report.failed = len(failures)
+    batch.send_dead_letters(dead_letters, deadline)
+    if batch.errors.get("DeadLetterUndelivered"):
+        report.errors["DeadLetterUndelivered"] = batch.errors["DeadLetterUndelivered"]
+    for code in ("ModelLoadError", "ModelFault"):
+        if batch.errors.get(code):
+            report.errors[code] = batch.errors[code]
+    report.dead_lettered = batch.dead_lettered
+    response: dict = dict(batch.response())
+    report.failed = batch.failed
     report.seconds = time.perf_counter() - started
-    response: dict = {"batchItemFailures": [{"itemIdentifier": seq} for seq in failures]}
     if config.dry_run:
         response["predictions"] = predictions
     return response, report
 
 
-def _seq_key(seq: str) -> tuple[int, int, str]:
-    # Kinesis sequence numbers are decimal strings of up to 128 digits: compare as numbers.
-    return (0, len(seq), seq) if seq.isdigit() else (1, 0, seq)
+def _model_fault(
+    batch: KinesisBatch,
+    valid: list[BatchRecord],
+    exc: Exception,
+    config: ConsumerConfig,
+    cause: BaseException | None = None,
+) -> None:
+    code = "ModelLoadError" if isinstance(exc, ModelLoadError) else "ModelFault"
+    batch.report(valid, code)
+    key = f"{config.model_uri}:{exc}"
+    if key not in _model_faults_logged:
+        _model_faults_logged.add(key)
+        origin = cause or exc.__cause__ or exc
+        log.error(
+            "%s: model %s (%s) cannot serve; every batch is reported for a retry until it is fixed: %s",
+            code,
+            config.model_name,
+            config.model_uri,
+            exc,
+            exc_info=(type(origin), origin, origin.__traceback__),
+        )

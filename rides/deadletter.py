@@ -89,6 +89,11 @@ class DeadLetterSink:
             fatal = False
             for batch in _batches([bodies[i] for i in pending]):
                 indices = [pending[j] for j in batch]
+                if time_left is not None and time_left() <= 0:
+                    # No call may start that could outlast the invocation: report the rest.
+                    failed.extend(indices)
+                    fatal = True
+                    continue
                 try:
                     response = self.client.send_message_batch(
                         QueueUrl=self.queue_url,

@@ -99,7 +99,10 @@ def _pickup(ride: dict) -> datetime | None:
         raise InvalidEvent(f"ride.lpep_pickup_datetime is not ISO 8601: {value[:40]!r}") from None
     if moment.tzinfo is not None:
         # TLC times are New York wall-clock times; the model learned them that way.
-        moment = moment.astimezone(_new_york()).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(_new_york()).replace(tzinfo=None)
+        except (OverflowError, ValueError):  # 9999-12-31T23:59:59-12:00 is past year 9999 in New York
+            raise InvalidEvent(f"ride.lpep_pickup_datetime is out of range: {value[:40]!r}") from None
     return moment
 
 
@@ -121,7 +124,7 @@ def _passengers(ride: dict) -> int | None:
 
 
 def validate_event(obj: Any) -> RideEvent:
-    """Check one decoded event against the contract in docs/contracts (design.md)."""
+    """Check one decoded event against the ride event contract (docs/contracts.md)."""
     if not isinstance(obj, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type(obj).__name__}")
     ride_id = obj.get("ride_id")

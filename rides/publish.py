@@ -91,6 +91,11 @@ class KinesisPublisher:
         failed_before: set[int] = set()
         with ThreadPoolExecutor(self.concurrency) as pool:
             while wave:
+                if time_left is not None and time_left() <= 0:
+                    # No call may start that could outlast the invocation (rides.aws).
+                    result.failed.extend(wave)
+                    result.count("DeadlinePassed", len(wave))
+                    break
                 result.retries += sum(1 for i in wave if i in failed_before)
                 outcome, fatal = self._send_wave(records, wave, sizes, pool, result)
                 unsent = [i for i in wave if outcome[i] is not None]

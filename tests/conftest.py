@@ -8,6 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from rides import consumer as consumer_module
 from rides import model as model_module
 
 TRAIN_ROWS = 5000
@@ -38,6 +39,7 @@ def aws_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("RIDES_MODEL_CACHE", str(tmp_path / "model-cache"))
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     model_module._cache.clear()
+    consumer_module._model_faults_logged.clear()
     yield
     model_module._cache.clear()
 

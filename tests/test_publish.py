@@ -95,7 +95,7 @@ def test_stops_retrying_when_time_runs_out():
     slept = []
     result = KinesisPublisher(
         client, "s", concurrency=1, backoff=lambda **kw: Backoff(sleep=slept.append, **kw)
-    ).publish(records(3), time_left=lambda: 0.0)
+    ).publish(records(3), time_left=lambda: 0.0 if client.calls else 1.0)  # time is up after the first call
     assert len(result.failed) == 1 and slept == []
 
 
@@ -153,7 +153,9 @@ def test_records_waiting_behind_a_stored_one_are_reported_when_time_runs_out():
     # line behind the stored first one, was never sent and must come back as failed.
     data = [("a", b"a1"), ("a", b"a2"), ("b", b"b1")]
     client = FlakyKinesis(lambda call, recs: {i for i, r in enumerate(recs) if r["PartitionKey"] == "b"})
-    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(data, time_left=lambda: 0.0)
+    result = KinesisPublisher(client, "s", concurrency=1, backoff=no_sleep_backoff).publish(
+        data, time_left=lambda: 0.0 if client.calls else 1.0
+    )
     assert client.stored == [("a", b"a1")]
     assert result.sent == 1 and result.failed == [1, 2]
 
