@@ -186,14 +186,16 @@ module "decision_service" {
     },
     {
       sid = "RideTable"
+      # Conditional writes go through TransactWriteItems, which IAM checks as the Put/Update
+      # actions it carries.
       actions = [
         "dynamodb:BatchGetItem",
-        "dynamodb:BatchWriteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
         "dynamodb:Query",
       ]
-      resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/pending-index"]
+      resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/due-index"]
     },
   ]
 

@@ -1,32 +1,31 @@
 """AWS Lambda entry point of the decision service: a thin adapter to `rides.decision`.
 
 Kinesis events (from `ride-predictions`) are gathered per ride; an EventBridge schedule
-(any other event) runs the sweep that decides rides whose predictions stopped coming.
+(any other event) runs the sweep that decides rides whose predictions stopped coming and
+publishes decisions that were stored but not yet published.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 
 from aws_lambda_powertools import Logger
-from botocore.config import Config
 
-from rides.aws import lean_clients
+from rides.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
 from rides.deadletter import DeadLetterSink
 from rides.decision import DecisionConfig, DecisionStore, process_predictions, sweep
 from rides.publish import KinesisPublisher
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-decisions"))
-RESERVE_SECONDS = 2.0
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10)
-_resources: dict[str, object] = {}
+_clients: dict[str, object] = {}
 
 
-def _aws(service: str):
+def _client(service: str):
     # All three at once, from one session whose parsed data files are then freed (rides.aws).
-    if not _resources:
-        _resources.update(lean_clients(("kinesis", "sqs"), _CONFIG, resources=("dynamodb",)))
-    return _resources[service]
+    if not _clients:
+        _clients.update(lean_clients(("kinesis", "sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG))
+    return _clients[service]
 
 
 def lambda_handler(event, context):
@@ -44,21 +43,27 @@ def handler_for(env: dict[str, str]):
 
 def handle(event, context, env):
     config = DecisionConfig.from_env(env)
-    store = DecisionStore(_aws("dynamodb").Table(config.table_name), config.retention_days)
-    publisher = KinesisPublisher(_aws("kinesis"), config.decisions_stream_name, concurrency=2)
+    store = DecisionStore(_client("dynamodb"), config.table_name)
+    publisher = KinesisPublisher(_client("kinesis"), config.decisions_stream_name, concurrency=2)
 
     def time_left() -> float:
         return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
 
     if "Records" not in (event or {}):  # the schedule
-        result = sweep(config, store=store, publisher=publisher, time_left=time_left)
+        result = asdict(sweep(config, store=store, publisher=publisher, time_left=time_left))
         logger.info("sweep", extra={"sweep": result})
         return result
     dead_letters = DeadLetterSink(
-        _aws("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+        _client("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
     response, report = process_predictions(
-        event["Records"], config, store=store, publisher=publisher, dead_letters=dead_letters, time_left=time_left
+        event["Records"],
+        config,
+        store=store,
+        publisher=publisher,
+        dead_letters=dead_letters,
+        time_left=time_left,
+        logger=logger,
     )
-    logger.info("batch processed", extra={"batch": report.__dict__})
+    logger.info("batch processed", extra={"batch": asdict(report)})
     return response

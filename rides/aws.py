@@ -33,23 +33,16 @@ LAMBDA_CLIENT_CONFIG = Config(
 RESERVE_SECONDS = LAMBDA_CALL_SECONDS + 0.5
 
 
-def lean_clients(
-    services: Iterable[str], config: Config | None = None, *, resources: Iterable[str] = ()
-) -> dict[str, object]:
-    """{service: client} for `services` and {service: boto3 resource} for `resources`, from a
-    session of their own whose parsed data files are released.
+def lean_clients(services: Iterable[str], config: Config | None = None) -> dict[str, object]:
+    """{service: client} for `services`, from a session of their own whose parsed data files
+    are released.
 
     `AWS_ENDPOINT_URL` and the other standard variables apply as for `boto3.client`.
     """
-    services, resources = tuple(services), tuple(resources)
-    if set(services) & set(resources):
-        raise ValueError(f"asked for both a client and a resource of {sorted(set(services) & set(resources))}")
     session = boto3.session.Session()
     made = {service: session.client(service, config=config) for service in services}
-    made |= {service: session.resource(service, config=config) for service in resources}
-    for made_one in made.values():
-        # A resource's client holds the loader (and the resource model it read).
-        _release_parsed_files(getattr(made_one.meta, "client", made_one))
+    for client in made.values():
+        _release_parsed_files(client)
     del session
     # A botocore session's parts refer to each other: only the cycle collector frees them.
     gc.collect()

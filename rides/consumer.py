@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rides.deadletter import DeadLetterSink
-from rides.events import json_bytes, parse_record_data
+from rides.events import json_bytes, parse_record_data, prediction_record
 from rides.features import RideFeatures, features_from_events
 from rides.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
 from rides.model import LoadedModel, ModelLoadError, get_model
@@ -157,12 +157,7 @@ def _predict(
     field_name, name, version = config.prediction_field, model.name, model.version
     for item, value in zip(valid, values.tolist(), strict=True):
         event = item.value
-        record = {
-            "model": name,
-            "version": version,
-            "prediction": {"ride_id": event.ride_id, field_name: value},
-            "source": item.source(),
-        }
+        record = prediction_record(name, version, event.ride_id, field_name, value, item.source())
         if config.dry_run:
             predictions.append(record)
         out_records.append((event.partition_key, json_bytes(record)))

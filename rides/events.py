@@ -178,3 +178,55 @@ def ride_event_json(event: RideEvent) -> bytes:
     if event.passenger_count is not None:
         ride["passenger_count"] = event.passenger_count
     return json_bytes({"ride_id": event.ride_id, "ride": ride})
+
+
+# -- the prediction record: consumers build it, the decision service parses it ---------------------
+# DynamoDB stores numbers of magnitude 1e-130 to 1e126 (and 0): a prediction outside that range
+# (a linear model fed trip_distance = 1e300) can never be stored, so it is a dead letter.
+DYNAMODB_MIN_MAGNITUDE, DYNAMODB_MAX_MAGNITUDE = 1e-130, 1e126
+MAX_NAME_LENGTH = 256
+
+
+class PredictionIn(NamedTuple):
+    ride_id: str
+    model: str
+    version: str
+    field: str
+    value: float
+    source: dict
+
+
+def prediction_record(model: str, version: str, ride_id: str | int, field: str, value: float, source: dict) -> dict:
+    """What a consumer puts on `ride-predictions` (the contract in docs/contracts.md)."""
+    return {"model": model, "version": version, "prediction": {"ride_id": ride_id, field: value}, "source": source}
+
+
+def parse_prediction(data: str | bytes) -> PredictionIn:
+    """A prediction record from `ride-predictions`, or InvalidEvent with the reason."""
+    body = decode_data(data)
+    if not isinstance(body, dict):
+        raise InvalidEvent("prediction record must be a JSON object")
+    model, prediction = body.get("model"), body.get("prediction")
+    if not isinstance(model, str) or not model or len(model) > MAX_NAME_LENGTH:
+        raise InvalidEvent(f"model must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    if not isinstance(prediction, dict):
+        raise InvalidEvent("prediction must be a JSON object")
+    ride_id = prediction.get("ride_id")
+    if isinstance(ride_id, bool) or not isinstance(ride_id, str | int) or ride_id == "":
+        raise InvalidEvent("prediction.ride_id must be a non-empty string or an integer")
+    if len(str(ride_id)) > MAX_NAME_LENGTH:
+        raise InvalidEvent(f"prediction.ride_id must be at most {MAX_NAME_LENGTH} characters")
+    values = [(k, v) for k, v in prediction.items() if k != "ride_id"]
+    if len(values) != 1:
+        raise InvalidEvent(f"prediction must hold ride_id and exactly one value, got {sorted(prediction)}")
+    field, value = values[0]
+    if len(field) > MAX_NAME_LENGTH:
+        raise InvalidEvent(f"prediction field names are at most {MAX_NAME_LENGTH} characters")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEvent(f"prediction.{field} must be a finite number")
+    if value != 0 and not DYNAMODB_MIN_MAGNITUDE <= abs(value) < DYNAMODB_MAX_MAGNITUDE:
+        raise InvalidEvent(
+            f"prediction.{field} = {value!r} is outside the range a decision can store (1e-130 to 1e126)"
+        )
+    source = body.get("source") if isinstance(body.get("source"), dict) else {}
+    return PredictionIn(str(ride_id), model, str(body.get("version", "")), field, float(value), source)

@@ -20,7 +20,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rides.decision import parse_item_for_api
+from rides.decision import DecisionStore
 from rides.events import MAX_ZONE, MIN_ZONE, InvalidEvent, RideEvent, json_bytes, ride_event_json, validate_event
 from rides.features import features_from_events
 from rides.model import LoadedModel
@@ -80,10 +80,17 @@ def _error(status: int, loc: list, message: str, kind: str = "value_error") -> t
 class RideService:
     """The request-independent parts: model, stream publisher, predictions table."""
 
-    def __init__(self, model: LoadedModel, *, kinesis=None, input_stream: str | None = None, decisions_table=None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        kinesis=None,
+        input_stream: str | None = None,
+        decisions: DecisionStore | None = None,
+    ):
         self.model = model
         self.publisher = KinesisPublisher(kinesis, input_stream, concurrency=1) if kinesis and input_stream else None
-        self.decisions_table = decisions_table
+        self.decisions = decisions
 
     async def answer(self, body: bytes) -> tuple[int, bytes]:
         """POST /predict: request body → (status, JSON body). Errors in FastAPI's shape."""
@@ -193,12 +200,12 @@ def _fastapi_app(service: RideService) -> FastAPI:
 
     @app.get("/predictions/{ride_id}")
     def streamed_predictions(ride_id: str):
-        if service.decisions_table is None:
+        if service.decisions is None:
             raise HTTPException(404, detail="no decisions table configured")
-        item = service.decisions_table.get_item(Key={"ride_id": ride_id}).get("Item")
-        if not item:
+        state = service.decisions.get(ride_id)
+        if state is None:
             raise HTTPException(404, detail=f"no streamed predictions for ride {ride_id} yet")
-        return Response(json_bytes(parse_item_for_api(item)), media_type="application/json")
+        return Response(json_bytes(state.for_api()), media_type="application/json")
 
     def openapi() -> dict:
         # The body is parsed by hand (one validator, rides.events); publish its schema anyway.
@@ -276,9 +283,9 @@ def app_from_env() -> FastAPI:
 
     names = StackNames.from_env()
     model = load_serving_model(os.environ.get("RIDES_SERVE_MODEL", "ride-duration@production"))
-    table = boto3.resource("dynamodb").Table(names.decisions_table)
+    decisions = DecisionStore(boto3.client("dynamodb"), names.decisions_table)
     return create_app(
-        RideService(model, kinesis=boto3.client("kinesis"), input_stream=names.input_stream, decisions_table=table)
+        RideService(model, kinesis=boto3.client("kinesis"), input_stream=names.input_stream, decisions=decisions)
     )
 
 

@@ -7,7 +7,6 @@ import tracemalloc
 
 import boto3
 import botocore.session
-import pytest
 
 from rides.aws import lean_clients
 from rides.model import load_model
@@ -45,22 +44,17 @@ def test_lean_clients_work_and_keep_less_than_half_of_what_a_session_keeps(aws):
     assert pages[0]["StreamNames"] == ["s"]
 
 
-def test_lean_resources_work_too(aws):
-    made = lean_clients(["sqs"], resources=["dynamodb"])
-    dynamodb = made["dynamodb"]
-    assert dynamodb.meta.client._loader._cache == {}
+def test_lean_dynamodb_client_works_for_the_decision_service(aws):
+    dynamodb = lean_clients(["dynamodb"])["dynamodb"]
+    assert dynamodb._loader._cache == {}
     dynamodb.create_table(
         TableName="t",
         KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    table = dynamodb.Table("t")
-    with table.batch_writer() as batch:
-        batch.put_item(Item={"k": "a", "v": 1})
-    assert table.get_item(Key={"k": "a"})["Item"] == {"k": "a", "v": 1}
-    with pytest.raises(ValueError, match="both a client and a resource"):
-        lean_clients(["dynamodb"], resources=["dynamodb"])
+    dynamodb.transact_write_items(TransactItems=[{"Put": {"TableName": "t", "Item": {"k": {"S": "a"}}}}])
+    assert dynamodb.get_item(TableName="t", Key={"k": {"S": "a"}})["Item"] == {"k": {"S": "a"}}
 
 
 def test_loading_a_model_from_s3_leaves_no_botocore_session_behind(aws, onnx_model_dir, monkeypatch):

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from lambda_function import decision_handler
-from rides.decision import DecisionConfig, Rule, evaluate, load_rules, parse_prediction
-from rides.events import InvalidEvent
+from rides.decision import DecisionConfig, Rule, evaluate, load_rules
+from rides.events import InvalidEvent, parse_prediction
 from rides.local.reader import drain_queue
 from rides.local.stack import decisions_table_spec
 from tests.helpers import FakeContext, kinesis_record, read_stream
@@ -45,11 +45,11 @@ def service(aws, monkeypatch):
         "DEAD_LETTER_QUEUE_URL": dlq,
         "DECISION_TIMEOUT_SECONDS": "60",
     }
-    decision_handler._resources.clear()
+    decision_handler._clients.clear()
     clock = Clock()
-    monkeypatch.setattr("rides.decision.time.time", clock)
+    monkeypatch.setattr("rides.decision.service.time.time", clock)
     yield {**aws, "env": env, "dlq": dlq, "handler": decision_handler.handler_for(env), "clock": clock}
-    decision_handler._resources.clear()
+    decision_handler._clients.clear()
 
 
 def send(service, predictions, start=1):
@@ -58,7 +58,9 @@ def send(service, predictions, start=1):
 
 
 def decisions_stored(service, ride_id):
-    return boto3.resource("dynamodb").Table("ride-decisions").get_item(Key={"ride_id": ride_id})["Item"]
+    from rides.decision import DecisionStore
+
+    return DecisionStore(boto3.client("dynamodb"), "ride-decisions").get(ride_id)
 
 
 def decisions(service):
@@ -99,7 +101,7 @@ def test_rules_flag_a_ride_for_review(service):
 
 def test_timeout_decides_with_what_arrived(service):
     send(service, [prediction("slow", "ride-duration", 20.0)])
-    assert service["handler"]({}, FakeContext()) == {"timed_out": 0, "published": 0, "failed": 0}
+    assert service["handler"]({}, FakeContext())["timed_out"] == 0
     service["clock"].now += 61
     assert service["handler"]({"source": "aws.events"}, FakeContext())["timed_out"] == 1
     [decision] = decisions(service)
@@ -133,7 +135,7 @@ def test_a_failed_publication_is_retried_and_published_once(service):
     response = send(service, batch)
     # every record of the ride is reported; Lambda retries from the first
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in (1, 2, 3)]
-    assert decisions_stored(service, "r5")["decision_published"] is False
+    assert decisions_stored(service, "r5").status == "decided"
     service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     assert send(service, batch) == {"batchItemFailures": []}
     assert len(decisions(service)) == 1
@@ -168,3 +170,234 @@ def test_rules_configuration():
     with pytest.raises(ValueError, match="type must be"):
         Rule(flag="x", type="between")
     assert DecisionConfig.from_env({"REQUIRED_MODELS": "a, b"}).required_models == ("a", "b")
+
+
+# -- faults: every ride gets exactly one decision -----------------------------------------------
+def sweep_now(service):
+    return service["handler"]({"source": "aws.events"}, FakeContext())
+
+
+def distinct_decisions(service):
+    """Decision records after de-duplication by decision_id; a duplicate must be identical."""
+    by_id = {}
+    for record in decisions(service):
+        assert by_id.setdefault(record["decision_id"], record) == record
+    return list(by_id.values())
+
+
+def test_a_timeout_decision_whose_publication_failed_is_published_by_a_later_sweep(service):
+    send(service, [prediction("r1", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    service["kinesis"].delete_stream(StreamName="ride-decisions")
+    assert sweep_now(service)["failed"] == 1
+    service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+    assert sweep_now(service)["published"] == 0  # not due again yet: the stream processor may still publish
+    service["clock"].now += 61
+    assert sweep_now(service)["published"] == 1
+    [decision] = decisions(service)
+    assert decision["ride_id"] == "r1" and decision["reason"] == "timeout"
+    assert decisions_stored(service, "r1").status == "published"
+    service["clock"].now += 600
+    assert sweep_now(service)["published"] == 0 and len(decisions(service)) == 1
+
+
+def test_a_stranded_decision_is_published_by_the_next_batch_of_that_ride(service):
+    send(service, [prediction("r1", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    service["kinesis"].delete_stream(StreamName="ride-decisions")
+    sweep_now(service)
+    service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+    assert send(service, [prediction("r1", "ride-tip", 2.0)], start=5) == {"batchItemFailures": []}
+    [decision] = decisions(service)
+    assert decision["reason"] == "timeout" and "ride-tip" not in decision["predictions"]
+    assert decisions_stored(service, "r1").predictions["ride-tip"]["value"] == 2.0
+
+
+def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service, monkeypatch):
+    from rides.decision import service as decision_service
+
+    real = decision_service._publish
+    monkeypatch.setattr(decision_service, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    batch = [prediction("r7", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    with pytest.raises(SystemExit):
+        send(service, batch)
+    monkeypatch.setattr(decision_service, "_publish", real)
+    assert decisions(service) == [] and decisions_stored(service, "r7").status == "decided"
+    service["clock"].now += 61
+    assert sweep_now(service)["published"] == 1
+    send(service, batch)  # Lambda's retry of the batch that crashed: nothing new
+    [decision] = decisions(service)
+    assert (
+        decision["reason"] == "complete"
+        and decision["decision_id"] == decisions_stored(service, "r7").decision["decision_id"]
+    )
+
+
+def test_a_crash_between_publishing_and_marking_repeats_the_same_decision_id(service, monkeypatch):
+    from rides.decision.store import DecisionStore, WriteOutcome
+
+    monkeypatch.setattr(DecisionStore, "mark_published", lambda self, states, time_left=None: WriteOutcome())
+    batch = [prediction("r8", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    send(service, batch)
+    monkeypatch.undo()
+    service["clock"].now += 61
+    sweep_now(service)
+    first, second = decisions(service)
+    assert first == second  # the duplicate a downstream consumer drops by decision_id
+    assert len(distinct_decisions(service)) == 1
+
+
+def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service):
+    """The late tip is merged between the sweep's read and its write: the sweep's conditional
+    write loses, nobody publishes two different decisions, and the tip stays stored."""
+    from rides.decision import DecisionConfig, DecisionStore, sweep
+    from rides.publish import KinesisPublisher
+
+    send(service, [prediction("r2", "ride-duration", 20.0), prediction("r2", "ride-fare", 20.0)])
+    service["clock"].now += 61
+
+    class RacedStore(DecisionStore):
+        raced = False
+
+        def get_many(self, ride_ids, time_left=None):
+            states = super().get_many(ride_ids, time_left)
+            if not RacedStore.raced:
+                RacedStore.raced = True
+                send(service, [prediction("r2", "ride-tip", 2.0)], start=30)  # completes the ride
+            return states
+
+    store = RacedStore(boto3.client("dynamodb"), "ride-decisions")
+    publisher = KinesisPublisher(service["kinesis"], "ride-decisions")
+    result = sweep(DecisionConfig.from_env(service["env"]), store=store, publisher=publisher)
+    assert result.timed_out == 0 and result.conflicts == 1
+    [decision] = distinct_decisions(service)
+    assert decision["reason"] == "complete" and decision["predictions"]["ride-tip"]["value"] == 2.0
+    stored = decisions_stored(service, "r2")
+    assert stored.predictions["ride-tip"]["value"] == 2.0 and stored.status == "published"
+
+
+def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(service):
+    from rides.decision import DecisionConfig, DecisionStore, sweep
+    from rides.publish import KinesisPublisher
+
+    rides = [prediction(f"b{i}", "ride-duration", 10.0) for i in range(300)]
+    for start in range(0, 300, 150):
+        assert send(service, rides[start : start + 150], start=start + 1) == {"batchItemFailures": []}
+    service["clock"].now += 61
+    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    publisher = KinesisPublisher(service["kinesis"], "ride-decisions")
+    config = DecisionConfig.from_env(service["env"])
+    calls = {"n": 0}
+
+    def time_left():  # an invocation with time for ~12 checks of the clock
+        calls["n"] += 1
+        return 12 - calls["n"]
+
+    first = sweep(config, store=store, publisher=publisher, time_left=time_left)
+    assert not first.complete and 0 < first.timed_out < 300
+    assert first.published == first.timed_out  # nothing decided is left unpublished by design...
+    for _ in range(20):
+        calls["n"] = 0
+        if sweep(config, store=store, publisher=publisher, time_left=time_left).complete:
+            break
+    service["clock"].now += 61  # ...and anything that was is due again
+    sweep(config, store=store, publisher=publisher)
+    assert sorted(d["ride_id"] for d in distinct_decisions(service)) == sorted(f"b{i}" for i in range(300))
+
+
+@pytest.mark.parametrize("value", [1e300, -1e127, 1e-200])
+def test_a_prediction_dynamodb_cannot_store_is_dead_lettered_alone(service, value):
+    response = send(service, [prediction("ok", "ride-fare", 3.0), prediction("huge", "ride-fare", value)])
+    assert response == {"batchItemFailures": []}
+    [letter] = drain_queue(service["sqs"], service["dlq"])
+    assert "outside the range a decision can store" in letter["error"]
+    assert decisions_stored(service, "ok").predictions["ride-fare"]["value"] == 3.0
+
+
+def test_a_bug_merging_one_ride_reports_only_its_records_with_the_traceback_logged(service, monkeypatch, caplog):
+    from rides.decision import service as decision_service
+
+    real = decision_service.merged
+
+    def buggy(state, predictions, now, config):
+        if predictions[0].ride_id == "bad":
+            raise KeyError("field")
+        return real(state, predictions, now, config)
+
+    monkeypatch.setattr(decision_service, "merged", buggy)
+    response = send(service, [prediction("good", "ride-fare", 3.0), prediction("bad", "ride-fare", 4.0)])
+    assert response == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
+    [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error while merging a ride's predictions"]
+    assert logged.exc_info[0] is KeyError and logged.positions == [1]
+    assert decisions_stored(service, "good") is not None
+
+
+class Throttled:
+    """A DynamoDB client whose reads come back unprocessed and whose writes are throttled."""
+
+    def __init__(self, client, failures: int):
+        self.client, self.failures, self.calls = client, failures, 0
+
+    def batch_get_item(self, RequestItems):
+        self.calls += 1
+        if self.calls <= self.failures:
+            return {"Responses": {}, "UnprocessedKeys": RequestItems}
+        return self.client.batch_get_item(RequestItems=RequestItems)
+
+    def transact_write_items(self, TransactItems):
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException"}, "ResponseMetadata": {}}, "Transact"
+            )
+        return self.client.transact_write_items(TransactItems=TransactItems)
+
+
+def test_unprocessed_reads_and_throttled_writes_back_off_and_give_up_at_the_deadline(service):
+    from rides.decision import DecisionStore, StoreUnavailable
+    from rides.decision.service import merged
+    from rides.events import PredictionIn
+    from rides.retry import Backoff
+
+    slept: list[float] = []
+
+    def backoff(**kwargs):
+        return Backoff(sleep=slept.append, rng=lambda: 1.0, **kwargs)
+
+    throttled = Throttled(boto3.client("dynamodb"), failures=3)
+    store = DecisionStore(throttled, "ride-decisions", backoff=backoff)
+    assert store.get_many(["x"]) == {}
+    assert throttled.calls == 4 and slept == [0.05, 0.1, 0.2]  # waits that grow, no hot loop
+
+    throttled.calls, throttled.failures = 0, 1_000
+    with pytest.raises(StoreUnavailable) as raised:
+        store.get_many(["x"], time_left=lambda: 0.3)
+    assert raised.value.code == "UnprocessedKeys" and throttled.calls < 5
+
+    state = merged(None, [PredictionIn("w", "ride-fare", "1", "fare_amount", 1.0, {})], 0.0, DecisionConfig("t", "s"))
+    throttled.calls = 0
+    outcome = store.save([state], time_left=lambda: 0.3)
+    assert outcome.written == [] and outcome.failed == {"w": "RetriesExhausted"} and throttled.calls < 5
+
+
+def test_the_due_index_spreads_rides_over_its_shards():
+    from collections import Counter
+
+    from rides.decision import INDEX_SHARDS, RideState
+
+    shards = Counter(RideState(str(i), 0.0, 0).due_shard for i in range(8_000))
+    assert len(shards) == INDEX_SHARDS
+    assert max(shards.values()) < 1.2 * 8_000 / INDEX_SHARDS
+
+
+def test_every_decision_record_carries_a_decision_id_and_the_store_round_trips_a_ride(service):
+    from rides.decision import RideState
+
+    batch = [prediction("r3", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    send(service, batch)
+    [decision] = decisions(service)
+    stored = decisions_stored(service, "r3")
+    assert decision["decision_id"] == stored.decision["decision_id"] == "r3:1"
+    assert RideState.from_item(stored.to_item()) == stored

@@ -268,7 +268,7 @@ def test_decision_service_environment_is_exactly_what_its_handler_reads():
     environment = named(load_dir(INFRA)["module"])["decision_service"]["environment"]
     assert set(environment) == _handler_reads("decision_handler.py") | set(DecisionConfig.ENV_VARS)
     assert "local.consumers" in environment["REQUIRED_MODELS"]  # every consumer's model completes a ride
-    source = (ROOT / "rides" / "decision.py").read_text()
+    source = (ROOT / "rides" / "decision" / "service.py").read_text()
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
 
 

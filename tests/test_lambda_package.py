@@ -68,14 +68,29 @@ def _optional_imports(tree: ast.AST) -> set[ast.AST]:
     return optional
 
 
+def copied_files(dockerfile: str) -> set[str]:
+    """Every file the COPY lines bring in, folders expanded."""
+    files: set[str] = set()
+    for source in copy_sources(dockerfile):
+        path = ROOT / source
+        files |= {str(f.relative_to(ROOT)) for f in path.rglob("*") if f.is_file()} if path.is_dir() else {source}
+    return files
+
+
+def module_path(module: str) -> str:
+    """rides.decision.store → rides/decision/store.py; a package → its __init__.py."""
+    base = module.replace(".", "/")
+    return f"{base}.py" if (ROOT / f"{base}.py").exists() else f"{base}/__init__.py"
+
+
 @image
 def test_copied_modules_cover_every_rides_import_of_the_handler(dockerfile):
     """Follow the imports from the handler: each rides module it needs is copied."""
-    copied = {Path(s).stem for s in copy_sources(dockerfile) if s.startswith("rides/") and s.endswith(".py")}
+    copied = copied_files(dockerfile)
     entries = [IMAGES[dockerfile], *ALSO_SERVES.get(dockerfile, [])]
-    todo = [entry.rsplit(".", 1)[0].replace(".", "/") + ".py" for entry in entries]
+    todo = [module_path(entry.rsplit(".", 1)[0]) for entry in entries]
     for path in todo:
-        assert Path(path).name in {Path(s).name for s in copy_sources(dockerfile)}, f"{path} is not copied"
+        assert Path(path).name in {Path(s).name for s in copied}, f"{path} is not copied"
     seen: set[str] = set()
     while todo:
         path = todo.pop()
@@ -85,10 +100,10 @@ def test_copied_modules_cover_every_rides_import_of_the_handler(dockerfile):
             if node in optional:
                 continue
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rides."):
-                name = node.module.split(".")[1]
-                if name not in seen:
-                    seen.add(name)
-                    todo.append(f"rides/{name}.py")
+                needed = module_path(node.module)
+                if needed not in seen:
+                    seen.add(needed)
+                    todo.append(needed)
     assert seen <= copied, seen - copied
 
 

@@ -25,15 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def service(aws, onnx_model_dir):
     aws["kinesis"].create_stream(StreamName="ride-events", ShardCount=1)
-    dynamodb = boto3.resource("dynamodb")
-    table = dynamodb.create_table(
-        TableName="ride-decisions",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "ride_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "ride_id", "KeyType": "HASH"}],
-    )
+    from rides.decision import DecisionStore
+    from rides.local.stack import decisions_table_spec
+
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(**decisions_table_spec("ride-decisions"))
     model = load_model(str(onnx_model_dir), version="5")
-    return RideService(model, kinesis=aws["kinesis"], input_stream="ride-events", decisions_table=table)
+    return RideService(
+        model, kinesis=aws["kinesis"], input_stream="ride-events", decisions=DecisionStore(dynamodb, "ride-decisions")
+    )
 
 
 @pytest.fixture
@@ -119,18 +119,17 @@ def test_oversized_bodies_and_lists_are_refused(client):
 
 def test_streamed_predictions_404_until_the_decision_service_stores_them(client, service):
     assert client.get("/predictions/r-1").status_code == 404
-    from decimal import Decimal
+    from rides.decision import DecisionConfig, RideState
+    from rides.decision.service import merged
+    from rides.events import PredictionIn
 
-    service.decisions_table.put_item(
-        Item={
-            "ride_id": "r-1",
-            "first_seen": Decimal(1),
-            "prediction:ride-duration": {"field": "ride_duration", "value": Decimal("12.5"), "version": "5"},
-        }
-    )
+    config = DecisionConfig("ride-decisions", "ride-decisions")
+    state = merged(None, [PredictionIn("r-1", "ride-duration", "5", "ride_duration", 12.5, {})], 1.0, config)
+    assert isinstance(state, RideState)
+    assert service.decisions.save([state]).written == [state]
     body = client.get("/predictions/r-1").json()
     assert body["predictions"]["ride-duration"]["value"] == 12.5
-    assert body["decision"] is None
+    assert body["decision"] is None and body["status"] == "collecting"
 
 
 def test_health_and_openapi(client):

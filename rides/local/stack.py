@@ -184,24 +184,25 @@ def clients(env: dict[str, str]):
 
 
 def decisions_table_spec(name: str) -> dict:
-    """The decisions table as Terraform declares it: ride id key, sparse index of pending rides."""
-    from rides.decision import PENDING_INDEX
+    """The decisions table as Terraform declares it: ride id key, the sweep's sparse, sharded
+    index of rides that are due (rides.decision.store)."""
+    from rides.decision import DUE_INDEX
 
     return {
         "TableName": name,
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
             {"AttributeName": "ride_id", "AttributeType": "S"},
-            {"AttributeName": "pending", "AttributeType": "S"},
-            {"AttributeName": "first_seen", "AttributeType": "N"},
+            {"AttributeName": "due_shard", "AttributeType": "S"},
+            {"AttributeName": "due_at", "AttributeType": "N"},
         ],
         "KeySchema": [{"AttributeName": "ride_id", "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": PENDING_INDEX,
+                "IndexName": DUE_INDEX,
                 "KeySchema": [
-                    {"AttributeName": "pending", "KeyType": "HASH"},
-                    {"AttributeName": "first_seen", "KeyType": "RANGE"},
+                    {"AttributeName": "due_shard", "KeyType": "HASH"},
+                    {"AttributeName": "due_at", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
             }

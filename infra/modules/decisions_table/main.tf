@@ -16,20 +16,22 @@ resource "aws_dynamodb_table" "this" {
   }
 
   attribute {
-    name = "pending"
+    name = "due_shard"
     type = "S"
   }
 
   attribute {
-    name = "first_seen"
+    name = "due_at"
     type = "N"
   }
 
-  # Sparse: only rides still waiting for predictions carry `pending`; the sweep queries it.
+  # Sparse: only rides that are collecting predictions or decided but not yet published carry
+  # due_shard/due_at; the sweep queries it. Sharded by a hash of the ride id (8 values) so no
+  # single partition key takes every ride's index writes (rides/decision/store.py).
   global_secondary_index {
-    name            = "pending-index"
-    hash_key        = "pending"
-    range_key       = "first_seen"
+    name            = "due-index"
+    hash_key        = "due_shard"
+    range_key       = "due_at"
     projection_type = "KEYS_ONLY"
   }
 

@@ -1,0 +1,282 @@
+"""The decision service: gathers each ride's predictions (duration, fare, tip; in any order,
+possibly duplicated), and once the set is complete or a timeout passes, applies the rules and
+publishes one decision record to `ride-decisions`.
+
+Its promise: every ride with a prediction gets exactly one decision (one `decision_id`; a
+crash between publishing and marking can repeat the record, never change it), and every
+prediction record ends done, dead-lettered or reported (rides.kinesis_batch). How the state
+in DynamoDB makes that hold under retries, crashes and the sweep racing the stream:
+rides.decision.store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from rides.deadletter import DeadLetterSink
+from rides.decision.rules import Rule, evaluate, load_rules
+from rides.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
+from rides.events import PredictionIn, json_bytes, parse_prediction
+from rides.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
+from rides.publish import KinesisPublisher
+
+log = logging.getLogger("rides.decision")
+
+DEFAULT_REQUIRED_MODELS = ("ride-duration", "ride-fare", "ride-tip")
+# A write that lost a race re-reads the ride and merges again; more than this many losses in
+# one batch means something is badly wrong: report the records instead.
+MAX_MERGE_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    table_name: str
+    decisions_stream_name: str
+    dead_letter_queue_url: str | None = None
+    required_models: tuple[str, ...] = DEFAULT_REQUIRED_MODELS
+    timeout_seconds: float = 60.0
+    retention_days: int = 7
+    rules: tuple[Rule, ...] = field(default_factory=lambda: load_rules(None))
+
+    ENV_VARS = (
+        "DECISIONS_TABLE",
+        "DECISIONS_STREAM_NAME",
+        "DEAD_LETTER_QUEUE_URL",
+        "REQUIRED_MODELS",
+        "DECISION_TIMEOUT_SECONDS",
+        "DECISION_RULES",
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> DecisionConfig:
+        required = tuple(m.strip() for m in env.get("REQUIRED_MODELS", "").split(",") if m.strip())
+        return cls(
+            table_name=env.get("DECISIONS_TABLE") or "ride-decisions",
+            decisions_stream_name=env.get("DECISIONS_STREAM_NAME") or "ride-decisions",
+            dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL") or None,
+            required_models=required or DEFAULT_REQUIRED_MODELS,
+            timeout_seconds=float(env.get("DECISION_TIMEOUT_SECONDS") or 60),
+            rules=load_rules(env.get("DECISION_RULES")),
+        )
+
+
+# -- the state transitions ----------------------------------------------------------------------
+def merged(state: RideState | None, predictions: Sequence[PredictionIn], now: float, config: DecisionConfig):
+    """The ride with these predictions added (a duplicate changes nothing) and, if that made
+    its set complete, decided. → the new state, or the given one when nothing changed."""
+    if state is None:
+        state = RideState(
+            ride_id=predictions[0].ride_id,
+            first_seen=now,
+            expires_at=int(now + config.retention_days * 86400),
+            due_at=now + config.timeout_seconds,
+        )
+    stored = dict(state.predictions)
+    for prediction in predictions:
+        stored[prediction.model] = {
+            "field": prediction.field,
+            "value": prediction.value,
+            "version": prediction.version,
+            "sequence_number": str(prediction.source.get("sequence_number") or ""),
+        }
+    changed = stored != state.predictions
+    if state.status == COLLECTING and set(config.required_models) <= set(stored):
+        return decided(state, config, "complete", now, predictions=stored)
+    return state.next_version(predictions=stored) if changed else state
+
+
+def decided(state: RideState, config: DecisionConfig, reason: str, now: float, **changes) -> RideState:
+    """The ride with its one decision, due for re-publication by the sweep until it is marked
+    published. `decision_id` names the version that stores it, so it is the same however often
+    the record is published."""
+    state = state.next_version(**changes)
+    values = {p["field"]: p["value"] for p in state.predictions.values()}
+    flags, not_evaluated = evaluate(values, config.rules)
+    decision = {
+        "decision_id": f"{state.ride_id}:{state.version}",
+        "ride_id": state.ride_id,
+        "decision": "review" if flags else "accept",
+        "flags": flags,
+        "not_evaluated": not_evaluated,
+        "complete": all(model in state.predictions for model in config.required_models),
+        "reason": reason,
+        "predictions": {
+            model: {"field": p["field"], "value": p["value"], "version": p["version"]}
+            for model, p in sorted(state.predictions.items())
+        },
+        "decided_at": now,
+    }
+    return replace(state, decision=decision, due_at=now + config.timeout_seconds)
+
+
+# -- the stream ---------------------------------------------------------------------------------
+@dataclass
+class DecisionReport:
+    records: int = 0
+    stored: int = 0  # rides written
+    decided: int = 0
+    published: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    conflicts: int = 0  # writes that lost a race and merged again
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def process_predictions(
+    records: Sequence[Mapping],
+    config: DecisionConfig,
+    *,
+    store: DecisionStore,
+    publisher: KinesisPublisher,
+    dead_letters: DeadLetterSink,
+    time_left: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None,
+    logger: logging.Logger | None = None,
+) -> tuple[PartialBatchResponse, DecisionReport]:
+    now = (clock or time.time)()
+    deadline = as_deadline(time_left)
+    report = DecisionReport(records=len(records))
+    batch = KinesisBatch(records, logger=logger or log)
+    by_ride: dict[str, list[BatchRecord]] = {}
+    for item in batch.parse(parse_prediction):
+        by_ride.setdefault(item.value.ride_id, []).append(item)
+
+    states = _merge_and_save(batch, by_ride, config, store, now, deadline, report)
+    todo = [state for ride_id, state in states.items() if state.status == DECIDED and ride_id in by_ride]
+    failed = _publish(todo, store, publisher, deadline, report)
+    batch.report((item for ride_id in failed for item in by_ride[ride_id]), "PublishFailed")
+
+    batch.send_dead_letters(dead_letters, deadline)
+    report.dead_lettered = batch.dead_lettered
+    report.errors.update(batch.errors)
+    response = batch.response()
+    report.failed = batch.failed
+    return response, report
+
+
+def _merge_and_save(
+    batch: KinesisBatch,
+    by_ride: dict[str, list[BatchRecord]],
+    config: DecisionConfig,
+    store: DecisionStore,
+    now: float,
+    deadline,
+    report: DecisionReport,
+) -> dict[str, RideState]:
+    """Merge each ride's predictions into its stored state and save what changed; a ride whose
+    write lost a race is read and merged again. → every ride's state as stored now."""
+    states: dict[str, RideState] = {}
+    todo = list(by_ride)
+    for _round in range(MAX_MERGE_ROUNDS):
+        if not todo:
+            break
+        try:
+            stored = store.get_many(todo, deadline)
+        except StoreUnavailable as exc:
+            log.warning("decisions table unavailable (%s): %s", exc.code, exc)
+            batch.report((item for ride_id in todo for item in by_ride[ride_id]), exc.code)
+            return states
+        changed: list[RideState] = []
+        newly_decided: set[str] = set()
+        for ride_id in todo:
+            items, before = by_ride[ride_id], stored.get(ride_id)
+            try:
+                state = merged(before, [item.value for item in items], now, config)
+            except Exception as exc:  # a bug in merging: retried later, and its traceback logged once
+                batch.log_unexpected(exc, "merging a ride's predictions", items)
+                batch.report(items, type(exc).__name__)
+                continue
+            if state is before:
+                states[ride_id] = state  # a duplicate: nothing to write
+                continue
+            changed.append(state)
+            if state.status == DECIDED and (before is None or before.status == COLLECTING):
+                newly_decided.add(ride_id)
+        outcome = store.save(changed, deadline)
+        for state in outcome.written:
+            states[state.ride_id] = state
+            report.stored += 1
+            report.decided += state.ride_id in newly_decided
+        for ride_id, code in outcome.failed.items():
+            batch.report(by_ride[ride_id], code)
+        report.conflicts += len(outcome.conflicts)
+        todo = outcome.conflicts
+    batch.report((item for ride_id in todo for item in by_ride[ride_id]), "WriteConflict")
+    return states
+
+
+def _publish(
+    states: Sequence[RideState],
+    store: DecisionStore,
+    publisher: KinesisPublisher,
+    deadline,
+    report,
+) -> set[str]:
+    """Publish the decisions of decided rides, then mark them published. → ride ids whose
+    decision did not go out. A ride published but not marked stays `decided`: the sweep
+    publishes it again (the same `decision_id`) later."""
+    if not states:
+        return set()
+    result = publisher.publish([(state.ride_id, json_bytes(state.decision)) for state in states], deadline)
+    failed = {states[i].ride_id for i in result.failed}
+    out = [state for state in states if state.ride_id not in failed]
+    report.published += len(out)
+    marked = store.mark_published(out, deadline)
+    if marked.failed or marked.conflicts:
+        log.warning(
+            "%d published decisions not marked (%s); the sweep publishes them again",
+            len(marked.failed) + len(marked.conflicts),
+            sorted(set(marked.failed.values())) or "conflict",
+        )
+    return failed
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    timed_out: int = 0  # rides decided now with what had arrived
+    published: int = 0  # decisions put on the stream (timed out now, or decided before but not out)
+    failed: int = 0  # decisions that did not go out (the next sweep tries again)
+    conflicts: int = 0  # rides that changed while the sweep looked (left to the next look)
+    complete: bool = True  # False when the deadline stopped it before the index was done
+
+
+def sweep(
+    config: DecisionConfig,
+    *,
+    store: DecisionStore,
+    publisher: KinesisPublisher,
+    clock: Callable[[], float] | None = None,
+    time_left: Callable[[], float] | None = None,
+) -> SweepResult:
+    """Decide the rides whose predictions stopped coming, and publish every decision that is
+    stored but not out yet; page by page, until the index is done or the time is up."""
+    now = (clock or time.time)()
+    deadline = as_deadline(time_left)
+    result = SweepResult()
+    for ride_ids in store.due(now, deadline):
+        try:
+            states = store.get_many(ride_ids, deadline)
+        except StoreUnavailable as exc:
+            if exc.code != "DeadlinePassed":
+                raise  # the table is gone or refuses us: an error the function's alarm sees
+            break
+        overdue = [
+            decided(state, config, "timeout", now)
+            for state in states.values()
+            if state.status == COLLECTING and state.due_at is not None and state.due_at <= now
+        ]
+        outcome = store.save(overdue, deadline)
+        result.timed_out += len(outcome.written)
+        result.conflicts += len(outcome.conflicts)  # the stream changed it meanwhile: look again next time
+        stranded = [s for s in states.values() if s.status == DECIDED and s.due_at is not None and s.due_at <= now]
+        failed = _publish(outcome.written + stranded, store, publisher, deadline, result)
+        result.failed += len(failed)
+        if deadline.passed:
+            break
+    result.complete = not deadline.passed
+    return result

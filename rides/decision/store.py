@@ -1,0 +1,342 @@
+"""A ride's state in DynamoDB: one item per ride, changed only by conditional writes.
+
+The item is a small state machine, in the shape of Powertools' idempotency record:
+
+    collecting ──(every required prediction, or the timeout)──▶ decided ──(on the stream)──▶ published
+
+- `version` is an optimistic lock: every write expects the version it read and stores the
+  next one, so the stream processor and the timeout sweep can never overwrite each other's
+  work (a write that lost the race re-reads the ride and merges again).
+- A ride is decided once: the decision is stored (with its `decision_id`, derived from the
+  ride id and the version that stored it) before it is published, and marked published
+  after. A crash or failed publication between the two leaves it `decided`, where the next
+  batch of that ride or the sweep finds it and publishes it again; downstream consumers drop
+  the duplicate by `decision_id`.
+- `due_shard`/`due_at` form a sparse index of what needs the sweep's attention: collecting
+  rides (due at first_seen + timeout) and decided, unpublished ones (due a timeout after the
+  decision). Published rides leave the index.
+
+Write sharding of that index: every ride enters it, changes its key once (decided) and leaves
+it (published), three index writes per ride. One partition key value takes at most 1,000
+writes/s, so a single value (the old `pending = "1"`) caps the service at ~330 rides/s; and
+with `due_at` growing with time, DynamoDB cannot split that hot key by its sort key either.
+INDEX_SHARDS values spread by a hash of the ride id take 8,000 writes/s, ~2,600 rides/s
+(prod's 4 input shards take up to 4,000 rides/s of writes before the consumers' limits), and
+cost the sweep 8 small queries a minute.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Context, Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rides.kinesis_batch import Deadline, as_deadline
+from rides.retry import Backoff, error_code, is_retryable
+
+DUE_INDEX = "due-index"
+INDEX_SHARDS = 8
+# A transaction takes up to 100 actions; each ride is one.
+MAX_TRANSACTION_ITEMS = 100
+# Codes a cancelled transaction gives per item that may pass on a later try.
+RETRYABLE_CANCELLATIONS = frozenset(
+    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+)
+
+COLLECTING, DECIDED, PUBLISHED = "collecting", "decided", "published"
+
+
+class StoreUnavailable(RuntimeError):
+    """The table could not be read in the time left (throttled, missing, unreachable)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RideState:
+    """One ride: its predictions per model and, once decided, its decision."""
+
+    ride_id: str
+    first_seen: float
+    expires_at: int
+    predictions: dict[str, dict] = field(default_factory=dict)  # model → field, value, version, sequence_number
+    decision: dict | None = None
+    published: bool = False
+    due_at: float | None = None  # when the sweep should look at it; None once published
+    version: int = 0  # 0: not stored yet
+
+    @property
+    def status(self) -> str:
+        if self.decision is None:
+            return COLLECTING
+        return PUBLISHED if self.published else DECIDED
+
+    @property
+    def due_shard(self) -> str:
+        return str(zlib.crc32(self.ride_id.encode()) % INDEX_SHARDS)
+
+    def to_item(self) -> dict:
+        """The DynamoDB item (attribute values), as stored at version `version`."""
+        item: dict[str, Any] = {
+            "ride_id": self.ride_id,
+            "version": self.version,
+            "first_seen": self.first_seen,
+            "expires_at": self.expires_at,
+            "predictions": self.predictions,
+            "published": self.published,
+        }
+        if self.decision is not None:
+            item["decision"] = self.decision
+        if self.due_at is not None:
+            item["due_shard"] = self.due_shard
+            item["due_at"] = self.due_at
+        return {key: _SERIALIZE(_to_decimal(value)) for key, value in item.items()}
+
+    @classmethod
+    def from_item(cls, item: dict) -> RideState:
+        plain = {key: _plain(_DESERIALIZE(value)) for key, value in item.items()}
+        return cls(
+            ride_id=str(plain["ride_id"]),
+            first_seen=float(plain.get("first_seen", 0)),
+            expires_at=int(plain.get("expires_at", 0)),
+            predictions=plain.get("predictions") or {},
+            decision=plain.get("decision"),
+            published=bool(plain.get("published", False)),
+            due_at=plain.get("due_at"),
+            version=int(plain.get("version", 0)),
+        )
+
+    def for_api(self) -> dict:
+        """What the web service returns for GET /predictions/{ride_id}."""
+        return {
+            "ride_id": self.ride_id,
+            "status": self.status,
+            "predictions": self.predictions,
+            "decision": self.decision,
+            "first_seen": self.first_seen,
+        }
+
+    def next_version(self, **changes) -> RideState:
+        return replace(self, version=self.version + 1, **changes)
+
+
+@dataclass
+class WriteOutcome:
+    written: list[RideState] = field(default_factory=list)  # as stored now
+    conflicts: list[str] = field(default_factory=list)  # ride ids someone else changed meanwhile
+    failed: dict[str, str] = field(default_factory=dict)  # ride id → error code
+
+
+class DecisionStore:
+    """The table, through the low-level client: consistent batch reads, conditional
+    transactional writes, and the sweep's sharded index; every loop bounded by the deadline."""
+
+    def __init__(self, client, table_name: str, *, backoff: Callable[..., Backoff] = Backoff):
+        self.client = client
+        self.table_name = table_name
+        self.backoff = backoff
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, ride_id: str) -> RideState | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"ride_id": {"S": ride_id}}, ConsistentRead=True
+        ).get("Item")
+        return RideState.from_item(item) if item else None
+
+    def get_many(self, ride_ids: Sequence[str], time_left: Callable[[], float] | None = None) -> dict[str, RideState]:
+        """The stored rides among `ride_ids` (strongly consistent); StoreUnavailable when the
+        table cannot be read before the deadline."""
+        deadline = as_deadline(time_left)
+        ids = list(dict.fromkeys(ride_ids))
+        states: dict[str, RideState] = {}
+        for start in range(0, len(ids), 100):
+            keys = [{"ride_id": {"S": ride_id}} for ride_id in ids[start : start + 100]]
+            backoff = self.backoff(time_left=deadline)
+            while keys:
+                if deadline.passed:
+                    raise StoreUnavailable("DeadlinePassed", f"{len(keys)} rides not read before the deadline")
+                try:
+                    response = self.client.batch_get_item(
+                        RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    if not is_retryable(exc) or not backoff.wait():
+                        raise StoreUnavailable(error_code(exc), f"reading {len(keys)} rides: {exc}") from exc
+                    continue
+                for item in response["Responses"].get(self.table_name, []):
+                    state = RideState.from_item(item)
+                    states[state.ride_id] = state
+                keys = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
+                if keys and not backoff.wait():  # throttled: wait, never resend in a hot loop
+                    raise StoreUnavailable("UnprocessedKeys", f"{len(keys)} rides unread after retries")
+        return states
+
+    def due(self, now: float, time_left: Callable[[], float] | None = None, page: int = 100) -> Iterator[list[str]]:
+        """Pages of ride ids due for the sweep (collecting past their timeout, or decided and
+        not yet published), shard by shard; stops quietly when the deadline passes."""
+        deadline = as_deadline(time_left)
+        for shard in range(INDEX_SHARDS):
+            start: dict | None = None
+            backoff = self.backoff(time_left=deadline)
+            while True:
+                if deadline.passed:
+                    return
+                kwargs = {"ExclusiveStartKey": start} if start else {}
+                try:
+                    response = self.client.query(
+                        TableName=self.table_name,
+                        IndexName=DUE_INDEX,
+                        KeyConditionExpression="due_shard = :shard AND due_at <= :now",
+                        ExpressionAttributeValues={":shard": {"S": str(shard)}, ":now": {"N": _number(now)}},
+                        Limit=page,
+                        **kwargs,
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    if not is_retryable(exc) or not backoff.wait():
+                        raise StoreUnavailable(error_code(exc), f"querying the due index: {exc}") from exc
+                    continue
+                ids = [item["ride_id"]["S"] for item in response.get("Items", [])]
+                if ids:
+                    yield ids
+                start = response.get("LastEvaluatedKey")
+                if not start:
+                    break
+
+    # -- writing ------------------------------------------------------------------------------
+    def save(self, states: Sequence[RideState], time_left: Callable[[], float] | None = None) -> WriteOutcome:
+        """Store each state at its `version`, only if the stored one is still `version - 1`."""
+        actions = {}
+        for state in states:
+            put: dict[str, Any] = {"TableName": self.table_name, "Item": state.to_item()}
+            if state.version == 1:
+                put["ConditionExpression"] = "attribute_not_exists(ride_id)"
+            else:
+                put["ConditionExpression"] = "version = :expected"
+                put["ExpressionAttributeValues"] = {":expected": {"N": str(state.version - 1)}}
+            actions[state.ride_id] = {"Put": put}
+        by_id = {state.ride_id: state for state in states}
+        outcome = self._transact(actions, time_left)
+        outcome.written = [by_id[ride_id] for ride_id in outcome.written]
+        return outcome
+
+    def mark_published(self, states: Sequence[RideState], time_left: Callable[[], float] | None = None) -> WriteOutcome:
+        """Decided → published, for exactly the decision that went out (its `decision_id`);
+        the ride leaves the sweep's index. The version moves on, so a writer holding an older
+        copy cannot put the ride back to `decided`."""
+        actions = {
+            state.ride_id: {
+                "Update": {
+                    "TableName": self.table_name,
+                    "Key": {"ride_id": {"S": state.ride_id}},
+                    "UpdateExpression": "SET published = :true, version = version + :one REMOVE due_shard, due_at",
+                    "ConditionExpression": "decision.decision_id = :id",
+                    "ExpressionAttributeValues": {
+                        ":true": {"BOOL": True},
+                        ":one": {"N": "1"},
+                        ":id": {"S": state.decision["decision_id"]},
+                    },
+                }
+            }
+            for state in states
+        }
+        outcome = self._transact(actions, time_left)
+        by_id = {state.ride_id: state for state in states}
+        outcome.written = [by_id[ride_id].next_version(published=True, due_at=None) for ride_id in outcome.written]
+        return outcome
+
+    def _transact(self, actions: dict[str, dict], time_left: Callable[[], float] | None) -> WriteOutcome:
+        """Run one action per ride in transactions of up to 100; a ride whose condition failed
+        is a conflict, one that may pass later is retried with backoff until the deadline, and
+        a ride the table rejects for good is tried alone so it cannot hold back the others."""
+        deadline: Deadline = as_deadline(time_left)
+        outcome = WriteOutcome()
+        written: list[str] = []
+        pending = [[ride_id for ride_id in chunk] for chunk in _chunks(list(actions), MAX_TRANSACTION_ITEMS)]
+        backoff = self.backoff(time_left=deadline)
+        while pending:
+            retry: list[str] = []
+            alone: list[list[str]] = []
+            for chunk in pending:
+                if deadline.passed:
+                    outcome.failed.update(dict.fromkeys(chunk, "DeadlinePassed"))
+                    continue
+                try:
+                    self.client.transact_write_items(TransactItems=[actions[ride_id] for ride_id in chunk])
+                except ClientError as exc:
+                    code = error_code(exc)
+                    reasons = exc.response.get("CancellationReasons") or []
+                    if code == "TransactionCanceledException" and len(reasons) == len(chunk):
+                        for ride_id, reason in zip(chunk, reasons, strict=True):
+                            why = reason.get("Code") or "None"
+                            if why == "ConditionalCheckFailed":
+                                outcome.conflicts.append(ride_id)
+                            elif why in RETRYABLE_CANCELLATIONS:
+                                retry.append(ride_id)
+                            elif len(chunk) > 1:
+                                alone.append([ride_id])
+                            else:
+                                outcome.failed[ride_id] = why
+                    elif is_retryable(exc) or code == "TransactionCanceledException":
+                        retry.extend(chunk)
+                    elif len(chunk) > 1:
+                        alone.extend([ride_id] for ride_id in chunk)
+                    else:
+                        outcome.failed[chunk[0]] = code
+                    continue
+                except BotoCoreError:  # a connection or read timeout: the transaction may be retried
+                    retry.extend(chunk)
+                    continue
+                written.extend(chunk)
+            if retry and not backoff.wait():
+                outcome.failed.update(dict.fromkeys(retry, "RetriesExhausted"))
+                retry = []
+            pending = alone + [chunk for chunk in _chunks(retry, MAX_TRANSACTION_ITEMS)]
+        outcome.written = written
+        return outcome
+
+
+def _chunks(values: list, size: int) -> list[list]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+_SERIALIZE = TypeSerializer().serialize
+_DESERIALIZE = TypeDeserializer().deserialize
+# DynamoDB's own number context: 38 digits, and it refuses what it cannot store.
+_DYNAMO_CONTEXT = Context(prec=38, Emin=-128, Emax=126)
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _to_decimal(value):
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return _DYNAMO_CONTEXT.create_decimal(repr(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, dict):
+        return {k: _to_decimal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_decimal(v) for v in value]
+    return value
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
