@@ -12,7 +12,7 @@ module "input_stream" {
 module "predictions_stream" {
   source          = "./modules/kinesis_stream"
   name            = var.predictions_stream_name
-  shard_count     = var.predictions_shard_count
+  shard_count     = local.predictions_shard_count
   retention_hours = var.stream_retention_hours
 }
 
@@ -64,6 +64,13 @@ module "batch_job" {
 }
 
 locals {
+  # Every ride event becomes one prediction per consumer, so the predictions stream takes
+  # length(local.consumers) times the input's records (and bytes: a prediction record is about
+  # the size of a ride event): it gets that many times the input's shards.
+  predictions_shard_count = (
+    var.predictions_shard_count != null ? var.predictions_shard_count :
+    var.input_shard_count == null ? null : var.input_shard_count * length(local.consumers)
+  )
   image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
   model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
 
@@ -227,14 +234,45 @@ module "decision_sweep" {
   input               = jsonencode({ sweep = true })
 }
 
-resource "aws_cloudwatch_metric_alarm" "dead_letters" {
-  alarm_name          = "rides-${var.environment}-dead-letters"
-  alarm_description   = "Malformed records are waiting in the dead-letter queue."
+# Records waiting for an operator: malformed ones (dead letters, with their reason) and
+# batches the event source mapping gave up on (pointers to stream ranges; `rides redrive`).
+resource "aws_cloudwatch_metric_alarm" "queue_not_empty" {
+  for_each = {
+    dead-letters = {
+      queue = module.dead_letter_queue.name
+      what  = "Malformed records are waiting in the dead-letter queue (rides dead-letters lists them)."
+    }
+    failed-batches = {
+      queue = module.failed_batches_queue.name
+      what  = "The event source mapping gave up on batches: replay them with rides redrive while the stream still holds them."
+    }
+  }
+  alarm_name          = "rides-${var.environment}-${each.key}"
+  alarm_description   = each.value.what
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = module.dead_letter_queue.name }
+  dimensions          = { QueueName = each.value.queue }
   statistic           = "Maximum"
   period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+  ok_actions          = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+}
+
+# A model that loads but cannot serve (or does not load) makes every batch a retry: the
+# consumer's ModelFaults metric (EMF, dimensions service + model) is 1 for each such batch.
+resource "aws_cloudwatch_metric_alarm" "model_faults" {
+  for_each            = local.consumers
+  alarm_name          = "rides-${var.environment}-${each.value.function_name}-model-faults"
+  alarm_description   = "${each.value.function_name} cannot serve its model ${each.value.model_name}: batches are retried, not predicted."
+  namespace           = "rides"
+  metric_name         = "ModelFaults"
+  dimensions          = { service = each.value.function_name, model = each.value.model_name }
+  statistic           = "Sum"
+  period              = 60
   evaluation_periods  = 1
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"

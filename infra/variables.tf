@@ -81,8 +81,8 @@ variable "input_shard_count" {
 
 variable "predictions_shard_count" {
   type        = number
-  description = "Shards of the predictions stream; null for on-demand capacity."
-  default     = 2
+  description = "Shards of the predictions stream; null (the default) sizes it from the consumers: input shards x consumers, on-demand when the input is."
+  default     = null
 }
 
 variable "stream_retention_hours" {

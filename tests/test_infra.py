@@ -286,3 +286,30 @@ def test_one_consumer_entry_per_registered_model():
         for s in CONSUMERS.values()
     }
     assert set(entries) == set(CONSUMERS)
+
+
+def test_the_predictions_stream_is_sized_from_the_number_of_consumers():
+    stream = named(load_dir(INFRA)["module"])["predictions_stream"]
+    assert stream["shard_count"] == "${local.predictions_shard_count}"
+    sizing = locals_of(INFRA)["predictions_shard_count"]
+    assert "var.input_shard_count * length(local.consumers)" in sizing
+    assert variables(INFRA)["predictions_shard_count"]["default"] is None
+
+
+def test_alarms_on_the_queues_an_operator_must_empty_and_on_model_faults():
+    alarms = {
+        name: body
+        for block in load_dir(INFRA)["resource"]
+        for name, body in block.get("aws_cloudwatch_metric_alarm", {}).items()
+    }
+    queues = alarms["queue_not_empty"]["for_each"]
+    assert {entry["queue"] for entry in queues.values()} == {
+        "${module.dead_letter_queue.name}",
+        "${module.failed_batches_queue.name}",
+    }
+    faults = alarms["model_faults"]
+    handler = (ROOT / "lambda_function" / "handler.py").read_text()
+    # The metric the consumer emits, with the dimensions Powertools gives it (service, model).
+    assert f'("{faults["metric_name"]}",' in handler and 'add_dimension(name="model"' in handler
+    assert set(faults["dimensions"]) == {"service", "model"}
+    assert faults["namespace"] == "rides" and faults["for_each"] == "${local.consumers}"

@@ -216,9 +216,12 @@ def create_resources(
     """What Terraform creates, by the same names; safe to run again."""
     c = clients(env)
     created: dict[str, str] = {}
+    from rides.consumers import CONSUMERS
+
     for stream, count in (
         (names.input_stream, shards),
-        (names.predictions_stream, shards),
+        # One prediction per consumer for each ride, as Terraform sizes it.
+        (names.predictions_stream, shards * len(CONSUMERS)),
         (names.decisions_stream, 1),
     ):
         try:
