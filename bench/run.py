@@ -176,6 +176,7 @@ def package_size(requirements: list[str]) -> float:
 
 def soak(env_stack, names, n_events: int) -> dict:
     """n real events through the emulator and the runner; count what comes out."""
+    from lambda_function.handler import lambda_handler
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
     from rides.local.reader import StreamReader, collect_predictions
@@ -186,7 +187,9 @@ def soak(env_stack, names, n_events: int) -> dict:
     kinesis = boto3.client("kinesis")
     stop = threading.Event()
     checkpoints = Path(tempfile.mkdtemp()) / "checkpoints.json"
-    runner = EventSourceRunner(names.input_stream, function_name="bench", checkpoint_path=checkpoints)
+    runner = EventSourceRunner(
+        names.input_stream, handler=lambda_handler, function_name="bench", checkpoint_path=checkpoints
+    )
     lags: list[int] = []
     thread = threading.Thread(
         target=runner.run,

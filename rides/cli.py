@@ -261,7 +261,10 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
 @click.option("--max-retries", type=int, default=None)
 @click.option("--dry-run", is_flag=True, help="Predict without publishing (DRY_RUN=true).")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
-def consume(stream, consumers, batch_size, window, starting_position, max_retries, dry_run, max_seconds) -> None:
+@click.option("--function-timeout", type=float, default=60.0, show_default=True, help="Seconds an invocation may take.")
+def consume(
+    stream, consumers, batch_size, window, starting_position, max_retries, dry_run, max_seconds, function_timeout
+) -> None:
     """Run consumers under the local event-source runner (Lambda's Kinesis mapping), each with
     its own model, checkpoints and configuration, all in this process."""
     import time
@@ -298,6 +301,7 @@ def consume(stream, consumers, batch_size, window, starting_position, max_retrie
                 stream=stream or names.input_stream,
                 settings=settings,
                 failures_url=failures_url,
+                function_timeout_s=function_timeout,
                 sqs=sqs,
             )
             for key in consumers or ("duration",)
@@ -325,7 +329,8 @@ def consume(stream, consumers, batch_size, window, starting_position, max_retrie
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds to wait for a ride's predictions.")
 @click.option("--rules", default=None, help="JSON list of rules, or a path to one (DECISION_RULES).")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
-def decide(timeout_s, rules, max_seconds) -> None:
+@click.option("--function-timeout", type=float, default=60.0, show_default=True, help="Seconds an invocation may take.")
+def decide(timeout_s, rules, max_seconds, function_timeout) -> None:
     """The decision service under the local event-source runner: predictions → decisions."""
     import time
 
@@ -350,6 +355,7 @@ def decide(timeout_s, rules, max_seconds) -> None:
         settings=EventSourceSettings(),
         sqs=sqs,
         failures_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
+        function_timeout_s=function_timeout,
     )
     click.echo(
         f"deciding: {names.predictions_stream} → {names.decisions_table} → {names.decisions_stream}; Ctrl-C stops"

@@ -176,3 +176,178 @@ def test_records_older_than_the_maximum_age_are_discarded(stream, tmp_path, monk
     assert handler.batches == []
     messages = failure_messages(stream["sqs"], stream["failures"])
     assert messages and messages[0]["requestContext"]["condition"] == "RecordAgeExceeded"
+
+
+# -- parity with the event source mapping under faults ------------------------------------------
+def test_an_invocation_past_the_function_timeout_is_a_function_error_and_is_retried(stream, tmp_path, caplog):
+    import time as clock
+
+    slow_once = []
+
+    def rule(records):
+        if not slow_once:
+            slow_once.append(1)
+            clock.sleep(1.0)  # past the 0.3 s timeout: Lambda would end this invocation
+        return {"batchItemFailures": []}
+
+    handler = Recorder(rule)
+    runner = make_runner(stream, handler, tmp_path, batch_size=20, bisect_batch_on_function_error=False)
+    runner.function_timeout_s = 0.3
+    drain(runner, 5)
+    assert runner.stats.timeouts == 1 and runner.stats.function_errors == 1
+    assert handler.batches[-1] == list(range(20)) and runner.stats.records_done == 20
+    assert "timed out after 0.3s" in caplog.text
+
+
+class FlakyReads:
+    """moto's Kinesis whose GetRecords is throttled, then answers with an expired iterator."""
+
+    def __init__(self, kinesis, failures):
+        self.kinesis, self.failures = kinesis, list(failures)
+
+    def __getattr__(self, name):
+        return getattr(self.kinesis, name)
+
+    def get_records(self, **kwargs):
+        if self.failures:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": self.failures.pop(0)}}, "GetRecords")
+        return self.kinesis.get_records(**kwargs)
+
+
+def test_a_failed_get_records_is_retried_with_backoff_instead_of_ending_the_runner(stream, tmp_path):
+    handler = Recorder()
+    runner = make_runner(stream, handler, tmp_path, batch_size=8)
+    runner.kinesis = FlakyReads(
+        stream["kinesis"], ["ProvisionedThroughputExceededException", "ExpiredIteratorException", "InternalFailure"]
+    )
+    runner.discover_shards()
+    deadline = __import__("time").monotonic() + 10
+    while runner.stats.records_done < 20 and __import__("time").monotonic() < deadline:
+        runner.run_once()
+    assert [n for batch in handler.batches for n in batch] == list(range(20))
+    assert runner.stats.read_errors == 3
+
+
+class ReshardedKinesis:
+    """A stream after a split: a closed parent (records 1-6 of ride r) and its children
+    (records 7-9 of the same ride), as Kinesis lists them. moto cannot close a parent."""
+
+    def __init__(self, checkpoint_start="1"):
+        self.shards = {
+            "parent": {"range": {"StartingSequenceNumber": checkpoint_start, "EndingSequenceNumber": "6"}},
+            "child-a": {"parent": "parent", "range": {"StartingSequenceNumber": "7"}},
+            "child-b": {"parent": "parent", "range": {"StartingSequenceNumber": "7"}},
+        }
+        self.records = {"parent": list(range(1, 7)), "child-a": [7, 8, 9], "child-b": []}
+        self.meta = type("Meta", (), {"region_name": "us-east-1"})()
+
+    def describe_stream_summary(self, StreamName):
+        return {"StreamDescriptionSummary": {"StreamARN": "arn:aws:kinesis:us-east-1:1:stream/in"}}
+
+    def list_shards(self, **kwargs):
+        return {
+            "Shards": [
+                {
+                    "ShardId": sid,
+                    "SequenceNumberRange": s["range"],
+                    **({"ParentShardId": s["parent"]} if "parent" in s else {}),
+                }
+                for sid, s in self.shards.items()
+            ]
+        }
+
+    def get_shard_iterator(self, StreamName, ShardId, ShardIteratorType, StartingSequenceNumber=None):
+        start = 0 if StartingSequenceNumber is None else self.records[ShardId].index(int(StartingSequenceNumber)) + 1
+        return {"ShardIterator": f"{ShardId}:{start}"}
+
+    def get_records(self, ShardIterator, Limit):
+        shard, position = ShardIterator.rsplit(":", 1)
+        records = self.records[shard][int(position) : int(position) + min(Limit, 2)]
+        end = int(position) + len(records)
+        closed = shard == "parent" and end == len(self.records[shard])
+        return {
+            "Records": [
+                {
+                    "SequenceNumber": str(n),
+                    "PartitionKey": "r",
+                    "Data": orjson.dumps({"n": n}),
+                    "ApproximateArrivalTimestamp": __import__("time").time(),
+                }
+                for n in records
+            ],
+            "NextShardIterator": None if closed else f"{shard}:{end}",
+            "MillisBehindLatest": 0,
+        }
+
+
+def test_a_child_shard_is_read_only_after_its_parent_is_read_to_its_end(tmp_path):
+    handler = Recorder()
+    runner = EventSourceRunner(
+        "in",
+        handler=handler,
+        settings=EventSourceSettings(batch_size=2, maximum_batching_window_in_seconds=0),
+        checkpoint_path=tmp_path / "cp.json",
+        kinesis=ReshardedKinesis(),
+        poll_interval_s=0,
+    )
+    runner.discover_shards()
+    for _ in range(20):
+        runner.run_once()
+    assert [n for batch in handler.batches for n in batch] == list(range(1, 10))  # ride r in order
+
+
+def test_a_stored_position_outside_the_shard_is_reported_loudly_and_the_shard_read_from_its_start(tmp_path, caplog):
+    (tmp_path / "cp.json").write_text(json.dumps({"parent": "3"}))
+    handler = Recorder()
+    runner = EventSourceRunner(
+        "in",
+        handler=handler,
+        settings=EventSourceSettings(batch_size=10, maximum_batching_window_in_seconds=0),
+        checkpoint_path=tmp_path / "cp.json",
+        kinesis=ReshardedKinesis(checkpoint_start="4"),  # a position below the shard's first record
+        poll_interval_s=0,
+    )
+    runner.discover_shards()
+    for _ in range(10):
+        runner.run_once()
+    assert "is outside the shard's sequence numbers 4-6" in caplog.text
+    assert [n for batch in handler.batches for n in batch] == list(range(1, 10))
+
+
+def test_checkpoints_belong_to_a_stream_not_to_its_name(aws, tmp_path, monkeypatch, caplog):
+    """400 rides consumed, the stream deleted and created again (a fresh emulator numbers its
+    records from the start again): the new rides are all delivered, and the runner says why
+    it does not use the old checkpoints."""
+    monkeypatch.setenv("RIDES_HOME", str(tmp_path / "home"))
+    kinesis = aws["kinesis"]
+
+    def fill(n):
+        kinesis.put_records(
+            StreamName="in", Records=[{"PartitionKey": str(i), "Data": orjson.dumps({"n": i})} for i in range(n)]
+        )
+
+    def consume(expected):
+        handler = Recorder()
+        runner = EventSourceRunner(
+            "in",
+            handler=handler,
+            settings=EventSourceSettings(batch_size=500, maximum_batching_window_in_seconds=0),
+            kinesis=kinesis,
+            poll_interval_s=0,
+        )
+        runner.discover_shards()
+        for _ in range(10):
+            runner.run_once()
+        return sorted(n for batch in handler.batches for n in batch)
+
+    kinesis.create_stream(StreamName="in", ShardCount=1)
+    fill(400)
+    assert consume(400) == list(range(400))
+    kinesis.delete_stream(StreamName="in")
+    __import__("time").sleep(0.01)
+    kinesis.create_stream(StreamName="in", ShardCount=1)
+    fill(300)
+    assert consume(300) == list(range(300))
+    assert "in was created anew" in caplog.text

@@ -8,7 +8,13 @@ the event shape Lambda sends, and applies the same failure semantics:
 - records older than the maximum age and batches out of retries go to the on-failure
   destination (SQS) with the same `KinesisBatchInfo` message Lambda sends, and are skipped;
 - per-shard checkpoints in a file, written only after a batch is done, so a restart
-  resumes where it stopped (at-least-once, like Lambda).
+  resumes where it stopped (at-least-once, like Lambda); the file belongs to one stream
+  (its ARN and creation time), so a stream recreated under the same name starts afresh;
+- the function's timeout: an invocation that runs past it is a function error;
+- a failed GetRecords is retried with backoff (an expired iterator is made again from the
+  last position), never the end of the runner;
+- after a reshard, a child shard is read only once its parents are read to their end, so
+  the records of one ride stay in order.
 
 Invocations run one at a time, like one Lambda container per shard with parallelization 1.
 """
@@ -16,9 +22,12 @@ Invocations run one at a time, like one Lambda container per shard with parallel
 from __future__ import annotations
 
 import base64
+import enum
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,8 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.esm import EventSourceSettings
+from rides.retry import error_code
 
 log = logging.getLogger("rides.runner")
 
@@ -66,22 +77,64 @@ class CheckpointStore:
 
     def set(self, shard_id: str, sequence_number: str) -> None:
         self.positions[shard_id] = sequence_number
+        self._write()
+
+    def forget(self, shard_id: str) -> None:
+        self.positions.pop(shard_id, None)
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.positions))
         tmp.replace(self.path)
 
 
+def checkpoint_file(folder: Path, stream_name: str, function_name: str, stream_arn: str, created) -> Path:
+    """The checkpoints of one consumer on one stream, named by the stream's identity (its ARN
+    and creation time, as the event source mapping is on AWS), not only by its name: a stream
+    deleted and created again (a fresh emulator) numbers its records from the start again,
+    and an old position would silently skip every record up to it."""
+    created = created.isoformat() if isinstance(created, datetime) else str(created or "")
+    identity = hashlib.sha256(f"{stream_arn}|{created}".encode()).hexdigest()[:12]
+    path = folder / f"{stream_name}.{function_name}.{identity}.json"
+    stale = [p for p in folder.glob(f"{stream_name}.{function_name}.*json") if p != path and p.suffix == ".json"]
+    if stale and not path.exists():
+        log.warning(
+            "%s was created anew (%s): the checkpoints of %d earlier stream(s) by that name are not used (%s)",
+            stream_name,
+            created or "creation time unknown",
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
+    return path
+
+
 @dataclass
 class ShardState:
     shard_id: str
-    iterator: str | None
+    parents: tuple[str, ...] = ()
+    iterator: str | None = None  # made when the shard is first read (after its parents)
     buffer: list[dict] = field(default_factory=list)
     first_buffered: float | None = None
     limit: int | None = None  # batch size while bisecting
     split_left: int = 0  # records of the failed batch not yet through after a split
     attempts: int = 0
     millis_behind: int = 0
-    closed: bool = False
+    closed: bool = False  # read to its end (a parent after a reshard)
+    read_errors: int = 0  # GetRecords failures in a row
+    retry_at: float = 0.0  # no GetRecords before this (monotonic), after a failure
+
+    @property
+    def finished(self) -> bool:
+        return self.closed and not self.buffer
+
+
+class Outcome(enum.Enum):
+    """What one invocation did with its batch."""
+
+    OK = "ok"  # every record done
+    PARTIAL = "partial"  # the records before the lowest reported one are done
+    ERROR = "error"  # a function error (exception, timeout, or a malformed response): none done
 
 
 @dataclass
@@ -91,6 +144,8 @@ class RunnerStats:
     records_done: int = 0
     function_errors: int = 0
     partial_failures: int = 0
+    timeouts: int = 0
+    read_errors: int = 0
     discarded: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -102,6 +157,8 @@ class RunnerStats:
             "records_done": self.records_done,
             "function_errors": self.function_errors,
             "partial_failures": self.partial_failures,
+            "timeouts": self.timeouts,
+            "read_errors": self.read_errors,
             "discarded": self.discarded,
             "records_per_s": round(self.records_done / elapsed, 1) if elapsed else 0.0,
             "lag_ms": max((s.millis_behind for s in shards.values()), default=0),
@@ -129,18 +186,12 @@ def kinesis_event_record(record: dict, shard_id: str, stream_arn: str, region: s
     }
 
 
-def default_handler():
-    from lambda_function.handler import lambda_handler
-
-    return lambda_handler
-
-
 class EventSourceRunner:
     def __init__(
         self,
         stream_name: str,
         *,
-        handler: Callable | None = None,
+        handler: Callable,
         settings: EventSourceSettings | None = None,
         function_name: str = "ride-duration-consumer",
         function_timeout_s: float = 60.0,
@@ -152,7 +203,7 @@ class EventSourceRunner:
         on_poll: Callable[[], None] | None = None,
     ):
         self.stream_name = stream_name
-        self.handler = handler or default_handler()
+        self.handler = handler
         self.settings = settings or EventSourceSettings()
         self.function_name = function_name
         self.function_timeout_s = function_timeout_s
@@ -165,7 +216,14 @@ class EventSourceRunner:
         from rides.state import state_dir
 
         self.checkpoints = CheckpointStore(
-            checkpoint_path or state_dir() / "checkpoints" / f"{stream_name}.{function_name}.json"
+            checkpoint_path
+            or checkpoint_file(
+                state_dir() / "checkpoints",
+                stream_name,
+                function_name,
+                self.stream_arn,
+                description.get("StreamCreationTimestamp"),
+            )
         )
         self.poll_interval_s = poll_interval_s
         self.on_poll = on_poll
@@ -174,29 +232,78 @@ class EventSourceRunner:
         self._stop = False
 
     # -- shards ---------------------------------------------------------------------------
-    def _iterator(self, shard_id: str) -> str:
-        position = self.checkpoints.get(shard_id)
+    def _iterator(self, shard: ShardState) -> str:
+        """From the last record this runner holds or finished, else the starting position."""
+        position = shard.buffer[-1]["SequenceNumber"] if shard.buffer else self.checkpoints.get(shard.shard_id)
         if position:
             kwargs = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": position}
         else:
             kwargs = {"ShardIteratorType": self.settings.starting_position}
-        return self.kinesis.get_shard_iterator(StreamName=self.stream_name, ShardId=shard_id, **kwargs)["ShardIterator"]
+        return self.kinesis.get_shard_iterator(StreamName=self.stream_name, ShardId=shard.shard_id, **kwargs)[
+            "ShardIterator"
+        ]
 
     def discover_shards(self) -> None:
-        paginator = self.kinesis.get_paginator("list_shards")
-        for page in paginator.paginate(StreamName=self.stream_name):
-            for shard in page["Shards"]:
-                shard_id = shard["ShardId"]
-                if shard_id not in self.shards:
-                    self.shards[shard_id] = ShardState(shard_id, self._iterator(shard_id))
+        """Find new shards (a reshard adds children); a failure here is retried next round."""
+        try:
+            shards, token = [], None
+            while True:
+                page = self.kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": self.stream_name}))
+                shards += page["Shards"]
+                token = page.get("NextToken")
+                if not token:
+                    break
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("cannot list the shards of %s (%s); trying again", self.stream_name, error_code(exc))
+            return
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id in self.shards:
+                continue
+            parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
+            self.shards[shard_id] = ShardState(shard_id, parents)
+            self._check_checkpoint(shard_id, shard.get("SequenceNumberRange") or {})
+
+    def _check_checkpoint(self, shard_id: str, sequence_range: dict) -> None:
+        """A stored position outside the shard's range belongs to another stream: say so loudly
+        and read the shard from its start (duplicates can be told apart; a skip cannot)."""
+        position = self.checkpoints.get(shard_id)
+        if not position or not position.isdigit():
+            return
+        start, end = sequence_range.get("StartingSequenceNumber"), sequence_range.get("EndingSequenceNumber")
+        if (start and int(position) < int(start)) or (end and int(position) > int(end)):
+            log.error(
+                "checkpoint %s of %s/%s is outside the shard's sequence numbers %s-%s: it is not this "
+                "stream's; reading the shard from its start instead",
+                position,
+                self.stream_name,
+                shard_id,
+                start,
+                end or "",
+            )
+            self.checkpoints.forget(shard_id)
+
+    def _parents_finished(self, shard: ShardState) -> bool:
+        """Per-ride order across a reshard: a child waits until every parent it knows is read
+        to its end and processed (a parent past retention is no longer listed)."""
+        return all(self.shards[p].finished for p in shard.parents if p in self.shards)
 
     # -- polling ----------------------------------------------------------------------------
     def _fill(self, shard: ShardState) -> None:
-        if shard.iterator is None or len(shard.buffer) >= self.settings.batch_size:
+        if shard.closed or len(shard.buffer) >= self.settings.batch_size or time.monotonic() < shard.retry_at:
             return
-        response = self.kinesis.get_records(
-            ShardIterator=shard.iterator, Limit=min(10_000, self.settings.batch_size * 2)
-        )
+        if not self._parents_finished(shard):
+            return
+        try:
+            if shard.iterator is None:
+                shard.iterator = self._iterator(shard)
+            response = self.kinesis.get_records(
+                ShardIterator=shard.iterator, Limit=min(10_000, self.settings.batch_size * 2)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self._read_failed(shard, exc)
+            return
+        shard.read_errors = 0
         shard.iterator = response.get("NextShardIterator")
         shard.millis_behind = response.get("MillisBehindLatest", 0)
         if shard.iterator is None:
@@ -206,6 +313,16 @@ class EventSourceRunner:
                 shard.first_buffered = time.monotonic()
             shard.buffer.extend(response["Records"])
 
+    def _read_failed(self, shard: ShardState, exc: Exception) -> None:
+        """Like the event source mapping: a failed read is retried, with backoff, for ever."""
+        code = error_code(exc)
+        self.stats.read_errors += 1
+        shard.read_errors += 1
+        shard.iterator = None  # made again from the last position (an expired one must be)
+        delay = min(5.0, 0.1 * 2 ** min(shard.read_errors, 6))
+        shard.retry_at = time.monotonic() + delay
+        log.warning("GetRecords on %s/%s failed (%s); again in %.1fs", self.stream_name, shard.shard_id, code, delay)
+
     def _ready(self, shard: ShardState) -> bool:
         if not shard.buffer:
             return False
@@ -214,30 +331,60 @@ class EventSourceRunner:
         return time.monotonic() - (shard.first_buffered or 0) >= self.settings.maximum_batching_window_in_seconds
 
     # -- invoking ---------------------------------------------------------------------------
-    def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[str, int]:
-        """Returns ("ok", n) when n leading records are done, or ("error", 0)."""
+    def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[Outcome, int]:
+        """→ (outcome, how many leading records are done)."""
         event = {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region) for r in batch]}
         context = LambdaContext(self.function_name, self.function_timeout_s, self.region)
         self.stats.invocations += 1
         self.stats.records_in += len(batch)
-        try:
-            response = self.handler(event, context)
-        except Exception:
-            log.exception("function error on %s (%d records)", shard.shard_id, len(batch))
+        done: dict = {}
+
+        def call() -> None:
+            try:
+                done["response"] = self.handler(event, context)
+            except BaseException as exc:  # whatever ends the function is its error
+                done["error"] = exc
+
+        # The handler runs in a thread we can stop waiting for: past the function's timeout
+        # Lambda ends the invocation as an error, and so do we (the thread is abandoned, as
+        # Lambda abandons the container; what it still publishes is an identifiable duplicate).
+        worker = threading.Thread(target=call, name=f"{self.function_name}-{shard.shard_id}", daemon=True)
+        worker.start()
+        worker.join(self.function_timeout_s)
+        if worker.is_alive():
+            log.error(
+                "%s timed out after %.1fs on %s (%d records): a function error",
+                self.function_name,
+                self.function_timeout_s,
+                shard.shard_id,
+                len(batch),
+            )
+            self.stats.timeouts += 1
             self.stats.function_errors += 1
-            return "error", 0
+            return Outcome.ERROR, 0
+        if "error" in done:
+            error = done["error"]
+            log.error(
+                "function error on %s (%d records)",
+                shard.shard_id,
+                len(batch),
+                exc_info=(type(error), error, error.__traceback__),
+            )
+            self.stats.function_errors += 1
+            return Outcome.ERROR, 0
+        response = done.get("response")
         failures = (response or {}).get("batchItemFailures") if isinstance(response, dict) else None
         if not failures:
-            return "ok", len(batch)
+            return Outcome.OK, len(batch)
         positions = {r["SequenceNumber"]: i for i, r in enumerate(batch)}
         ids = [f.get("itemIdentifier") if isinstance(f, dict) else None for f in failures]
         if any(i not in positions for i in ids):
             # Lambda treats a response naming an unknown record as a failure of the whole batch.
             log.error("batchItemFailures names records not in the batch: %s", ids)
             self.stats.function_errors += 1
-            return "error", 0
+            return Outcome.ERROR, 0
         self.stats.partial_failures += 1
-        return "partial", min(positions[i] for i in ids)
+        return Outcome.PARTIAL, min(positions[i] for i in ids)
 
     def _discard(self, shard: ShardState, records: list[dict], condition: str) -> bool:
         """Send batch info to the on-failure destination; True when the records may be skipped."""
@@ -292,12 +439,12 @@ class EventSourceRunner:
         outcome, done = self._invoke(shard, shard.buffer[:size])
         self._advance(shard, done)
         shard.split_left = max(0, shard.split_left - done)
-        if outcome == "ok":
+        if outcome is Outcome.OK:
             shard.attempts = 0
             if not shard.split_left:
                 shard.limit = None
             return True
-        if outcome == "error" and self.settings.bisect_batch_on_function_error and size > 1:
+        if outcome is Outcome.ERROR and self.settings.bisect_batch_on_function_error and size > 1:
             # Retry each half separately; splitting does not use up a retry.
             shard.split_left = shard.split_left or size
             shard.limit = max(1, size // 2)

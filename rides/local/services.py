@@ -22,6 +22,7 @@ def consumer_runner(
     stream: str,
     settings: EventSourceSettings,
     failures_url: str,
+    function_timeout_s: float = 60.0,
     kinesis=None,
     sqs=None,
 ) -> EventSourceRunner:
@@ -44,6 +45,7 @@ def consumer_runner(
         handler=handler_for(env),
         settings=settings,
         function_name=spec.function_name,
+        function_timeout_s=function_timeout_s,
         kinesis=kinesis,
         sqs=sqs,
         on_failure_queue_url=failures_url,
@@ -58,6 +60,7 @@ def decision_runner(
     settings: EventSourceSettings,
     failures_url: str,
     sweep_every_s: float = 5.0,
+    function_timeout_s: float = 60.0,
     kinesis=None,
     sqs=None,
 ) -> EventSourceRunner:
@@ -72,13 +75,14 @@ def decision_runner(
     def sweep() -> None:
         if time.monotonic() - last[0] >= sweep_every_s:
             last[0] = time.monotonic()
-            handler({}, LambdaContext("ride-decisions-sweep", 60, "local"))
+            handler({}, LambdaContext("ride-decisions-sweep", function_timeout_s, "local"))
 
     return EventSourceRunner(
         names.predictions_stream,
         handler=handler,
         settings=settings,
         function_name="ride-decision-service",
+        function_timeout_s=function_timeout_s,
         kinesis=kinesis,
         sqs=sqs,
         on_failure_queue_url=failures_url,
