@@ -371,6 +371,117 @@ def decide(timeout_s, rules, max_seconds, function_timeout) -> None:
         click.echo(f"stopped: {json.dumps(runner.stats.as_dict(runner.shards))}")
 
 
+# -- recovery --------------------------------------------------------------------------------
+def _queue_url(sqs, which: str) -> str:
+    names = StackNames.from_env()
+    name = names.dead_letter_queue if which == "dead-letters" else names.failed_batches_queue
+    return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+@main.command("dead-letters")
+@click.option(
+    "--queue",
+    type=click.Choice(["dead-letters", "failed-batches"]),
+    default="dead-letters",
+    show_default=True,
+    help="The dead-letter queue (records with their reason) or the failed-batches queue (stream ranges).",
+)
+@click.option("--limit", type=int, default=None, help="At most this many messages.")
+@click.option("--as-json", is_flag=True, help="One JSON message per line.")
+def dead_letters(queue, limit, as_json) -> None:
+    """List what waits for an operator, with counts by reason; the messages stay queued."""
+    import boto3
+
+    from rides.recovery import BatchPointer, decoded_data, peek, reason_counts, release
+
+    _use_local_stack_if_running()
+    sqs = boto3.client("sqs")
+    url = _queue_url(sqs, queue)
+    messages = peek(sqs, url, limit=limit)
+    release(sqs, url, messages)
+    if as_json:
+        for message in messages:
+            click.echo(json.dumps(message.body))
+        return
+    click.echo(f"{len(messages)} messages in {queue}")
+    if queue == "dead-letters":
+        for reason, n in reason_counts(messages).most_common():
+            click.echo(f"  {n:>6} x {reason}")
+        for message in messages:
+            body, source = message.body, message.body.get("source") or {}
+            origin = f"{(source.get('stream_arn') or '?').rsplit('/', 1)[-1]}/{source.get('shard_id')}"
+            click.echo(f"- {body.get('error')}\n    from {origin} @ {source.get('sequence_number')}")
+            click.echo(f"    data {decoded_data(body)[:120]!r}")
+        return
+    for message in messages:
+        p = BatchPointer.from_message(message.body)
+        click.echo(
+            f"- {p.function_name}: {p.stream_name}/{p.shard_id} {p.start}..{p.end} ({p.size} records, {p.condition})"
+        )
+
+
+@main.command()
+@click.option("--dead-letters", "letters", is_flag=True, help="Re-send dead letters instead of failed batches.")
+@click.option("--matching", default=None, help="Only dead letters whose reason contains this text.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["local", "lambda"]),
+    default="local",
+    show_default=True,
+    help="Failed batches: through the local handlers or by invoking the Lambda that gave up.",
+)
+@click.option("--limit", type=int, default=None, help="At most this many messages.")
+def redrive(letters, matching, target, limit) -> None:
+    """Replay failed batches from the stream through their function again (while the stream
+    holds them), or re-send dead letters to their stream after a fix."""
+    import boto3
+
+    from rides import recovery
+
+    _use_local_stack_if_running()
+    names = StackNames.from_env()
+    sqs, kinesis = boto3.client("sqs"), boto3.client("kinesis")
+    if letters:
+        result = recovery.redrive_dead_letters(
+            sqs,
+            kinesis,
+            _queue_url(sqs, "dead-letters"),
+            streams={"events": names.input_stream, "predictions": names.predictions_stream},
+            matching=matching,
+            limit=limit,
+        )
+        click.echo(json.dumps(result))
+        return
+    invoke = recovery.lambda_invoker(boto3.client("lambda")) if target == "lambda" else _local_invoker(sqs, names)
+    result = recovery.redrive_failed_batches(
+        sqs, kinesis, _queue_url(sqs, "failed-batches"), invoke, region=kinesis.meta.region_name, limit=limit
+    )
+    click.echo(json.dumps(result.as_dict()))
+    if result.kept:
+        raise click.ClickException(f"{len(result.kept)} failed batches stay queued: " + "; ".join(result.kept[:5]))
+
+
+def _local_invoker(sqs, names: StackNames):
+    from rides.local.runner import LambdaContext
+    from rides.local.services import NoModel, local_handler
+
+    base = dict(os.environ)
+    base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
+    base.setdefault("DEAD_LETTER_QUEUE_URL", _queue_url(sqs, "dead-letters"))
+    handlers: dict = {}
+
+    def invoke(pointer, event):
+        if pointer.function_name not in handlers:
+            try:
+                handlers[pointer.function_name] = local_handler(pointer.function_name, base, names)
+            except NoModel as exc:
+                raise click.ClickException(str(exc)) from None
+        return handlers[pointer.function_name](event, LambdaContext(pointer.function_name, 60, "local"))
+
+    return invoke
+
+
 @main.command()
 @click.option("--stream", default=None)
 @click.option("--from-start", is_flag=True, help="Start at TRIM_HORIZON instead of LATEST.")

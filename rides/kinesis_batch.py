@@ -174,13 +174,20 @@ class KinesisBatch:
             return
         undelivered = sink.send(
             [
-                DeadLetter(reason, item.data if type(item.data) is str else "", item.source())
+                DeadLetter(reason, item.data if type(item.data) is str else "", self._origin(item))
                 for item, reason in self.letters
             ],
             time_left,
         )
         self.dead_lettered = len(self.letters) - len(undelivered)
         self.report((self.letters[i][0] for i in undelivered), "DeadLetterUndelivered")
+
+    def _origin(self, item: BatchRecord) -> dict:
+        """Where a dead letter came from: its position on the stream, and the stream itself, so
+        `rides redrive --dead-letters` can put it back where it was read."""
+        record = self.records[item.position] if item.position < len(self.records) else None
+        stream_arn = record.get("eventSourceARN") if isinstance(record, Mapping) else None
+        return {**item.source(), "stream_arn": stream_arn if isinstance(stream_arn, str) else None}
 
     # -- the answer ---------------------------------------------------------------------------
     def response(self) -> PartialBatchResponse:
