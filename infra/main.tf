@@ -193,8 +193,7 @@ module "decision_service" {
     },
     {
       sid = "RideTable"
-      # Conditional writes go through TransactWriteItems, which IAM checks as the Put/Update
-      # actions it carries.
+      # Conditional PutItem/UpdateItem per ride (optimistic locking), the sweep's Query.
       actions = [
         "dynamodb:BatchGetItem",
         "dynamodb:GetItem",

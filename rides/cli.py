@@ -583,6 +583,31 @@ def score(months, month_span, inputs, model, model_uri, output, database_url) ->
         click.echo(f"  parquet: {summary.output}")
 
 
+@main.command()
+@click.option("-n", "--rides", type=int, default=20_000, show_default=True)
+@click.option("--produce-seconds", type=float, default=None, help="Spread the rides over this long (default: 400/s).")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--workdir", default=None, help="Logs and state (default: .rides/chaos).")
+def chaos(rides, produce_seconds, seed, workdir) -> None:
+    """A fault-injection run on a private emulator, then a ledger of every record."""
+    import shutil
+    from pathlib import Path
+
+    from rides.local.chaos import FAULT_PLANS, ChaosSettings, run_chaos
+    from rides.state import state_dir
+
+    seconds = produce_seconds or max(30.0, rides / 400)
+    settings = ChaosSettings(
+        rides=rides, produce_seconds=seconds, fault_seconds=seconds / (2 * len(FAULT_PLANS)), seed=seed
+    )
+    folder = Path(workdir) if workdir else state_dir() / "chaos"
+    shutil.rmtree(folder, ignore_errors=True)
+    result = run_chaos(settings, folder, say=lambda text: click.echo(f"==> {text}"))
+    click.echo(result.format())
+    if not result.after_redrive.complete:
+        raise click.ClickException(f"records unaccounted for; logs in {folder}")
+
+
 # -- the demo --------------------------------------------------------------------------------
 @main.command()
 @click.option("-n", "--events", type=int, default=10_000, show_default=True)

@@ -344,15 +344,15 @@ class Throttled:
             return {"Responses": {}, "UnprocessedKeys": RequestItems}
         return self.client.batch_get_item(RequestItems=RequestItems)
 
-    def transact_write_items(self, TransactItems):
+    def put_item(self, **request):
         from botocore.exceptions import ClientError
 
         self.calls += 1
         if self.calls <= self.failures:
             raise ClientError(
-                {"Error": {"Code": "ProvisionedThroughputExceededException"}, "ResponseMetadata": {}}, "Transact"
+                {"Error": {"Code": "ProvisionedThroughputExceededException"}, "ResponseMetadata": {}}, "PutItem"
             )
-        return self.client.transact_write_items(TransactItems=TransactItems)
+        return self.client.put_item(**request)
 
 
 def test_unprocessed_reads_and_throttled_writes_back_off_and_give_up_at_the_deadline(service):

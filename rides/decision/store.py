@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal
 from typing import Any
@@ -41,11 +42,12 @@ from rides.retry import Backoff, error_code, is_retryable
 
 DUE_INDEX = "due-index"
 INDEX_SHARDS = 8
-# A transaction takes up to 100 actions; each ride is one.
-MAX_TRANSACTION_ITEMS = 100
-# Codes a cancelled transaction gives per item that may pass on a later try.
-RETRYABLE_CANCELLATIONS = frozenset(
-    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+# Conditional writes in flight at once (boto3 clients are thread-safe): a batch of 500
+# predictions touches up to 500 rides, ~5 ms a write inside a region.
+WRITE_CONCURRENCY = 8
+# Error codes of a write that may pass on a later try (besides what rides.retry calls retryable).
+RETRYABLE = frozenset(
+    {"Retryable", "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
 
 COLLECTING, DECIDED, PUBLISHED = "collecting", "decided", "published"
@@ -135,8 +137,13 @@ class WriteOutcome:
 
 
 class DecisionStore:
-    """The table, through the low-level client: consistent batch reads, conditional
-    transactional writes, and the sweep's sharded index; every loop bounded by the deadline."""
+    """The table, through the low-level client: consistent batch reads, conditional writes
+    (one per ride, a few at a time), and the sweep's sharded index; every loop bounded by the
+    deadline.
+
+    Why not TransactWriteItems: the rides of a batch are independent, a transaction costs twice
+    the write units, and one conflicting ride would cancel the other 99.
+    """
 
     def __init__(self, client, table_name: str, *, backoff: Callable[..., Backoff] = Backoff):
         self.client = client
@@ -222,7 +229,7 @@ class DecisionStore:
                 put["ExpressionAttributeValues"] = {":expected": {"N": str(state.version - 1)}}
             actions[state.ride_id] = {"Put": put}
         by_id = {state.ride_id: state for state in states}
-        outcome = self._transact(actions, time_left)
+        outcome = self._write(actions, time_left)
         outcome.written = [by_id[ride_id] for ride_id in outcome.written]
         return outcome
 
@@ -246,64 +253,55 @@ class DecisionStore:
             }
             for state in states
         }
-        outcome = self._transact(actions, time_left)
+        outcome = self._write(actions, time_left)
         by_id = {state.ride_id: state for state in states}
         outcome.written = [by_id[ride_id].next_version(published=True, due_at=None) for ride_id in outcome.written]
         return outcome
 
-    def _transact(self, actions: dict[str, dict], time_left: Callable[[], float] | None) -> WriteOutcome:
-        """Run one action per ride in transactions of up to 100; a ride whose condition failed
-        is a conflict, one that may pass later is retried with backoff until the deadline, and
-        a ride the table rejects for good is tried alone so it cannot hold back the others."""
+    def _write(self, actions: dict[str, dict], time_left: Callable[[], float] | None) -> WriteOutcome:
+        """One conditional write per ride, WRITE_CONCURRENCY at a time: a ride whose condition
+        failed is a conflict, one that may pass later (throttling, a timeout) is retried with
+        backoff until the deadline, one the table refuses for good is failed with its code."""
         deadline: Deadline = as_deadline(time_left)
         outcome = WriteOutcome()
         written: list[str] = []
-        pending = [[ride_id for ride_id in chunk] for chunk in _chunks(list(actions), MAX_TRANSACTION_ITEMS)]
+        pending = list(actions)
         backoff = self.backoff(time_left=deadline)
-        while pending:
-            retry: list[str] = []
-            alone: list[list[str]] = []
-            for chunk in pending:
+        with ThreadPoolExecutor(max(1, min(WRITE_CONCURRENCY, len(pending)))) as pool:
+            while pending:
                 if deadline.passed:
-                    outcome.failed.update(dict.fromkeys(chunk, "DeadlinePassed"))
-                    continue
-                try:
-                    self.client.transact_write_items(TransactItems=[actions[ride_id] for ride_id in chunk])
-                except ClientError as exc:
-                    code = error_code(exc)
-                    reasons = exc.response.get("CancellationReasons") or []
-                    if code == "TransactionCanceledException" and len(reasons) == len(chunk):
-                        for ride_id, reason in zip(chunk, reasons, strict=True):
-                            why = reason.get("Code") or "None"
-                            if why == "ConditionalCheckFailed":
-                                outcome.conflicts.append(ride_id)
-                            elif why in RETRYABLE_CANCELLATIONS:
-                                retry.append(ride_id)
-                            elif len(chunk) > 1:
-                                alone.append([ride_id])
-                            else:
-                                outcome.failed[ride_id] = why
-                    elif is_retryable(exc) or code == "TransactionCanceledException":
-                        retry.extend(chunk)
-                    elif len(chunk) > 1:
-                        alone.extend([ride_id] for ride_id in chunk)
+                    outcome.failed.update(dict.fromkeys(pending, "DeadlinePassed"))
+                    break
+                retry: list[str] = []
+                for ride_id, error in zip(
+                    pending, pool.map(lambda r: self._write_one(actions[r]), pending), strict=True
+                ):
+                    if error is None:
+                        written.append(ride_id)
+                    elif error == "ConditionalCheckFailedException":
+                        outcome.conflicts.append(ride_id)
+                    elif error in RETRYABLE:
+                        retry.append(ride_id)
                     else:
-                        outcome.failed[chunk[0]] = code
-                    continue
-                except BotoCoreError:  # a connection or read timeout: the transaction may be retried
-                    retry.extend(chunk)
-                    continue
-                written.extend(chunk)
-            if retry and not backoff.wait():
-                outcome.failed.update(dict.fromkeys(retry, "RetriesExhausted"))
-                retry = []
-            pending = alone + [chunk for chunk in _chunks(retry, MAX_TRANSACTION_ITEMS)]
+                        outcome.failed[ride_id] = error
+                if retry and not backoff.wait():  # throttled: wait, never resend in a hot loop
+                    outcome.failed.update(dict.fromkeys(retry, "RetriesExhausted"))
+                    retry = []
+                pending = retry
         outcome.written = written
         return outcome
 
-
-def _chunks(values: list, size: int) -> list[list]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
+    def _write_one(self, action: dict) -> str | None:
+        """None when stored, else the error code (RETRYABLE ones may pass on a later try)."""
+        kind, request = next(iter(action.items()))
+        try:
+            (self.client.put_item if kind == "Put" else self.client.update_item)(**request)
+        except ClientError as exc:
+            code = error_code(exc)
+            return "Retryable" if is_retryable(exc) and code not in RETRYABLE else code
+        except BotoCoreError:  # a connection or read timeout: the write may be retried
+            return "Retryable"
+        return None
 
 
 _SERIALIZE = TypeSerializer().serialize

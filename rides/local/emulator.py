@@ -11,6 +11,8 @@ Run: python -m rides.local.emulator --port 4566 [--parent-pid PID] [--max-lifeti
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import signal
 import sys
@@ -20,6 +22,7 @@ import time
 from rides.local.process import alive
 
 HEALTH_PATH = "/_rides/health"
+FAULTS_PATH = "/_rides/faults"
 
 
 class SerializingMiddleware:
@@ -28,8 +31,14 @@ class SerializingMiddleware:
         self.lock = threading.Lock()
         self.started = time.time()
         self.requests = 0
+        self.faults = FaultInjector()
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == FAULTS_PATH:
+            return self.faults.admin(environ, start_response)
+        injected = self.faults.intercept(environ, start_response)
+        if injected is not None:
+            return injected
         if environ.get("PATH_INFO") == HEALTH_PATH:
             body = (
                 f'{{"status": "running", "pid": {os.getpid()}, '
@@ -42,7 +51,121 @@ class SerializingMiddleware:
             return self.app(environ, start_response)
         with self.lock:
             # Materialise the body inside the lock: moto does its work while iterating.
+            if self.faults.throttles_entries(environ):
+                return self.faults.put_records_with_throttled_entries(self.app, environ, start_response)
             return list(self.app(environ, start_response))
+
+
+class FaultInjector:
+    """Faults on request, for fault-injection runs (rides.local.chaos): what AWS does to a
+    consumer on a bad day, answered the way the real services answer.
+
+    POST /_rides/faults with a JSON object sets them (an empty object clears them); GET reads
+    them back with how many requests each has hit:
+    - "throttle_entries": {"stream": name, "fraction": f}: PutRecords to that stream fails
+      that fraction of its entries with ProvisionedThroughputExceededException (the rest
+      are stored, as Kinesis does);
+    - "missing_streams": [name, ...]: PutRecord(s) to them answer ResourceNotFoundException;
+    - "unreachable_queues": [name, ...]: sends to those SQS queues answer 503;
+    - "dynamodb_throttle": f: that fraction of DynamoDB calls answer
+      ProvisionedThroughputExceededException.
+    """
+
+    def __init__(self, seed: int = 7):
+        import random
+
+        self.plan: dict = {}
+        self.hits: dict[str, int] = {}
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def admin(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            plan = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            with self.lock:
+                self.plan = plan
+        with self.lock:
+            body = json.dumps({"plan": self.plan, "hits": self.hits}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _hit(self, name: str) -> None:
+        with self.lock:
+            self.hits[name] = self.hits.get(name, 0) + 1
+
+    def _body(self, environ) -> bytes:
+        """Read the request body and put it back for moto."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def intercept(self, environ, start_response):
+        """An error answer for a faulted request, or None to let moto answer it."""
+        if not self.plan:
+            return None
+        target = environ.get("HTTP_X_AMZ_TARGET") or ""
+        if target.startswith("Kinesis_20131202.PutRecord") and self.plan.get("missing_streams"):
+            stream = json.loads(self._body(environ) or b"{}").get("StreamName")
+            if stream in self.plan["missing_streams"]:
+                self._hit(f"missing_stream:{stream}")
+                return _error(start_response, 400, "ResourceNotFoundException", f"Stream {stream} not found")
+        if target.startswith("AmazonSQS.SendMessage") and self.plan.get("unreachable_queues"):
+            queue = json.loads(self._body(environ) or b"{}").get("QueueUrl", "").rsplit("/", 1)[-1]
+            if queue in self.plan["unreachable_queues"]:
+                self._hit(f"unreachable_queue:{queue}")
+                return _error(start_response, 503, "ServiceUnavailable", "queue unreachable (injected)")
+        fraction = self.plan.get("dynamodb_throttle") or 0
+        if target.startswith("DynamoDB_20120810.") and fraction and self.rng.random() < fraction:
+            self._hit("dynamodb_throttle")
+            return _error(start_response, 400, "ProvisionedThroughputExceededException", "throttled (injected)")
+        return None
+
+    def throttles_entries(self, environ) -> bool:
+        plan = self.plan.get("throttle_entries")
+        return bool(plan) and environ.get("HTTP_X_AMZ_TARGET") == "Kinesis_20131202.PutRecords"
+
+    def put_records_with_throttled_entries(self, app, environ, start_response):
+        """Store some entries (through moto) and fail the others, in one PutRecords answer."""
+        plan = self.plan.get("throttle_entries") or {}
+        request = json.loads(self._body(environ) or b"{}")
+        records = request.get("Records", [])
+        if request.get("StreamName") != plan.get("stream") or not records:
+            return list(app(environ, start_response))
+        failed = {i for i in range(len(records)) if self.rng.random() < float(plan.get("fraction", 0))}
+        kept = [r for i, r in enumerate(records) if i not in failed]
+        answers: list = []
+        if kept:
+            body = json.dumps({**request, "Records": kept}).encode()
+            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+            captured: list = []
+            answer = b"".join(app(environ, lambda status, headers, exc_info=None: captured.append(status)))
+            if not captured or not captured[0].startswith("200"):
+                return _error(start_response, 500, "InternalFailure", answer.decode(errors="replace")[:200])
+            answers = json.loads(answer)["Records"]
+        out, stored = [], iter(answers)
+        for i in range(len(records)):
+            if i in failed:
+                out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"})
+            else:
+                out.append(next(stored))
+        self._hit("throttled_entries")
+        with self.lock:
+            self.hits["throttled_entry_count"] = self.hits.get("throttled_entry_count", 0) + len(failed)
+        failed_count = sum(1 for entry in out if "ErrorCode" in entry)
+        return _json(start_response, {"FailedRecordCount": failed_count, "Records": out})
+
+
+def _json(start_response, obj, status: str = "200 OK"):
+    body = json.dumps(obj).encode()
+    start_response(status, [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _error(start_response, status: int, code: str, message: str):
+    reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
+    return _json(start_response, {"__type": code, "message": message}, f"{status} {reason}")
 
 
 def make_app():
