@@ -15,7 +15,7 @@ RATE ?= 500
 ENV ?= stg
 PROMOTE ?= 0
 
-.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench deploy clean stack-up stack-down
+.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench chaos deploy clean stack-up stack-down
 
 setup: $(VENV)/.installed .venv-checkov/.installed
 
@@ -76,6 +76,12 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The fault-injection run at full size: 20,000 real rides + malformed records while faults are
+# injected and the consumers and decision service are killed; prints the ledger of every record.
+CHAOS_RIDES ?= 20000
+chaos: setup
+	$(BIN)/rides chaos --rides $(CHAOS_RIDES)
 
 bench: setup  ## throughput, cold start, memory; writes bench/results.md
 	$(BIN)/python -m bench.run
