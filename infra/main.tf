@@ -71,6 +71,7 @@ locals {
     var.predictions_shard_count != null ? var.predictions_shard_count :
     var.input_shard_count == null ? null : var.input_shard_count * length(local.consumers)
   )
+  alarm_actions    = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
   image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
   model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
 
@@ -257,8 +258,8 @@ resource "aws_cloudwatch_metric_alarm" "queue_not_empty" {
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
-  ok_actions          = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
 }
 
 # A model that loads but cannot serve (or does not load) makes every batch a retry: the
@@ -276,6 +277,6 @@ resource "aws_cloudwatch_metric_alarm" "model_faults" {
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
-  ok_actions          = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
 }

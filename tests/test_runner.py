@@ -1,6 +1,7 @@
 """The local event-source runner's failure semantics, against moto Kinesis and SQS."""
 
 import json
+from pathlib import Path
 
 import orjson
 import pytest
@@ -282,38 +283,33 @@ class ReshardedKinesis:
         }
 
 
-def test_a_child_shard_is_read_only_after_its_parent_is_read_to_its_end(tmp_path):
+def delivered(kinesis, batch_size: int, rounds: int, checkpoint_path: Path | None = None) -> list[int]:
+    """Run a runner over `kinesis` for some rounds; → the record numbers handed to the handler."""
     handler = Recorder()
     runner = EventSourceRunner(
         "in",
         handler=handler,
-        settings=EventSourceSettings(batch_size=2, maximum_batching_window_in_seconds=0),
-        checkpoint_path=tmp_path / "cp.json",
-        kinesis=ReshardedKinesis(),
+        settings=EventSourceSettings(batch_size=batch_size, maximum_batching_window_in_seconds=0),
+        checkpoint_path=checkpoint_path,
+        kinesis=kinesis,
         poll_interval_s=0,
     )
     runner.discover_shards()
-    for _ in range(20):
+    for _ in range(rounds):
         runner.run_once()
-    assert [n for batch in handler.batches for n in batch] == list(range(1, 10))  # ride r in order
+    return [n for batch in handler.batches for n in batch]
+
+
+def test_a_child_shard_is_read_only_after_its_parent_is_read_to_its_end(tmp_path):
+    # ride r in order, though batches of 2 take the parent three rounds
+    assert delivered(ReshardedKinesis(), 2, 20, tmp_path / "cp.json") == list(range(1, 10))
 
 
 def test_a_stored_position_outside_the_shard_is_reported_loudly_and_the_shard_read_from_its_start(tmp_path, caplog):
     (tmp_path / "cp.json").write_text(json.dumps({"parent": "3"}))
-    handler = Recorder()
-    runner = EventSourceRunner(
-        "in",
-        handler=handler,
-        settings=EventSourceSettings(batch_size=10, maximum_batching_window_in_seconds=0),
-        checkpoint_path=tmp_path / "cp.json",
-        kinesis=ReshardedKinesis(checkpoint_start="4"),  # a position below the shard's first record
-        poll_interval_s=0,
-    )
-    runner.discover_shards()
-    for _ in range(10):
-        runner.run_once()
+    kinesis = ReshardedKinesis(checkpoint_start="4")  # a position below the shard's first record
+    assert delivered(kinesis, 10, 10, tmp_path / "cp.json") == list(range(1, 10))
     assert "is outside the shard's sequence numbers 4-6" in caplog.text
-    assert [n for batch in handler.batches for n in batch] == list(range(1, 10))
 
 
 def test_checkpoints_belong_to_a_stream_not_to_its_name(aws, tmp_path, monkeypatch, caplog):
@@ -328,26 +324,15 @@ def test_checkpoints_belong_to_a_stream_not_to_its_name(aws, tmp_path, monkeypat
             StreamName="in", Records=[{"PartitionKey": str(i), "Data": orjson.dumps({"n": i})} for i in range(n)]
         )
 
-    def consume(expected):
-        handler = Recorder()
-        runner = EventSourceRunner(
-            "in",
-            handler=handler,
-            settings=EventSourceSettings(batch_size=500, maximum_batching_window_in_seconds=0),
-            kinesis=kinesis,
-            poll_interval_s=0,
-        )
-        runner.discover_shards()
-        for _ in range(10):
-            runner.run_once()
-        return sorted(n for batch in handler.batches for n in batch)
+    def consume():
+        return sorted(delivered(kinesis, 500, 10))
 
     kinesis.create_stream(StreamName="in", ShardCount=1)
     fill(400)
-    assert consume(400) == list(range(400))
+    assert consume() == list(range(400))
     kinesis.delete_stream(StreamName="in")
     __import__("time").sleep(0.01)
     kinesis.create_stream(StreamName="in", ShardCount=1)
     fill(300)
-    assert consume(300) == list(range(300))
+    assert consume() == list(range(300))
     assert "in was created anew" in caplog.text
