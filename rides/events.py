@@ -180,7 +180,8 @@ def ride_event_json(event: RideEvent) -> bytes:
     return json_bytes({"ride_id": event.ride_id, "ride": ride})
 
 
-# -- the prediction record: consumers build it, the decision service parses it ---------------------
+# -- the prediction record: the consumer builds it (rides.consumer._predict, inline on its hot
+# path), the decision service parses it here; tests/test_consumer_faults.py holds them together.
 # DynamoDB stores numbers of magnitude 1e-130 to 1e126 (and 0): a prediction outside that range
 # (a linear model fed trip_distance = 1e300) can never be stored, so it is a dead letter.
 DYNAMODB_MIN_MAGNITUDE, DYNAMODB_MAX_MAGNITUDE = 1e-130, 1e126
@@ -194,11 +195,6 @@ class PredictionIn(NamedTuple):
     field: str
     value: float
     source: dict
-
-
-def prediction_record(model: str, version: str, ride_id: str | int, field: str, value: float, source: dict) -> dict:
-    """What a consumer puts on `ride-predictions` (the contract in docs/contracts.md)."""
-    return {"model": model, "version": version, "prediction": {"ride_id": ride_id, field: value}, "source": source}
 
 
 def parse_prediction(data: str | bytes) -> PredictionIn:

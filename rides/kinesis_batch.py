@@ -65,10 +65,9 @@ def read_envelope(position: int, record: Any) -> tuple[BatchRecord, str | None]:
     if type(kinesis) is not dict and not isinstance(kinesis, Mapping):
         return BatchRecord(position, None, "", "", None), "record has no kinesis object"
     event_id = record.get("eventID")
-    sequence = kinesis.get("sequenceNumber")
     item = BatchRecord(
         position,
-        sequence if type(sequence) is str and sequence else None,
+        kinesis.get("sequenceNumber") or None,
         # One string per shard, not one per record: a 10,000-record batch holds them all.
         sys.intern(event_id.partition(":")[0]) if type(event_id) is str else "",
         kinesis.get("data", ""),
@@ -123,6 +122,7 @@ class KinesisBatch:
         `value` set. `InvalidEvent` is a dead letter with its reason; any other exception too
         (a value that breaks our code breaks it every time), with its traceback logged."""
         valid: list[BatchRecord] = []
+        append = valid.append
         for position, record in enumerate(self.records):
             item, problem = read_envelope(position, record)
             if problem is None:
@@ -134,7 +134,7 @@ class KinesisBatch:
                     self.log_unexpected(exc, "reading a record", [item])
                     problem = f"cannot be read: {type(exc).__name__}: {exc}"
             if problem is None:
-                valid.append(item)
+                append(item)
             else:
                 self.letters.append((item, problem))
         return valid

@@ -205,3 +205,27 @@ def test_the_handler_builds_its_clients_with_the_bounded_configuration(stack):
     client = handler_module._client("kinesis")
     assert client.meta.config.read_timeout == LAMBDA_CLIENT_CONFIG.read_timeout
     assert client.meta.config.retries["total_max_attempts"] == 1
+
+
+def test_what_the_consumer_publishes_is_what_the_decision_service_parses(stack):
+    import base64
+
+    import orjson
+
+    from rides.events import parse_prediction
+
+    response, _ = process_records(
+        kinesis_event([ride(156), ride("abc", lpep_pickup_datetime="2021-02-01T10:00:00")])["Records"],
+        ConsumerConfig(model_uri=stack["uri"], dry_run=True, model_version="7"),
+        publisher=None,
+        dead_letters=DeadLetterSink(None, None),
+    )
+    for record in response["predictions"]:
+        parsed = parse_prediction(base64.b64encode(orjson.dumps(record)))
+        assert (parsed.ride_id, parsed.model, parsed.version, parsed.field) == (
+            str(record["prediction"]["ride_id"]),
+            "ride-duration",
+            "7",
+            "ride_duration",
+        )
+        assert parsed.value == record["prediction"]["ride_duration"] and parsed.source == record["source"]
