@@ -33,6 +33,7 @@ def aws_credentials(monkeypatch, tmp_path):
         "DEAD_LETTER_QUEUE_URL",
         "PREDICTIONS_STREAM_NAME",
         "MLFLOW_TRACKING_URI",
+        "MLFLOW_S3_ENDPOINT_URL",
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RIDES_HOME", str(tmp_path / "rides-home"))

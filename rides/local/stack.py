@@ -46,7 +46,9 @@ class StackInfo:
     log: str
 
     def env(self) -> dict[str, str]:
-        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint}
+        # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
+        # earlier in the process (for another endpoint) would upload models to real S3.
+        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
 
 
 def _info_path() -> Path:
