@@ -14,6 +14,7 @@ EVENTS ?= 10000
 RATE ?= 500
 ENV ?= stg
 PROMOTE ?= 0
+DEPLOY_RECORD ?=
 
 .PHONY: setup run test unit-test integration-test integration-test-docker lint format bench chaos deploy clean stack-up stack-down
 
@@ -92,8 +93,8 @@ stack-up: setup
 stack-down: setup
 	$(BIN)/rides stack down
 
-deploy: setup  ## what cd.yml does, from a laptop: make deploy ENV=stg
-	ENV=$(ENV) PROMOTE=$(PROMOTE) scripts/deploy.sh
+deploy: setup  ## what cd.yml does, from a laptop: make deploy ENV=stg, then ENV=prod PROMOTE=1 DEPLOY_RECORD=deploy-record-stg.json
+	ENV=$(ENV) PROMOTE=$(PROMOTE) DEPLOY_RECORD=$(DEPLOY_RECORD) scripts/deploy.sh
 
 clean:
 	rm -rf .rides .pytest_cache .ruff_cache htmlcov .coverage

@@ -32,3 +32,12 @@ output "failed_batches_queue_url" {
   description = "Batches the event source mapping gave up on."
   value       = module.failed_batches_queue.url
 }
+
+output "deployed" {
+  description = "What this environment serves: image tags and each model's location and version (scripts/deploy.sh rolls back to it)."
+  value = {
+    image_tag       = var.image_tag
+    batch_image_tag = var.batch_image_tag
+    models          = { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } }
+  }
+}

@@ -185,14 +185,24 @@ def promote(model_name, version, alias, target, function_name) -> None:
 
 @main.command()
 @click.argument("model", default="ride-duration@production")
-def resolve(model) -> None:
+@click.option(
+    "--missing-ok",
+    is_flag=True,
+    help="Print {} when the registry says there is no such version or alias (a registry error still fails).",
+)
+def resolve(model, missing_ok) -> None:
     """Print the version and S3 location of NAME@ALIAS or NAME/VERSION as JSON."""
-    from rides.registry import PromotionError, parse_model_ref
+    from rides.registry import ModelNotFound, PromotionError, parse_model_ref
     from rides.registry import resolve as lookup
 
     _use_local_stack_if_running()
     try:
         found = lookup(*parse_model_ref(model))
+    except ModelNotFound as exc:
+        if missing_ok:
+            click.echo("{}")
+            return
+        raise click.ClickException(str(exc)) from None
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"name": found.name, "version": found.version, "uri": found.uri}))

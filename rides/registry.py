@@ -23,6 +23,10 @@ class PromotionError(RuntimeError):
     """A promotion that cannot happen; nothing was changed."""
 
 
+class ModelNotFound(PromotionError):
+    """The registry answered: no such model, version or alias (not: the registry failed)."""
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state_dir() / 'mlflow.db'}"
 
@@ -162,9 +166,11 @@ def resolve(model_name: str, version_or_alias: str) -> Registered:
             version = mlflow_client.get_model_version_by_alias(model_name, version_or_alias)
         uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
     except MlflowException as exc:
-        raise PromotionError(
-            f"model {model_name!r} has no version or alias {version_or_alias!r}: {exc.message}"
-        ) from None
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ModelNotFound(
+                f"model {model_name!r} has no version or alias {version_or_alias!r}: {exc.message}"
+            ) from None
+        raise PromotionError(f"the registry failed to resolve {model_name}@{version_or_alias}: {exc.message}") from None
     return Registered(model_name, str(version.version), uri, version.run_id, version_or_alias)
 
 

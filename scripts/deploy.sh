@@ -1,63 +1,152 @@
 #!/usr/bin/env bash
-# Deploy one environment from a laptop, the way .github/workflows/cd.yml does:
-#   make deploy ENV=stg        (needs: AWS credentials, docker, terraform >= 1.10,
-#                               MLFLOW_TRACKING_URI of the shared tracking server)
-# Steps: ECR + bucket first (bootstrap) → build and push the image → (PROMOTE=1: move
-# @production to what @staging serves) → resolve the environment's alias → apply everything
-# → smoke test (one ride in, its prediction out).
+# Deploy one environment, the way .github/workflows/cd.yml does:
+#   make deploy ENV=stg                                   serves @staging, writes deploy-record-stg.json
+#   make deploy ENV=prod PROMOTE=1 DEPLOY_RECORD=deploy-record-stg.json
+#                                                         serves exactly what staging deployed and
+#                                                         smoke-tested, then moves @production
+#   make deploy ENV=prod                                  serves @production again (a redeploy)
+# Needs: AWS credentials, docker, terraform >= 1.10, MLFLOW_TRACKING_URI of the tracking server.
+#
+# Steps: bootstrap (ECR, bucket) → image → the models to serve → what serves now (to roll back
+# to) → apply → smoke test → failed: apply what served before, exit 1, no alias moves →
+# passed: move @production (PROMOTE=1) → write the deploy record.
+# No failure is swallowed: every command that fails stops the deploy with its message, and a
+# registry that cannot be read never turns into "no model" (which would disable a consumer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENV="${ENV:?set ENV=stg or ENV=prod}"
-# Each environment serves its own registry alias: stg → @staging, prod → @production.
-if [ "$ENV" = "prod" ]; then ALIAS="${MODEL_ALIAS:-production}"; else ALIAS="${MODEL_ALIAS:-staging}"; fi
-TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
-RIDES=".venv/bin/rides"
+PROMOTE="${PROMOTE:-0}"
+RIDES="${RIDES:-.venv/bin/rides}"
 TF="terraform -chdir=infra"
-VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
+RECORD_OUT="${RECORD_OUT:-deploy-record-${ENV}.json}"
+# model name → the Terraform variables that carry its location and version
+MODELS=("ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version"
+        "ride-tip:tip_model_uri:tip_model_version")
 
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
 export RIDES_TARGET=aws  # never talk to a local stack by accident
 unset AWS_ENDPOINT_URL
 
+fail() { echo "deploy ${ENV}: $*" >&2; exit 1; }
+# json FILE EXPRESSION: evaluate a Python expression over the JSON in FILE (bound to `d`).
+json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# -- what to serve ----------------------------------------------------------------------------
+if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ]; then
+  # Exactly what staging deployed and smoke-tested: never @staging as it is now.
+  : "${DEPLOY_RECORD:?PROMOTE=1 deploys staging's record: set DEPLOY_RECORD to staging's deploy-record-stg.json}"
+  [ "$(json "$DEPLOY_RECORD" 'd["environment"]')" = "stg" ] || fail "$DEPLOY_RECORD is not a staging record"
+  [ "$(json "$DEPLOY_RECORD" 'd["smoke_test"]')" = "passed" ] || fail "staging's smoke test did not pass"
+  cp "$DEPLOY_RECORD" "$WORK/wanted.json"
+  TAG="$(json "$WORK/wanted.json" 'd["image_tag"]')"
+else
+  if [ "$ENV" = "prod" ]; then ALIAS="${MODEL_ALIAS:-production}"; else ALIAS="${MODEL_ALIAS:-staging}"; fi
+  TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
+  echo '{"models": {}}' >"$WORK/wanted.json"
+  for entry in "${MODELS[@]}"; do
+    IFS=: read -r MODEL _ _ <<<"$entry"
+    # {} when the registry says there is no such alias; a registry error stops the deploy here.
+    "$RIDES" resolve --missing-ok "${MODEL}@${ALIAS}" >"$WORK/${MODEL}.json" \
+      || fail "cannot read ${MODEL}@${ALIAS} from the registry; nothing was changed"
+    python3 - "$WORK/wanted.json" "$MODEL" "$WORK/${MODEL}.json" <<'PY'
+import json, sys
+wanted, model, found = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+record = json.load(open(wanted))
+if found:
+    record["models"][model] = {"uri": found["uri"], "version": str(found["version"])}
+json.dump(record, open(wanted, "w"))
+PY
+  done
+fi
+
+VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
+model_vars() {  # model_vars FILE: the -var arguments for the models in a deploy record
+  local entry MODEL URI_VAR VERSION_VAR URI
+  for entry in "${MODELS[@]}"; do
+    IFS=: read -r MODEL URI_VAR VERSION_VAR <<<"$entry"
+    URI="$(json "$1" "d['models'].get('${MODEL}', {}).get('uri') or ''")"
+    if [ -n "$URI" ]; then
+      echo "-var" "${URI_VAR}=${URI}" "-var" "${VERSION_VAR}=$(json "$1" "d['models']['${MODEL}']['version']")"
+    fi
+  done
+}
+
+# -- bootstrap and image ------------------------------------------------------------------------
 $TF init -input=false -reconfigure -backend-config="backend/${ENV}.hcl"
+# What serves now, before anything changes: the rollback target ({} on a first deploy).
+$TF output -json >"$WORK/outputs.json"
+python3 - "$WORK/outputs.json" "$WORK/before.json" <<'PY'
+import json, sys
+deployed = json.load(open(sys.argv[1])).get("deployed", {}).get("value") or {}
+models = {m: v for m, v in (deployed.get("models") or {}).items() if v.get("uri")}
+json.dump({"image_tag": deployed.get("image_tag"), "models": models}, open(sys.argv[2], "w"))
+PY
+
+# A model served now must not silently lose its consumer because its alias went missing.
+for MODEL in $(json "$WORK/before.json" '" ".join(d["models"])'); do
+  [ -n "$(json "$WORK/wanted.json" "d['models'].get('${MODEL}', {}).get('uri') or ''")" ] \
+    || fail "${MODEL} is served now but has nothing to deploy: refusing to disable its consumer"
+done
+
 # The repository must exist before the first push; the bucket before the first training run.
 $TF apply -input=false -auto-approve "${VARS[@]}" -target=module.ecr -target=module.model_bucket
-
 REPO="$($TF output -raw ecr_repository_url)"
 REGISTRY="${REPO%%/*}"
-aws ecr get-login-password --region "$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")" \
-  | docker login --username AWS --password-stdin "$REGISTRY"
+REGION="$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")"
+aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
 # Tags are immutable: build and push each image once per commit.
 push_image() {  # push_image <tag> <dockerfile>
-  if ! aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=$1" >/dev/null 2>&1; then
+  local out
+  if out="$(aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=$1" 2>&1)"; then
+    echo "image ${REPO}:$1 is already there"
+  elif grep -q ImageNotFoundException <<<"$out"; then
     docker build -f "$2" -t "${REPO}:$1" .
     docker push "${REPO}:$1"
+  else
+    fail "cannot look up image $1: $out"
   fi
 }
 push_image "${TAG}" lambda_function/Dockerfile
 push_image "batch-${TAG}" lambda_function/Dockerfile.batch
 
-MODEL_VARS=()
-# model name → the Terraform variables that carry its location and version
-for entry in "ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version" \
-             "ride-tip:tip_model_uri:tip_model_version"; do
-  IFS=: read -r MODEL URI_VAR VERSION_VAR <<<"$entry"
-  if [ "${PROMOTE:-0}" = "1" ]; then
-    $RIDES promote --model-name "$MODEL" --version staging --alias "$ALIAS" --to none || continue
-  fi
-  if MODEL_JSON="$($RIDES resolve "${MODEL}@${ALIAS}" 2>/dev/null)"; then
-    URI="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["uri"])' <<<"$MODEL_JSON")"
-    VERSION="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["version"])' <<<"$MODEL_JSON")"
-    MODEL_VARS+=(-var "${URI_VAR}=${URI}" -var "${VERSION_VAR}=${VERSION}")
-    echo "model: ${MODEL} v${VERSION} (${URI})"
+# -- apply, test, and roll back or promote ------------------------------------------------------
+read -r -a NEW_VARS <<<"$(model_vars "$WORK/wanted.json" | tr '\n' ' ')"
+$TF apply -input=false -auto-approve "${VARS[@]}" "${NEW_VARS[@]}"
+
+SMOKE=skipped
+if [ -n "$(json "$WORK/wanted.json" "d['models'].get('ride-duration', {}).get('uri') or ''")" ]; then
+  if "$RIDES" smoke --timeout "${SMOKE_TIMEOUT:-180}"; then
+    SMOKE=passed
   else
-    echo "no ${MODEL} at @${ALIAS} yet: its consumer's event source mapping stays disabled"
+    echo "deploy ${ENV}: smoke test failed: rolling back to what served before" >&2
+    PREVIOUS_TAG="$(json "$WORK/before.json" 'd["image_tag"] or ""')"
+    ROLLBACK=(-var-file="vars/${ENV}.tfvars")
+    if [ -n "$PREVIOUS_TAG" ]; then
+      ROLLBACK+=(-var "image_tag=${PREVIOUS_TAG}" -var "batch_image_tag=batch-${PREVIOUS_TAG}")
+    fi
+    read -r -a OLD_VARS <<<"$(model_vars "$WORK/before.json" | tr '\n' ' ')"
+    $TF apply -input=false -auto-approve "${ROLLBACK[@]}" "${OLD_VARS[@]}"
+    fail "smoke test failed; rolled back, no alias moved"
   fi
-done
-
-$TF apply -input=false -auto-approve "${VARS[@]}" "${MODEL_VARS[@]}"
-
-if [[ " ${MODEL_VARS[*]} " == *" model_uri="* ]]; then  # the duration consumer is live
-  $RIDES smoke --timeout 180
 fi
+
+if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ]; then
+  # Last: the alias says what serves, so it moves only once the new version is live and tested.
+  for MODEL in $(json "$WORK/wanted.json" '" ".join(d["models"])'); do
+    "$RIDES" promote --model-name "$MODEL" --version "$(json "$WORK/wanted.json" "d['models']['${MODEL}']['version']")" \
+      --alias production --to none
+  done
+fi
+
+python3 - "$WORK/wanted.json" "$RECORD_OUT" "$ENV" "$TAG" "$SMOKE" <<'PY'
+import json, sys, time
+wanted, out, env, tag, smoke = sys.argv[1:]
+record = {"environment": env, "image_tag": tag, "models": json.load(open(wanted))["models"],
+          "smoke_test": smoke, "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+json.dump(record, open(out, "w"), indent=2)
+print(f"deployed {env}: image {tag}, " + ", ".join(f"{m} v{v['version']}" for m, v in record["models"].items()))
+PY

@@ -1,0 +1,217 @@
+"""scripts/deploy.sh against recording fakes of terraform, aws, docker and the registry (`rides`)
+on PATH: the order of its calls, and what it does when a step fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Each fake appends its argv (one JSON list per line) to $FAKE_LOG and answers from $FAKE_DIR.
+FAKE = r"""#!{python}
+import json, os, sys
+name = os.path.basename(sys.argv[0])
+args = sys.argv[1:]
+state = os.environ["FAKE_DIR"]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps([name, *args]) + "\n")
+
+def answer(file, default=""):
+    path = os.path.join(state, file)
+    return open(path).read() if os.path.exists(path) else default
+
+if name == "terraform":
+    if "output" in args and "-json" in args:
+        print(answer("outputs.json", "{{}}"))
+    elif "output" in args:
+        print("123456789012.dkr.ecr.us-east-1.amazonaws.com/ride-duration-consumer")
+elif name == "aws":
+    if args[:2] == ["configure", "get"]:
+        sys.exit(1)
+    if args[:2] == ["ecr", "describe-images"]:
+        print("An error occurred (ImageNotFoundException) when calling DescribeImages", file=sys.stderr)
+        sys.exit(254)
+    if args[:2] == ["ecr", "get-login-password"]:
+        print("password")
+elif name == "docker" and "--password-stdin" in args:
+    sys.stdin.read()
+elif name == "rides":
+    if args[0] == "resolve":
+        if os.path.exists(os.path.join(state, "registry-down")):
+            print("Error: the registry failed to resolve", file=sys.stderr)
+            sys.exit(1)
+        registry = json.loads(answer("registry.json", "{{}}"))
+        print(json.dumps(registry.get(args[-1], {{}})))
+    if args[0] == "smoke" and os.path.exists(os.path.join(state, "smoke-fails")):
+        print("Error: no prediction within 180s", file=sys.stderr)
+        sys.exit(1)
+"""
+
+REGISTRY = {
+    f"{model}@{alias}": {"name": model, "version": version, "uri": f"s3://rides-models-stg/mlflow/{model}/v{version}"}
+    for model in ("ride-duration", "ride-fare", "ride-tip")
+    for alias, version in (("staging", "3"), ("production", "2"))
+}
+
+
+@pytest.fixture
+def fakes(tmp_path):
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name in ("terraform", "aws", "docker", "rides"):
+        path = bin_dir / name
+        path.write_text(FAKE.format(python=sys.executable))
+        path.chmod(0o755)
+    (state / "registry.json").write_text(json.dumps(REGISTRY))
+    log = tmp_path / "calls.log"
+
+    def run(env_name: str, **env) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "deploy.sh")],
+            env={
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "HOME": str(tmp_path),
+                "ENV": env_name,
+                "IMAGE_TAG": "abc123",
+                "RIDES": str(bin_dir / "rides"),
+                "MLFLOW_TRACKING_URI": "https://mlflow.example",
+                "FAKE_DIR": str(state),
+                "FAKE_LOG": str(log),
+                "RECORD_OUT": str(tmp_path / f"record-{env_name}.json"),
+                **env,
+            },
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def calls() -> list[list[str]]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def serving(models: dict[str, str], image_tag: str = "old999") -> None:
+        """What the environment's Terraform state says it serves now."""
+        deployed = {
+            "image_tag": image_tag,
+            "batch_image_tag": f"batch-{image_tag}",
+            "models": {m: {"uri": f"s3://rides-models-stg/mlflow/{m}/v{v}", "version": v} for m, v in models.items()},
+        }
+        (state / "outputs.json").write_text(json.dumps({"deployed": {"value": deployed}}))
+
+    return {"run": run, "calls": calls, "state": state, "serving": serving, "tmp": tmp_path}
+
+
+def applies(calls) -> list[list[str]]:
+    return [c for c in calls if c[0] == "terraform" and "apply" in c and "-target=module.ecr" not in c]
+
+
+def var(call: list[str], name: str) -> str | None:
+    return next(
+        (
+            call[i + 1].split("=", 1)[1]
+            for i, a in enumerate(call[:-1])
+            if a == "-var" and call[i + 1].startswith(f"{name}=")
+        ),
+        None,
+    )
+
+
+def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
+    result = fakes["run"]("stg")
+    assert result.returncode == 0, result.stderr
+    calls = fakes["calls"]()
+    steps = [c[0] + " " + next((a for a in c[1:] if not a.startswith("-")), "") for c in calls]
+    assert steps.count("docker login") == 1  # piped from `aws ecr get-login-password`: either may log first
+    assert [step for step in steps if step != "docker login"] == [
+        "rides resolve",
+        "rides resolve",
+        "rides resolve",
+        "terraform init",
+        "terraform output",
+        "terraform apply",  # ECR and bucket first
+        "terraform output",
+        "aws configure",  # the region
+        "aws ecr",  # login
+        "aws ecr",  # describe-images: not there
+        "docker build",
+        "docker push",
+        "aws ecr",
+        "docker build",
+        "docker push",
+        "terraform apply",  # everything, with the models
+        "rides smoke",
+    ]
+    [apply] = applies(calls)
+    assert (
+        var(apply, "model_version") == var(apply, "fare_model_version") == "3" and var(apply, "image_tag") == "abc123"
+    )
+    record = json.loads((fakes["tmp"] / "record-stg.json").read_text())
+    assert record["smoke_test"] == "passed" and record["models"]["ride-tip"]["version"] == "3"
+
+
+def test_an_unreachable_registry_fails_the_deploy_before_anything_changes(fakes):
+    (fakes["state"] / "registry-down").touch()
+    result = fakes["run"]("stg")
+    assert result.returncode != 0 and "cannot read ride-duration@staging from the registry" in result.stderr
+    assert not [c for c in fakes["calls"]() if c[0] == "terraform"]  # no apply that would disable a consumer
+
+
+def test_a_served_model_whose_alias_went_missing_is_not_silently_disabled(fakes):
+    registry = {k: v for k, v in REGISTRY.items() if k != "ride-fare@staging"}
+    (fakes["state"] / "registry.json").write_text(json.dumps(registry))
+    fakes["serving"]({"ride-duration": "2", "ride-fare": "2", "ride-tip": "2"})
+    result = fakes["run"]("stg")
+    assert result.returncode != 0 and "ride-fare is served now but has nothing to deploy" in result.stderr
+    assert applies(fakes["calls"]()) == []
+
+
+def test_prod_deploys_exactly_the_recorded_staging_versions_and_moves_the_alias_after_the_smoke_test(fakes):
+    assert fakes["run"]("stg").returncode == 0
+    record = fakes["tmp"] / "record-stg.json"
+    # Meanwhile someone trains and points @staging at version 9: prod must not pick it up.
+    moved = {k: {**v, "version": "9"} if k.endswith("@staging") else v for k, v in REGISTRY.items()}
+    (fakes["state"] / "registry.json").write_text(json.dumps(moved))
+    fakes["serving"]({"ride-duration": "2", "ride-fare": "2", "ride-tip": "2"})
+    (fakes["tmp"] / "calls.log").unlink()
+
+    result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record), IMAGE_TAG="ignored")
+    assert result.returncode == 0, result.stderr
+    calls = fakes["calls"]()
+    assert not [c for c in calls if c[:2] == ["rides", "resolve"]]
+    [apply] = applies(calls)
+    assert var(apply, "model_version") == "3" and var(apply, "image_tag") == "abc123"
+    smoke = calls.index(["rides", "smoke", "--timeout", "180"])
+    promotions = [i for i, c in enumerate(calls) if c[:2] == ["rides", "promote"]]
+    assert len(promotions) == 3 and min(promotions) > smoke
+    assert all(calls[i][calls[i].index("--version") + 1] == "3" for i in promotions)
+
+
+def test_a_failed_smoke_test_rolls_back_moves_no_alias_and_exits_non_zero(fakes):
+    assert fakes["run"]("stg").returncode == 0
+    record = fakes["tmp"] / "record-stg.json"
+    fakes["serving"]({"ride-duration": "2", "ride-fare": "2", "ride-tip": "2"}, image_tag="old999")
+    (fakes["state"] / "smoke-fails").touch()
+    (fakes["tmp"] / "calls.log").unlink()
+
+    result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record))
+    assert result.returncode != 0 and "rolled back, no alias moved" in result.stderr
+    calls = fakes["calls"]()
+    new, rollback = applies(calls)
+    assert var(new, "model_version") == "3"
+    assert var(rollback, "model_version") == "2" and var(rollback, "image_tag") == "old999"
+    assert not [c for c in calls if c[:2] == ["rides", "promote"]]
+
+
+def test_prod_with_promote_refuses_a_record_that_is_not_a_passed_staging_deploy(fakes, tmp_path):
+    record = tmp_path / "bad.json"
+    record.write_text(json.dumps({"environment": "stg", "image_tag": "x", "models": {}, "smoke_test": "skipped"}))
+    result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record))
+    assert result.returncode != 0 and "staging's smoke test did not pass" in result.stderr
+    assert fakes["calls"]() == []
