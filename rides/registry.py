@@ -166,7 +166,8 @@ def resolve(model_name: str, version_or_alias: str) -> Registered:
             version = mlflow_client.get_model_version_by_alias(model_name, version_or_alias)
         uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
     except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        # What the registry answers for no such model or version, and for no such alias.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise ModelNotFound(
                 f"model {model_name!r} has no version or alias {version_or_alias!r}: {exc.message}"
             ) from None

@@ -196,3 +196,17 @@ def test_model_references():
     assert parse_model_ref("models:/ride-fare/3") == ("ride-fare", "3")
     with pytest.raises(PromotionError, match="NAME@ALIAS or NAME/VERSION"):
         parse_model_ref("ride-duration")
+
+
+def test_resolve_tells_a_missing_alias_from_a_registry_that_cannot_be_reached(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from rides.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    missing = CliRunner().invoke(main, ["resolve", "--missing-ok", "ride-duration@staging"])
+    assert missing.exit_code == 0 and missing.output.strip() == "{}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = CliRunner().invoke(main, ["resolve", "--missing-ok", "ride-duration@staging"])
+    assert down.exit_code == 1 and "the registry failed to resolve" in down.output
