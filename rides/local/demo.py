@@ -92,7 +92,7 @@ def run_demo(
     _say("starting the local AWS emulator (moto, 127.0.0.1)")
     info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log")
     stop = threading.Event()
-    runner_thread = None
+    runner_threads: list[threading.Thread] = []
     try:
         os.environ.update(info.env())
         created = create_resources(info.env(), names)
@@ -134,9 +134,14 @@ def run_demo(
             "sqs": aws["sqs"],
         }
         runners = [consumer_runner(spec, base_env, stream=names.input_stream, **common) for spec in CONSUMERS.values()]
-        runners.append(decision_runner(base_env, names, **common))
-        runner_thread = threading.Thread(target=run_all, args=(runners,), kwargs={"until": stop.is_set}, daemon=True)
-        runner_thread.start()
+        deciding = decision_runner(base_env, names, **common)
+        # The consumers and the decision service are separate functions on AWS: here separate
+        # loops, so a slow decision batch (a write per ride) never holds up a prediction.
+        for group in (list(runners), [deciding]):
+            runner_threads.append(
+                threading.Thread(target=run_all, args=(group,), kwargs={"until": stop.is_set}, daemon=True)
+            )
+            runner_threads[-1].start()
         _say("running: " + ", ".join(r.function_name for r in runners) + " (local event-source runners)")
 
         frame = read_trips(produce_month)
@@ -175,8 +180,8 @@ def run_demo(
         return result
     finally:
         stop.set()
-        if runner_thread is not None:
-            runner_thread.join(timeout=10)
+        for thread in runner_threads:
+            thread.join(timeout=10)
         stop_process(info.pid)
         proc.wait(timeout=10)
 

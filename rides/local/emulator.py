@@ -1,9 +1,10 @@
-"""The embedded AWS emulator: moto in server mode, one request at a time.
+"""The embedded AWS emulator: moto in server mode, one request at a time per service.
 
 moto's Kinesis loses records when PutRecords calls run concurrently (4 writer threads,
 10,000 records put, 9,913 readable). Connections are still accepted by many threads, but a
-lock lets one request at a time into moto. SQS long polls are the exception: moto sleeps
-inside them, and holding the lock there would stall every other client.
+lock per service lets one request at a time into each of moto's backends. SQS long polls
+are the exception: moto sleeps inside them, and holding the lock there would stall every
+other client.
 
 Run: python -m rides.local.emulator --port 4566 [--parent-pid PID] [--max-lifetime S]
 """
@@ -28,10 +29,20 @@ FAULTS_PATH = "/_rides/faults"
 class SerializingMiddleware:
     def __init__(self, app):
         self.app = app
-        self.lock = threading.Lock()
+        # One lock per service: each moto backend sees one request at a time, but a DynamoDB
+        # call (the decision service makes one per ride) does not hold up a Kinesis call.
+        self.locks: dict[str, threading.Lock] = {}
+        self.locks_lock = threading.Lock()
         self.started = time.time()
         self.requests = 0
         self.faults = FaultInjector()
+
+    def lock_for(self, environ) -> threading.Lock:
+        # JSON-protocol services name themselves in X-Amz-Target (Kinesis_20131202.PutRecords);
+        # the rest (S3, query-protocol services) share one lock.
+        service = (environ.get("HTTP_X_AMZ_TARGET") or "other").split(".", 1)[0]
+        with self.locks_lock:
+            return self.locks.setdefault(service, threading.Lock())
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == FAULTS_PATH:
@@ -49,7 +60,7 @@ class SerializingMiddleware:
         self.requests += 1
         if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
             return self.app(environ, start_response)
-        with self.lock:
+        with self.lock_for(environ):
             # Materialise the body inside the lock: moto does its work while iterating.
             if self.faults.throttles_entries(environ):
                 return self.faults.put_records_with_throttled_entries(self.app, environ, start_response)
