@@ -234,45 +234,53 @@ module "decision_sweep" {
   input               = jsonencode({ sweep = true })
 }
 
-# Records waiting for an operator: malformed ones (dead letters, with their reason) and
-# batches the event source mapping gave up on (pointers to stream ranges; `rides redrive`).
-resource "aws_cloudwatch_metric_alarm" "queue_not_empty" {
-  for_each = {
-    dead-letters = {
-      queue = module.dead_letter_queue.name
-      what  = "Malformed records are waiting in the dead-letter queue (rides dead-letters lists them)."
-    }
-    failed-batches = {
-      queue = module.failed_batches_queue.name
-      what  = "The event source mapping gave up on batches: replay them with rides redrive while the stream still holds them."
-    }
-  }
-  alarm_name          = "rides-${var.environment}-${each.key}"
-  alarm_description   = each.value.what
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = each.value.queue }
-  statistic           = "Maximum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
+# What an operator must act on: records waiting in a queue (dead letters with their reason;
+# batches the event source mapping gave up on, which `rides redrive` replays while the stream
+# holds them) and a consumer whose model cannot serve (its ModelFaults metric, EMF with the
+# dimensions service + model, is 1 for each batch it could not predict).
+locals {
+  operator_alarms = merge(
+    {
+      for key, queue in {
+        dead-letters = {
+          name = module.dead_letter_queue.name
+          what = "Malformed records are waiting in the dead-letter queue (rides dead-letters lists them)."
+        }
+        failed-batches = {
+          name = module.failed_batches_queue.name
+          what = "The event source mapping gave up on batches: replay them with rides redrive while the stream still holds them."
+        }
+        } : key => {
+        namespace  = "AWS/SQS"
+        metric     = "ApproximateNumberOfMessagesVisible"
+        dimensions = { QueueName = queue.name }
+        statistic  = "Maximum"
+        period     = 300
+        what       = queue.what
+      }
+    },
+    {
+      for key, consumer in local.consumers : "${consumer.function_name}-model-faults" => {
+        namespace  = "rides"
+        metric     = "ModelFaults"
+        dimensions = { service = consumer.function_name, model = consumer.model_name }
+        statistic  = "Sum"
+        period     = 60
+        what       = "${consumer.function_name} cannot serve its model ${consumer.model_name}: batches are retried, not predicted."
+      }
+    },
+  )
 }
 
-# A model that loads but cannot serve (or does not load) makes every batch a retry: the
-# consumer's ModelFaults metric (EMF, dimensions service + model) is 1 for each such batch.
-resource "aws_cloudwatch_metric_alarm" "model_faults" {
-  for_each            = local.consumers
-  alarm_name          = "rides-${var.environment}-${each.value.function_name}-model-faults"
-  alarm_description   = "${each.value.function_name} cannot serve its model ${each.value.model_name}: batches are retried, not predicted."
-  namespace           = "rides"
-  metric_name         = "ModelFaults"
-  dimensions          = { service = each.value.function_name, model = each.value.model_name }
-  statistic           = "Sum"
-  period              = 60
+resource "aws_cloudwatch_metric_alarm" "operator" {
+  for_each            = local.operator_alarms
+  alarm_name          = "rides-${var.environment}-${each.key}"
+  alarm_description   = each.value.what
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = each.value.statistic
+  period              = each.value.period
   evaluation_periods  = 1
   threshold           = 0
   comparison_operator = "GreaterThanThreshold"

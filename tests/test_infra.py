@@ -297,19 +297,19 @@ def test_the_predictions_stream_is_sized_from_the_number_of_consumers():
 
 
 def test_alarms_on_the_queues_an_operator_must_empty_and_on_model_faults():
-    alarms = {
-        name: body
-        for block in load_dir(INFRA)["resource"]
-        for name, body in block.get("aws_cloudwatch_metric_alarm", {}).items()
-    }
-    queues = alarms["queue_not_empty"]["for_each"]
-    assert {entry["queue"] for entry in queues.values()} == {
-        "${module.dead_letter_queue.name}",
-        "${module.failed_batches_queue.name}",
-    }
-    faults = alarms["model_faults"]
+    alarms = locals_of(INFRA)["operator_alarms"]
+    text = (INFRA / "main.tf").read_text()
+    # the queues: both of them, by their modules
+    assert "name = module.dead_letter_queue.name" in text and "name = module.failed_batches_queue.name" in text
+    # model faults: one per consumer, on the metric the consumer emits with the dimensions
+    # Powertools gives it (service, model)
     handler = (ROOT / "lambda_function" / "handler.py").read_text()
-    # The metric the consumer emits, with the dimensions Powertools gives it (service, model).
-    assert f'("{faults["metric_name"]}",' in handler and 'add_dimension(name="model"' in handler
-    assert set(faults["dimensions"]) == {"service", "model"}
-    assert faults["namespace"] == "rides" and faults["for_each"] == "${local.consumers}"
+    assert '("ModelFaults",' in handler and 'add_dimension(name="model"' in handler
+    assert 'metric     = "ModelFaults"' in text and "dimensions = { service = consumer.function_name" in text
+    assert "for key, consumer in local.consumers" in alarms
+    resource = next(
+        block["aws_cloudwatch_metric_alarm"]["operator"]
+        for block in load_dir(INFRA)["resource"]
+        if "operator" in block.get("aws_cloudwatch_metric_alarm", {})
+    )
+    assert resource["for_each"] == "${local.operator_alarms}" and resource["alarm_actions"] == "${local.alarm_actions}"
