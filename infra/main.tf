@@ -4,21 +4,21 @@
 
 module "input_stream" {
   source          = "./modules/kinesis_stream"
-  name            = var.input_stream_name
+  name            = local.names.input_stream
   shard_count     = var.input_shard_count
   retention_hours = var.stream_retention_hours
 }
 
 module "predictions_stream" {
   source          = "./modules/kinesis_stream"
-  name            = var.predictions_stream_name
+  name            = local.names.predictions_stream
   shard_count     = local.predictions_shard_count
   retention_hours = var.stream_retention_hours
 }
 
 module "decisions_stream" {
   source          = "./modules/kinesis_stream"
-  name            = var.decisions_stream_name
+  name            = local.names.decisions_stream
   shard_count     = 1
   retention_hours = var.stream_retention_hours
 }
@@ -30,22 +30,22 @@ module "model_bucket" {
 
 module "ecr" {
   source = "./modules/ecr_repository"
-  name   = var.ecr_repository_name
+  name   = local.names.ecr_repository
 }
 
 module "dead_letter_queue" {
   source = "./modules/queue"
-  name   = var.dead_letter_queue_name
+  name   = local.names.dead_letter_queue
 }
 
 module "failed_batches_queue" {
   source = "./modules/queue"
-  name   = var.failed_batches_queue_name
+  name   = local.names.failed_batches_queue
 }
 
 module "decisions_table" {
   source = "./modules/decisions_table"
-  name   = var.decisions_table_name
+  name   = local.names.decisions_table
 }
 
 # The monthly batch scoring job, once its image is pushed and a model promoted.
@@ -53,7 +53,7 @@ module "batch_job" {
   source = "./modules/batch_job"
   count  = var.batch_image_tag != null && var.model_uri != "" ? 1 : 0
 
-  function_name      = "ride-duration-batch"
+  function_name      = local.names.batch_job
   image_uri          = "${module.ecr.repository_url}:${coalesce(var.batch_image_tag, "none")}"
   model_uri          = var.model_uri
   model_version      = var.model_version
@@ -64,6 +64,22 @@ module "batch_job" {
 }
 
 locals {
+  # Every name carries the environment (ride-events-stg, ride-events-prod), so environments
+  # can share an account; the local stack's names are the plain ones (plain_names = true).
+  suffix = var.plain_names ? "" : "-${var.environment}"
+  names = {
+    input_stream         = "${var.input_stream_name}${local.suffix}"
+    predictions_stream   = "${var.predictions_stream_name}${local.suffix}"
+    decisions_stream     = "${var.decisions_stream_name}${local.suffix}"
+    dead_letter_queue    = "${var.dead_letter_queue_name}${local.suffix}"
+    failed_batches_queue = "${var.failed_batches_queue_name}${local.suffix}"
+    decisions_table      = "${var.decisions_table_name}${local.suffix}"
+    ecr_repository       = "${var.ecr_repository_name}${local.suffix}"
+    decision_service     = "ride-decision-service${local.suffix}"
+    decision_sweep       = "ride-decision-sweep${local.suffix}"
+    batch_job            = "ride-duration-batch${local.suffix}"
+  }
+
   # Every ride event becomes one prediction per consumer, so the predictions stream takes
   # length(local.consumers) times the input's records (and bytes: a prediction record is about
   # the size of a ride event): it gets that many times the input's shards.
@@ -79,21 +95,21 @@ locals {
   # same list; tests/test_infra.py keeps them equal). Adding a consumer is adding an entry.
   consumers = {
     duration = {
-      function_name    = var.consumer_function_name
+      function_name    = "${var.consumer_function_name}${local.suffix}"
       model_name       = "ride-duration"
       prediction_field = "ride_duration"
       model_uri        = var.model_uri
       model_version    = var.model_version
     }
     fare = {
-      function_name    = "ride-fare-consumer"
+      function_name    = "ride-fare-consumer${local.suffix}"
       model_name       = "ride-fare"
       prediction_field = "fare_amount"
       model_uri        = var.fare_model_uri
       model_version    = var.fare_model_version
     }
     tip = {
-      function_name    = "ride-tip-consumer"
+      function_name    = "ride-tip-consumer${local.suffix}"
       model_name       = "ride-tip"
       prediction_field = "tip_amount"
       model_uri        = var.tip_model_uri
@@ -169,7 +185,7 @@ module "consumer" {
 module "decision_service" {
   source = "./modules/stream_function"
 
-  function_name        = "ride-decision-service"
+  function_name        = local.names.decision_service
   image_uri            = local.image_uri
   image_command        = ["lambda_function.decision_handler.lambda_handler"]
   memory_mb            = 512
@@ -184,7 +200,7 @@ module "decision_service" {
     REQUIRED_MODELS          = join(",", [for consumer in local.consumers : consumer.model_name])
     DECISION_TIMEOUT_SECONDS = tostring(var.decision_timeout_seconds)
     DECISION_RULES           = var.decision_rules_json
-    POWERTOOLS_SERVICE_NAME  = "ride-decision-service"
+    POWERTOOLS_SERVICE_NAME  = local.names.decision_service
   }
   policy_statements = [
     {
@@ -226,7 +242,7 @@ module "decision_service" {
 module "decision_sweep" {
   source = "./modules/lambda_schedule"
 
-  name                = "ride-decision-sweep"
+  name                = local.names.decision_sweep
   description         = "Decide rides whose predictions stopped coming."
   schedule_expression = "rate(1 minute)"
   function_name       = module.decision_service.function_name

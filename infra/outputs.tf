@@ -41,3 +41,11 @@ output "deployed" {
     models          = { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } }
   }
 }
+
+output "names" {
+  description = "Every resource name of this environment (scripts/deploy.sh exports them as RIDES_* for the rides CLI)."
+  value = merge(local.names, {
+    consumer_function = local.consumers.duration.function_name
+    model_bucket      = module.model_bucket.name
+  })
+}

@@ -1,10 +1,16 @@
 variable "environment" {
   type        = string
-  description = "Environment name (stg or prod); part of tags and alarm names."
+  description = "Environment name (stg, prod, or another short one); every resource name carries it."
   validation {
-    condition     = contains(["stg", "prod"], var.environment)
-    error_message = "environment must be stg or prod."
+    condition     = can(regex("^[a-z][a-z0-9]{1,9}$", var.environment))
+    error_message = "environment must be 2-10 lowercase letters or digits, starting with a letter."
   }
+}
+
+variable "plain_names" {
+  type        = bool
+  description = "Name resources without the environment suffix (ride-events instead of ride-events-stg): the local stack's names. Off everywhere environments may share an account."
+  default     = false
 }
 
 variable "aws_region" {
@@ -12,7 +18,8 @@ variable "aws_region" {
   description = "AWS region for every resource of this environment."
 }
 
-# -- names: the staging defaults are what `rides stack up` creates locally ------------------
+# -- names: the base names; each environment adds its suffix (local.names). With an empty
+# suffix they are what `rides stack up` creates locally. ------------------------------------
 variable "input_stream_name" {
   type        = string
   description = "Kinesis stream producers put ride events on."

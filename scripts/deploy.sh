@@ -117,6 +117,11 @@ push_image "batch-${TAG}" lambda_function/Dockerfile.batch
 read -r -a NEW_VARS <<<"$(model_vars "$WORK/wanted.json" | tr '\n' ' ')"
 $TF apply -input=false -auto-approve "${VARS[@]}" "${NEW_VARS[@]}"
 
+# The rides CLI (smoke test, promotion) finds this environment's resources by their names.
+$TF output -json names >"$WORK/names.json"
+while IFS= read -r line; do export "${line?}"; done < <(json "$WORK/names.json" \
+  '"\n".join(f"RIDES_{k.upper()}={v}" for k, v in d.items() if k in ("input_stream", "predictions_stream", "decisions_stream", "dead_letter_queue", "failed_batches_queue", "decisions_table", "consumer_function", "model_bucket"))')
+
 SMOKE=skipped
 if [ -n "$(json "$WORK/wanted.json" "d['models'].get('ride-duration', {}).get('uri') or ''")" ]; then
   if "$RIDES" smoke --timeout "${SMOKE_TIMEOUT:-180}"; then

@@ -27,7 +27,9 @@ def answer(file, default=""):
     return open(path).read() if os.path.exists(path) else default
 
 if name == "terraform":
-    if "output" in args and "-json" in args:
+    if "output" in args and "names" in args:
+        print(json.dumps({{"input_stream": "ride-events-x", "consumer_function": "ride-duration-consumer-x"}}))
+    elif "output" in args and "-json" in args:
         print(answer("outputs.json", "{{}}"))
     elif "output" in args:
         print("123456789012.dkr.ecr.us-east-1.amazonaws.com/ride-duration-consumer")
@@ -48,6 +50,9 @@ elif name == "rides":
             sys.exit(1)
         registry = json.loads(answer("registry.json", "{{}}"))
         print(json.dumps(registry.get(args[-1], {{}})))
+    if args[0] == "smoke":
+        with open(os.path.join(state, "smoke-env"), "w") as out:
+            out.write(os.environ.get("RIDES_INPUT_STREAM", ""))
     if args[0] == "smoke" and os.path.exists(os.path.join(state, "smoke-fails")):
         print("Error: no prediction within 180s", file=sys.stderr)
         sys.exit(1)
@@ -146,8 +151,10 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "docker build",
         "docker push",
         "terraform apply",  # everything, with the models
+        "terraform output",  # the environment's names, for the rides CLI
         "rides smoke",
     ]
+    assert (fakes["state"] / "smoke-env").read_text() == "ride-events-x"  # the smoke test uses them
     [apply] = applies(calls)
     assert (
         var(apply, "model_version") == var(apply, "fare_model_version") == "3" and var(apply, "image_tag") == "abc123"

@@ -139,7 +139,7 @@ def _terraform_names() -> dict[str, str]:
     return {**defaults, **tfvars("stg")}
 
 
-def test_staging_names_are_the_local_stack_names():
+def test_with_an_empty_suffix_terraforms_names_are_the_local_stack_names():
     tf = _terraform_names()
     names = StackNames()
     assert {
@@ -282,7 +282,11 @@ def test_one_consumer_entry_per_registered_model():
     assert consumer["environment"]["PREDICTIONS_STREAM_NAME"] == "${module.predictions_stream.name}"
     entries = locals_of(INFRA)["consumers"]
     assert {(e["model_name"], e["prediction_field"], e["function_name"]) for e in entries.values()} == {
-        (s.model_name, s.prediction_field, "${var.consumer_function_name}" if s.key == "duration" else s.function_name)
+        (
+            s.model_name,
+            s.prediction_field,
+            ("${var.consumer_function_name}" if s.key == "duration" else s.function_name) + "${local.suffix}",
+        )
         for s in CONSUMERS.values()
     }
     assert set(entries) == set(CONSUMERS)
@@ -313,3 +317,69 @@ def test_alarms_on_the_queues_an_operator_must_empty_and_on_model_faults():
         if "operator" in block.get("aws_cloudwatch_metric_alarm", {})
     )
     assert resource["for_each"] == "${local.operator_alarms}" and resource["alarm_actions"] == "${local.alarm_actions}"
+
+
+# -- environments that share an account ------------------------------------------------------
+def _evaluate(expression: str, env: dict) -> str:
+    """The few interpolations resource names use: ${var.x}, ${local.suffix}, ${local.names.x}."""
+
+    def value(match: re.Match) -> str:
+        ref = match.group(1)
+        if ref.startswith("var."):
+            return str(env["vars"][ref[4:]])
+        if ref == "local.suffix":
+            return env["suffix"]
+        if ref.startswith("local.names."):
+            return _evaluate(env["names"][ref[len("local.names.") :]], env)
+        raise AssertionError(f"a resource name uses {ref}: teach this test, or derive it from local.names")
+
+    return re.sub(r"\$\{([^}]+)\}", value, expression)
+
+
+def resource_names(environment: str, tfvars_values: dict) -> set[str]:
+    """Every account-scoped name an apply of this environment creates, computed from the HCL."""
+    defaults = {name: body.get("default") for name, body in variables(INFRA).items()}
+    values = {**defaults, **tfvars_values, "environment": environment}
+    suffix = "" if values.get("plain_names") else f"-{environment}"
+    local = locals_of(INFRA)
+    env = {"vars": values, "suffix": suffix, "names": local["names"]}
+    names = {_evaluate(expression, env) for expression in local["names"].values()}
+    functions = {_evaluate(entry["function_name"], env) for entry in local["consumers"].values()}
+    functions |= {_evaluate(local["names"][key], env) for key in ("decision_service", "batch_job")}
+    # Each function also names its role, policy and log group after itself (modules/).
+    derived = (
+        {f"{f}-role" for f in functions} | {f"{f}-policy" for f in functions} | {f"/aws/lambda/{f}" for f in functions}
+    )
+    alarms = {f"rides-{environment}-{key}" for key in ("dead-letters", "failed-batches")}
+    return names | functions | derived | alarms | {values["model_bucket_name"]}
+
+
+def test_every_module_takes_its_name_from_the_environments_names():
+    for name, module in named(load_dir(INFRA)["module"]).items():
+        for attribute in ("name", "function_name"):
+            expression = module.get(attribute)
+            if expression is None or (name in ("model_bucket", "decision_sweep") and attribute == "function_name"):
+                continue
+            assert expression.startswith("${local.names.") or expression in (
+                "${each.value.function_name}",
+                "${var.model_bucket_name}",
+            ), f"module {name}: {attribute} = {expression} does not carry the environment"
+
+
+def test_staging_prod_and_a_third_environment_share_no_resource_name():
+    stg = resource_names("stg", tfvars("stg"))
+    prod = resource_names("prod", tfvars("prod"))
+    qa = resource_names("qa", {"aws_region": "us-east-1", "model_bucket_name": "rides-models-qa"})
+    assert len(stg) == len(prod) == len(qa) > 25
+    assert not stg & prod and not stg & qa and not prod & qa
+    assert "ride-events-stg" in stg and "ride-duration-consumer-prod" in prod and "ride-decisions-qa" in qa
+    # Each environment keeps its own state.
+    assert (INFRA / "backend" / "stg.hcl").read_text() != (INFRA / "backend" / "prod.hcl").read_text()
+    assert 'key          = "rides/stg/terraform.tfstate"' in (INFRA / "backend" / "stg.hcl").read_text()
+
+
+def test_the_local_stack_is_the_empty_suffix():
+    local = resource_names("stg", {**tfvars("stg"), "plain_names": True})
+    names = StackNames()
+    assert {names.input_stream, names.predictions_stream, names.decisions_stream, names.decisions_table} <= local
+    assert {names.dead_letter_queue, names.failed_batches_queue, names.consumer_function} <= local
