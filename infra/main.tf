@@ -87,7 +87,8 @@ locals {
     var.predictions_shard_count != null ? var.predictions_shard_count :
     var.input_shard_count == null ? null : var.input_shard_count * length(local.consumers)
   )
-  alarm_actions    = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
+  alarm_topic_arn  = var.alarm_topic_arn != null ? var.alarm_topic_arn : aws_sns_topic.alarms.arn
+  alarm_actions    = [local.alarm_topic_arn]
   image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
   model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
 
@@ -177,7 +178,7 @@ module "consumer" {
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
 
   alarm_name_prefix     = "rides-${var.environment}"
-  alarm_topic_arn       = var.alarm_topic_arn
+  alarm_topic_arn       = local.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
 }
 
@@ -235,7 +236,7 @@ module "decision_service" {
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
 
   alarm_name_prefix     = "rides-${var.environment}"
-  alarm_topic_arn       = var.alarm_topic_arn
+  alarm_topic_arn       = local.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
 }
 
@@ -303,4 +304,33 @@ resource "aws_cloudwatch_metric_alarm" "operator" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
+}
+
+# Where every alarm of this environment notifies (subscribe on-call to it, or set alarm_email).
+resource "aws_sns_topic" "alarms" {
+  name              = "rides-alarms${local.suffix}"
+  kms_master_key_id = "alias/aws/sns"
+}
+
+resource "aws_sns_topic_subscription" "alarm_email" {
+  count     = var.alarm_email == null ? 0 : 1
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = var.alarm_email
+}
+
+# What a producer's role attaches: put ride events on this environment's input stream, and
+# nothing else (no reads, no other stream).
+resource "aws_iam_policy" "producer" {
+  name        = "rides-producer${local.suffix}"
+  description = "Put ride events on ${local.names.input_stream}, nothing else."
+  policy      = data.aws_iam_policy_document.producer.json
+}
+
+data "aws_iam_policy_document" "producer" {
+  statement {
+    sid       = "PutRideEvents"
+    actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+    resources = [module.input_stream.arn]
+  }
 }

@@ -49,3 +49,13 @@ output "names" {
     model_bucket      = module.model_bucket.name
   })
 }
+
+output "producer_policy_arn" {
+  description = "Attach to a producer's role: it may put ride events on the input stream and nothing else."
+  value       = aws_iam_policy.producer.arn
+}
+
+output "alarm_topic_arn" {
+  description = "Where this environment's alarms notify."
+  value       = local.alarm_topic_arn
+}

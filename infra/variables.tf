@@ -242,10 +242,15 @@ variable "maximum_record_age_in_seconds" {
 # -- alarms -------------------------------------------------------------------------------------
 variable "alarm_topic_arn" {
   type        = string
-  description = "SNS topic for alarm notifications; null: alarms without actions."
+  description = "An existing SNS topic for alarm notifications; null (the default): this environment's own topic, rides-alarms-<env>."
   default     = null
 }
 
+variable "alarm_email" {
+  type        = string
+  description = "Subscribe this address to the environment's alarm topic (the subscription must be confirmed from the email); null: no subscription."
+  default     = null
+}
 variable "iterator_age_alarm_ms" {
   type        = number
   description = "Alarm when the consumer falls this far behind the stream (milliseconds)."

@@ -383,3 +383,22 @@ def test_the_local_stack_is_the_empty_suffix():
     names = StackNames()
     assert {names.input_stream, names.predictions_stream, names.decisions_stream, names.decisions_table} <= local
     assert {names.dead_letter_queue, names.failed_batches_queue, names.consumer_function} <= local
+
+
+def test_a_producer_policy_puts_on_the_input_stream_and_nothing_else():
+    policy = blocks_of(INFRA, "data")["aws_iam_policy_document"]["producer"]
+    [statement] = policy["statement"]
+    assert sorted(statement["actions"]) == ["kinesis:DescribeStreamSummary", "kinesis:PutRecord", "kinesis:PutRecords"]
+    assert statement["resources"] == ["${module.input_stream.arn}"]
+    resource = blocks_of(INFRA, "resource")["aws_iam_policy"]["producer"]
+    assert resource["name"] == "rides-producer${local.suffix}"
+
+
+def test_every_alarm_notifies_the_environments_topic():
+    resources = blocks_of(INFRA, "resource")
+    assert resources["aws_sns_topic"]["alarms"]["name"] == "rides-alarms${local.suffix}"
+    assert resources["aws_sns_topic"]["alarms"]["kms_master_key_id"] == "alias/aws/sns"
+    assert locals_of(INFRA)["alarm_actions"] == ["${local.alarm_topic_arn}"]
+    modules = named(load_dir(INFRA)["module"])
+    assert modules["consumer"]["alarm_topic_arn"] == modules["decision_service"]["alarm_topic_arn"]
+    assert modules["consumer"]["alarm_topic_arn"] == "${local.alarm_topic_arn}"
