@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Every tool the project installs is pinned (the deploy job runs this with the prod role).
+PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_YES := 1
 export PIPENV_NOSPIN := 1
@@ -21,7 +23,7 @@ DEPLOY_RECORD ?=
 setup: $(VENV)/.installed .venv-checkov/.installed
 
 $(VENV)/.installed: Pipfile.lock pyproject.toml
-	@$(PYTHON) -m pipenv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet pipenv
+	@$(PYTHON) -m pipenv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet pipenv==$(PIPENV_VERSION)
 	$(PYTHON) -m pipenv sync --dev
 	@touch $@
 
