@@ -165,7 +165,7 @@ def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
 def package_size(requirements: list[str]) -> float:
     target = Path(tempfile.mkdtemp())
     try:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target)]
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--require-hashes", "--target", str(target)]
         for req in requirements:
             command += ["-r", str(ROOT / "lambda_function" / req)]
         subprocess.run(command, check=True, capture_output=True)
@@ -431,8 +431,8 @@ def main() -> None:
 
     if not args.skip_size:
         print("Lambda dependency size (pip install --target) ...", flush=True)
-        results["package_mb"] = package_size(["requirements.txt"])
-        results["package_sklearn_mb"] = package_size(["requirements.txt", "requirements-sklearn.txt"])
+        results["package_mb"] = package_size(["requirements.lock.txt"])
+        results["package_sklearn_mb"] = package_size(["requirements.lock.txt", "requirements-sklearn.lock.txt"])
     report = format_results(results)
     RESULTS.write_text(report)
     readme = ROOT / "README.md"

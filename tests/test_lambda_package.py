@@ -129,3 +129,27 @@ def test_the_fast_path_does_not_import_mlflow_or_sklearn():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_hashed_requirements_are_generated_from_the_current_lock():
+    """Every image installs exactly the lock's versions and hashes, transitive packages too."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lock_requirements.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    runtime = (ROOT / "lambda_function" / "requirements.lock.txt").read_text()
+    for transitive in ("s3transfer==", "protobuf==", "jmespath=="):  # not in the hand-written list
+        assert f"\n{transitive}" in runtime
+    assert all("--hash=sha256:" in line for line in runtime.splitlines() if not line.startswith("#"))
+
+
+@pytest.mark.parametrize(
+    "dockerfile", ["lambda_function/Dockerfile", "lambda_function/Dockerfile.batch", "web/Dockerfile"]
+)
+def test_every_image_installs_with_require_hashes_from_a_lock(dockerfile):
+    text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs
+    for line in installs:
+        for command in line.split("pip install")[1:]:
+            assert "--require-hashes" in command and ".lock.txt" in command, line
