@@ -164,6 +164,7 @@ module "consumer" {
   ]
 
   input_stream_arn         = module.input_stream.arn
+  enhanced_fan_out         = var.enhanced_fan_out
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   failed_batches_queue_arn = module.failed_batches_queue.arn
   # Without a model every record would be retried until it expires: wait for a promotion.

@@ -402,3 +402,19 @@ def test_every_alarm_notifies_the_environments_topic():
     modules = named(load_dir(INFRA)["module"])
     assert modules["consumer"]["alarm_topic_arn"] == modules["decision_service"]["alarm_topic_arn"]
     assert modules["consumer"]["alarm_topic_arn"] == "${local.alarm_topic_arn}"
+
+
+def test_enhanced_fan_out_reads_through_each_functions_own_stream_consumer():
+    module = INFRA / "modules" / "stream_function"
+    resources = blocks_of(module, "resource")
+    consumer = resources["aws_kinesis_stream_consumer"]["this"]
+    assert consumer["count"] == "${var.enhanced_fan_out ? 1 : 0}"
+    assert consumer["name"] == "${var.function_name}" and consumer["stream_arn"] == "${var.input_stream_arn}"
+    mapping = resources["aws_lambda_event_source_mapping"]["this"]
+    assert mapping["event_source_arn"] == (
+        "${var.enhanced_fan_out ? aws_kinesis_stream_consumer.this[0].arn : var.input_stream_arn}"
+    )
+    iam = (module / "iam.tf").read_text()
+    assert '"kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"' in iam
+    assert named(load_dir(INFRA)["module"])["consumer"]["enhanced_fan_out"] == "${var.enhanced_fan_out}"
+    assert tfvars("prod")["enhanced_fan_out"] is True and "enhanced_fan_out" not in tfvars("stg")

@@ -2,6 +2,7 @@ environment                   = "prod"
 aws_region                    = "us-east-1"
 model_bucket_name             = "rides-models-prod"
 input_shard_count             = 4
+enhanced_fan_out              = true
 stream_retention_hours        = 168
 consumer_reserved_concurrency = 20
 log_retention_days            = 365

@@ -30,6 +30,15 @@ data "aws_iam_policy_document" "this" {
     resources = [var.input_stream_arn]
   }
 
+  dynamic "statement" {
+    for_each = var.enhanced_fan_out ? [1] : []
+    content {
+      sid       = "ReadThroughOwnStreamConsumer"
+      actions   = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
+      resources = [aws_kinesis_stream_consumer.this[0].arn]
+    }
+  }
+
   statement {
     sid       = "SendDeadLettersAndFailedBatches"
     actions   = ["sqs:SendMessage"]

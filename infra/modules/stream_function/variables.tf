@@ -133,3 +133,9 @@ variable "iterator_age_alarm_ms" {
   description = "Iterator age that raises the alarm (ms)."
   default     = 60000
 }
+
+variable "enhanced_fan_out" {
+  type        = bool
+  description = "Read through a registered stream consumer (enhanced fan-out) instead of polling the shards."
+  default     = false
+}
