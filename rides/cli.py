@@ -225,6 +225,46 @@ def smoke(timeout) -> None:
     click.echo(json.dumps(body))
 
 
+@main.group()
+def models() -> None:
+    """Carry deployed models from one account to another (the two-account layout)."""
+
+
+@models.command("export")
+@click.option("--record", "record", required=True, type=click.Path(exists=True), help="Staging's deploy record.")
+@click.option("--to", "folder", required=True, type=click.Path(), help="Folder to write the models into.")
+def models_export(record, folder) -> None:
+    """Download the artifacts of exactly the versions a deploy record names."""
+    from pathlib import Path
+
+    import boto3
+
+    from rides.model_transfer import export_models
+
+    exported = export_models(Path(record), Path(folder), boto3.client("s3"))
+    click.echo(json.dumps({m: e["version"] for m, e in exported["models"].items()}))
+
+
+@models.command("import")
+@click.option("--from", "folder", required=True, type=click.Path(exists=True), help="What `models export` wrote.")
+@click.option("--bucket", required=True, help="This account's model bucket.")
+@click.option("--record-out", required=True, type=click.Path(), help="Where to write the rewritten deploy record.")
+def models_import(folder, bucket, record_out) -> None:
+    """Upload exported models into this account's bucket, check they load, rewrite the record."""
+    from pathlib import Path
+
+    import boto3
+
+    from rides.model_transfer import import_models
+    from rides.registry import PromotionError
+
+    try:
+        imported = import_models(Path(folder), bucket, boto3.client("s3"), Path(record_out))
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({m: e["uri"] for m, e in imported["models"].items()}))
+
+
 # -- streams ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")

@@ -5,6 +5,9 @@
 #                                                         serves exactly what staging deployed and
 #                                                         smoke-tested, then moves @production
 #   make deploy ENV=prod                                  serves @production again (a redeploy)
+# Prod in an account of its own (docs: README, "Two accounts"): staging exports its models
+# (EXPORT_MODELS_TO=dir), prod imports them into its own bucket (IMPORT_MODELS_FROM=dir), with
+# BACKEND_CONFIG=backend/prod-account.hcl VAR_FILE=vars/prod-account.tfvars.
 # Needs: AWS credentials, docker, terraform >= 1.10, MLFLOW_TRACKING_URI of the tracking server.
 #
 # Steps: bootstrap (ECR, bucket) → image → the models to serve → what serves now (to roll back
@@ -20,6 +23,8 @@ PROMOTE="${PROMOTE:-0}"
 RIDES="${RIDES:-.venv/bin/rides}"
 TF="terraform -chdir=infra"
 RECORD_OUT="${RECORD_OUT:-deploy-record-${ENV}.json}"
+BACKEND_CONFIG="${BACKEND_CONFIG:-backend/${ENV}.hcl}"
+VAR_FILE="${VAR_FILE:-vars/${ENV}.tfvars}"
 # model name → the Terraform variables that carry its location and version
 MODELS=("ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version"
         "ride-tip:tip_model_uri:tip_model_version")
@@ -63,7 +68,7 @@ PY
   done
 fi
 
-VARS=(-var-file="vars/${ENV}.tfvars" -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
+VARS=(-var-file="${VAR_FILE}" -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
 model_vars() {  # model_vars FILE: the -var arguments for the models in a deploy record
   local entry MODEL URI_VAR VERSION_VAR URI
   for entry in "${MODELS[@]}"; do
@@ -76,7 +81,7 @@ model_vars() {  # model_vars FILE: the -var arguments for the models in a deploy
 }
 
 # -- bootstrap and image ------------------------------------------------------------------------
-$TF init -input=false -reconfigure -backend-config="backend/${ENV}.hcl"
+$TF init -input=false -reconfigure -backend-config="${BACKEND_CONFIG}"
 # What serves now, before anything changes: the rollback target ({} on a first deploy).
 $TF output -json >"$WORK/outputs.json"
 python3 - "$WORK/outputs.json" "$WORK/before.json" <<'PY'
@@ -94,6 +99,13 @@ done
 
 # The repository must exist before the first push; the bucket before the first training run.
 $TF apply -input=false -auto-approve "${VARS[@]}" -target=module.ecr -target=module.model_bucket
+if [ -n "${IMPORT_MODELS_FROM:-}" ]; then
+  # Prod in its own account: the exported versions go into this account's bucket (the bucket
+  # exists now), checked to load from there; the record is rewritten to point at them.
+  [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ] || fail "IMPORT_MODELS_FROM goes with ENV=prod PROMOTE=1"
+  "$RIDES" models import --from "$IMPORT_MODELS_FROM" --bucket "$($TF output -raw model_bucket)" \
+    --record-out "$WORK/wanted.json"
+fi
 REPO="$($TF output -raw ecr_repository_url)"
 REGISTRY="${REPO%%/*}"
 REGION="$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")"
@@ -129,7 +141,7 @@ if [ -n "$(json "$WORK/wanted.json" "d['models'].get('ride-duration', {}).get('u
   else
     echo "deploy ${ENV}: smoke test failed: rolling back to what served before" >&2
     PREVIOUS_TAG="$(json "$WORK/before.json" 'd["image_tag"] or ""')"
-    ROLLBACK=(-var-file="vars/${ENV}.tfvars")
+    ROLLBACK=(-var-file="${VAR_FILE}")
     if [ -n "$PREVIOUS_TAG" ]; then
       ROLLBACK+=(-var "image_tag=${PREVIOUS_TAG}" -var "batch_image_tag=batch-${PREVIOUS_TAG}")
     fi
@@ -155,3 +167,7 @@ record = {"environment": env, "image_tag": tag, "models": json.load(open(wanted)
 json.dump(record, open(out, "w"), indent=2)
 print(f"deployed {env}: image {tag}, " + ", ".join(f"{m} v{v['version']}" for m, v in record["models"].items()))
 PY
+if [ -n "${EXPORT_MODELS_TO:-}" ] && [ "$SMOKE" = "passed" ]; then
+  # For a prod in another account: exactly these versions' artifacts, carried by the pipeline.
+  "$RIDES" models export --record "$RECORD_OUT" --to "$EXPORT_MODELS_TO"
+fi

@@ -31,6 +31,8 @@ if name == "terraform":
         print(json.dumps({{"input_stream": "ride-events-x", "consumer_function": "ride-duration-consumer-x"}}))
     elif "output" in args and "-json" in args:
         print(answer("outputs.json", "{{}}"))
+    elif "output" in args and "model_bucket" in args:
+        print("rides-models-prod")
     elif "output" in args:
         print("123456789012.dkr.ecr.us-east-1.amazonaws.com/ride-duration-consumer")
 elif name == "aws":
@@ -50,6 +52,12 @@ elif name == "rides":
             sys.exit(1)
         registry = json.loads(answer("registry.json", "{{}}"))
         print(json.dumps(registry.get(args[-1], {{}})))
+    if args[:2] == ["models", "import"]:
+        record = json.load(open(os.path.join(args[args.index("--from") + 1], "record.json")))
+        bucket = args[args.index("--bucket") + 1]
+        for entry in record["models"].values():
+            entry["uri"] = "s3://" + bucket + "/" + entry.pop("key")
+        json.dump(record, open(args[args.index("--record-out") + 1], "w"))
     if args[0] == "smoke":
         with open(os.path.join(state, "smoke-env"), "w") as out:
             out.write(os.environ.get("RIDES_INPUT_STREAM", ""))
@@ -222,3 +230,56 @@ def test_prod_with_promote_refuses_a_record_that_is_not_a_passed_staging_deploy(
     result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record))
     assert result.returncode != 0 and "staging's smoke test did not pass" in result.stderr
     assert fakes["calls"]() == []
+
+
+def test_prod_in_its_own_account_serves_the_recorded_versions_from_its_own_bucket(fakes, tmp_path):
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    record = {
+        "environment": "stg",
+        "image_tag": "abc123",
+        "smoke_test": "passed",
+        "models": {
+            m: {"uri": f"s3://rides-models-stg/mlflow/{m}/v3", "version": "3", "key": f"mlflow/{m}/v3"}
+            for m in ("ride-duration", "ride-fare", "ride-tip")
+        },
+    }
+    (carried / "record.json").write_text(json.dumps(record))
+    (tmp_path / "stg.json").write_text(json.dumps(record))
+    result = fakes["run"](
+        "prod",
+        PROMOTE="1",
+        DEPLOY_RECORD=str(tmp_path / "stg.json"),
+        IMPORT_MODELS_FROM=str(carried),
+        BACKEND_CONFIG="backend/prod-account.hcl",
+        VAR_FILE="vars/prod-account.tfvars",
+    )
+    assert result.returncode == 0, result.stderr
+    calls = fakes["calls"]()
+    assert [
+        "terraform",
+        "-chdir=infra",
+        "init",
+        "-input=false",
+        "-reconfigure",
+        "-backend-config=backend/prod-account.hcl",
+    ] in calls
+    bootstrap = next(i for i, c in enumerate(calls) if "-target=module.ecr" in c)
+    imported = next(i for i, c in enumerate(calls) if c[:3] == ["rides", "models", "import"])
+    [apply] = applies(calls)
+    assert bootstrap < imported < calls.index(apply)
+    assert (
+        var(apply, "model_uri") == "s3://rides-models-prod/mlflow/ride-duration/v3"
+        and var(apply, "model_version") == "3"
+    )
+    assert "-var-file=vars/prod-account.tfvars" in apply
+
+
+def test_staging_exports_what_it_deployed_only_after_its_smoke_test_passed(fakes, tmp_path):
+    assert fakes["run"]("stg", EXPORT_MODELS_TO=str(tmp_path / "out")).returncode == 0
+    [export] = [c for c in fakes["calls"]() if c[:3] == ["rides", "models", "export"]]
+    assert export[export.index("--to") + 1] == str(tmp_path / "out")
+    (fakes["state"] / "smoke-fails").touch()
+    (fakes["tmp"] / "calls.log").unlink()
+    assert fakes["run"]("stg", EXPORT_MODELS_TO=str(tmp_path / "out")).returncode != 0
+    assert not [c for c in fakes["calls"]() if c[:3] == ["rides", "models", "export"]]

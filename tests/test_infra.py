@@ -97,14 +97,14 @@ def test_root_variables_used_exist():
     assert used <= declared, used - declared
 
 
-@pytest.mark.parametrize("env", ["stg", "prod"])
+@pytest.mark.parametrize("env", ["stg", "prod", "prod-account"])
 def test_tfvars_set_every_variable_without_a_default(env):
     values = tfvars(env)
     declared = variables(INFRA)
     required = {name for name, body in declared.items() if "default" not in body}
     assert required <= values.keys(), required - values.keys()
     assert values.keys() <= declared.keys(), values.keys() - declared.keys()
-    assert values["environment"] == env
+    assert values["environment"] == env.split("-")[0]
 
 
 def _handler_reads(module: str = "handler.py") -> set[str]:
@@ -418,3 +418,12 @@ def test_enhanced_fan_out_reads_through_each_functions_own_stream_consumer():
     assert '"kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"' in iam
     assert named(load_dir(INFRA)["module"])["consumer"]["enhanced_fan_out"] == "${var.enhanced_fan_out}"
     assert tfvars("prod")["enhanced_fan_out"] is True and "enhanced_fan_out" not in tfvars("stg")
+
+
+def test_prod_in_its_own_account_is_prod_without_reading_stagings_bucket():
+    same_account, own_account = tfvars("prod"), tfvars("prod-account")
+    assert same_account["model_artifact_bucket"] == "rides-models-stg" and "model_artifact_bucket" not in own_account
+    assert {k: v for k, v in same_account.items() if k != "model_artifact_bucket"} == own_account
+    backends = {name: (INFRA / "backend" / f"{name}.hcl").read_text() for name in ("stg", "prod", "prod-account")}
+    buckets = {name: re.search(r'bucket\s*=\s*"([^"]+)"', text).group(1) for name, text in backends.items()}
+    assert buckets["stg"] == buckets["prod"] != buckets["prod-account"]  # one state bucket per account
