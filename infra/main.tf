@@ -78,6 +78,7 @@ locals {
     decision_service     = "ride-decision-service${local.suffix}"
     decision_sweep       = "ride-decision-sweep${local.suffix}"
     batch_job            = "ride-duration-batch${local.suffix}"
+    web_service          = "ride-web${local.suffix}"
   }
 
   # Every ride event becomes one prediction per consumer, so the predictions stream takes
@@ -333,5 +334,30 @@ data "aws_iam_policy_document" "producer" {
     sid       = "PutRideEvents"
     actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
     resources = [module.input_stream.arn]
+  }
+}
+
+# The web service (rides serve) as a Lambda behind an IAM-authenticated function URL, once its
+# image is pushed (web-<tag>) and the duration model promoted.
+module "web_service" {
+  source = "./modules/web_service"
+  count  = var.web_service && local.image_uri != null && var.model_uri != "" ? 1 : 0
+
+  function_name        = local.names.web_service
+  image_uri            = "${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}"
+  input_stream_arn     = module.input_stream.arn
+  decisions_table_arn  = module.decisions_table.arn
+  model_bucket_arn     = local.model_bucket_arn
+  reserved_concurrency = var.web_reserved_concurrency
+  log_retention_days   = var.log_retention_days
+  alarm_name_prefix    = "rides-${var.environment}"
+  alarm_topic_arn      = local.alarm_topic_arn
+
+  # Exactly what the web app reads (tests/test_infra.py checks).
+  environment = {
+    MODEL_URI             = var.model_uri
+    MODEL_VERSION         = var.model_version
+    RIDES_INPUT_STREAM    = local.names.input_stream
+    RIDES_DECISIONS_TABLE = local.names.decisions_table
   }
 }

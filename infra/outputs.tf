@@ -59,3 +59,8 @@ output "alarm_topic_arn" {
   description = "Where this environment's alarms notify."
   value       = local.alarm_topic_arn
 }
+
+output "web_service_url" {
+  description = "The web service (IAM-signed requests only); null until it is deployed."
+  value       = one(module.web_service[*].url)
+}

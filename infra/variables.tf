@@ -270,3 +270,15 @@ variable "enhanced_fan_out" {
   EOT
   default     = false
 }
+
+variable "web_service" {
+  type        = bool
+  description = "Deploy the web service (a Lambda behind an IAM-authenticated function URL)."
+  default     = true
+}
+
+variable "web_reserved_concurrency" {
+  type        = number
+  description = "Concurrent web requests at most; beyond it the function URL answers 429 (the throttle)."
+  default     = 20
+}

@@ -124,6 +124,7 @@ push_image() {  # push_image <tag> <dockerfile>
 }
 push_image "${TAG}" lambda_function/Dockerfile
 push_image "batch-${TAG}" lambda_function/Dockerfile.batch
+push_image "web-${TAG}" web/Dockerfile
 
 # -- apply, test, and roll back or promote ------------------------------------------------------
 read -r -a NEW_VARS <<<"$(model_vars "$WORK/wanted.json" | tr '\n' ' ')"

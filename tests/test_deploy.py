@@ -158,6 +158,9 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "aws ecr",
         "docker build",
         "docker push",
+        "aws ecr",  # the web image
+        "docker build",
+        "docker push",
         "terraform apply",  # everything, with the models
         "terraform output",  # the environment's names, for the rides CLI
         "rides smoke",

@@ -427,3 +427,33 @@ def test_prod_in_its_own_account_is_prod_without_reading_stagings_bucket():
     backends = {name: (INFRA / "backend" / f"{name}.hcl").read_text() for name in ("stg", "prod", "prod-account")}
     buckets = {name: re.search(r'bucket\s*=\s*"([^"]+)"', text).group(1) for name, text in backends.items()}
     assert buckets["stg"] == buckets["prod"] != buckets["prod-account"]  # one state bucket per account
+
+
+def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read_decisions():
+    module = INFRA / "modules" / "web_service"
+    resources = blocks_of(module, "resource")
+    assert resources["aws_lambda_function_url"]["this"]["authorization_type"] == "AWS_IAM"
+    function = resources["aws_lambda_function"]["this"]
+    assert function["reserved_concurrent_executions"] == "${var.reserved_concurrency}"  # the throttle
+    assert {a["metric"] for a in locals_of(module)["alarms"].values()} == {"Errors", "Throttles"}
+    statements = {
+        s["sid"]: (sorted(s["actions"]), s["resources"])
+        for s in blocks_of(module, "data")["aws_iam_policy_document"]["this"]["statement"]
+    }
+    assert statements["PutRideEventsWithConsent"] == (
+        ["kinesis:DescribeStreamSummary", "kinesis:PutRecord", "kinesis:PutRecords"],
+        ["${var.input_stream_arn}"],
+    )
+    assert statements["ReadStreamedPredictions"] == (["dynamodb:GetItem"], ["${var.decisions_table_arn}"])
+
+
+def test_the_web_service_gets_exactly_what_the_web_app_reads():
+    web = named(load_dir(INFRA)["module"])["web_service"]
+    source = (ROOT / "rides" / "web.py").read_text() + (ROOT / "rides" / "registry.py").read_text()
+    # The model (MODEL_URI wins over the registry) and the two names the app looks up.
+    assert set(web["environment"]) == {"MODEL_URI", "MODEL_VERSION", "RIDES_INPUT_STREAM", "RIDES_DECISIONS_TABLE"}
+    assert (
+        'os.environ.get("MODEL_URI")' in source and "names.input_stream" in source and "names.decisions_table" in source
+    )
+    assert web["environment"]["RIDES_INPUT_STREAM"] == "${local.names.input_stream}"
+    assert web["image_uri"] == '${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}'

@@ -27,7 +27,7 @@ def copy_sources(dockerfile: str) -> list[str]:
     text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
     sources = []
     for line in text.splitlines():
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and "--from=" not in line:  # --from: out of another image
             parts = line.split()[1:]
             sources += [p for p in parts[:-1] if not p.startswith("--")]
     return sources

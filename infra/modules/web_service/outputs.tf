@@ -1,0 +1,9 @@
+output "url" {
+  description = "The service's function URL (IAM-signed requests only)."
+  value       = aws_lambda_function_url.this.function_url
+}
+
+output "function_name" {
+  description = "The web service's Lambda."
+  value       = aws_lambda_function.this.function_name
+}
