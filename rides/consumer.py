@@ -135,11 +135,10 @@ def _features(batch: KinesisBatch, valid: list[BatchRecord]) -> tuple[list[Batch
 
 
 def _predict(
-    batch: KinesisBatch, valid: list[BatchRecord], model: LoadedModel, config: ConsumerConfig
+    batch: KinesisBatch, valid: list[BatchRecord], features: RideFeatures, model: LoadedModel, config: ConsumerConfig
 ) -> tuple[list[tuple[str, bytes]], list[BatchRecord], list[dict]]:
     """(output records, the records they came from, the records as dicts in a dry run); a
-    non-finite prediction becomes a dead letter."""
-    valid, features = _features(batch, valid)
+    non-finite prediction becomes a dead letter, a model that cannot predict a ModelFault."""
     try:
         values = model.predict(features)
     except Exception as exc:
@@ -194,18 +193,16 @@ def process_records(
     out_records: list[tuple[str, bytes]] = []
     out_items: list[BatchRecord] = []  # out_records[i] came from out_items[i]
     predictions: list[dict] = []
-    if valid:
-        try:
-            model = load_model(config.model_uri, name=config.model_name, version=config.model_version)
-            report.model_version = model.version
-            with _cycle_collection_paused():
-                out_records, out_items, predictions = _predict(batch, valid, model, config)
-        except (ModelLoadError, ModelFault) as exc:
-            # The model may be fixed or promoted later: retry, never guess a prediction.
-            _model_fault(batch, valid, exc, config)
-        except Exception as exc:
-            # A loader that broke in a way it did not name (an empty MLmodel file): the same.
-            _model_fault(batch, valid, ModelFault(f"{type(exc).__name__}: {exc}"), config, cause=exc)
+    model = _load(batch, valid, config, load_model) if valid else None
+    if model is not None:
+        report.model_version = model.version
+        with _cycle_collection_paused():
+            valid, features = _features(batch, valid)
+            try:
+                out_records, out_items, predictions = _predict(batch, valid, features, model, config)
+            except ModelFault as exc:
+                # Only the records still valid: one dead-lettered for its features stays there.
+                _model_fault(batch, valid, exc, config)
         report.predicted = len(out_records)
 
     if out_records and not config.dry_run:
@@ -229,6 +226,21 @@ def process_records(
     if config.dry_run:
         response["predictions"] = predictions
     return response, report
+
+
+def _load(
+    batch: KinesisBatch, valid: list[BatchRecord], config: ConsumerConfig, load_model: Callable[..., LoadedModel]
+) -> LoadedModel | None:
+    """The model, or None once the batch is reported for a retry: the model may be fixed or
+    promoted later, and a prediction is never guessed."""
+    try:
+        return load_model(config.model_uri, name=config.model_name, version=config.model_version)
+    except ModelLoadError as exc:
+        _model_fault(batch, valid, exc, config)
+    except Exception as exc:
+        # A loader that broke in a way it did not name (an empty MLmodel file): the same.
+        _model_fault(batch, valid, ModelFault(f"{type(exc).__name__}: {exc}"), config, cause=exc)
+    return None
 
 
 def _model_fault(

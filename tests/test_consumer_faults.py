@@ -229,3 +229,26 @@ def test_what_the_consumer_publishes_is_what_the_decision_service_parses(stack):
             "ride_duration",
         )
         assert parsed.value == record["prediction"]["ride_duration"] and parsed.source == record["source"]
+
+
+def test_a_record_dead_lettered_for_its_features_is_not_also_reported_when_the_model_faults(stack, monkeypatch):
+    from rides import consumer, features
+
+    def fragile(events):
+        if any(event.ride_id == "odd" for event in events):
+            raise OverflowError("cannot convert")
+        return features.features_from_events(events)
+
+    monkeypatch.setattr(consumer, "features_from_events", fragile)
+    response, report = run(stack, [ride(1), ride("odd"), ride(3)], model=broken_model(missing_feature))
+    # ride 2 is in exactly one place: the dead-letter queue, not also in batchItemFailures
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{1:056d}", f"{3:056d}"]
+    assert report.errors["ModelFault"] == 2 and report.dead_lettered == 1
+
+
+def test_a_bug_after_the_prediction_is_not_mistaken_for_a_model_fault(stack, monkeypatch):
+    from rides import consumer
+
+    monkeypatch.setattr(consumer, "json_bytes", lambda obj: (_ for _ in ()).throw(TypeError("a bug in encoding")))
+    with pytest.raises(TypeError, match="a bug in encoding"):  # a function error: Lambda retries or bisects
+        run(stack, [ride(1)])
