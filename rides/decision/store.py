@@ -228,10 +228,7 @@ class DecisionStore:
                 put["ConditionExpression"] = "version = :expected"
                 put["ExpressionAttributeValues"] = {":expected": {"N": str(state.version - 1)}}
             actions[state.ride_id] = {"Put": put}
-        by_id = {state.ride_id: state for state in states}
-        outcome = self._write(actions, time_left)
-        outcome.written = [by_id[ride_id] for ride_id in outcome.written]
-        return outcome
+        return self._write(actions, {state.ride_id: state for state in states}, time_left)
 
     def mark_published(self, states: Sequence[RideState], time_left: Callable[[], float] | None = None) -> WriteOutcome:
         """Decided → published, for exactly the decision that went out (its `decision_id`);
@@ -253,18 +250,18 @@ class DecisionStore:
             }
             for state in states
         }
-        outcome = self._write(actions, time_left)
-        by_id = {state.ride_id: state for state in states}
-        outcome.written = [by_id[ride_id].next_version(published=True, due_at=None) for ride_id in outcome.written]
-        return outcome
+        marked = {state.ride_id: state.next_version(published=True, due_at=None) for state in states}
+        return self._write(actions, marked, time_left)
 
-    def _write(self, actions: dict[str, dict], time_left: Callable[[], float] | None) -> WriteOutcome:
-        """One conditional write per ride, WRITE_CONCURRENCY at a time: a ride whose condition
+    def _write(
+        self, actions: dict[str, dict], stored: dict[str, RideState], time_left: Callable[[], float] | None
+    ) -> WriteOutcome:
+        """One conditional write per ride, WRITE_CONCURRENCY at a time (`stored`: each ride as
+        it is once its write succeeds): a ride whose condition
         failed is a conflict, one that may pass later (throttling, a timeout) is retried with
         backoff until the deadline, one the table refuses for good is failed with its code."""
         deadline: Deadline = as_deadline(time_left)
         outcome = WriteOutcome()
-        written: list[str] = []
         pending = list(actions)
         backoff = self.backoff(time_left=deadline)
         with ThreadPoolExecutor(max(1, min(WRITE_CONCURRENCY, len(pending)))) as pool:
@@ -277,7 +274,7 @@ class DecisionStore:
                     pending, pool.map(lambda r: self._write_one(actions[r]), pending), strict=True
                 ):
                     if error is None:
-                        written.append(ride_id)
+                        outcome.written.append(stored[ride_id])
                     elif error == "ConditionalCheckFailedException":
                         outcome.conflicts.append(ride_id)
                     elif error in RETRYABLE:
@@ -288,7 +285,6 @@ class DecisionStore:
                     outcome.failed.update(dict.fromkeys(retry, "RetriesExhausted"))
                     retry = []
                 pending = retry
-        outcome.written = written
         return outcome
 
     def _write_one(self, action: dict) -> str | None:
