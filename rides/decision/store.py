@@ -256,10 +256,10 @@ class DecisionStore:
     def _write(
         self, actions: dict[str, dict], stored: dict[str, RideState], time_left: Callable[[], float] | None
     ) -> WriteOutcome:
-        """One conditional write per ride, WRITE_CONCURRENCY at a time (`stored`: each ride as
-        it is once its write succeeds): a ride whose condition
-        failed is a conflict, one that may pass later (throttling, a timeout) is retried with
-        backoff until the deadline, one the table refuses for good is failed with its code."""
+        """One conditional write per ride, WRITE_CONCURRENCY at a time; `stored` is each ride as
+        it is once its write succeeds. A ride whose condition failed is a conflict, one that
+        may pass later (throttling, a timeout) is retried with backoff until the deadline, one
+        the table refuses for good is failed with its code."""
         deadline: Deadline = as_deadline(time_left)
         outcome = WriteOutcome()
         pending = list(actions)
