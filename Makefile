@@ -60,14 +60,14 @@ integration-test-docker: setup
 	$(BIN)/pip install --quiet terraform-local==0.20.1
 	printf 'terraform {\n  backend "local" {}\n}\n' > infra/backend_override.tf
 	$(TFLOCAL) init -input=false
-	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var plain_names=true -var image_tag=local -target=module.ecr
+	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var-file=vars/localstack.tfvars -var image_tag=local -target=module.ecr
 	REPO=$$($(TFLOCAL) output -raw ecr_repository_url) && \
 	  docker tag ride-duration-consumer:local $$REPO:local && docker push $$REPO:local
-	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var plain_names=true -var image_tag=local
+	$(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var-file=vars/localstack.tfvars -var image_tag=local
 	$(LS_ENV) $(BIN)/rides train
 	URI=$$($(LS_ENV) $(BIN)/rides resolve ride-duration@staging | $(BIN)/python -c \
 	  'import json, sys; print(json.load(sys.stdin)["uri"])') && \
-	  $(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var plain_names=true -var image_tag=local -var model_uri=$$URI
+	  $(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var-file=vars/localstack.tfvars -var image_tag=local -var model_uri=$$URI
 	$(LS_ENV) $(BIN)/rides smoke --timeout 120; \
 	  status=$$?; docker compose -f integration-test/docker-compose.yaml down; exit $$status
 
@@ -75,6 +75,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	.venv-checkov/bin/checkov --config-file infra/.checkov.yaml -d infra
+	$(BIN)/python scripts/terraform_check.py
 
 format: setup
 	$(BIN)/ruff check --fix .

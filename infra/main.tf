@@ -182,6 +182,9 @@ module "consumer" {
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = local.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
+  rollout = merge(local.rollout, {
+    extra_alarm_names = [aws_cloudwatch_metric_alarm.operator["${each.value.function_name}-model-faults"].alarm_name]
+  })
 }
 
 # Gathers the three predictions per ride and publishes decisions; same image, other handler.
@@ -240,6 +243,7 @@ module "decision_service" {
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = local.alarm_topic_arn
   iterator_age_alarm_ms = var.iterator_age_alarm_ms
+  rollout               = local.rollout
 }
 
 module "decision_sweep" {
@@ -249,7 +253,8 @@ module "decision_sweep" {
   description         = "Decide rides whose predictions stopped coming."
   schedule_expression = "rate(1 minute)"
   function_name       = module.decision_service.function_name
-  function_arn        = module.decision_service.function_arn
+  alias_arn           = module.decision_service.alias_arn
+  alias_name          = module.decision_service.alias_name
   input               = jsonencode({ sweep = true })
 }
 
@@ -352,6 +357,7 @@ module "web_service" {
   log_retention_days   = var.log_retention_days
   alarm_name_prefix    = "rides-${var.environment}"
   alarm_topic_arn      = local.alarm_topic_arn
+  rollout              = local.rollout
 
   # Exactly what the web app reads (tests/test_infra.py checks).
   environment = {
@@ -361,3 +367,47 @@ module "web_service" {
     RIDES_DECISIONS_TABLE = local.names.decisions_table
   }
 }
+
+# The rollout: each apply publishes a version of every function; scripts/deploy.sh then runs
+# `rides release`, which shifts each `live` alias to it through CodeDeploy (canary in prod,
+# all at once in staging), stopped and rolled back by the function's alarms. With
+# deployment_config_name = null (the local stack, which has no CodeDeploy) the release moves the
+# aliases directly.
+locals {
+  rollout = {
+    deployment_config_name = var.deployment_config_name
+    codedeploy_app_name    = one(aws_codedeploy_app.this[*].name)
+    codedeploy_role_arn    = one(aws_iam_role.codedeploy[*].arn)
+  }
+}
+
+resource "aws_codedeploy_app" "this" {
+  count            = var.deployment_config_name == null ? 0 : 1
+  name             = "rides${local.suffix}"
+  compute_platform = "Lambda"
+}
+
+data "aws_iam_policy_document" "codedeploy_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["codedeploy.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "codedeploy" {
+  count              = var.deployment_config_name == null ? 0 : 1
+  name               = "rides-codedeploy${local.suffix}"
+  assume_role_policy = data.aws_iam_policy_document.codedeploy_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "codedeploy" {
+  count = var.deployment_config_name == null ? 0 : 1
+  role  = aws_iam_role.codedeploy[0].name
+  # Read alarms, get and update aliases: nothing else (no SNS, no S3 beyond CodeDeploy/ keys).
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited"
+}
+
+data "aws_partition" "current" {}

@@ -64,3 +64,13 @@ output "web_service_url" {
   description = "The web service (IAM-signed requests only); null until it is deployed."
   value       = one(module.web_service[*].url)
 }
+
+output "releases" {
+  description = "Every function's alias and the version this apply published (scripts/deploy.sh: rides release)."
+  value = concat(
+    [for consumer in module.consumer : consumer.release],
+    [module.decision_service.release],
+    module.web_service[*].release,
+    module.batch_job[*].release,
+  )
+}

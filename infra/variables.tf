@@ -282,3 +282,9 @@ variable "web_reserved_concurrency" {
   description = "Concurrent web requests at most; beyond it the function URL answers 429 (the throttle)."
   default     = 20
 }
+
+variable "deployment_config_name" {
+  type        = string
+  description = "How a release shifts traffic to a new version: a CodeDeploy Lambda config (prod: CodeDeployDefault.LambdaCanary10Percent5Minutes), or null to move the aliases directly (the local stack has no CodeDeploy)."
+  default     = "CodeDeployDefault.LambdaAllAtOnce"
+}

@@ -3,8 +3,9 @@ terraform {
 
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = "~> 6.0"
+      source = "hashicorp/aws"
+      # 5.100 (the newest 5.x) and every 6.x: nothing here is known to one major only.
+      version = ">= 5.100, < 7"
     }
   }
 

@@ -265,6 +265,45 @@ def models_import(folder, bucket, record_out) -> None:
     click.echo(json.dumps({m: e["uri"] for m, e in imported["models"].items()}))
 
 
+@main.command("release")
+@click.argument("releases_file", type=click.Path(exists=True))
+@click.option(
+    "--before-out", type=click.Path(), default=None, help="Record where the aliases stood, before moving any."
+)
+@click.option(
+    "--roll-back-to",
+    "roll_back_to",
+    type=click.Path(exists=True),
+    default=None,
+    help="Put the aliases back where --before-out recorded them, instead of releasing.",
+)
+@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the CodeDeploy deployments.")
+def release_command(releases_file, before_out, roll_back_to, timeout) -> None:
+    """Move each function's alias to the version the apply published (`terraform output -json releases`)."""
+    from pathlib import Path
+
+    import boto3
+
+    from rides import release as releasing
+
+    releases = releasing.load_releases(json.loads(Path(releases_file).read_text()))
+    lam = boto3.client("lambda")
+    if roll_back_to:
+        for line in releasing.roll_back(json.loads(Path(roll_back_to).read_text()), releases, lambda_client=lam):
+            click.echo(f"rolled back {line}")
+        return
+    before = releasing.serving(releases, lam)
+    if before_out:
+        Path(before_out).write_text(json.dumps(before))
+    try:
+        outcome = releasing.release(
+            releases, lambda_client=lam, codedeploy_client=boto3.client("codedeploy"), before=before, timeout=timeout
+        )
+    except releasing.ReleaseFailed as exc:
+        raise click.ClickException(f"release failed:\n{exc}") from None
+    click.echo(outcome.summary())
+
+
 # -- streams ---------------------------------------------------------------------------------
 @main.command()
 @click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")

@@ -36,9 +36,14 @@ def roll_out_local(model: Registered) -> Path:
     return path
 
 
-def roll_out_lambda(model: Registered, function_name: str, lambda_client=None) -> None:
-    """Update the function's MODEL_URI/MODEL_VERSION, keeping its other variables."""
+def roll_out_lambda(model: Registered, function_name: str, lambda_client=None, alias: str = "live") -> str:
+    """Serve the model from the function's `live` alias: a new version with MODEL_URI and
+    MODEL_VERSION changed (its other variables kept), then the alias moved to it. Returns the
+    version. This is the operator's direct path; scripts/deploy.sh is the gated one (Terraform,
+    CodeDeploy, smoke test)."""
     import boto3
+
+    from rides.release import Release, release
 
     lam = lambda_client or boto3.client("lambda")
     current = lam.get_function_configuration(FunctionName=function_name)
@@ -46,10 +51,20 @@ def roll_out_lambda(model: Registered, function_name: str, lambda_client=None) -
     variables.update({"MODEL_URI": model.uri, "MODEL_VERSION": model.version})
     lam.update_function_configuration(FunctionName=function_name, Environment={"Variables": variables})
     lam.get_waiter("function_updated_v2").wait(FunctionName=function_name)
+    version = lam.publish_version(FunctionName=function_name, Description=f"{model.name} version {model.version}")[
+        "Version"
+    ]
+    try:
+        target = lam.get_alias(FunctionName=function_name, Name=alias)["AliasArn"]
+    except lam.exceptions.ResourceNotFoundException:
+        target = function_name  # made without the alias (by hand): it serves $LATEST, which has the model
+    else:
+        release([Release(function_name, alias, version)], lambda_client=lam, codedeploy_client=None)
     # A mapping left disabled for want of a model (Terraform with an empty model_uri) starts now.
-    for mapping in lam.list_event_source_mappings(FunctionName=function_name).get("EventSourceMappings", []):
+    for mapping in lam.list_event_source_mappings(FunctionName=target).get("EventSourceMappings", []):
         if mapping.get("State") == "Disabled":
             lam.update_event_source_mapping(UUID=mapping["UUID"], Enabled=True)
+    return version
 
 
 def promote(

@@ -158,7 +158,10 @@ class BatchPointer:
 
     @property
     def function_name(self) -> str:
-        return self.function_arn.rsplit(":", 1)[-1]
+        # arn:aws:lambda:<region>:<account>:function:<name>[:<alias or version>]: the mapping
+        # calls the `live` alias, so the ARN usually ends in a qualifier.
+        parts = self.function_arn.split(":")
+        return parts[6] if len(parts) > 6 else parts[-1]
 
     @property
     def stream_name(self) -> str:

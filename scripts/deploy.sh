@@ -10,9 +10,11 @@
 # BACKEND_CONFIG=backend/prod-account.hcl VAR_FILE=vars/prod-account.tfvars.
 # Needs: AWS credentials, docker, terraform >= 1.10, MLFLOW_TRACKING_URI of the tracking server.
 #
-# Steps: bootstrap (ECR, bucket) → image → the models to serve → what serves now (to roll back
-# to) → apply → smoke test → failed: apply what served before, exit 1, no alias moves →
-# passed: move @production (PROMOTE=1) → write the deploy record.
+# Steps: the models to serve → what serves now (to roll back to) → bootstrap (ECR, bucket) →
+# images → apply (publishes a version of every function, moves nothing) → release (each `live`
+# alias to its new version, through CodeDeploy) → smoke test → failed release or smoke test:
+# aliases back, apply what served before, exit 1, no registry alias moves → passed: move
+# @production (PROMOTE=1) → write the deploy record.
 # No failure is swallowed: every command that fails stops the deploy with its message, and a
 # registry that cannot be read never turns into "no model" (which would disable a consumer).
 set -euo pipefail
@@ -126,29 +128,48 @@ push_image "${TAG}" lambda_function/Dockerfile
 push_image "batch-${TAG}" lambda_function/Dockerfile.batch
 push_image "web-${TAG}" web/Dockerfile
 
-# -- apply, test, and roll back or promote ------------------------------------------------------
+# -- apply, release, test, and roll back or promote --------------------------------------------
 read -r -a NEW_VARS <<<"$(model_vars "$WORK/wanted.json" | tr '\n' ' ')"
+# Publishes a version of every function; the `live` aliases (what the triggers call) stay put.
 $TF apply -input=false -auto-approve "${VARS[@]}" "${NEW_VARS[@]}"
+$TF output -json releases >"$WORK/releases.json"
 
 # The rides CLI (smoke test, promotion) finds this environment's resources by their names.
 $TF output -json names >"$WORK/names.json"
 while IFS= read -r line; do export "${line?}"; done < <(json "$WORK/names.json" \
   '"\n".join(f"RIDES_{k.upper()}={v}" for k, v in d.items() if k in ("input_stream", "predictions_stream", "decisions_stream", "dead_letter_queue", "failed_batches_queue", "decisions_table", "consumer_function", "model_bucket"))')
 
+roll_back() {  # roll_back REASON: serve what served before, then fail
+  echo "deploy ${ENV}: $1: rolling back to what served before" >&2
+  # The aliases first (traffic returns at once), where the release recorded them ...
+  if [ -f "$WORK/aliases-before.json" ]; then
+    "$RIDES" release "$WORK/releases.json" --roll-back-to "$WORK/aliases-before.json"
+  fi
+  # ... then the configuration, so that the state and its `deployed` output say what serves
+  # (a first deploy has nothing before it: its mappings are switched off, model_uri empty).
+  local previous_tag rollback old_vars
+  previous_tag="$(json "$WORK/before.json" 'd["image_tag"] or ""')"
+  rollback=(-var-file="${VAR_FILE}")
+  if [ -n "$previous_tag" ]; then
+    rollback+=(-var "image_tag=${previous_tag}" -var "batch_image_tag=batch-${previous_tag}")
+  fi
+  read -r -a old_vars <<<"$(model_vars "$WORK/before.json" | tr '\n' ' ')"
+  $TF apply -input=false -auto-approve "${rollback[@]}" "${old_vars[@]}"
+  fail "$1; rolled back, no alias moved"
+}
+
+# Each alias to its new version: CodeDeploy shifts traffic (canary in prod) and stops and rolls
+# back on the function's alarms; where the aliases stood is recorded before any moves.
+if ! "$RIDES" release "$WORK/releases.json" --before-out "$WORK/aliases-before.json"; then
+  roll_back "the release did not complete"
+fi
+
 SMOKE=skipped
 if [ -n "$(json "$WORK/wanted.json" "d['models'].get('ride-duration', {}).get('uri') or ''")" ]; then
   if "$RIDES" smoke --timeout "${SMOKE_TIMEOUT:-180}"; then
     SMOKE=passed
   else
-    echo "deploy ${ENV}: smoke test failed: rolling back to what served before" >&2
-    PREVIOUS_TAG="$(json "$WORK/before.json" 'd["image_tag"] or ""')"
-    ROLLBACK=(-var-file="${VAR_FILE}")
-    if [ -n "$PREVIOUS_TAG" ]; then
-      ROLLBACK+=(-var "image_tag=${PREVIOUS_TAG}" -var "batch_image_tag=batch-${PREVIOUS_TAG}")
-    fi
-    read -r -a OLD_VARS <<<"$(model_vars "$WORK/before.json" | tr '\n' ' ')"
-    $TF apply -input=false -auto-approve "${ROLLBACK[@]}" "${OLD_VARS[@]}"
-    fail "smoke test failed; rolled back, no alias moved"
+    roll_back "smoke test failed"
   fi
 fi
 

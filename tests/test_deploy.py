@@ -27,7 +27,9 @@ def answer(file, default=""):
     return open(path).read() if os.path.exists(path) else default
 
 if name == "terraform":
-    if "output" in args and "names" in args:
+    if "output" in args and "releases" in args:
+        print(json.dumps([{{"function_name": "ride-duration-consumer-x", "alias": "live", "version": "7"}}]))
+    elif "output" in args and "names" in args:
         print(json.dumps({{"input_stream": "ride-events-x", "consumer_function": "ride-duration-consumer-x"}}))
     elif "output" in args and "-json" in args:
         print(answer("outputs.json", "{{}}"))
@@ -58,6 +60,12 @@ elif name == "rides":
         for entry in record["models"].values():
             entry["uri"] = "s3://" + bucket + "/" + entry.pop("key")
         json.dump(record, open(args[args.index("--record-out") + 1], "w"))
+    if args[0] == "release" and "--before-out" in args:
+        with open(args[args.index("--before-out") + 1], "w") as out:
+            out.write(json.dumps({{"ride-duration-consumer-x": "6"}}))
+        if os.path.exists(os.path.join(state, "release-fails")):
+            print("Error: release failed: ride-duration-consumer-x:live 6 -> 7: Failed", file=sys.stderr)
+            sys.exit(1)
     if args[0] == "smoke":
         with open(os.path.join(state, "smoke-env"), "w") as out:
             out.write(os.environ.get("RIDES_INPUT_STREAM", ""))
@@ -161,8 +169,10 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "aws ecr",  # the web image
         "docker build",
         "docker push",
-        "terraform apply",  # everything, with the models
+        "terraform apply",  # everything, with the models: publishes versions, moves no alias
+        "terraform output",  # what to release
         "terraform output",  # the environment's names, for the rides CLI
+        "rides release",  # each `live` alias to its new version (CodeDeploy)
         "rides smoke",
     ]
     assert (fakes["state"] / "smoke-env").read_text() == "ride-events-x"  # the smoke test uses them
@@ -219,12 +229,35 @@ def test_a_failed_smoke_test_rolls_back_moves_no_alias_and_exits_non_zero(fakes)
     (fakes["tmp"] / "calls.log").unlink()
 
     result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record))
-    assert result.returncode != 0 and "rolled back, no alias moved" in result.stderr
-    calls = fakes["calls"]()
+    assert result.returncode != 0 and "smoke test failed; rolled back, no alias moved" in result.stderr
+    assert_rolled_back(fakes["calls"]())
+
+
+def assert_rolled_back(calls) -> None:
+    """The aliases back where the release found them, then the configuration that served before."""
     new, rollback = applies(calls)
     assert var(new, "model_version") == "3"
     assert var(rollback, "model_version") == "2" and var(rollback, "image_tag") == "old999"
+    [back] = [c for c in calls if c[:2] == ["rides", "release"] and "--roll-back-to" in c]
+    assert calls.index(back) < calls.index(rollback)
+    [moved] = [c for c in calls if c[:2] == ["rides", "release"] and "--before-out" in c]
+    # It rolls back to exactly what the release recorded before it moved anything.
+    assert back[back.index("--roll-back-to") + 1] == moved[moved.index("--before-out") + 1]
     assert not [c for c in calls if c[:2] == ["rides", "promote"]]
+
+
+def test_a_release_that_codedeploy_rolled_back_fails_the_deploy_before_the_smoke_test(fakes):
+    assert fakes["run"]("stg").returncode == 0
+    record = fakes["tmp"] / "record-stg.json"
+    fakes["serving"]({"ride-duration": "2", "ride-fare": "2", "ride-tip": "2"}, image_tag="old999")
+    (fakes["state"] / "release-fails").touch()
+    (fakes["tmp"] / "calls.log").unlink()
+
+    result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record))
+    assert result.returncode != 0 and "the release did not complete; rolled back, no alias moved" in result.stderr
+    calls = fakes["calls"]()
+    assert not [c for c in calls if c[:2] == ["rides", "smoke"]]
+    assert_rolled_back(calls)
 
 
 def test_prod_with_promote_refuses_a_record_that_is_not_a_passed_staging_deploy(fakes, tmp_path):

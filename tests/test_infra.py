@@ -351,7 +351,12 @@ def resource_names(environment: str, tfvars_values: dict) -> set[str]:
         {f"{f}-role" for f in functions} | {f"{f}-policy" for f in functions} | {f"/aws/lambda/{f}" for f in functions}
     )
     alarms = {f"rides-{environment}-{key}" for key in ("dead-letters", "failed-batches")}
-    return names | functions | derived | alarms | {values["model_bucket_name"]}
+    # The environment's own: alarm topic, producer policy, CodeDeploy application and role.
+    own = {f"rides-alarms{suffix}", f"rides-producer{suffix}", f"rides{suffix}", f"rides-codedeploy{suffix}"}
+    resources = blocks_of(INFRA, "resource")
+    assert resources["aws_codedeploy_app"]["this"]["name"] == "rides${local.suffix}"
+    assert resources["aws_iam_role"]["codedeploy"]["name"] == "rides-codedeploy${local.suffix}"
+    return names | functions | derived | alarms | own | {values["model_bucket_name"]}
 
 
 def test_every_module_takes_its_name_from_the_environments_names():
@@ -457,3 +462,69 @@ def test_the_web_service_gets_exactly_what_the_web_app_reads():
     )
     assert web["environment"]["RIDES_INPUT_STREAM"] == "${local.names.input_stream}"
     assert web["image_uri"] == '${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}'
+
+
+# -- the rollout: versions, the `live` alias, CodeDeploy ------------------------------------------
+FUNCTION_MODULES = ("stream_function", "web_service", "batch_job")
+
+
+def test_every_apply_publishes_a_version_and_every_trigger_calls_the_live_alias():
+    modules = INFRA / "modules"
+    for name in FUNCTION_MODULES:
+        function = blocks_of(modules / name, "resource")["aws_lambda_function"]["this"]
+        assert function["publish"] is True, name
+        release = named(load_dir(modules / name)["module"])["release"]
+        assert release["source"] == "../lambda_release"
+        assert release["function_version"] == "${aws_lambda_function.this.version}", name
+    mapping = blocks_of(modules / "stream_function", "resource")["aws_lambda_event_source_mapping"]["this"]
+    assert mapping["function_name"] == "${module.release.alias_arn}"
+    url = blocks_of(modules / "web_service", "resource")["aws_lambda_function_url"]["this"]
+    assert url["qualifier"] == "${module.release.alias_name}"
+    schedule = blocks_of(modules / "lambda_schedule", "resource")
+    assert schedule["aws_cloudwatch_event_target"]["this"]["arn"] == "${var.alias_arn}"
+    assert schedule["aws_lambda_permission"]["this"]["qualifier"] == "${var.alias_name}"
+    # An apply never moves the alias: only a release does (rides release, CodeDeploy).
+    alias = blocks_of(modules / "lambda_release", "resource")["aws_lambda_alias"]["this"]
+    assert alias["name"] == "${var.alias_name}"
+    assert variables(modules / "lambda_release")["alias_name"]["default"] == "live"
+    assert {"function_version", "routing_config"} <= set(alias["lifecycle"][0]["ignore_changes"])
+
+
+def test_codedeploy_stops_and_rolls_back_a_release_on_the_functions_alarms():
+    group = blocks_of(INFRA / "modules" / "lambda_release", "resource")["aws_codedeploy_deployment_group"]["this"]
+    assert group["deployment_style"][0] == {
+        "deployment_option": "WITH_TRAFFIC_CONTROL",
+        "deployment_type": "BLUE_GREEN",
+    }
+    assert group["auto_rollback_configuration"][0] == {
+        "enabled": True,
+        "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"],
+    }
+    assert group["alarm_configuration"][0] == {"enabled": True, "alarms": "${var.alarm_names}"}
+    # The stream functions' error and iterator-age alarms, and each consumer's model faults.
+    stream = named(load_dir(INFRA / "modules" / "stream_function")["module"])["release"]
+    assert "aws_cloudwatch_metric_alarm.this" in stream["alarm_names"]
+    assert "var.rollout.extra_alarm_names" in stream["alarm_names"]
+    consumer = named(load_dir(INFRA)["module"])["consumer"]
+    assert 'aws_cloudwatch_metric_alarm.operator["${each.value.function_name}-model-faults"]' in consumer["rollout"]
+    web = named(load_dir(INFRA / "modules" / "web_service")["module"])["release"]
+    assert "aws_cloudwatch_metric_alarm.this" in web["alarm_names"]
+    # Staging all at once, prod a canary, the emulators (no CodeDeploy) the alias directly.
+    assert variables(INFRA)["deployment_config_name"]["default"] == "CodeDeployDefault.LambdaAllAtOnce"
+    assert "deployment_config_name" not in tfvars("stg")
+    for env in ("prod", "prod-account"):
+        assert tfvars(env)["deployment_config_name"] == "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+    assert tfvars("localstack")["deployment_config_name"] is None
+    policy = blocks_of(INFRA, "resource")["aws_iam_role_policy_attachment"]["codedeploy"]["policy_arn"]
+    assert policy.endswith(":iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited")
+
+
+def test_the_releases_output_covers_every_function():
+    releases = named(load_dir(INFRA)["output"])["releases"]["value"]
+    for module in ("consumer", "decision_service", "web_service", "batch_job"):
+        assert f"module.{module}" in releases, module
+    assert set(named(load_dir(INFRA)["module"])) >= {"consumer", "decision_service", "web_service", "batch_job"}
+    functions = [
+        name for name, m in named(load_dir(INFRA)["module"]).items() if m["source"].split("/")[-1] in FUNCTION_MODULES
+    ]
+    assert sorted(functions) == ["batch_job", "consumer", "decision_service", "web_service"]

@@ -170,14 +170,31 @@ def test_promote_to_lambda_updates_the_function_environment_and_keeps_the_rest(r
         Handler="handler.lambda_handler",
         Code={"ZipFile": package.getvalue()},
         Environment={"Variables": {"PREDICTIONS_STREAM_NAME": "ride-predictions", "MODEL_URI": "s3://old/model"}},
+        Publish=True,
     )
+    # As Terraform leaves it: the `live` alias on version 1, the mapping calling the alias.
+    alias_arn = lam.create_alias(FunctionName="ride-duration-consumer", Name="live", FunctionVersion="1")["AliasArn"]
+    kinesis = boto3.client("kinesis")
+    kinesis.create_stream(StreamName="ride-events", ShardCount=1)
+    stream_arn = kinesis.describe_stream_summary(StreamName="ride-events")["StreamDescriptionSummary"]["StreamARN"]
+    lam.create_event_source_mapping(
+        EventSourceArn=stream_arn, FunctionName=alias_arn, StartingPosition="TRIM_HORIZON", Enabled=False
+    )
+
     promote("ride-duration", registered.version, target="lambda", function_name="ride-duration-consumer")
-    variables = lam.get_function_configuration(FunctionName="ride-duration-consumer")["Environment"]["Variables"]
-    assert variables == {
+
+    live = lam.get_alias(FunctionName="ride-duration-consumer", Name="live")["FunctionVersion"]
+    assert live != "1"
+    served = lam.get_function_configuration(FunctionName="ride-duration-consumer", Qualifier="live")
+    assert served["Environment"]["Variables"] == {
         "PREDICTIONS_STREAM_NAME": "ride-predictions",
         "MODEL_URI": registered.uri,
         "MODEL_VERSION": registered.version,
     }
+    before = lam.get_function_configuration(FunctionName="ride-duration-consumer", Qualifier="1")
+    assert before["Environment"]["Variables"]["MODEL_URI"] == "s3://old/model"  # versions are immutable
+    [mapping] = lam.list_event_source_mappings(FunctionName=alias_arn)["EventSourceMappings"]
+    assert mapping["State"] in ("Enabled", "Enabling")
     assert resolve("ride-duration", "production").version == registered.version
 
 

@@ -169,3 +169,19 @@ def test_the_redrive_command_replays_failed_batches_through_the_real_local_consu
     assert recovery.peek(stack["sqs"], stack["failed"]) == []
     letters = recovery.peek(stack["sqs"], stack["dlq"])
     assert len(letters) == 20 and {m.body["error"] for m in letters} == {"ride_id is required"}
+
+
+def test_a_pointer_names_the_function_whether_the_mapping_called_it_or_its_alias():
+    info = {
+        "shardId": "shardId-000000000000",
+        "startSequenceNumber": "1",
+        "endSequenceNumber": "2",
+        "batchSize": 2,
+        "streamArn": "arn:aws:kinesis:us-east-1:0:stream/ride-events",
+    }
+    for arn in (
+        "arn:aws:lambda:us-east-1:0:function:ride-duration-consumer-prod",
+        "arn:aws:lambda:us-east-1:0:function:ride-duration-consumer-prod:live",
+    ):
+        pointer = recovery.BatchPointer.from_message({"requestContext": {"functionArn": arn}, "KinesisBatchInfo": info})
+        assert pointer.function_name == "ride-duration-consumer-prod"

@@ -9,3 +9,5 @@ enhanced_fan_out              = true
 stream_retention_hours        = 168
 consumer_reserved_concurrency = 20
 log_retention_days            = 365
+# Ten percent of the traffic for five minutes, watched by the alarms, then the rest.
+deployment_config_name = "CodeDeployDefault.LambdaCanary10Percent5Minutes"

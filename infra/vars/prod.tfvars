@@ -9,3 +9,5 @@ log_retention_days            = 365
 
 # One MLflow registry for both environments: prod serves the artifacts staging validated.
 model_artifact_bucket = "rides-models-stg"
+# Ten percent of the traffic for five minutes, watched by the alarms, then the rest.
+deployment_config_name = "CodeDeployDefault.LambdaCanary10Percent5Minutes"

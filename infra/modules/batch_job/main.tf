@@ -147,6 +147,7 @@ resource "aws_lambda_function" "this" {
   memory_size                    = var.memory_mb
   timeout                        = 900
   reserved_concurrent_executions = 1 # one run at a time: parts and upserts stay consistent
+  publish                        = true
 
   environment {
     variables = {
@@ -164,6 +165,15 @@ resource "aws_lambda_function" "this" {
   depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
 }
 
+# A monthly job has no traffic to shift gradually: a release moves its alias directly, and the
+# schedule runs whatever the alias serves.
+module "release" {
+  source = "../lambda_release"
+
+  function_name    = aws_lambda_function.this.function_name
+  function_version = aws_lambda_function.this.version
+}
+
 module "schedule" {
   source = "../lambda_schedule"
 
@@ -171,7 +181,13 @@ module "schedule" {
   description         = "Score last month's rides."
   schedule_expression = var.schedule_expression
   function_name       = aws_lambda_function.this.function_name
-  function_arn        = aws_lambda_function.this.arn
+  alias_arn           = module.release.alias_arn
+  alias_name          = module.release.alias_name
+}
+
+output "release" {
+  description = "What `rides release` needs to move the alias."
+  value       = module.release.release
 }
 
 output "function_name" {

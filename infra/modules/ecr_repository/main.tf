@@ -10,8 +10,11 @@ variable "keep_images" {
   default     = 30
 }
 
-data "aws_caller_identity" "current" {}
-data "aws_region" "current" {}
+locals {
+  # arn:<partition>:ecr:<region>:<account>:repository/<name>: the repository's own ARN gives the
+  # partition, region and account (data.aws_region's attribute is named differently in 5.x and 6.x).
+  arn_parts = split(":", aws_ecr_repository.this.arn)
+}
 
 resource "aws_ecr_repository" "this" {
   name                 = var.name
@@ -54,7 +57,7 @@ data "aws_iam_policy_document" "lambda_pull" {
     condition {
       test     = "StringLike"
       variable = "aws:sourceArn"
-      values   = ["arn:aws:lambda:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:function:*"]
+      values   = ["arn:${local.arn_parts[1]}:lambda:${local.arn_parts[3]}:${local.arn_parts[4]}:function:*"]
     }
   }
 }

@@ -19,9 +19,14 @@ variable "function_name" {
   description = "The Lambda to invoke."
 }
 
-variable "function_arn" {
+variable "alias_arn" {
   type        = string
-  description = "Its ARN."
+  description = "The alias to invoke (what serves, not $LATEST)."
+}
+
+variable "alias_name" {
+  type        = string
+  description = "The alias name (the permission's qualifier)."
 }
 
 variable "input" {
@@ -38,7 +43,7 @@ resource "aws_cloudwatch_event_rule" "this" {
 
 resource "aws_cloudwatch_event_target" "this" {
   rule  = aws_cloudwatch_event_rule.this.name
-  arn   = var.function_arn
+  arn   = var.alias_arn
   input = var.input
 }
 
@@ -46,6 +51,7 @@ resource "aws_lambda_permission" "this" {
   statement_id  = "AllowSchedule-${var.name}"
   action        = "lambda:InvokeFunction"
   function_name = var.function_name
+  qualifier     = var.alias_name
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.this.arn
 }

@@ -1,7 +1,8 @@
 # A Lambda on a Kinesis stream: the function (container image), its log group, a
 # least-privilege role, the event source mapping with partial batch responses and an
 # on-failure destination, and alarms on iterator age and errors. The consumers and the
-# decision service are each one use of it.
+# decision service are each one use of it. Each apply publishes a version; the mapping calls
+# the `live` alias, which only a release moves (../lambda_release).
 
 resource "aws_cloudwatch_log_group" "this" {
   #checkov:skip=CKV_AWS_158:Logs hold no ride data beyond dead letters already in the encrypted queue; CloudWatch encrypts at rest by default.
@@ -23,6 +24,7 @@ resource "aws_lambda_function" "this" {
   timeout                        = var.timeout_seconds
   reserved_concurrent_executions = var.reserved_concurrency
   architectures                  = ["x86_64"]
+  publish                        = true
 
   dynamic "image_config" {
     for_each = var.image_command == null ? [] : [var.image_command]
@@ -57,9 +59,21 @@ resource "aws_kinesis_stream_consumer" "this" {
   stream_arn = var.input_stream_arn
 }
 
+module "release" {
+  source = "../lambda_release"
+
+  function_name          = aws_lambda_function.this.function_name
+  function_version       = aws_lambda_function.this.version
+  deployment_config_name = var.rollout.deployment_config_name
+  codedeploy_app_name    = var.rollout.codedeploy_app_name
+  codedeploy_role_arn    = var.rollout.codedeploy_role_arn
+  # A new version that errs, falls behind, or (a consumer) cannot serve its model rolls back.
+  alarm_names = concat([for alarm in aws_cloudwatch_metric_alarm.this : alarm.alarm_name], var.rollout.extra_alarm_names)
+}
+
 resource "aws_lambda_event_source_mapping" "this" {
   event_source_arn                   = var.enhanced_fan_out ? aws_kinesis_stream_consumer.this[0].arn : var.input_stream_arn
-  function_name                      = aws_lambda_function.this.arn
+  function_name                      = module.release.alias_arn
   starting_position                  = var.starting_position
   batch_size                         = var.batch_size
   maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds

@@ -139,3 +139,14 @@ variable "enhanced_fan_out" {
   description = "Read through a registered stream consumer (enhanced fan-out) instead of polling the shards."
   default     = false
 }
+
+variable "rollout" {
+  type = object({
+    deployment_config_name = optional(string)
+    codedeploy_app_name    = optional(string)
+    codedeploy_role_arn    = optional(string)
+    extra_alarm_names      = optional(list(string), [])
+  })
+  description = "How a release reaches traffic (../lambda_release); the defaults move the alias directly."
+  default     = {}
+}

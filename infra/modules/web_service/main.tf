@@ -78,6 +78,7 @@ resource "aws_lambda_function" "this" {
   timeout                        = 10
   reserved_concurrent_executions = var.reserved_concurrency
   architectures                  = ["x86_64"]
+  publish                        = true
 
   environment {
     variables = merge(var.environment, {
@@ -97,9 +98,22 @@ resource "aws_lambda_function" "this" {
 
 # Only requests signed by a principal allowed lambda:InvokeFunctionUrl reach the service:
 # nobody on the internet can put rides on the stream or read another ride's predictions.
+# The URL serves the `live` alias, which a release moves (canary through CodeDeploy in prod).
 resource "aws_lambda_function_url" "this" {
   function_name      = aws_lambda_function.this.function_name
+  qualifier          = module.release.alias_name
   authorization_type = "AWS_IAM"
+}
+
+module "release" {
+  source = "../lambda_release"
+
+  function_name          = aws_lambda_function.this.function_name
+  function_version       = aws_lambda_function.this.version
+  deployment_config_name = var.rollout.deployment_config_name
+  codedeploy_app_name    = var.rollout.codedeploy_app_name
+  codedeploy_role_arn    = var.rollout.codedeploy_role_arn
+  alarm_names            = [for alarm in aws_cloudwatch_metric_alarm.this : alarm.alarm_name]
 }
 
 locals {

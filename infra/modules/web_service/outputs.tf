@@ -7,3 +7,8 @@ output "function_name" {
   description = "The web service's Lambda."
   value       = aws_lambda_function.this.function_name
 }
+
+output "release" {
+  description = "What `rides release` needs to move the alias."
+  value       = module.release.release
+}

@@ -55,3 +55,13 @@ variable "alarm_topic_arn" {
   description = "SNS topic the alarms notify; null: alarms without actions."
   default     = null
 }
+
+variable "rollout" {
+  type = object({
+    deployment_config_name = optional(string)
+    codedeploy_app_name    = optional(string)
+    codedeploy_role_arn    = optional(string)
+  })
+  description = "How a release reaches traffic (../lambda_release); the defaults move the alias directly."
+  default     = {}
+}

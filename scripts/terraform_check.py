@@ -1,0 +1,119 @@
+"""Run the real terraform over infra/ where a CLI and the AWS provider can be had.
+
+    python scripts/terraform_check.py            fmt -check, then init + validate
+    python scripts/terraform_check.py --where    what would be used, or why nothing can
+
+The provider comes from, in order: a filesystem mirror named by TF_PLUGIN_MIRROR, a mirror in
+one of Terraform's usual plugin directories (the machine image ships 5.100 in /opt/tf-plugins),
+or the registry when it answers. Without a CLI or a provider this prints one line saying what
+was skipped and why, and exits 0: the static checks (tests/test_infra.py, checkov) still run.
+validate works on a copy of infra/ so that init leaves nothing behind in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+PROVIDER = Path("registry.terraform.io") / "hashicorp" / "aws"
+# Where Terraform itself looks for plugins on Linux, plus where this machine image puts them.
+PLUGIN_DIRS = (
+    "~/.terraform.d/plugins",
+    "~/.local/share/terraform/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
+    "/opt/tf-plugins",
+    "/opt/terraform/plugins",
+)
+
+
+@dataclass
+class Terraform:
+    cli: str
+    mirror: Path | None  # None: the registry
+
+    def env(self, workdir: Path) -> dict[str, str]:
+        env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+        if self.mirror is not None:
+            config = workdir / "mirror.tfrc"
+            mirror = f'  filesystem_mirror {{\n    path = "{self.mirror}"\n  }}\n'
+            config.write_text(f"provider_installation {{\n{mirror}}}\n")
+            env["TF_CLI_CONFIG_FILE"] = str(config)
+        return env
+
+    def describe(self) -> str:
+        return f"{self.cli}, provider from " + (f"the mirror {self.mirror}" if self.mirror else "the registry")
+
+
+def find_mirror() -> Path | None:
+    named = os.environ.get("TF_PLUGIN_MIRROR")
+    candidates = [named] if named else list(PLUGIN_DIRS)
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if (path / PROVIDER).is_dir() and any((path / PROVIDER).iterdir()):
+            return path
+    return None
+
+
+def registry_answers(timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen("https://registry.terraform.io/.well-known/terraform.json", timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def find() -> tuple[Terraform | None, str]:
+    """The terraform to use, or None and the reason there is none."""
+    cli = shutil.which("terraform")
+    if cli is None:
+        return None, "no terraform CLI on PATH"
+    mirror = find_mirror()
+    if mirror is not None:
+        return Terraform(cli, mirror), ""
+    if registry_answers():
+        return Terraform(cli, None), ""
+    return None, "no hashicorp/aws provider: no mirror (TF_PLUGIN_MIRROR) and the registry does not answer"
+
+
+def copy_infra(into: Path) -> Path:
+    workdir = into / "infra"
+    shutil.copytree(INFRA, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl"))
+    return workdir
+
+
+def run(terraform: Terraform, workdir: Path, *args: str) -> None:
+    print("+ terraform " + " ".join(args), flush=True)
+    subprocess.run([terraform.cli, *args], cwd=workdir, env=terraform.env(workdir.parent), check=True)
+
+
+def main(argv: list[str]) -> int:
+    terraform, why = find()
+    if terraform is None:
+        print(f"terraform fmt/validate skipped: {why}")
+        return 0
+    if "--where" in argv:
+        print(terraform.describe())
+        return 0
+    with tempfile.TemporaryDirectory(prefix="rides-tf-") as tmp:
+        workdir = copy_infra(Path(tmp))
+        try:
+            run(terraform, workdir, "fmt", "-check", "-recursive", "-diff")
+            run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
+            run(terraform, workdir, "validate", "-no-color")
+        except subprocess.CalledProcessError as exc:
+            print(f"terraform {exc.cmd[1]} failed ({terraform.describe()})", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
