@@ -59,8 +59,19 @@ module "batch_job" {
   model_version      = var.model_version
   model_bucket_arn   = local.model_bucket_arn
   output_bucket      = module.model_bucket.name
-  database_url       = var.predictions_database_url
+  database           = one(module.batch_database[*].connection)
+  network            = one(module.batch_database[*].job_network)
   log_retention_days = var.log_retention_days
+}
+
+# Where the batch job upserts its predictions (and, for the combined mode, where rides are read).
+module "batch_database" {
+  source = "./modules/batch_database"
+  count  = var.batch_database ? 1 : 0
+
+  name                = local.names.batch_database
+  deletion_protection = var.environment == "prod"
+  nat_gateway         = var.batch_nat_gateway
 }
 
 locals {
@@ -78,6 +89,7 @@ locals {
     decision_service     = "ride-decision-service${local.suffix}"
     decision_sweep       = "ride-decision-sweep${local.suffix}"
     batch_job            = "ride-duration-batch${local.suffix}"
+    batch_database       = "rides-predictions${local.suffix}"
     web_service          = "ride-web${local.suffix}"
   }
 

@@ -111,11 +111,16 @@ variable "batch_image_tag" {
   default     = null
 }
 
-variable "predictions_database_url" {
-  type        = string
-  description = "SQLAlchemy URL of the batch job's predictions table; empty: parquet only."
-  default     = ""
-  sensitive   = true
+variable "batch_database" {
+  type        = bool
+  description = "Provision the batch job's Aurora Serverless v2 PostgreSQL and its VPC (off for emulators without RDS)."
+  default     = true
+}
+
+variable "batch_nat_gateway" {
+  type        = bool
+  description = "Give the batch job internet access through one NAT gateway (it downloads the public TLC files)."
+  default     = true
 }
 
 variable "model_uri" {

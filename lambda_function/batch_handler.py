@@ -2,7 +2,9 @@
 
 Event: {} (score last month), {"month": "2023-03"}, {"months": "2023-01:2023-03"} (backfill)
 or {"input": "s3://bucket/file.parquet"}. Environment: MODEL_URI, MODEL_VERSION,
-PREDICTIONS_OUTPUT (s3://bucket/prefix), RIDES_DATABASE_URL (optional).
+PREDICTIONS_OUTPUT (s3://bucket/prefix), and the predictions database: RIDES_DATABASE_SECRET_ARN,
+RIDES_DATABASE_HOST, RIDES_DATABASE_PORT, RIDES_DATABASE_NAME (Aurora; the credentials are read
+from Secrets Manager on each run), or RIDES_DATABASE_URL, or none (parquet only).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from datetime import date
 
 from rides.batch import month_range, score
+from rides.database import database_url as configured_database_url
 from rides.model import get_model
 
 # Lambda may only write under /tmp: downloads and local state go there.
@@ -36,7 +39,7 @@ def sources(event: dict) -> list[str]:
 def lambda_handler(event, context):
     model = get_model(os.environ["MODEL_URI"], version=os.environ.get("MODEL_VERSION") or None)
     output_root = os.environ["PREDICTIONS_OUTPUT"].rstrip("/")
-    database_url = os.environ.get("RIDES_DATABASE_URL", "")
+    database_url = configured_database_url(os.environ)
     results = []
     for source in sources(event or {}):
         name = source.rsplit("/", 1)[-1].removesuffix(".parquet")

@@ -48,7 +48,10 @@ OUTPUT_SCHEMA = pa.schema(
 
 
 def default_database_url() -> str:
-    return os.environ.get("RIDES_DATABASE_URL") or f"sqlite:///{state_dir() / 'predictions.db'}"
+    """The environment's database (rides.database), else SQLite under the local state directory."""
+    from rides.database import database_url
+
+    return database_url(os.environ) or f"sqlite:///{state_dir() / 'predictions.db'}"
 
 
 @dataclass

@@ -152,12 +152,16 @@ def _postgres_binaries() -> Path | None:
     return None
 
 
+PG_PASSWORD = "s3cret/with:odd@chars"
+
+
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A real PostgreSQL server on 127.0.0.1 for this module (Debian's package), stopped after."""
+    """A real PostgreSQL server on 127.0.0.1 for this module (Debian's package), stopped after.
+    Like Aurora it wants a password (SCRAM) and TLS on TCP (a self-signed certificate)."""
     binaries = _postgres_binaries()
-    if binaries is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian package postgresql)")
+    if binaries is None or shutil.which("runuser") is None or shutil.which("openssl") is None:
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) or openssl are not installed")
     pytest.importorskip("psycopg")
     # The server runs as the postgres user, which cannot enter pytest's root-only temp dirs.
     home = Path(tempfile.mkdtemp(prefix="rides-pg-"))
@@ -167,11 +171,26 @@ def postgres_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    password_file = home / "password"
+    password_file.write_text(PG_PASSWORD)
+    password_file.chmod(0o644)
     subprocess.run(
-        [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "rides"],
+        [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-U", "rides", f"--pwfile={password_file}"]
+        + ["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"],
         check=True,
         capture_output=True,
     )
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(home / "server.key"), "-out", str(home / "server.crt")],
+        check=True,
+        capture_output=True,
+    )
+    if as_postgres:
+        subprocess.run(["chown", "postgres", str(home / "server.key"), str(home / "server.crt")], check=True)
+    (home / "server.key").chmod(0o600)
+    # Only TLS connections from 127.0.0.1 (hostssl), as Aurora with rds.force_ssl.
+    (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
     subprocess.run(
         [
             *as_postgres,
@@ -182,14 +201,19 @@ def postgres_url():
             "-l",
             str(data.parent / "log"),
             "-o",
-            f"-h 127.0.0.1 -p {port} -k {data.parent}",
+            f"-h 127.0.0.1 -p {port} -k {data.parent} -c ssl=on"
+            f" -c ssl_cert_file={home / 'server.crt'} -c ssl_key_file={home / 'server.key'}",
             "start",
         ],
         check=True,
         capture_output=True,
     )
     try:
-        yield f"postgresql+psycopg://rides@127.0.0.1:{port}/postgres"
+        from sqlalchemy.engine import URL
+
+        yield URL.create(
+            "postgresql+psycopg", "rides", PG_PASSWORD, "127.0.0.1", port, "postgres", query={"sslmode": "require"}
+        ).render_as_string(hide_password=False)
     finally:
         subprocess.run(
             [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True
@@ -229,3 +253,47 @@ def test_scheduled_lambda_scores_last_month_or_the_event_months(aws, onnx_model_
     assert month["scored"] > 60_000 and month["parts_resumed"] == 0
     keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket="rides-models-stg", Prefix="predictions/")["Contents"]]
     assert keys and all(k.startswith("predictions/2021-02/model=4/part-") for k in keys)
+
+
+def test_on_aws_the_job_reads_its_database_credentials_from_secrets_manager(
+    aws, onnx_model_dir, monkeypatch, postgres_url
+):
+    """As the Terraform wires it: the cluster's address in the environment, the user and password
+    only in the RDS-managed secret; a wrong password fails loudly instead of skipping the table."""
+    import json
+
+    import boto3
+    from sqlalchemy.engine import make_url
+
+    from lambda_function import batch_handler
+    from rides.database import DatabaseConfigError, database_url
+
+    url = make_url(postgres_url)
+    secrets = boto3.client("secretsmanager")
+    arn = secrets.create_secret(Name="rds!cluster-1", SecretString=json.dumps({"username": "rides", "password": "x"}))[
+        "ARN"
+    ]
+    env = {
+        "RIDES_DATABASE_SECRET_ARN": arn,
+        "RIDES_DATABASE_HOST": url.host,
+        "RIDES_DATABASE_PORT": str(url.port),
+        "RIDES_DATABASE_NAME": url.database,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("RIDES_DATABASE_URL", raising=False)
+    aws["s3"].create_bucket(Bucket="rides-models-stg")
+    monkeypatch.setenv("MODEL_URI", str(onnx_model_dir))
+    monkeypatch.setenv("MODEL_VERSION", "5")
+    monkeypatch.setenv("PREDICTIONS_OUTPUT", "s3://rides-models-stg/predictions")
+    with pytest.raises(Exception, match="password authentication failed"):
+        batch_handler.lambda_handler({"month": "2021-02"}, None)
+
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": "rides", "password": PG_PASSWORD}))
+    result = batch_handler.lambda_handler({"month": "2021-02"}, None)
+    [month] = result["results"]
+    assert month["scored"] > 60_000
+    assert PredictionTable(postgres_url).count("5") == month["scored"]
+    assert "sslmode=require" in database_url(env)
+    with pytest.raises(DatabaseConfigError, match="RIDES_DATABASE_HOST"):
+        database_url({"RIDES_DATABASE_SECRET_ARN": arn, "RIDES_DATABASE_NAME": "rides"})

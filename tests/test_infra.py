@@ -528,3 +528,56 @@ def test_the_releases_output_covers_every_function():
         name for name, m in named(load_dir(INFRA)["module"]).items() if m["source"].split("/")[-1] in FUNCTION_MODULES
     ]
     assert sorted(functions) == ["batch_job", "consumer", "decision_service", "web_service"]
+
+
+# -- the batch job's database ---------------------------------------------------------------------
+def test_the_batch_job_gets_the_databases_address_and_secret_never_a_credential():
+    from rides import database
+
+    job = INFRA / "modules" / "batch_job"
+    function = blocks_of(job, "resource")["aws_lambda_function"]["this"]
+    variables_expr = function["environment"][0]["variables"]
+    # The names the code reads (rides/database.py), from the database module's connection output.
+    for name, field in (
+        (database.HOST, "host"),
+        (database.PORT, "port"),
+        (database.NAME, "name"),
+        (database.SECRET_ARN, "secret_arn"),
+    ):
+        assert f"{name} = var.database.{field}" in variables_expr, name
+    assert database.URL not in variables_expr and "password" not in variables_expr.lower()
+    [vpc] = [block["vpc_config"] for block in function["dynamic"] if "vpc_config" in block]
+    assert vpc["for_each"] == "${var.network == null ? [] : [var.network]}"
+    assert vpc["content"][0]["subnet_ids"] == "${vpc_config.value.subnet_ids}"
+    policy = (job / "main.tf").read_text()
+    assert 'actions   = ["secretsmanager:GetSecretValue"]' in policy and "resources = [statement.value]" in policy
+    root = named(load_dir(INFRA)["module"])
+    assert root["batch_job"]["database"] == "${one(module.batch_database[*].connection)}"
+    assert root["batch_job"]["network"] == "${one(module.batch_database[*].job_network)}"
+    assert root["batch_database"]["name"] == "${local.names.batch_database}"
+    assert "predictions_database_url" not in variables(INFRA)  # no credential-bearing URL variable
+
+
+def test_aurora_manages_its_own_password_and_only_speaks_tls_to_the_job():
+    resources = blocks_of(INFRA / "modules" / "batch_database", "resource")
+    cluster = resources["aws_rds_cluster"]["this"]
+    assert cluster["manage_master_user_password"] is True and "master_password" not in cluster
+    assert cluster["engine"] == "aurora-postgresql" and cluster["storage_encrypted"] is True
+    assert resources["aws_rds_cluster_instance"]["this"]["instance_class"] == "db.serverless"
+    assert cluster["serverlessv2_scaling_configuration"][0]["min_capacity"] == "${var.min_capacity}"
+    parameters = {p["name"]: p["value"] for p in resources["aws_rds_cluster_parameter_group"]["this"]["parameter"]}
+    assert parameters["rds.force_ssl"] == "1"
+    # PostgreSQL reaches the database from the job's security group, and from nowhere else.
+    [ingress] = [r for r in resources["aws_vpc_security_group_ingress_rule"].values() if r["from_port"] == 5432]
+    assert ingress["referenced_security_group_id"] == "${aws_security_group.job.id}"
+    assert not any("cidr_ipv4" in r for r in resources["aws_vpc_security_group_ingress_rule"].values())
+    output = named(load_dir(INFRA / "modules" / "batch_database")["output"])["connection"]["value"]
+    assert output == {
+        "host": "${aws_rds_cluster.this.endpoint}",
+        "port": "${tostring(aws_rds_cluster.this.port)}",
+        "name": "${aws_rds_cluster.this.database_name}",
+        "secret_arn": "${aws_rds_cluster.this.master_user_secret[0].secret_arn}",
+    }
+    # Emulators without RDS switch it off; a real environment has it.
+    assert variables(INFRA)["batch_database"]["default"] is True
+    assert tfvars("localstack")["batch_database"] is False

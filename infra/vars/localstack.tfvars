@@ -1,4 +1,5 @@
 # On top of vars/stg.tfvars for an emulator (make integration-test-docker): the local stack's
-# plain names, and aliases moved directly, as the emulators here have no CodeDeploy.
+# plain names, aliases moved directly (the emulators here have no CodeDeploy) and no Aurora.
 plain_names            = true
 deployment_config_name = null
+batch_database         = false

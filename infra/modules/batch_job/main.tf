@@ -49,11 +49,24 @@ variable "output_prefix" {
   default     = "predictions"
 }
 
-variable "database_url" {
-  type        = string
-  description = "SQLAlchemy URL of the predictions table (RIDES_DATABASE_URL); empty: parquet only."
-  default     = ""
-  sensitive   = true
+variable "database" {
+  type = object({
+    host       = string
+    port       = string
+    name       = string
+    secret_arn = string
+  })
+  description = "The predictions database (../batch_database): its address and the secret with its credentials; null: parquet only."
+  default     = null
+}
+
+variable "network" {
+  type = object({
+    subnet_ids         = list(string)
+    security_group_ids = list(string)
+  })
+  description = "Private subnets and security group to run in (to reach the database); null: outside any VPC."
+  default     = null
 }
 
 variable "memory_mb" {
@@ -127,6 +140,32 @@ data "aws_iam_policy_document" "this" {
     actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
     resources = ["*"]
   }
+
+  dynamic "statement" {
+    # The database's user and password, read on each run (RDS rotates them).
+    for_each = var.database == null ? [] : [var.database.secret_arn]
+    content {
+      sid       = "ReadDatabaseSecret"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    # Lambda's network interfaces in the VPC; EC2 allows no narrower resource for these.
+    for_each = var.network == null ? [] : [1]
+    content {
+      sid = "NetworkInterfaces"
+      actions = [
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+      ]
+      resources = ["*"]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "this" {
@@ -137,8 +176,8 @@ resource "aws_iam_role_policy" "this" {
 
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:Invoked by a schedule; a failed run is retried by EventBridge and resumes from its parts.
-  #checkov:skip=CKV_AWS_117:Calls S3 and the TLC download site only; no VPC resources to reach.
-  #checkov:skip=CKV_AWS_173:The database URL is marked sensitive in Terraform; use an IAM-authenticated URL in production.
+  #checkov:skip=CKV_AWS_117:In the database's VPC whenever there is a database (var.network); without one it calls S3 and the TLC site only.
+  #checkov:skip=CKV_AWS_173:The environment holds an address and a secret's ARN, never a credential.
   #checkov:skip=CKV_AWS_272:Code signing does not apply to container images.
   function_name                  = var.function_name
   role                           = aws_iam_role.this.arn
@@ -150,11 +189,27 @@ resource "aws_lambda_function" "this" {
   publish                        = true
 
   environment {
-    variables = {
-      MODEL_URI          = var.model_uri
-      MODEL_VERSION      = var.model_version
-      PREDICTIONS_OUTPUT = "s3://${var.output_bucket}/${var.output_prefix}"
-      RIDES_DATABASE_URL = var.database_url
+    # Exactly what lambda_function/batch_handler.py and rides/database.py read (tests/test_infra.py).
+    variables = merge(
+      {
+        MODEL_URI          = var.model_uri
+        MODEL_VERSION      = var.model_version
+        PREDICTIONS_OUTPUT = "s3://${var.output_bucket}/${var.output_prefix}"
+      },
+      var.database == null ? {} : {
+        RIDES_DATABASE_HOST       = var.database.host
+        RIDES_DATABASE_PORT       = var.database.port
+        RIDES_DATABASE_NAME       = var.database.name
+        RIDES_DATABASE_SECRET_ARN = var.database.secret_arn
+      },
+    )
+  }
+
+  dynamic "vpc_config" {
+    for_each = var.network == null ? [] : [var.network]
+    content {
+      subnet_ids         = vpc_config.value.subnet_ids
+      security_group_ids = vpc_config.value.security_group_ids
     }
   }
 
