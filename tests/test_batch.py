@@ -175,14 +175,20 @@ def postgres_url():
     password_file.write_text(PG_PASSWORD)
     password_file.chmod(0o644)
     subprocess.run(
-        [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-U", "rides", f"--pwfile={password_file}"]
-        + ["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"],
+        [
+            *as_postgres,
+            str(binaries / "initdb"),
+            *("-D", str(data), "-U", "rides", f"--pwfile={password_file}"),
+            *("--auth-local=scram-sha-256", "--auth-host=scram-sha-256"),
+        ],
         check=True,
         capture_output=True,
     )
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-        + ["-keyout", str(home / "server.key"), "-out", str(home / "server.crt")],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-keyout", str(home / "server.key"), "-out", str(home / "server.crt")),
+        ],
         check=True,
         capture_output=True,
     )
