@@ -28,6 +28,17 @@ module "model_bucket" {
   name   = var.model_bucket_name
 }
 
+# MLflow's tracking server and registry for this environment. Prod has none of its own: in the
+# same account it shares staging's (and reads staging's bucket); in an account of its own it
+# serves the versions staging exported, recorded in the deploy record.
+module "mlflow" {
+  source = "./modules/mlflow"
+  count  = var.mlflow_tracking_server ? 1 : 0
+
+  name            = local.names.mlflow_tracking_server
+  artifact_bucket = module.model_bucket.name
+}
+
 module "ecr" {
   source = "./modules/ecr_repository"
   name   = local.names.ecr_repository
@@ -79,18 +90,19 @@ locals {
   # can share an account; the local stack's names are the plain ones (plain_names = true).
   suffix = var.plain_names ? "" : "-${var.environment}"
   names = {
-    input_stream         = "${var.input_stream_name}${local.suffix}"
-    predictions_stream   = "${var.predictions_stream_name}${local.suffix}"
-    decisions_stream     = "${var.decisions_stream_name}${local.suffix}"
-    dead_letter_queue    = "${var.dead_letter_queue_name}${local.suffix}"
-    failed_batches_queue = "${var.failed_batches_queue_name}${local.suffix}"
-    decisions_table      = "${var.decisions_table_name}${local.suffix}"
-    ecr_repository       = "${var.ecr_repository_name}${local.suffix}"
-    decision_service     = "ride-decision-service${local.suffix}"
-    decision_sweep       = "ride-decision-sweep${local.suffix}"
-    batch_job            = "ride-duration-batch${local.suffix}"
-    batch_database       = "rides-predictions${local.suffix}"
-    web_service          = "ride-web${local.suffix}"
+    input_stream           = "${var.input_stream_name}${local.suffix}"
+    predictions_stream     = "${var.predictions_stream_name}${local.suffix}"
+    decisions_stream       = "${var.decisions_stream_name}${local.suffix}"
+    dead_letter_queue      = "${var.dead_letter_queue_name}${local.suffix}"
+    failed_batches_queue   = "${var.failed_batches_queue_name}${local.suffix}"
+    decisions_table        = "${var.decisions_table_name}${local.suffix}"
+    ecr_repository         = "${var.ecr_repository_name}${local.suffix}"
+    decision_service       = "ride-decision-service${local.suffix}"
+    decision_sweep         = "ride-decision-sweep${local.suffix}"
+    batch_job              = "ride-duration-batch${local.suffix}"
+    batch_database         = "rides-predictions${local.suffix}"
+    mlflow_tracking_server = "rides${local.suffix}"
+    web_service            = "ride-web${local.suffix}"
   }
 
   # Every ride event becomes one prediction per consumer, so the predictions stream takes

@@ -74,3 +74,8 @@ output "releases" {
     module.batch_job[*].release,
   )
 }
+
+output "mlflow_tracking_uri" {
+  description = "MLFLOW_TRACKING_URI for the rides CLI (rides train, resolve, promote; scripts/deploy.sh)."
+  value       = one(module.mlflow[*].tracking_uri)
+}

@@ -293,3 +293,9 @@ variable "deployment_config_name" {
   description = "How a release shifts traffic to a new version: a CodeDeploy Lambda config (prod: CodeDeployDefault.LambdaCanary10Percent5Minutes), or null to move the aliases directly (the local stack has no CodeDeploy)."
   default     = "CodeDeployDefault.LambdaAllAtOnce"
 }
+
+variable "mlflow_tracking_server" {
+  type        = bool
+  description = "Give this environment a managed MLflow tracking server (SageMaker); false: it uses another environment's."
+  default     = true
+}

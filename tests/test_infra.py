@@ -353,6 +353,7 @@ def resource_names(environment: str, tfvars_values: dict) -> set[str]:
     alarms = {f"rides-{environment}-{key}" for key in ("dead-letters", "failed-batches")}
     # The environment's own: alarm topic, producer policy, CodeDeploy application and role.
     own = {f"rides-alarms{suffix}", f"rides-producer{suffix}", f"rides{suffix}", f"rides-codedeploy{suffix}"}
+    own.add(f"rides{suffix}-mlflow")  # the tracking server's role (the server itself is rides<suffix>)
     resources = blocks_of(INFRA, "resource")
     assert resources["aws_codedeploy_app"]["this"]["name"] == "rides${local.suffix}"
     assert resources["aws_iam_role"]["codedeploy"]["name"] == "rides-codedeploy${local.suffix}"
@@ -581,3 +582,37 @@ def test_aurora_manages_its_own_password_and_only_speaks_tls_to_the_job():
     # Emulators without RDS switch it off; a real environment has it.
     assert variables(INFRA)["batch_database"]["default"] is True
     assert tfvars("localstack")["batch_database"] is False
+
+
+# -- MLflow -----------------------------------------------------------------------------------------
+def test_the_managed_mlflow_keeps_artifacts_where_the_functions_read_models():
+    module = INFRA / "modules" / "mlflow"
+    server = blocks_of(module, "resource")["aws_sagemaker_mlflow_tracking_server"]["this"]
+    assert server["artifact_store_uri"] == "s3://${var.artifact_bucket}/mlflow"
+    [artifacts, _listing] = blocks_of(module, "data")["aws_iam_policy_document"]["artifacts"]["statement"]
+    assert artifacts["resources"] == ["arn:aws:s3:::${var.artifact_bucket}/mlflow/*"]
+    root = named(load_dir(INFRA)["module"])
+    assert root["mlflow"]["artifact_bucket"] == "${module.model_bucket.name}"
+    assert root["mlflow"]["name"] == "${local.names.mlflow_tracking_server}"
+    read = next(s for s in root["consumer"]["policy_statements"] if s["sid"] == "ReadModels")
+    assert read["resources"] == ["${local.model_bucket_arn}/mlflow/*"]
+    # Staging has its own; prod uses staging's; emulators without SageMaker use the local one.
+    assert variables(INFRA)["mlflow_tracking_server"]["default"] is True and "mlflow_tracking_server" not in tfvars(
+        "stg"
+    )
+    assert tfvars("prod")["mlflow_tracking_server"] is False and tfvars("localstack")["mlflow_tracking_server"] is False
+
+
+def test_a_sagemaker_tracking_server_arn_is_served_by_the_signing_plugin(monkeypatch):
+    """MLFLOW_TRACKING_URI=<the server's ARN> (terraform output mlflow_tracking_uri) works for the
+    tracking and registry stores the rides CLI uses: sagemaker-mlflow is installed and signs."""
+    from mlflow.tracking._model_registry.utils import _get_store as registry_store
+    from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/rides-stg"
+    store = tracking_store(arn)
+    assert type(store).__name__ == "MlflowSageMakerStore"
+    assert type(registry_store(arn)).__name__ == "MlflowSageMakerRegistryStore"
+    assert store.get_host_creds().host == "https://us-east-1.experiments.sagemaker.aws"

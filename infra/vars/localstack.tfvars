@@ -1,5 +1,7 @@
 # On top of vars/stg.tfvars for an emulator (make integration-test-docker): the local stack's
-# plain names, aliases moved directly (the emulators here have no CodeDeploy) and no Aurora.
+# plain names, aliases moved directly, and none of what the emulators here lack (CodeDeploy,
+# RDS, SageMaker): the local MLflow is SQLite + the emulator's S3 (rides stack up).
 plain_names            = true
 deployment_config_name = null
 batch_database         = false
+mlflow_tracking_server = false

@@ -11,3 +11,5 @@ consumer_reserved_concurrency = 20
 log_retention_days            = 365
 # Ten percent of the traffic for five minutes, watched by the alarms, then the rest.
 deployment_config_name = "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+# No tracking server of its own: MLFLOW_TRACKING_URI is staging's (terraform output mlflow_tracking_uri).
+mlflow_tracking_server = false
