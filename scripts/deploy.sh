@@ -112,14 +112,26 @@ REPO="$($TF output -raw ecr_repository_url)"
 REGISTRY="${REPO%%/*}"
 REGION="$(aws configure get region || echo "${AWS_DEFAULT_REGION:-us-east-1}")"
 aws ecr get-login-password --region "$REGION" | docker login --username AWS --password-stdin "$REGISTRY"
-# Tags are immutable: build and push each image once per commit.
+# Tags are immutable: build and push each image once per commit, FROM the base image's digest at
+# that moment (what prod runs is then exactly what staging tested, and the record says which).
+pin_base() {  # pin_base <dockerfile>: <base tag>@<its digest now>
+  local base digest
+  base="$(sed -n 's/^ARG BASE_IMAGE=//p' "$1")"
+  [ -n "$base" ] || fail "$1 has no ARG BASE_IMAGE"
+  digest="$(docker buildx imagetools inspect "$base" --format '{{json .Manifest}}' \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["digest"])')" || fail "cannot resolve the digest of $base"
+  [[ "$digest" == sha256:* ]] || fail "cannot resolve the digest of $base: got '$digest'"
+  echo "${base}@${digest}"
+}
 push_image() {  # push_image <tag> <dockerfile>
-  local out
+  local out base
   if out="$(aws ecr describe-images --repository-name "${REPO#*/}" --image-ids "imageTag=$1" 2>&1)"; then
     echo "image ${REPO}:$1 is already there"
   elif grep -q ImageNotFoundException <<<"$out"; then
-    docker build -f "$2" -t "${REPO}:$1" .
+    base="$(pin_base "$2")"
+    docker build --build-arg "BASE_IMAGE=${base}" -f "$2" -t "${REPO}:$1" .
     docker push "${REPO}:$1"
+    echo "$1 ${base}" >>"$WORK/bases.txt"
   else
     fail "cannot look up image $1: $out"
   fi
@@ -181,11 +193,14 @@ if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ]; then
   done
 fi
 
-python3 - "$WORK/wanted.json" "$RECORD_OUT" "$ENV" "$TAG" "$SMOKE" <<'PY'
+touch "$WORK/bases.txt"
+python3 - "$WORK/wanted.json" "$RECORD_OUT" "$ENV" "$TAG" "$SMOKE" "$WORK/bases.txt" <<'PY'
 import json, sys, time
-wanted, out, env, tag, smoke = sys.argv[1:]
+wanted, out, env, tag, smoke, bases = sys.argv[1:]
 record = {"environment": env, "image_tag": tag, "models": json.load(open(wanted))["models"],
-          "smoke_test": smoke, "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+          "smoke_test": smoke, "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+          # the base image digest each image built by this deploy was built FROM
+          "base_images": dict(line.split(" ", 1) for line in open(bases).read().splitlines())}
 json.dump(record, open(out, "w"), indent=2)
 print(f"deployed {env}: image {tag}, " + ", ".join(f"{m} v{v['version']}" for m, v in record["models"].items()))
 PY

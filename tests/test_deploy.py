@@ -47,6 +47,8 @@ elif name == "aws":
         print("password")
 elif name == "docker" and "--password-stdin" in args:
     sys.stdin.read()
+elif name == "docker" and args[:3] == ["buildx", "imagetools", "inspect"]:
+    print(json.dumps({{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + "ab" * 32}}))
 elif name == "rides":
     if args[0] == "resolve":
         if os.path.exists(os.path.join(state, "registry-down")):
@@ -161,12 +163,15 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "aws configure",  # the region
         "aws ecr",  # login
         "aws ecr",  # describe-images: not there
+        "docker buildx",  # the base image's digest now
         "docker build",
         "docker push",
         "aws ecr",
+        "docker buildx",
         "docker build",
         "docker push",
         "aws ecr",  # the web image
+        "docker buildx",
         "docker build",
         "docker push",
         "terraform apply",  # everything, with the models: publishes versions, moves no alias
@@ -182,6 +187,19 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
     )
     record = json.loads((fakes["tmp"] / "record-stg.json").read_text())
     assert record["smoke_test"] == "passed" and record["models"]["ride-tip"]["version"] == "3"
+    # Every image is built FROM its base's digest, and the record says which.
+    digest = "sha256:" + "ab" * 32
+    builds = [c for c in calls if c[:2] == ["docker", "build"]]
+    assert [c[c.index("--build-arg") + 1] for c in builds] == [
+        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.11@{digest}",
+        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.11@{digest}",
+        f"BASE_IMAGE=python:3.11-slim@{digest}",
+    ]
+    assert record["base_images"] == {
+        "abc123": f"public.ecr.aws/lambda/python:3.11@{digest}",
+        "batch-abc123": f"public.ecr.aws/lambda/python:3.11@{digest}",
+        "web-abc123": f"python:3.11-slim@{digest}",
+    }
 
 
 def test_an_unreachable_registry_fails_the_deploy_before_anything_changes(fakes):

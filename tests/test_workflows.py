@@ -33,3 +33,29 @@ def test_every_tool_the_make_targets_and_workflows_install_is_pinned():
         packages = line.split("pip install", 1)[1].split()
         named = [p for p in packages if not p.startswith("-")]
         assert named and all("==" in p for p in named), f"{source}: {line.strip()}"
+
+
+def test_every_image_is_pinned_by_digest_or_built_from_a_digest_the_deploy_resolves():
+    import re
+
+    pinned = re.compile(r"@sha256:[0-9a-f]{64}$")
+    for dockerfile in [*ROOT.glob("lambda_function/Dockerfile*"), ROOT / "web" / "Dockerfile"]:
+        text = dockerfile.read_text()
+        args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+        for image in re.findall(r"^FROM (\S+)", text, re.M):
+            if image == "${BASE_IMAGE}":
+                # scripts/deploy.sh builds with --build-arg BASE_IMAGE=<this tag>@<digest now>
+                assert "BASE_IMAGE" in args and "@" not in args["BASE_IMAGE"], dockerfile
+            else:
+                name = image.removeprefix("${").removesuffix("}")
+                assert pinned.search(args.get(name, image)), f"{dockerfile.name}: FROM {image} is not pinned by digest"
+        assert "COPY --from=" not in text or all(
+            source in {"lambda-adapter"} for source in re.findall(r"COPY --from=(\S+)", text)
+        ), f"{dockerfile.name} copies from an image that is not a pinned stage"
+    for path in (ROOT / "integration-test" / "docker-compose.yaml", ROOT / ".github" / "workflows" / "ci.yml"):
+        for image in re.findall(r"^\s+image: (\S+)$", path.read_text(), re.M):
+            if image.endswith(":local"):
+                continue  # built here, from the pinned Dockerfile
+            assert pinned.search(image), f"{path.name}: {image} is not pinned by digest"
+    deploy = (ROOT / "scripts" / "deploy.sh").read_text()
+    assert 'docker build --build-arg "BASE_IMAGE=${base}"' in deploy
