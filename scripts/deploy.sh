@@ -185,7 +185,9 @@ if [ -n "$(json "$WORK/wanted.json" "d['models'].get('ride-duration', {}).get('u
   fi
 fi
 
-if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ]; then
+# MOVE_REGISTRY_ALIAS=0: the registry is in another account (prod in an account of its own); the
+# pipeline moves @production there afterwards, with staging's credentials, from this record.
+if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ] && [ "${MOVE_REGISTRY_ALIAS:-1}" = "1" ]; then
   # Last: the alias says what serves, so it moves only once the new version is live and tested.
   for MODEL in $(json "$WORK/wanted.json" '" ".join(d["models"])'); do
     "$RIDES" promote --model-name "$MODEL" --version "$(json "$WORK/wanted.json" "d['models']['${MODEL}']['version']")" \

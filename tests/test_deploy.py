@@ -329,6 +329,16 @@ def test_prod_in_its_own_account_serves_the_recorded_versions_from_its_own_bucke
     assert "-var-file=vars/prod-account.tfvars" in apply
 
 
+def test_prod_in_its_own_account_leaves_the_registry_alias_to_the_pipeline(fakes):
+    assert fakes["run"]("stg").returncode == 0
+    record = fakes["tmp"] / "record-stg.json"
+    (fakes["tmp"] / "calls.log").unlink()
+    result = fakes["run"]("prod", PROMOTE="1", DEPLOY_RECORD=str(record), MOVE_REGISTRY_ALIAS="0")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in fakes["calls"]() if c[:2] == ["rides", "promote"]]
+    assert json.loads((fakes["tmp"] / "record-prod.json").read_text())["models"]["ride-duration"]["version"] == "3"
+
+
 def test_staging_exports_what_it_deployed_only_after_its_smoke_test_passed(fakes, tmp_path):
     assert fakes["run"]("stg", EXPORT_MODELS_TO=str(tmp_path / "out")).returncode == 0
     [export] = [c for c in fakes["calls"]() if c[:3] == ["rides", "models", "export"]]
