@@ -3,6 +3,10 @@
     python scripts/terraform_check.py            fmt -check, then init + validate
     python scripts/terraform_check.py --where    what would be used, or why nothing can
 
+`plan()` plans a whole environment against an AWS emulator (the provider's endpoints pointed
+at it, test credentials, a local backend) and returns the plan as JSON: tests hold every
+resource it lists, also those no emulator can host, against the code.
+
 The provider comes from, in order: a filesystem mirror named by TF_PLUGIN_MIRROR, a mirror in
 one of Terraform's usual plugin directories (the machine image ships 5.100 in /opt/tf-plugins),
 or the registry when it answers. Without a CLI or a provider this prints one line saying what
@@ -12,6 +16,7 @@ validate works on a copy of infra/ so that init leaves nothing behind in the rep
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -93,6 +98,41 @@ def copy_infra(into: Path) -> Path:
 def run(terraform: Terraform, workdir: Path, *args: str) -> None:
     print("+ terraform " + " ".join(args), flush=True)
     subprocess.run([terraform.cli, *args], cwd=workdir, env=terraform.env(workdir.parent), check=True)
+
+
+# Test credentials, no account lookups, path-style S3: what an emulator needs. The endpoint itself
+# comes from AWS_ENDPOINT_URL, which the provider reads like every AWS SDK.
+EMULATOR_OVERRIDE = """terraform {
+  backend "local" {}
+}
+
+provider "aws" {
+  access_key                  = "test"
+  secret_key                  = "test"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  s3_use_path_style           = true
+}
+"""
+
+
+def plan(terraform: Terraform, endpoint: str, var_files: list[str], variables: dict[str, str], into: Path) -> dict:
+    """`terraform plan` of infra/ against the emulator at `endpoint`; the plan as JSON."""
+    workdir = copy_infra(into)
+    (workdir / "zz_emulator_override.tf").write_text(EMULATOR_OVERRIDE)
+    env = {**terraform.env(into), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
+    args = [f"-var-file={f}" for f in var_files] + [f"-var={k}={v}" for k, v in variables.items()]
+
+    def tf(*command: str) -> str:
+        done = subprocess.run([terraform.cli, *command], cwd=workdir, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"terraform {command[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    tf("init", "-input=false", "-no-color")
+    tf("plan", "-input=false", "-no-color", "-out=plan.bin", *args)
+    return json.loads(tf("show", "-json", "plan.bin"))
 
 
 def main(argv: list[str]) -> int:

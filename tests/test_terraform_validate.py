@@ -28,3 +28,109 @@ def test_a_mirror_named_by_tf_plugin_mirror_is_used_and_an_empty_one_is_not(tmp_
     assert terraform_check.find_mirror() is None
     (tmp_path / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0").mkdir(parents=True)
     assert terraform_check.find_mirror() == tmp_path
+
+
+# -- a whole environment planned against moto: every part listed, held against the code ----------
+MODELS = {
+    "image_tag": "abc123",
+    "batch_image_tag": "batch-abc123",
+    "model_uri": "s3://rides-models-stg/mlflow/1/ride-duration",
+    "model_version": "3",
+    "fare_model_uri": "s3://rides-models-stg/mlflow/1/ride-fare",
+    "fare_model_version": "3",
+    "tip_model_uri": "s3://rides-models-stg/mlflow/1/ride-tip",
+    "tip_model_version": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+    """Staging's and prod's plans, against a moto server on 127.0.0.1 (stopped after)."""
+    terraform, why = terraform_check.find()
+    if terraform is None:
+        pytest.skip(f"terraform plan: {why}")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        yield {
+            env: terraform_check.plan(
+                terraform, endpoint, [f"vars/{env}.tfvars"], MODELS, tmp_path_factory.mktemp(f"plan-{env}")
+            )
+            for env in ("stg", "prod")
+        }
+    finally:
+        server.stop()
+
+
+def created(plan: dict) -> list[dict]:
+    return [r for r in plan["resource_changes"] if r["change"]["actions"] == ["create"]]
+
+
+def of_type(plan: dict, kind: str) -> list[dict]:
+    return [r["change"]["after"] for r in created(plan) if r["type"] == kind]
+
+
+def test_the_plan_lists_every_part_of_an_environment(plans):
+    stg, prod = plans["stg"], plans["prod"]
+    kinds = {r["type"] for r in created(stg)}
+    # What no emulator here can host is planned all the same: CodeDeploy, RDS, SageMaker, the VPC.
+    assert {
+        "aws_codedeploy_deployment_group",
+        "aws_rds_cluster",
+        "aws_sagemaker_mlflow_tracking_server",
+        "aws_nat_gateway",
+        "aws_vpc_endpoint",
+        "aws_lambda_alias",
+        "aws_lambda_function_url",
+        "aws_kinesis_stream",
+        "aws_lambda_event_source_mapping",
+    } <= kinds
+    assert len(created(stg)) > 100
+    functions = of_type(stg, "aws_lambda_function")
+    assert len(functions) == 6 and all(f["publish"] for f in functions)  # 3 consumers, decisions, web, batch
+    assert len(of_type(stg, "aws_lambda_alias")) == 6
+    groups = of_type(stg, "aws_codedeploy_deployment_group")
+    assert len(groups) == 5  # the batch job's alias moves directly
+    assert {g["deployment_config_name"] for g in groups} == {"CodeDeployDefault.LambdaAllAtOnce"}
+    assert {g["deployment_config_name"] for g in of_type(prod, "aws_codedeploy_deployment_group")} == {
+        "CodeDeployDefault.LambdaCanary10Percent5Minutes"
+    }
+    # Staging runs MLflow for both; prod has none of its own.
+    assert [s["artifact_store_uri"] for s in of_type(stg, "aws_sagemaker_mlflow_tracking_server")] == [
+        "s3://rides-models-stg/mlflow"
+    ]
+    assert of_type(prod, "aws_sagemaker_mlflow_tracking_server") == []
+    [cluster] = of_type(prod, "aws_rds_cluster")
+    assert cluster["manage_master_user_password"] and cluster["deletion_protection"]
+    assert not of_type(stg, "aws_rds_cluster")[0]["deletion_protection"]
+
+
+def test_the_batch_job_is_planned_into_the_databases_subnets(plans):
+    [job] = [
+        r["change"]
+        for r in created(plans["stg"])
+        if r["type"] == "aws_lambda_function" and r["change"]["after"]["function_name"] == "ride-duration-batch-stg"
+    ]
+    # Subnets, security groups and the database's address exist only after the apply: planned, unknown.
+    assert job["after_unknown"]["vpc_config"][0]["subnet_ids"] is True
+    assert job["after_unknown"]["environment"][0]["variables"] is True
+
+
+def test_staging_and_prod_plans_share_no_name(plans):
+    def names(plan: dict) -> set[str]:
+        keys = ("name", "function_name", "cluster_identifier", "tracking_server_name", "alarm_name")
+        return {
+            f"{r['type']}:{r['change']['after'][k]}"
+            for r in created(plan)
+            if r["type"] not in ("aws_lambda_alias", "aws_iam_role_policy")  # named within their function, role
+            for k in keys
+            if isinstance(r["change"]["after"].get(k), str)
+        }
+
+    stg, prod = names(plans["stg"]), names(plans["prod"])
+    assert len(stg) > 50 and len(prod) > 50
+    assert not stg & prod, sorted(stg & prod)
