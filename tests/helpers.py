@@ -70,3 +70,34 @@ def read_stream(kinesis, stream: str) -> list[dict]:
                 break
             iterator = response["NextShardIterator"]
     return out
+
+
+def zip_function(lam, name: str, *, environment: dict | None = None, publish: bool = False) -> dict:
+    """A minimal Python Lambda in moto (zip package, its own role): for what configuration,
+    versions and aliases do, not for running it."""
+    import io
+    import json
+    import zipfile
+
+    import boto3
+
+    iam = boto3.client("iam")
+    assume = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps(assume))["Role"]["Arn"]
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
+    return lam.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.lambda_handler",
+        Code={"ZipFile": package.getvalue()},
+        Environment={"Variables": environment or {}},
+        Publish=publish,
+    )

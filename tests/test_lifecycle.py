@@ -140,37 +140,17 @@ def test_model_errors_name_the_uri(aws):
 
 
 def test_promote_to_lambda_updates_the_function_environment_and_keeps_the_rest(registry, trained):
-    import io
-    import json
-    import zipfile
-
     import boto3
 
+    from tests.helpers import zip_function
+
     registered = log_training(trained, train_source="a", val_source="b")
-    iam = boto3.client("iam")
-    role = iam.create_role(
-        RoleName="consumer",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                ],
-            }
-        ),
-    )["Role"]["Arn"]
-    package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
     lam = boto3.client("lambda")
-    lam.create_function(
-        FunctionName="ride-duration-consumer",
-        Runtime="python3.11",
-        Role=role,
-        Handler="handler.lambda_handler",
-        Code={"ZipFile": package.getvalue()},
-        Environment={"Variables": {"PREDICTIONS_STREAM_NAME": "ride-predictions", "MODEL_URI": "s3://old/model"}},
-        Publish=True,
+    zip_function(
+        lam,
+        "ride-duration-consumer",
+        environment={"PREDICTIONS_STREAM_NAME": "ride-predictions", "MODEL_URI": "s3://old/model"},
+        publish=True,
     )
     # As Terraform leaves it: the `live` alias on version 1, the mapping calling the alias.
     alias_arn = lam.create_alias(FunctionName="ride-duration-consumer", Name="live", FunctionVersion="1")["AliasArn"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import boto3
 import pytest
 
 from rides.release import Release, ReleaseFailed, load_releases, release, roll_back, serving
+from tests.helpers import zip_function
 
 
 class FakeCodeDeploy:
@@ -47,30 +46,9 @@ class FakeCodeDeploy:
 @pytest.fixture
 def functions(aws):
     """Three functions as an apply leaves them: `live` on version 1, version 2 just published."""
-    iam = boto3.client("iam")
-    role = iam.create_role(
-        RoleName="fn",
-        AssumeRolePolicyDocument=json.dumps(
-            {
-                "Statement": [
-                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                ]
-            }
-        ),
-    )["Role"]["Arn"]
-    package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("h.py", "def handler(event, context):\n    return {}\n")
     lam = boto3.client("lambda")
     for name in ("consumer", "decisions", "batch"):
-        lam.create_function(
-            FunctionName=name,
-            Runtime="python3.11",
-            Role=role,
-            Handler="h.handler",
-            Code={"ZipFile": package.getvalue()},
-            Publish=True,
-        )
+        zip_function(lam, name, publish=True)
         lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
         lam.update_function_configuration(FunctionName=name, Description="new model")
         assert lam.publish_version(FunctionName=name)["Version"] == "2"
