@@ -96,8 +96,14 @@ def copy_infra(into: Path) -> Path:
 
 
 def run(terraform: Terraform, workdir: Path, *args: str) -> None:
+    """Run one terraform command; its output is shown only when it fails (init is chatty)."""
     print("+ terraform " + " ".join(args), flush=True)
-    subprocess.run([terraform.cli, *args], cwd=workdir, env=terraform.env(workdir.parent), check=True)
+    done = subprocess.run(
+        [terraform.cli, *args], cwd=workdir, env=terraform.env(workdir.parent), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, [terraform.cli, *args])
 
 
 # Test credentials, no account lookups, path-style S3: what an emulator needs. The endpoint itself
