@@ -158,6 +158,7 @@ def main(argv: list[str]) -> int:
         except subprocess.CalledProcessError as exc:
             print(f"terraform {exc.cmd[1]} failed ({terraform.describe()})", file=sys.stderr)
             return 1
+    print(f"terraform fmt and validate passed ({terraform.describe()})")
     return 0
 
 
