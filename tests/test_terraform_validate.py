@@ -4,6 +4,7 @@ can be had (scripts/terraform_check.py finds them); skipped, with the reason, wh
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -134,3 +135,26 @@ def test_staging_and_prod_plans_share_no_name(plans):
     stg, prod = names(plans["stg"]), names(plans["prod"])
     assert len(stg) > 50 and len(prod) > 50
     assert not stg & prod, sorted(stg & prod)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "file", "old", "new"),
+    [
+        ("a misspelt attribute", "modules/stream_function/main.tf", "memory_size  ", "memory_sise  "),
+        ("a wrong reference", "main.tf", "module.predictions_stream.arn]", "module.prediction_stream.arn]"),
+        ("an attribute the resource does not have", "modules/batch_job/main.tf", "this.version\n", "this.versio\n"),
+    ],
+)
+def test_a_broken_infra_fails_validate_here(tmp_path, breakage, file, old, new):
+    """validate in make test can fail: each breakage, planted in a copy, is caught."""
+    terraform, why = terraform_check.find()
+    if terraform is None:
+        pytest.skip(f"terraform validate: {why}")
+    workdir = terraform_check.copy_infra(tmp_path)
+    path = workdir / file
+    text = path.read_text()
+    assert old in text, f"the test's anchor for {breakage} moved"
+    path.write_text(text.replace(old, new, 1))
+    terraform_check.run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
+    with pytest.raises(subprocess.CalledProcessError):
+        terraform_check.run(terraform, workdir, "validate", "-no-color")

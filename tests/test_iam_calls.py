@@ -1,0 +1,127 @@
+"""The functions' IAM policies in infra/ against the AWS calls their code really makes.
+
+The handlers run against moto on batches that take every path (predictions published, dead
+letters sent, the model read from S3; the decision service's reads, conditional writes, sweep
+and publication), every botocore call is recorded, and each must be an action the function's
+role allows in the Terraform. A policy that loses `kinesis:PutRecords` fails here, on this
+machine, not first in AWS.
+"""
+
+from __future__ import annotations
+
+import boto3
+import botocore.client
+import pytest
+
+from rides.local.stack import decisions_table_spec
+from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride, upload_dir
+from tests.test_infra import INFRA, blocks_of, load_dir, named
+
+# Calls that IAM authorizes under another action's name.
+AUTHORIZED_AS = {
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:GetQueueUrl": "sqs:GetQueueUrl",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+    "dynamodb:BatchWriteItem": "dynamodb:BatchWriteItem",
+}
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every AWS API call made through botocore while the test runs, as IAM actions."""
+    calls: set[str] = set()
+    original = botocore.client.BaseClient._make_api_call
+
+    def record(self, operation_name, api_params):
+        prefix = self.meta.service_model.metadata.get("signingName") or self.meta.service_model.endpoint_prefix
+        action = f"{prefix}:{operation_name}"
+        calls.add(AUTHORIZED_AS.get(action, action))
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
+    return calls
+
+
+def allowed_actions(function_module: dict) -> set[str]:
+    """What a stream function's role may do: the module's own statements plus the caller's."""
+    own = blocks_of(INFRA / "modules" / "stream_function", "data")["aws_iam_policy_document"]["this"]
+    actions = {a for statement in own["statement"] for a in statement["actions"]}
+    for block in own.get("dynamic", []):
+        for statement in block.values():
+            actions |= {a for content in statement["content"] for a in content["actions"]}
+    return actions | {a for s in function_module["policy_statements"] for a in s["actions"]}
+
+
+def test_the_consumers_role_allows_every_call_the_consumer_makes(aws, onnx_model_dir, monkeypatch, recorded):
+    from lambda_function import handler as handler_module
+
+    handler_module._clients.clear()
+    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
+    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
+    uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
+    for name, value in {
+        "MODEL_URI": uri,
+        "MODEL_VERSION": "7",
+        "PREDICTIONS_STREAM_NAME": "ride-predictions",
+        "DEAD_LETTER_QUEUE_URL": dlq,
+        "PUBLISH_CONCURRENCY": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    recorded.clear()  # what the test's own set-up called does not count
+    try:
+        response = handler_module.lambda_handler(kinesis_event([ride(1), b"{not json", ride(2)]), FakeContext())
+    finally:
+        handler_module._clients.clear()
+    assert response == {"batchItemFailures": []}
+    assert {"kinesis:PutRecords", "sqs:SendMessage", "s3:GetObject"} <= recorded  # every path was taken
+
+    consumer = named(load_dir(INFRA)["module"])["consumer"]
+    missing = recorded - allowed_actions(consumer)
+    assert not missing, f"the consumer calls {sorted(missing)}, which its role in infra/ does not allow"
+
+
+def test_the_decision_services_role_allows_every_call_it_makes(aws, monkeypatch, recorded):
+    from lambda_function import decision_handler
+
+    boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
+    aws["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+    dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
+    env = {
+        "DECISIONS_TABLE": "ride-decisions",
+        "DECISIONS_STREAM_NAME": "ride-decisions",
+        "DEAD_LETTER_QUEUE_URL": dlq,
+        "DECISION_TIMEOUT_SECONDS": "0",
+    }
+    decision_handler._clients.clear()
+    handler = decision_handler.handler_for(env)
+    predictions = [
+        {"model": model, "version": "1", "prediction": {"ride_id": ride_id, field: 10.0}}
+        for ride_id in ("r1", "r2")
+        for model, field in (("ride-duration", "ride_duration"), ("ride-fare", "fare_amount"))
+    ]
+    recorded.clear()
+    try:
+        handler({"Records": [kinesis_record(p, i + 1) for i, p in enumerate(predictions)]}, FakeContext())
+        handler({"Records": [kinesis_record(b"{poison", 9)]}, FakeContext())
+        handler({"sweep": True}, FakeContext())  # the schedule: decides the rides still waiting for tips
+    finally:
+        decision_handler._clients.clear()
+    assert {"dynamodb:Query", "kinesis:PutRecords", "sqs:SendMessage"} <= recorded
+
+    service = named(load_dir(INFRA)["module"])["decision_service"]
+    missing = recorded - allowed_actions(service)
+    assert not missing, f"the decision service calls {sorted(missing)}, which its role in infra/ does not allow"
+
+
+def test_the_check_fails_when_a_policy_loses_an_action():
+    """The cross-check itself: the consumer's policy without kinesis:PutRecords is caught."""
+    consumer = named(load_dir(INFRA)["module"])["consumer"]
+    broken = {
+        **consumer,
+        "policy_statements": [
+            {**s, "actions": [a for a in s["actions"] if a != "kinesis:PutRecords"]} for s in consumer["policy_statements"]
+        ],
+    }
+    assert "kinesis:PutRecords" in allowed_actions(consumer)
+    assert "kinesis:PutRecords" not in allowed_actions(broken)
