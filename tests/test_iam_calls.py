@@ -120,7 +120,8 @@ def test_the_check_fails_when_a_policy_loses_an_action():
     broken = {
         **consumer,
         "policy_statements": [
-            {**s, "actions": [a for a in s["actions"] if a != "kinesis:PutRecords"]} for s in consumer["policy_statements"]
+            {**statement, "actions": [a for a in statement["actions"] if a != "kinesis:PutRecords"]}
+            for statement in consumer["policy_statements"]
         ],
     }
     assert "kinesis:PutRecords" in allowed_actions(consumer)
