@@ -191,13 +191,13 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
     digest = "sha256:" + "ab" * 32
     builds = [c for c in calls if c[:2] == ["docker", "build"]]
     assert [c[c.index("--build-arg") + 1] for c in builds] == [
-        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.11@{digest}",
-        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.11@{digest}",
+        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.12@{digest}",
+        f"BASE_IMAGE=public.ecr.aws/lambda/python:3.12@{digest}",
         f"BASE_IMAGE=python:3.11-slim@{digest}",
     ]
     assert record["base_images"] == {
-        "abc123": f"public.ecr.aws/lambda/python:3.11@{digest}",
-        "batch-abc123": f"public.ecr.aws/lambda/python:3.11@{digest}",
+        "abc123": f"public.ecr.aws/lambda/python:3.12@{digest}",
+        "batch-abc123": f"public.ecr.aws/lambda/python:3.12@{digest}",
         "web-abc123": f"python:3.11-slim@{digest}",
     }
 

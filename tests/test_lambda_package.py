@@ -153,3 +153,30 @@ def test_every_image_installs_with_require_hashes_from_a_lock(dockerfile):
     for line in installs:
         for command in line.split("pip install")[1:]:
             assert "--require-hashes" in command and ".lock.txt" in command, line
+
+
+def test_the_zip_package_ships_exactly_the_code_the_image_copies():
+    import io
+    import zipfile
+
+    from rides.packaging import code_files, code_zip
+
+    names = set(zipfile.ZipFile(io.BytesIO(code_zip())).namelist())
+    assert names == {p.relative_to(ROOT).as_posix() for p in code_files()}
+    assert {"lambda_function/handler.py", "lambda_function/decision_handler.py", "rides/consumer.py"} <= names
+    assert "rides/decision/store.py" in names and "rides/data/taxi_zone_lookup.csv" in names
+    assert not [n for n in names if n.endswith(".txt") or "__pycache__" in n]
+
+
+def test_the_lambda_runtime_has_the_glibc_the_locked_wheels_need():
+    """numpy >= 2.3 publishes manylinux_2_28 wheels only: glibc 2.28, which Amazon Linux 2 (the
+    python3.11 runtime, glibc 2.26) lacks. The images and the zip use python3.12 (AL2023)."""
+    from rides.packaging import PLATFORMS, RUNTIME
+
+    lock = (ROOT / "lambda_function" / "requirements.lock.txt").read_text()
+    numpy = tuple(int(x) for x in re.search(r"^numpy==(\d+)\.(\d+)", lock, re.M).groups())
+    if numpy >= (2, 3):
+        assert RUNTIME == "python3.12" and PLATFORMS[0] == "manylinux_2_28_x86_64"
+        for dockerfile in ("Dockerfile", "Dockerfile.batch"):
+            text = (ROOT / "lambda_function" / dockerfile).read_text()
+            assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12" in text, dockerfile

@@ -7,13 +7,11 @@ Python >= 3.12, the project's Lambda executor plugin, and the consumer deployed 
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -135,17 +133,11 @@ def start(port: int | None = None, *, lambda_python: str | None = None) -> tuple
 
 
 def function_zip() -> bytes:
-    """The consumer as a zip: handler, the rides modules it imports, the zone lookup. Its
+    """The consumer as a zip: the code lambda_function/Dockerfile ships (rides.packaging). Its
     dependencies come from the interpreter that runs it (the project's environment)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in [
-            *sorted((ROOT / "lambda_function").glob("*.py")),
-            *sorted((ROOT / "rides").glob("*.py")),
-            ROOT / "rides" / "data" / "taxi_zone_lookup.csv",
-        ]:
-            archive.write(path, path.relative_to(ROOT))
-    return buffer.getvalue()
+    from rides.packaging import code_zip
+
+    return code_zip()
 
 
 def deploy_consumer(
