@@ -150,6 +150,7 @@ module "consumer" {
 
   function_name        = each.value.function_name
   image_uri            = local.image_uri
+  zip_package          = var.lambda_zip
   memory_mb            = var.consumer_memory_mb
   timeout_seconds      = var.consumer_timeout_seconds
   reserved_concurrency = var.consumer_reserved_concurrency
@@ -217,6 +218,7 @@ module "decision_service" {
 
   function_name        = local.names.decision_service
   image_uri            = local.image_uri
+  zip_package          = var.lambda_zip
   image_command        = ["lambda_function.decision_handler.lambda_handler"]
   memory_mb            = 512
   reserved_concurrency = 5

@@ -299,3 +299,9 @@ variable "mlflow_tracking_server" {
   description = "Give this environment a managed MLflow tracking server (SageMaker); false: it uses another environment's."
   default     = true
 }
+
+variable "lambda_zip" {
+  type        = string
+  description = "Deploy the consumers and the decision service from this zip (python -m rides.packaging build/lambda.zip) instead of the container image; null: the image (the default on AWS)."
+  default     = null
+}

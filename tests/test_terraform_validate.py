@@ -57,12 +57,25 @@ def plans(tmp_path_factory):
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        yield {
+        plans = {
             env: terraform_check.plan(
                 terraform, endpoint, [f"vars/{env}.tfvars"], MODELS, tmp_path_factory.mktemp(f"plan-{env}")
             )
             for env in ("stg", "prod")
         }
+        # The zip variant (rides.packaging; the code alone is enough to plan).
+        from rides.packaging import code_zip
+
+        package = tmp_path_factory.mktemp("zip") / "lambda.zip"
+        package.write_bytes(code_zip())
+        plans["stg-zip"] = terraform_check.plan(
+            terraform,
+            endpoint,
+            ["vars/stg.tfvars"],
+            {**MODELS, "lambda_zip": str(package)},
+            tmp_path_factory.mktemp("plan-zip"),
+        )
+        yield plans
     finally:
         server.stop()
 
@@ -158,3 +171,16 @@ def test_a_broken_infra_fails_validate_here(tmp_path, breakage, file, old, new):
     terraform_check.run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
     with pytest.raises(subprocess.CalledProcessError):
         terraform_check.run(terraform, workdir, "validate", "-no-color")
+
+
+def test_the_zip_variant_deploys_the_stream_functions_from_the_package(plans):
+    functions = {f["function_name"]: f for f in of_type(plans["stg-zip"], "aws_lambda_function")}
+    consumer, decisions = functions["ride-duration-consumer-stg"], functions["ride-decision-service-stg"]
+    for function in (consumer, decisions):
+        assert function["package_type"] == "Zip" and function["runtime"] == "python3.12"
+        assert function["image_uri"] is None and function["filename"].endswith("lambda.zip")
+    assert consumer["handler"] == "lambda_function.handler.lambda_handler"
+    assert decisions["handler"] == "lambda_function.decision_handler.lambda_handler"
+    # The image stays the default.
+    stg = {f["function_name"]: f for f in of_type(plans["stg"], "aws_lambda_function")}
+    assert stg["ride-duration-consumer-stg"]["package_type"] == "Image"

@@ -15,11 +15,15 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_116:A dead-letter queue applies to asynchronous invocations; this function is invoked by an event source mapping, whose on-failure destination is configured below.
   #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, S3, SQS, DynamoDB); no VPC resources to reach.
   #checkov:skip=CKV_AWS_173:The environment holds names and URIs, no secrets.
-  #checkov:skip=CKV_AWS_272:Code signing does not apply to container images.
+  #checkov:skip=CKV_AWS_272:Code signing does not apply to container images; the zip variant is for emulators and small accounts.
   function_name                  = var.function_name
   role                           = aws_iam_role.this.arn
-  package_type                   = "Image"
-  image_uri                      = var.image_uri
+  package_type                   = var.zip_package == null ? "Image" : "Zip"
+  image_uri                      = var.zip_package == null ? var.image_uri : null
+  filename                       = var.zip_package
+  source_code_hash               = var.zip_package == null ? null : filebase64sha256(var.zip_package)
+  runtime                        = var.zip_package == null ? null : "python3.12"
+  handler                        = var.zip_package == null ? null : coalesce(try(var.image_command[0], null), "lambda_function.handler.lambda_handler")
   memory_size                    = var.memory_mb
   timeout                        = var.timeout_seconds
   reserved_concurrent_executions = var.reserved_concurrency
@@ -27,7 +31,7 @@ resource "aws_lambda_function" "this" {
   publish                        = true
 
   dynamic "image_config" {
-    for_each = var.image_command == null ? [] : [var.image_command]
+    for_each = var.zip_package == null && var.image_command != null ? [var.image_command] : []
     content {
       command = image_config.value
     }
@@ -45,8 +49,8 @@ resource "aws_lambda_function" "this" {
 
   lifecycle {
     precondition {
-      condition     = var.image_uri != null
-      error_message = "Set image_tag (terraform apply -var image_tag=<tag pushed to ECR>)."
+      condition     = var.image_uri != null || var.zip_package != null
+      error_message = "Set image_tag (terraform apply -var image_tag=<tag pushed to ECR>), or lambda_zip."
     }
   }
 }

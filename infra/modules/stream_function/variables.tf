@@ -150,3 +150,9 @@ variable "rollout" {
   description = "How a release reaches traffic (../lambda_release); the defaults move the alias directly."
   default     = {}
 }
+
+variable "zip_package" {
+  type        = string
+  description = "A zip package (python -m rides.packaging) to deploy instead of the container image; null: the image."
+  default     = null
+}
