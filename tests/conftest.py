@@ -86,3 +86,26 @@ def zoomcamp_model_dir(request, trained, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / f"sklearn-{request.param}"
     mlflow.sklearn.save_model(trained.baseline, str(path), serialization_format=request.param)
     return path
+
+
+@pytest.fixture
+def consumer_stack(aws, onnx_model_dir, monkeypatch):
+    """The consumer's world on moto, as Terraform wires it: the predictions stream, the
+    dead-letter queue, a model on S3 and the handler's environment."""
+    from lambda_function import handler as handler_module
+    from tests.helpers import upload_dir
+
+    handler_module._clients.clear()
+    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
+    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
+    uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
+    for key, value in {
+        "MODEL_URI": uri,
+        "MODEL_VERSION": "7",
+        "PREDICTIONS_STREAM_NAME": "ride-predictions",
+        "DEAD_LETTER_QUEUE_URL": dlq,
+        "PUBLISH_CONCURRENCY": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    yield {**aws, "dlq": dlq, "uri": uri}
+    handler_module._clients.clear()

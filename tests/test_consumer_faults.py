@@ -16,27 +16,14 @@ from rides.deadletter import DeadLetter, DeadLetterSink
 from rides.local.reader import drain_queue
 from rides.model import LoadedModel
 from rides.publish import KinesisPublisher
-from tests.helpers import FakeContext, kinesis_event, read_stream, ride, upload_dir
+from tests.helpers import FakeContext, kinesis_event, read_stream, ride
 
 FAR_FUTURE = "9999-12-31T23:59:59-12:00"
 
 
 @pytest.fixture
-def stack(aws, onnx_model_dir, monkeypatch):
-    handler_module._clients.clear()
-    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
-    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
-    uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
-    for key, value in {
-        "MODEL_URI": uri,
-        "MODEL_VERSION": "7",
-        "PREDICTIONS_STREAM_NAME": "ride-predictions",
-        "DEAD_LETTER_QUEUE_URL": dlq,
-        "PUBLISH_CONCURRENCY": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    yield {**aws, "dlq": dlq, "uri": uri}
-    handler_module._clients.clear()
+def stack(consumer_stack):
+    return consumer_stack
 
 
 def run(stack, rides, *, model=None, time_left=None, publisher=None):

@@ -14,7 +14,7 @@ import botocore.client
 import pytest
 
 from rides.local.stack import decisions_table_spec
-from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride, upload_dir
+from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride
 from tests.test_infra import INFRA, blocks_of, load_dir, named
 
 # Calls that IAM authorizes under another action's name.
@@ -53,26 +53,11 @@ def allowed_actions(function_module: dict) -> set[str]:
     return actions | {a for s in function_module["policy_statements"] for a in s["actions"]}
 
 
-def test_the_consumers_role_allows_every_call_the_consumer_makes(aws, onnx_model_dir, monkeypatch, recorded):
+def test_the_consumers_role_allows_every_call_the_consumer_makes(consumer_stack, recorded):
     from lambda_function import handler as handler_module
 
-    handler_module._clients.clear()
-    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
-    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
-    uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
-    for name, value in {
-        "MODEL_URI": uri,
-        "MODEL_VERSION": "7",
-        "PREDICTIONS_STREAM_NAME": "ride-predictions",
-        "DEAD_LETTER_QUEUE_URL": dlq,
-        "PUBLISH_CONCURRENCY": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
     recorded.clear()  # what the test's own set-up called does not count
-    try:
-        response = handler_module.lambda_handler(kinesis_event([ride(1), b"{not json", ride(2)]), FakeContext())
-    finally:
-        handler_module._clients.clear()
+    response = handler_module.lambda_handler(kinesis_event([ride(1), b"{not json", ride(2)]), FakeContext())
     assert response == {"batchItemFailures": []}
     assert {"kinesis:PutRecords", "sqs:SendMessage", "s3:GetObject"} <= recorded  # every path was taken
 
