@@ -144,13 +144,34 @@ locals {
   }
 }
 
+# The zip variant goes through S3: Lambda's API takes at most 50 MB zipped, and the package
+# with its dependencies is ~62 MB. One key, versioned by the bucket: a new package is a new
+# object version, which updates the functions (and publishes new versions of them).
+resource "aws_s3_object" "lambda_zip" {
+  #checkov:skip=CKV_AWS_186:The bucket's default encryption (SSE-KMS) applies to the object.
+  count       = var.lambda_zip == null ? 0 : 1
+  bucket      = module.model_bucket.name
+  key         = "lambda/package.zip"
+  source      = var.lambda_zip
+  source_hash = filemd5(var.lambda_zip)
+}
+
+locals {
+  zip_package = var.lambda_zip == null ? null : {
+    s3_bucket         = aws_s3_object.lambda_zip[0].bucket
+    s3_key            = aws_s3_object.lambda_zip[0].key
+    s3_object_version = aws_s3_object.lambda_zip[0].version_id
+    source_code_hash  = filebase64sha256(var.lambda_zip)
+  }
+}
+
 module "consumer" {
   source   = "./modules/stream_function"
   for_each = local.consumers
 
   function_name        = each.value.function_name
   image_uri            = local.image_uri
-  zip_package          = var.lambda_zip
+  zip_package          = local.zip_package
   memory_mb            = var.consumer_memory_mb
   timeout_seconds      = var.consumer_timeout_seconds
   reserved_concurrency = var.consumer_reserved_concurrency
@@ -218,7 +239,7 @@ module "decision_service" {
 
   function_name        = local.names.decision_service
   image_uri            = local.image_uri
-  zip_package          = var.lambda_zip
+  zip_package          = local.zip_package
   image_command        = ["lambda_function.decision_handler.lambda_handler"]
   memory_mb            = 512
   reserved_concurrency = 5

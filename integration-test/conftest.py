@@ -14,7 +14,15 @@ from pathlib import Path
 import boto3
 import pytest
 
-from rides.local.stack import LOCAL_ENV, StackNames, clients, create_resources, start_emulator, stop_process
+from rides.local.stack import (
+    LOCAL_ENV,
+    StackInfo,
+    StackNames,
+    clients,
+    create_resources,
+    start_emulator,
+    stop_process,
+)
 from tests.conftest import onnx_model_dir, trained, trips  # noqa: F401 - shared fixtures
 from tests.helpers import upload_dir
 
@@ -114,24 +122,62 @@ def consumer(stack):
 
 
 @pytest.fixture(scope="session")
-def all_model_uris(emulator, trips, model_uri, tmp_path_factory):  # noqa: F811
-    """The duration model plus small fare and tip models, on the emulator's S3."""
+def model_dirs(onnx_model_dir, trips, tmp_path_factory):  # noqa: F811
+    """Every consumer's model in MLflow's format on disk: the duration model plus small fare
+    and tip models trained on the same trips."""
     import mlflow.onnx
 
     from rides.consumers import CONSUMERS
     from rides.features import NUMERIC_FEATURES
     from rides.training import train
 
-    s3 = clients(emulator.env())["s3"]
-    uris = {"ride-duration": model_uri}
+    dirs = {"ride-duration": onnx_model_dir}
     for spec in CONSUMERS.values():
-        if spec.model_name in uris:
+        if spec.model_name in dirs:
             continue
         fitted = train(*trips, target=spec.target)
         path = tmp_path_factory.mktemp("models") / spec.key
         mlflow.onnx.save_model(fitted.onnx_model, str(path), metadata={"rides_features": list(NUMERIC_FEATURES)})
-        uris[spec.model_name] = upload_dir(s3, path, "integration-models", f"mlflow/{spec.key}/artifacts")
+        dirs[spec.model_name] = path
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def all_model_uris(emulator, model_dirs, model_uri):
+    """Every consumer's model on the emulator's S3."""
+    s3 = clients(emulator.env())["s3"]
+    uris = {"ride-duration": model_uri}
+    for name, path in model_dirs.items():
+        if name not in uris:
+            uris[name] = upload_dir(s3, path, "integration-models", f"mlflow/{path.name}/artifacts")
     return uris
+
+
+@pytest.fixture(scope="session")
+def localstack(request, emulator):
+    """LocalStack in host mode (the project's executor runs functions on this Python), started
+    once; DynamoDB, which it cannot host here, is the moto server's. With --localstack-endpoint,
+    an already running LocalStack instead (CI's container, which hosts DynamoDB itself)."""
+    if request.config.getoption("--backend") == "moto":
+        pytest.skip("--backend moto")
+    endpoint = request.config.getoption("--localstack-endpoint")
+    if endpoint:
+        yield StackInfo("localstack", endpoint, 0, "")
+        return
+    from rides.local import localstack as backend
+
+    old_home = os.environ.get("RIDES_HOME")
+    # A fixed place so the LocalStack environment (~500 MB) is built once per machine.
+    os.environ["RIDES_HOME"] = os.environ.get("RIDES_LOCALSTACK_HOME", str(backend.ROOT / ".rides"))
+    try:
+        info, proc = backend.start(lambda_env={"AWS_ENDPOINT_URL_DYNAMODB": emulator.endpoint})
+    finally:
+        if old_home is None:
+            os.environ.pop("RIDES_HOME", None)
+        else:
+            os.environ["RIDES_HOME"] = old_home
+    yield info
+    stop_process(proc.pid, timeout=20)
 
 
 @pytest.fixture
@@ -153,3 +199,28 @@ def pytest_addoption(parser):
         default="both",
         help="Which local AWS backends the integration tests run against.",
     )
+    parser.addoption(
+        "--localstack-endpoint",
+        default=None,
+        help="Use the LocalStack already running there (e.g. a container) instead of starting one.",
+    )
+    parser.addoption(
+        "--lambda-zip",
+        default=None,
+        help="The functions' zip for the Terraform apply (python -m rides.packaging build/lambda.zip); "
+        "default: the code alone, which the host-mode LocalStack runs on this Python.",
+    )
+
+
+REPORT_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def terraform_report(request) -> list[str]:
+    """Lines printed at the end of the run (what was applied, how many resources, destroyed)."""
+    return request.config.stash.setdefault(REPORT_KEY, [])
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash.get(REPORT_KEY, []):
+        terminalreporter.write_line(line)

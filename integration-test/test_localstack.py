@@ -8,7 +8,6 @@ Run with the integration suite (`--backend localstack` or `both`, the default).
 from __future__ import annotations
 
 import base64
-import os
 import time
 import uuid
 from dataclasses import replace
@@ -21,31 +20,11 @@ from rides.data import read_trips
 from rides.esm import EventSourceSettings
 from rides.local.producer import produce, ride_events
 from rides.local.reader import StreamReader, collect_predictions, drain_queue
-from rides.local.stack import clients, create_resources, stop_process
+from rides.local.stack import clients, create_resources
 from rides.resources import StackNames
 from tests.helpers import upload_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
-
-
-@pytest.fixture(scope="module")
-def localstack(tmp_path_factory, request):
-    if request.config.getoption("--backend") == "moto":
-        pytest.skip("--backend moto")
-    from rides.local import localstack as backend
-
-    old_home = os.environ.get("RIDES_HOME")
-    # A fixed place so the LocalStack environment (~500 MB) is built once per machine.
-    os.environ["RIDES_HOME"] = os.environ.get("RIDES_LOCALSTACK_HOME", str(backend.ROOT / ".rides"))
-    try:
-        info, proc = backend.start()
-    finally:
-        if old_home is None:
-            os.environ.pop("RIDES_HOME", None)
-        else:
-            os.environ["RIDES_HOME"] = old_home
-    yield info
-    stop_process(proc.pid, timeout=20)
 
 
 @pytest.fixture(scope="module")

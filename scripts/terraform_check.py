@@ -107,7 +107,8 @@ def run(terraform: Terraform, workdir: Path, *args: str) -> None:
 
 
 # Test credentials, no account lookups, path-style S3: what an emulator needs. The endpoint itself
-# comes from AWS_ENDPOINT_URL, which the provider reads like every AWS SDK.
+# comes from AWS_ENDPOINT_URL, which the provider reads like every AWS SDK (and a service's own
+# AWS_ENDPOINT_URL_<SERVICE> sends that service elsewhere, e.g. to moto where LocalStack lacks it).
 EMULATOR_OVERRIDE = """terraform {
   backend "local" {}
 }
@@ -123,22 +124,86 @@ provider "aws" {
 """
 
 
-def plan(terraform: Terraform, endpoint: str, var_files: list[str], variables: dict[str, str], into: Path) -> dict:
-    """`terraform plan` of infra/ against the emulator at `endpoint`; the plan as JSON."""
-    workdir = copy_infra(into)
-    (workdir / "zz_emulator_override.tf").write_text(EMULATOR_OVERRIDE)
-    env = {**terraform.env(into), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
-    args = [f"-var-file={f}" for f in var_files] + [f"-var={k}={v}" for k, v in variables.items()]
+class Workspace:
+    """A copy of infra/ pointed at an emulator, with its own local state: one environment."""
 
-    def tf(*command: str) -> str:
-        done = subprocess.run([terraform.cli, *command], cwd=workdir, env=env, capture_output=True, text=True)
+    def __init__(self, terraform: Terraform, endpoint: str, into: Path, endpoints: dict[str, str] | None = None):
+        self.terraform = terraform
+        self.workdir = copy_infra(into)
+        (self.workdir / "zz_emulator_override.tf").write_text(EMULATOR_OVERRIDE)
+        self.env = {**terraform.env(into), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
+        for service, url in (endpoints or {}).items():
+            self.env[f"AWS_ENDPOINT_URL_{service.upper()}"] = url
+        self.initialized = False
+
+    def tf(self, *command: str) -> str:
+        done = subprocess.run(
+            [self.terraform.cli, *command], cwd=self.workdir, env=self.env, capture_output=True, text=True
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"terraform {command[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            # The error is on stderr; stdout's tail shows what was being done.
+            raise RuntimeError(f"terraform {command[0]} failed:\n{done.stderr[-4000:]}\n{done.stdout[-1500:]}")
         return done.stdout
 
-    tf("init", "-input=false", "-no-color")
-    tf("plan", "-input=false", "-no-color", "-out=plan.bin", *args)
-    return json.loads(tf("show", "-json", "plan.bin"))
+    def init(self) -> None:
+        if not self.initialized:
+            self.tf("init", "-input=false", "-no-color")
+            self.initialized = True
+
+    def plan(self, args: list[str]) -> dict:
+        """The plan as JSON (`terraform show -json`)."""
+        self.init()
+        self.tf("plan", "-input=false", "-no-color", "-out=plan.bin", *args)
+        return json.loads(self.tf("show", "-json", "plan.bin"))
+
+    def apply(self, args: list[str]) -> None:
+        self.init()
+        self.tf("apply", "-input=false", "-no-color", "-auto-approve", *args)
+
+    def destroy(self, args: list[str]) -> None:
+        self.tf("destroy", "-input=false", "-no-color", "-auto-approve", *args)
+
+    def outputs(self) -> dict:
+        return {key: value["value"] for key, value in json.loads(self.tf("output", "-json")).items()}
+
+    def managed_resources(self) -> list[dict]:
+        """Every resource in the state (data sources left out), modules included."""
+        state = json.loads(self.tf("show", "-json")).get("values") or {}
+        found, modules = [], [state.get("root_module") or {}]
+        while modules:
+            module = modules.pop()
+            found += [r for r in module.get("resources", []) if r["mode"] == "managed"]
+            modules += module.get("child_modules", [])
+        return found
+
+
+def arguments(var_files: list[str], variables: dict[str, str]) -> list[str]:
+    return [f"-var-file={f}" for f in var_files] + [f"-var={k}={v}" for k, v in variables.items()]
+
+
+def plan(terraform: Terraform, endpoint: str, var_files: list[str], variables: dict[str, str], into: Path) -> dict:
+    """`terraform plan` of infra/ against the emulator at `endpoint`; the plan as JSON."""
+    return Workspace(terraform, endpoint, into).plan(arguments(var_files, variables))
+
+
+def changes(plan: dict) -> list[dict]:
+    """What a plan would do to each resource that is not a no-op: its address, type, actions
+    and the attributes that would differ, each as (before, after)."""
+    found = []
+    for r in plan.get("resource_changes", []):
+        actions = r["change"]["actions"]
+        if actions in (["no-op"], ["read"]):
+            continue
+        before, after = r["change"].get("before") or {}, r["change"].get("after") or {}
+        unknown = r["change"].get("after_unknown") or {}
+        keys = set(before) | set(after) | set(unknown)
+        differ = {
+            k: (before.get(k), "(known after apply)" if unknown.get(k) is True else after.get(k))
+            for k in sorted(keys)
+            if before.get(k) != after.get(k) or unknown.get(k) is True
+        }
+        found.append({"address": r["address"], "type": r["type"], "actions": actions, "attributes": differ})
+    return found
 
 
 def main(argv: list[str]) -> int:

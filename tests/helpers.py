@@ -11,8 +11,9 @@ from rides.local.runner import kinesis_event_record
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events"
 
 
-def upload_dir(s3, local: Path, bucket: str, prefix: str) -> str:
-    s3.create_bucket(Bucket=bucket)
+def upload_dir(s3, local: Path, bucket: str, prefix: str, *, create: bool = True) -> str:
+    if create:
+        s3.create_bucket(Bucket=bucket)
     for file in local.rglob("*"):
         if file.is_file():
             s3.upload_file(str(file), bucket, f"{prefix}/{file.relative_to(local)}")

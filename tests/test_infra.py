@@ -616,3 +616,16 @@ def test_a_sagemaker_tracking_server_arn_is_served_by_the_signing_plugin(monkeyp
     assert type(store).__name__ == "MlflowSageMakerStore"
     assert type(registry_store(arn)).__name__ == "MlflowSageMakerRegistryStore"
     assert store.get_host_creds().host == "https://us-east-1.experiments.sagemaker.aws"
+
+
+def test_nothing_is_written_to_the_model_bucket_before_it_is_versioned_and_encrypted():
+    """The bucket's name (what writers use, e.g. the zip package's object) is an output only once
+    versioning, default encryption and the public-access block are in place; otherwise an object
+    can land unversioned and unencrypted, and its version changes under the functions that use it."""
+    outputs = named(load_dir(INFRA / "modules" / "model_bucket")["output"])
+    waits_for = set(outputs["name"].get("depends_on", []))
+    assert {
+        "${aws_s3_bucket_versioning.this}",
+        "${aws_s3_bucket_server_side_encryption_configuration.this}",
+        "${aws_s3_bucket_public_access_block.this}",
+    } <= waits_for, waits_for

@@ -176,9 +176,14 @@ def test_a_broken_infra_fails_validate_here(tmp_path, breakage, file, old, new):
 def test_the_zip_variant_deploys_the_stream_functions_from_the_package(plans):
     functions = {f["function_name"]: f for f in of_type(plans["stg-zip"], "aws_lambda_function")}
     consumer, decisions = functions["ride-duration-consumer-stg"], functions["ride-decision-service-stg"]
+    # Through S3: the API itself takes at most 50 MB zipped, and the package with its
+    # dependencies is ~62 MB (rides.packaging).
+    [package] = of_type(plans["stg-zip"], "aws_s3_object")
+    assert package["bucket"] == "rides-models-stg" and package["source"].endswith("lambda.zip")
     for function in (consumer, decisions):
         assert function["package_type"] == "Zip" and function["runtime"] == "python3.12"
-        assert function["image_uri"] is None and function["filename"].endswith("lambda.zip")
+        assert function["image_uri"] is None and function["filename"] is None
+        assert (function["s3_bucket"], function["s3_key"]) == (package["bucket"], package["key"])
     assert consumer["handler"] == "lambda_function.handler.lambda_handler"
     assert decisions["handler"] == "lambda_function.decision_handler.lambda_handler"
     # The image stays the default.

@@ -3,7 +3,9 @@ long-lived host Python process (a warm container), fed invocations over a pipe.
 
 Select it with LAMBDA_RUNTIME_EXECUTOR=local. The function's code is LocalStack's unzipped
 archive; the interpreter is LAMBDA_LOCAL_PYTHON (the project's own environment, so the
-function runs with exactly the packages the tests use).
+function runs with exactly the packages the tests use). LAMBDA_LOCAL_ENV (a JSON object) is
+added to every function's environment: what the emulator cannot give a function itself, such as
+AWS_ENDPOINT_URL_DYNAMODB for a service another emulator serves.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class LocalRuntimeExecutor(RuntimeExecutor):
         env = {
             **keep,
             **{k: str(v) for k, v in env_vars.items()},
+            **json.loads(os.environ.get("LAMBDA_LOCAL_ENV") or "{}"),
             "PYTHONPATH": str(code),
             "PYTHONUNBUFFERED": "1",
             "TZ": "UTC",

@@ -7,6 +7,7 @@ Python >= 3.12, the project's Lambda executor plugin, and the consumer deployed 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,8 +24,10 @@ from rides.state import state_dir
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTOR_DIR = ROOT / "localstack_executor"
 # DynamoDB is left out: LocalStack runs it on DynamoDB Local, a download from outside the
-# package registries; the decision service's tests run on the moto backend.
-SERVICES = "kinesis,sqs,s3,lambda,iam,sts,logs,cloudwatch"
+# package registries; the decision service's tests run on the moto backend, and infra/'s apply
+# sends DynamoDB to moto (lambda_env). SNS, EventBridge, KMS: the alarm topic, the sweep's
+# schedule, the model bucket's default encryption.
+SERVICES = "kinesis,sqs,s3,lambda,iam,sts,logs,cloudwatch,sns,events,kms"
 
 
 def find_python() -> Path:
@@ -81,8 +84,11 @@ def ensure_venv() -> Path:
     return venv
 
 
-def start(port: int | None = None, *, lambda_python: str | None = None) -> tuple[StackInfo, subprocess.Popen]:
-    """Start LocalStack on 127.0.0.1 and wait for its health check (and the services we use)."""
+def start(
+    port: int | None = None, *, lambda_python: str | None = None, lambda_env: dict[str, str] | None = None
+) -> tuple[StackInfo, subprocess.Popen]:
+    """Start LocalStack on 127.0.0.1 and wait for its health check (and the services we use).
+    `lambda_env` is added to every function's environment (the executor's LAMBDA_LOCAL_ENV)."""
     venv = ensure_venv()
     port = port or free_port()
     root = home() / "fs"
@@ -102,6 +108,7 @@ def start(port: int | None = None, *, lambda_python: str | None = None) -> tuple
         "XDG_CACHE_HOME": str(home() / "cache"),
         "LAMBDA_RUNTIME_EXECUTOR": "local",
         "LAMBDA_LOCAL_PYTHON": lambda_python or sys.executable,
+        "LAMBDA_LOCAL_ENV": json.dumps(lambda_env or {}),
     }
     log_path = home() / "localstack.log"
     with log_path.open("ab") as log:

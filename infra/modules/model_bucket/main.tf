@@ -86,6 +86,13 @@ output "arn" {
 }
 
 output "name" {
-  description = "Bucket name."
+  description = "Bucket name, once the bucket is versioned, encrypted and private (writers use this)."
   value       = aws_s3_bucket.this.bucket
+  # An object written before these would land unversioned and unencrypted, and its version
+  # would change under the functions deployed from it.
+  depends_on = [
+    aws_s3_bucket_versioning.this,
+    aws_s3_bucket_server_side_encryption_configuration.this,
+    aws_s3_bucket_public_access_block.this,
+  ]
 }

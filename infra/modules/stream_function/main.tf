@@ -20,8 +20,10 @@ resource "aws_lambda_function" "this" {
   role                           = aws_iam_role.this.arn
   package_type                   = var.zip_package == null ? "Image" : "Zip"
   image_uri                      = var.zip_package == null ? var.image_uri : null
-  filename                       = var.zip_package
-  source_code_hash               = var.zip_package == null ? null : filebase64sha256(var.zip_package)
+  s3_bucket                      = try(var.zip_package.s3_bucket, null)
+  s3_key                         = try(var.zip_package.s3_key, null)
+  s3_object_version              = try(var.zip_package.s3_object_version, null)
+  source_code_hash               = try(var.zip_package.source_code_hash, null)
   runtime                        = var.zip_package == null ? null : "python3.12"
   handler                        = var.zip_package == null ? null : coalesce(try(var.image_command[0], null), "lambda_function.handler.lambda_handler")
   memory_size                    = var.memory_mb

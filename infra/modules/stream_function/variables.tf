@@ -152,7 +152,12 @@ variable "rollout" {
 }
 
 variable "zip_package" {
-  type        = string
-  description = "A zip package (python -m rides.packaging) to deploy instead of the container image; null: the image."
+  type = object({
+    s3_bucket         = string
+    s3_key            = string
+    s3_object_version = string
+    source_code_hash  = string
+  })
+  description = "A zip package (python -m rides.packaging) on S3 to deploy instead of the container image; null: the image."
   default     = null
 }
