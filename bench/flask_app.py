@@ -5,9 +5,9 @@ import os
 
 from flask import Flask, jsonify, request
 
-from rides.events import validate_event
-from rides.features import features_from_events
-from rides.model import load_model
+from rides.stream.events import validate_event
+from rides.stream.features import features_from_events
+from rides.stream.model import load_model
 
 model = load_model(os.environ["MODEL_URI"], version=os.environ.get("MODEL_VERSION"))
 app = Flask("duration-prediction")

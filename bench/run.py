@@ -66,7 +66,7 @@ def save_models(tmp: Path, trained) -> tuple[Path, Path]:
     import mlflow.onnx
     import mlflow.sklearn
 
-    from rides.features import NUMERIC_FEATURES
+    from rides.stream.features import NUMERIC_FEATURES
 
     onnx_dir, sk_dir = tmp / "onnx", tmp / "sklearn"
     mlflow.onnx.save_model(trained.onnx_model, str(onnx_dir), metadata={"rides_features": list(NUMERIC_FEATURES)})
@@ -81,51 +81,10 @@ def upload(s3, local: Path, bucket: str, prefix: str) -> str:
     return f"s3://{bucket}/{prefix}"
 
 
-# Peak memory from VmHWM: ru_maxrss survives exec on Linux and would report the parent's peak.
-COLD_START = r"""
-import json, os, sys, time
-def peak_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-t0 = time.perf_counter()
-from lambda_function.handler import lambda_handler
-t_import = time.perf_counter() - t0
-event = json.load(open(sys.argv[1]))
-class C:
-    def get_remaining_time_in_millis(self): return 300000
-lambda_handler({"Records": event["Records"][:1]}, C())
-t_first = time.perf_counter() - t0
-rss_cold = peak_mb()
-lambda_handler(event, C())
-rss_batch = peak_mb()
-print(json.dumps({"import_s": t_import, "cold_start_s": t_first,
-                  "rss_cold_mb": rss_cold, "rss_10k_batch_mb": rss_batch}))
-"""
-
-
-# The fast path in a process holding only what a Lambda container holds (not the bench's
-# training and MLflow imports), timed batch by batch: best and median of the repeats.
-FAST_PATH = r"""
-import json, sys, time
-from lambda_function.handler import lambda_handler
-event = json.load(open(sys.argv[1]))
-class C:
-    def get_remaining_time_in_millis(self): return 300000
-lambda_handler(event, C())
-times = []
-for _ in range(int(sys.argv[2])):
-    started = time.perf_counter()
-    lambda_handler(event, C())
-    times.append(time.perf_counter() - started)
-print(json.dumps(times))
-"""
-
-
 def fast_path(env: dict, event_file: Path, n_records: int, repeats: int = 15) -> tuple[float, float]:
     """(best, median) records/s of decode → validate → predict → encode, without publishing."""
     out = subprocess.run(
-        [sys.executable, "-c", FAST_PATH, str(event_file), str(repeats)],
+        [sys.executable, "-m", "bench.probes.fast_path", str(event_file), str(repeats)],
         env={**env, "DRY_RUN": "true", "AWS_LAMBDA_FUNCTION_NAME": "rides-consumer-bench"},
         capture_output=True,
         text=True,
@@ -141,7 +100,7 @@ def cold_start(env: dict, event_file: Path, runs: int = 3) -> dict:
     for _ in range(runs):
         cache = tempfile.mkdtemp()
         out = subprocess.run(
-            [sys.executable, "-c", COLD_START, str(event_file)],
+            [sys.executable, "-m", "bench.probes.cold_start", str(event_file)],
             env={
                 **env,
                 "RIDES_MODEL_CACHE": cache,
@@ -218,64 +177,10 @@ def soak(env_stack, names, n_events: int) -> dict:
     }
 
 
-BATCH_JOB = r"""
-import json, os, shutil, sys, tempfile, time
-os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the goal says
-from rides.batch import score
-from rides.model import load_model
-model = load_model(sys.argv[1], version="1")
-month = sys.argv[2]
-out = {}
-for label, db in (("parquet", ""), ("parquet_sqlite", "sqlite")):
-    best = 0.0
-    for _ in range(3):
-        tmp = tempfile.mkdtemp()
-        url = f"sqlite:///{tmp}/p.db" if db else ""
-        summary = score(month, model, output=f"{tmp}/out", database_url=url, progress=False)
-        best = max(best, summary.rows_per_s)
-        shutil.rmtree(tmp)
-    out[label] = best
-out["rows"] = summary.rows_in
-import pandas as pd
-from rides.data import read_trips
-from rides.features import features_from_frame
-frame = read_trips(month).head(2000)
-started = time.perf_counter()
-for i in range(len(frame)):  # the row-by-row pattern: one predict call per ride
-    model.predict(features_from_frame(frame.iloc[i:i + 1]))
-out["row_by_row"] = len(frame) / (time.perf_counter() - started)
-print(json.dumps(out))
-"""
-
-
-# Peak memory of scoring one month vs the same month eight times over, in fresh processes:
-# streaming in record batches should keep the two close.
-BATCH_MEMORY = r"""
-import os, sys, tempfile
-import pyarrow as pa, pyarrow.parquet as pq
-from rides.batch import score
-from rides.data import month_path
-from rides.model import load_model
-copies = int(sys.argv[3])
-tmp = tempfile.mkdtemp()
-table = pq.read_table(month_path(sys.argv[2]))
-path = f"{tmp}/green_tripdata_{sys.argv[2]}.parquet"
-with pq.ParquetWriter(path, table.schema) as writer:
-    for _ in range(copies):
-        writer.write_table(table, row_group_size=65536)
-del table
-import gc; gc.collect()
-base = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")][0]
-summary = score(path, load_model(sys.argv[1], version="1"), output=f"{tmp}/out", database_url="", progress=False)
-peak = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
-print(summary.rows_in, (peak - base) // 1024)
-"""
-
-
 def batch_memory(model_dir: Path, month: str, copies: int) -> tuple[int, int]:
     """(rows, MB of peak memory above the process's baseline) for `copies` of a month."""
     out = subprocess.run(
-        [sys.executable, "-c", BATCH_MEMORY, str(model_dir), month, str(copies)],
+        [sys.executable, "-m", "bench.probes.scoring_memory", str(model_dir), month, str(copies)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -288,7 +193,7 @@ def batch_memory(model_dir: Path, month: str, copies: int) -> tuple[int, int]:
 
 def batch_job(model_dir: Path, month: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", BATCH_JOB, str(model_dir), month],
+        [sys.executable, "-m", "bench.probes.scoring_job", str(model_dir), month],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -305,8 +210,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from rides.data import read_trips
-    from rides.local.stack import LOCAL_ENV, create_resources, start_emulator, stop_process
-    from rides.resources import StackNames
+    from rides.local.backend import LOCAL_ENV, stop_process
+    from rides.local.stack import create_resources, start_emulator
+    from rides.settings import StackNames
     from rides.training import train
 
     results: dict = {

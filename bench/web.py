@@ -123,7 +123,7 @@ def run(model_dir: Path) -> dict:
     wrk = ensure_wrk()
     lua = Path(tempfile.mkdtemp()) / "post.lua"
     lua.write_text(LUA)
-    from rides.local.stack import LOCAL_ENV
+    from rides.local.backend import LOCAL_ENV
 
     # No AWS needed for the quick answer: fake credentials, an endpoint where nothing listens.
     env = {

@@ -117,7 +117,7 @@ locals {
   image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
   model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
 
-  # The consumers on ride-events: one code path, one entry each (rides/consumers.py holds the
+  # The consumers on ride-events: one code path, one entry each (rides/settings.py holds the
   # same list; tests/test_infra.py keeps them equal). Adding a consumer is adding an entry.
   consumers = {
     duration = {

@@ -201,7 +201,7 @@ variable "log_retention_days" {
   default     = 30
 }
 
-# -- event source mapping: defaults are rides/esm.py's (tests hold them together) ---------------
+# -- event source mapping: defaults are rides/settings.py's (tests hold them together) ---------------
 variable "batch_size" {
   type        = number
   description = "Records per invocation (1-10000)."

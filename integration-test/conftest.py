@@ -14,15 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from rides.local.stack import (
-    LOCAL_ENV,
-    StackInfo,
-    StackNames,
-    clients,
-    create_resources,
-    start_emulator,
-    stop_process,
-)
+from rides.local.backend import LOCAL_ENV, StackInfo, clients, stop_process
+from rides.local.stack import StackNames, create_resources, start_emulator
 from tests.conftest import onnx_model_dir, trained, trips  # noqa: F401 - shared fixtures
 from tests.helpers import upload_dir
 
@@ -127,8 +120,8 @@ def model_dirs(onnx_model_dir, trips, tmp_path_factory):  # noqa: F811
     and tip models trained on the same trips."""
     import mlflow.onnx
 
-    from rides.consumers import CONSUMERS
-    from rides.features import NUMERIC_FEATURES
+    from rides.settings import CONSUMERS
+    from rides.stream.features import NUMERIC_FEATURES
     from rides.training import train
 
     dirs = {"ride-duration": onnx_model_dir}

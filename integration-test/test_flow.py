@@ -197,8 +197,8 @@ def test_smoke_command_fails_clearly_without_a_consumer(stack):
 
 def test_all_consumers_and_the_decision_service_at_once(stack, consumer, promoted_everywhere, rides_frame):
     """Three consumers (one process) and the decision service (another) on one stream."""
-    from rides.consumers import CONSUMERS
     from rides.local.reader import collect_decisions
+    from rides.settings import CONSUMERS
 
     consumer(*[arg for key in CONSUMERS for arg in ("--consumer", key)])
     consumer("--timeout", "600", command="decide")

@@ -17,11 +17,11 @@ import orjson
 import pytest
 
 from rides.data import read_trips
-from rides.esm import EventSourceSettings
+from rides.local.backend import clients
 from rides.local.producer import produce, ride_events
 from rides.local.reader import StreamReader, collect_predictions, drain_queue
-from rides.local.stack import clients, create_resources
-from rides.resources import StackNames
+from rides.local.stack import create_resources
+from rides.settings import EventSourceSettings, StackNames
 from tests.helpers import upload_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]

@@ -1,4 +1,4 @@
-"""AWS Lambda entry point of the decision service: a thin adapter to `rides.decision`.
+"""AWS Lambda entry point of the decision service: a thin adapter to `rides.stream.decision`.
 
 Kinesis events (from `ride-predictions`) are gathered per ride; an EventBridge schedule
 (any other event) runs the sweep that decides rides whose predictions stopped coming and
@@ -12,17 +12,17 @@ from dataclasses import asdict
 
 from aws_lambda_powertools import Logger
 
-from rides.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
-from rides.deadletter import DeadLetterSink
-from rides.decision import DecisionConfig, DecisionStore, process_predictions, sweep
-from rides.publish import KinesisPublisher
+from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
+from rides.stream.deadletter import DeadLetterSink
+from rides.stream.decision import DecisionConfig, DecisionStore, process_predictions, sweep
+from rides.stream.publish import KinesisPublisher
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-decisions"))
 _clients: dict[str, object] = {}
 
 
 def _client(service: str):
-    # All three at once, from one session whose parsed data files are then freed (rides.aws).
+    # All three at once, from one session whose parsed data files are then freed (rides.stream.aws).
     if not _clients:
         _clients.update(lean_clients(("kinesis", "sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG))
     return _clients[service]

@@ -1,4 +1,4 @@
-"""AWS Lambda entry point: a thin adapter from the Kinesis event to `rides.consumer`.
+"""AWS Lambda entry point: a thin adapter from the Kinesis event to `rides.stream.consumer`.
 
 Clients and the model are created once per container and reused across invocations.
 """
@@ -11,11 +11,11 @@ import os
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from rides.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
-from rides.consumer import ConsumerConfig, process_records
-from rides.deadletter import DeadLetterSink
-from rides.model import ModelLoadError, get_model
-from rides.publish import KinesisPublisher
+from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
+from rides.stream.consumer import ConsumerConfig, process_records
+from rides.stream.deadletter import DeadLetterSink
+from rides.stream.model import ModelLoadError, get_model
+from rides.stream.publish import KinesisPublisher
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides"))
@@ -24,7 +24,7 @@ _clients: dict[str, object] = {}
 
 
 def _client(service: str):
-    # Both at once, from one session whose parsed data files are then freed (rides.aws).
+    # Both at once, from one session whose parsed data files are then freed (rides.stream.aws).
     # AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
     if not _clients:
         _clients.update(lean_clients(("kinesis", "sqs"), LAMBDA_CLIENT_CONFIG))

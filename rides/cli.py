@@ -9,23 +9,38 @@ import sys
 
 import click
 
-from rides.consumers import CONSUMERS
-from rides.resources import StackNames
+from rides import RidesError
+from rides.settings import CONSUMERS, StackNames
 
 
-def _use_local_stack_if_running() -> None:
-    """Commands talk to the local stack when it runs and no other endpoint is configured."""
-    if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("RIDES_TARGET") == "aws":
-        return
-    from rides.local.stack import read_info
+class RidesCLI(click.Group):
+    """Every RidesError, from any command, becomes its one-line message and exit code 1: here,
+    not in each command."""
 
-    info = read_info()
-    if info is not None:
-        os.environ.update(info.env())
-        click.echo(f"(using the local stack at {info.endpoint})", err=True)
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RidesError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+class UsesAWS(click.Command):
+    """A command that talks to AWS: to the local stack when one runs and no other endpoint is
+    configured. This is the one place the CLI points boto3's standard variables
+    (AWS_ENDPOINT_URL, test credentials) at it, once per process, before the command runs."""
+
+    def invoke(self, ctx):
+        if not (os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("RIDES_TARGET") == "aws"):
+            from rides.local.stack import read_info
+
+            info = read_info()
+            if info is not None:
+                os.environ.update(info.env())
+                click.echo(f"(using the local stack at {info.endpoint})", err=True)
+        return super().invoke(ctx)
+
+
+@click.group(cls=RidesCLI)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """rides: a streaming ML consumer for ride-hailing backends."""
@@ -56,12 +71,9 @@ def stack() -> None:
 def stack_up(port: int | None, shards: int, backend: str, model_uri: str | None) -> None:
     """Start the emulator and create the Terraform resources by the same names; on LocalStack
     also deploy the consumer Lambda and its event source mapping."""
-    from rides.local.stack import DEFAULT_PORT, StackError, up
+    from rides.local.stack import DEFAULT_PORT, up
 
-    try:
-        info = up(port or DEFAULT_PORT, shards=shards, backend=backend)
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from None
+    info = up(port or DEFAULT_PORT, shards=shards, backend=backend)
     click.echo(f"{backend} stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
     if backend == "localstack":
         from rides.local import localstack
@@ -106,7 +118,7 @@ def stack_status() -> None:
 
 
 # -- model lifecycle -------------------------------------------------------------------------
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--train-month", default=None, help="YYYY-MM of TLC green-taxi data.")
 @click.option("--val-month", default=None, help="YYYY-MM for validation.")
 @click.option("--train-path", default=None, help="Parquet path or s3:// URI instead of a month.")
@@ -127,7 +139,6 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
     from rides.registry import log_training
     from rides.training import train as fit
 
-    _use_local_stack_if_running()
     train_source = train_path or train_month or "2021-01"
     val_source = val_path or val_month or "2021-02"
     trained = fit(read_trips(train_source), read_trips(val_source), target=target)
@@ -146,7 +157,7 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
     click.echo(f"MODEL_URI={registered.uri}")
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--model-name", default=None)
 @click.option(
     "--version", "version", default="staging", show_default=True, help="A version number or an alias to promote."
@@ -164,26 +175,21 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
 def promote(model_name, version, alias, target, function_name) -> None:
     """Point an alias at a version and roll it out to the consumer."""
     from rides.promote import promote as do_promote
-    from rides.registry import PromotionError
 
-    _use_local_stack_if_running()
     name = model_name or StackNames.from_env().registered_model
-    try:
-        model = do_promote(
-            name,
-            version,
-            alias=alias,
-            target=target,
-            function_name=function_name or StackNames.from_env().consumer_function,
-        )
-    except PromotionError as exc:
-        raise click.ClickException(str(exc)) from None
+    model = do_promote(
+        name,
+        version,
+        alias=alias,
+        target=target,
+        function_name=function_name or StackNames.from_env().consumer_function,
+    )
     click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target}")
     click.echo(f'terraform: model_uri = "{model.uri}"')
     click.echo(f'           model_version = "{model.version}"')
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.argument("model", default="ride-duration@production")
 @click.option(
     "--missing-ok",
@@ -192,36 +198,29 @@ def promote(model_name, version, alias, target, function_name) -> None:
 )
 def resolve(model, missing_ok) -> None:
     """Print the version and S3 location of NAME@ALIAS or NAME/VERSION as JSON."""
-    from rides.registry import ModelNotFound, PromotionError, parse_model_ref
+    from rides.registry import ModelNotFound, parse_model_ref
     from rides.registry import resolve as lookup
 
-    _use_local_stack_if_running()
     try:
         found = lookup(*parse_model_ref(model))
-    except ModelNotFound as exc:
-        if missing_ok:
-            click.echo("{}")
-            return
-        raise click.ClickException(str(exc)) from None
-    except PromotionError as exc:
-        raise click.ClickException(str(exc)) from None
+    except ModelNotFound:
+        if not missing_ok:
+            raise
+        click.echo("{}")
+        return
     click.echo(json.dumps({"name": found.name, "version": found.version, "uri": found.uri}))
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--timeout", type=float, default=120.0, show_default=True)
 def smoke(timeout) -> None:
     """Put one ride on the input stream and wait for its prediction (deploy check)."""
     import boto3
 
-    from rides.smoke import SmokeTestFailed, smoke_test
+    from rides.smoke import smoke_test
 
-    _use_local_stack_if_running()
     names = StackNames.from_env()
-    try:
-        body = smoke_test(boto3.client("kinesis"), names.input_stream, names.predictions_stream, timeout=timeout)
-    except SmokeTestFailed as exc:
-        raise click.ClickException(str(exc)) from None
+    body = smoke_test(boto3.client("kinesis"), names.input_stream, names.predictions_stream, timeout=timeout)
     click.echo(json.dumps(body))
 
 
@@ -256,12 +255,8 @@ def models_import(folder, bucket, record_out) -> None:
     import boto3
 
     from rides.model_transfer import import_models
-    from rides.registry import PromotionError
 
-    try:
-        imported = import_models(Path(folder), bucket, boto3.client("s3"), Path(record_out))
-    except PromotionError as exc:
-        raise click.ClickException(str(exc)) from None
+    imported = import_models(Path(folder), bucket, boto3.client("s3"), Path(record_out))
     click.echo(json.dumps({m: e["uri"] for m, e in imported["models"].items()}))
 
 
@@ -295,17 +290,14 @@ def release_command(releases_file, before_out, roll_back_to, timeout) -> None:
     before = releasing.serving(releases, lam)
     if before_out:
         Path(before_out).write_text(json.dumps(before))
-    try:
-        outcome = releasing.release(
-            releases, lambda_client=lam, codedeploy_client=boto3.client("codedeploy"), before=before, timeout=timeout
-        )
-    except releasing.ReleaseFailed as exc:
-        raise click.ClickException(f"release failed:\n{exc}") from None
+    outcome = releasing.release(
+        releases, lambda_client=lam, codedeploy_client=boto3.client("codedeploy"), before=before, timeout=timeout
+    )
     click.echo(outcome.summary())
 
 
 # -- streams ---------------------------------------------------------------------------------
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--month", default="2021-02", show_default=True, help="TLC month to replay.")
 @click.option("-n", "--count", type=int, default=1000, show_default=True)
 @click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible).")
@@ -326,7 +318,6 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
     from rides.local.producer import produce as send
     from rides.local.producer import ride_events
 
-    _use_local_stack_if_running()
     frame = read_trips(month).head(count)
     stream = stream or StackNames.from_env().input_stream
     result = send(
@@ -335,7 +326,7 @@ def produce(month, count, rate, mode, stream, first_id) -> None:
     click.echo(f"sent {result.sent:,} events to {stream} in {result.seconds:.1f}s ({result.rate:,.0f}/s)")
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--stream", default=None)
 @click.option(
     "--consumer",
@@ -361,11 +352,10 @@ def consume(
 
     import boto3
 
-    from rides.esm import EventSourceSettings
     from rides.local.runner import run_all
-    from rides.local.services import NoModel, consumer_runner
+    from rides.local.services import consumer_runner
+    from rides.settings import EventSourceSettings
 
-    _use_local_stack_if_running()
     names = StackNames.from_env()
     overrides = {
         "batch_size": batch_size,
@@ -382,21 +372,18 @@ def consume(
     if dry_run:
         base["DRY_RUN"] = "true"
     failures_url = sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"]
-    try:
-        runners = [
-            consumer_runner(
-                CONSUMERS[key],
-                base,
-                stream=stream or names.input_stream,
-                settings=settings,
-                failures_url=failures_url,
-                function_timeout_s=function_timeout,
-                sqs=sqs,
-            )
-            for key in consumers or ("duration",)
-        ]
-    except NoModel as exc:
-        raise click.ClickException(str(exc)) from None
+    runners = [
+        consumer_runner(
+            CONSUMERS[key],
+            base,
+            stream=stream or names.input_stream,
+            settings=settings,
+            failures_url=failures_url,
+            function_timeout_s=function_timeout,
+            sqs=sqs,
+        )
+        for key in consumers or ("duration",)
+    ]
     click.echo(
         f"consuming {runners[0].stream_name} → {base['PREDICTIONS_STREAM_NAME']} with "
         f"{', '.join(r.function_name for r in runners)} (batch {settings.batch_size}, "
@@ -414,7 +401,7 @@ def consume(
             click.echo(f"stopped {runner.function_name}: {json.dumps(runner.stats.as_dict(runner.shards))}")
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds to wait for a ride's predictions.")
 @click.option("--rules", default=None, help="JSON list of rules, or a path to one (DECISION_RULES).")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
@@ -425,11 +412,10 @@ def decide(timeout_s, rules, max_seconds, function_timeout) -> None:
 
     import boto3
 
-    from rides.esm import EventSourceSettings
     from rides.local.runner import run_all
     from rides.local.services import decision_runner
+    from rides.settings import EventSourceSettings
 
-    _use_local_stack_if_running()
     names = StackNames.from_env()
     sqs = boto3.client("sqs")
     base = dict(os.environ)
@@ -467,7 +453,7 @@ def _queue_url(sqs, which: str) -> str:
     return sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
 
-@main.command("dead-letters")
+@main.command("dead-letters", cls=UsesAWS)
 @click.option(
     "--queue",
     type=click.Choice(["dead-letters", "failed-batches"]),
@@ -483,7 +469,6 @@ def dead_letters(queue, limit, as_json) -> None:
 
     from rides.recovery import BatchPointer, decoded_data, peek, reason_counts, release
 
-    _use_local_stack_if_running()
     sqs = boto3.client("sqs")
     url = _queue_url(sqs, queue)
     messages = peek(sqs, url, limit=limit)
@@ -509,7 +494,7 @@ def dead_letters(queue, limit, as_json) -> None:
         )
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--dead-letters", "letters", is_flag=True, help="Re-send dead letters instead of failed batches.")
 @click.option("--matching", default=None, help="Only dead letters whose reason contains this text.")
 @click.option(
@@ -528,7 +513,6 @@ def redrive(letters, matching, target, limit) -> None:
 
     from rides import recovery
 
-    _use_local_stack_if_running()
     names = StackNames.from_env()
     sqs, kinesis = boto3.client("sqs"), boto3.client("kinesis")
     if letters:
@@ -553,7 +537,7 @@ def redrive(letters, matching, target, limit) -> None:
 
 def _local_invoker(sqs, names: StackNames):
     from rides.local.runner import LambdaContext
-    from rides.local.services import NoModel, local_handler
+    from rides.local.services import local_handler
 
     base = dict(os.environ)
     base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
@@ -562,16 +546,13 @@ def _local_invoker(sqs, names: StackNames):
 
     def invoke(pointer, event):
         if pointer.function_name not in handlers:
-            try:
-                handlers[pointer.function_name] = local_handler(pointer.function_name, base, names)
-            except NoModel as exc:
-                raise click.ClickException(str(exc)) from None
+            handlers[pointer.function_name] = local_handler(pointer.function_name, base, names)
         return handlers[pointer.function_name](event, LambdaContext(pointer.function_name, 60, "local"))
 
     return invoke
 
 
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--stream", default=None)
 @click.option("--from-start", is_flag=True, help="Start at TRIM_HORIZON instead of LATEST.")
 @click.option("-n", "--count", type=int, default=None, help="Stop after this many records.")
@@ -582,7 +563,6 @@ def tail(stream, from_start, count) -> None:
 
     from rides.local.reader import StreamReader, arrival_seconds
 
-    _use_local_stack_if_running()
     stream = stream or StackNames.from_env().predictions_stream
     reader = StreamReader(boto3.client("kinesis"), stream, start="TRIM_HORIZON" if from_start else "LATEST")
     seen = [0]  # a list: the stop condition reads the running count
@@ -599,7 +579,7 @@ def tail(stream, from_start, count) -> None:
 
 
 # -- web -------------------------------------------------------------------------------------------
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
@@ -613,23 +593,12 @@ def serve(host, port, workers, model) -> None:
     """The web service: POST /predict, GET /predictions/{ride_id}, GET /health, docs at /docs."""
     from rides.web import main as run_server
 
-    _use_local_stack_if_running()
     os.environ.update({"RIDES_SERVE_MODEL": model, "HOST": host, "PORT": str(port), "WEB_WORKERS": str(workers)})
     run_server()
 
 
 # -- batch ---------------------------------------------------------------------------------------
-def _serving_model(ref: str, model_uri: str | None):
-    from rides.model import ModelLoadError
-    from rides.registry import PromotionError, load_serving_model
-
-    try:
-        return load_serving_model(ref, model_uri)
-    except (ModelLoadError, PromotionError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@main.command()
+@main.command(cls=UsesAWS)
 @click.option("--month", "months", multiple=True, help="YYYY-MM (repeatable).")
 @click.option("--months", "month_span", default=None, help="A backfill range, e.g. 2023-01:2023-03.")
 @click.option("--input", "inputs", multiple=True, help="A parquet file or s3:// URI (repeatable).")
@@ -643,10 +612,10 @@ def _serving_model(ref: str, model_uri: str | None):
 )
 def score(months, month_span, inputs, model, model_uri, output, database_url) -> None:
     """Batch scoring: TLC months → predictions parquet + database rows (idempotent, resumable)."""
-    from rides.batch import month_range
-    from rides.batch import score as run
+    from rides.scoring import month_range
+    from rides.scoring import score as run
+    from rides.serving import load_serving_model
 
-    _use_local_stack_if_running()
     sources = list(months) + list(inputs)
     if month_span:
         first, _, last = month_span.partition(":")
@@ -655,7 +624,7 @@ def score(months, month_span, inputs, model, model_uri, output, database_url) ->
         raise click.UsageError("give --month, --months or --input")
     if output and len(sources) > 1:
         raise click.UsageError("--output names one directory; leave it out when scoring several inputs")
-    loaded = _serving_model(model, model_uri)
+    loaded = load_serving_model(model, model_uri)
     for source in sources:
         summary = run(source, loaded, output=output, database_url=database_url)
         click.echo(
@@ -683,7 +652,7 @@ def chaos(rides, produce_seconds, seed, workdir) -> None:
     from pathlib import Path
 
     from rides.local.chaos import FAULT_PLANS, ChaosSettings, run_chaos
-    from rides.state import state_dir
+    from rides.settings import state_dir
 
     seconds = produce_seconds or max(30.0, rides / 400)
     settings = ChaosSettings(

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
+from rides import RidesError
+
 SHIPPED_DIR = Path(__file__).with_name("data")
 TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -31,7 +33,7 @@ COLUMNS = [
 ]
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(RidesError):
     """A month could not be found locally nor downloaded; the message lists what was tried."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from rides import RidesError
+
 SECRET_ARN = "RIDES_DATABASE_SECRET_ARN"
 HOST = "RIDES_DATABASE_HOST"
 PORT = "RIDES_DATABASE_PORT"
@@ -19,7 +21,7 @@ NAME = "RIDES_DATABASE_NAME"
 URL = "RIDES_DATABASE_URL"
 
 
-class DatabaseConfigError(ValueError):
+class DatabaseConfigError(RidesError, ValueError):
     """The environment names a database it does not fully describe."""
 
 

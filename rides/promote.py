@@ -10,8 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from rides.registry import Registered, check_artifacts, resolve, set_alias
-from rides.state import state_dir
+from rides.registry import PromotionError, Registered, resolve, set_alias
+from rides.serving import check_artifacts
+from rides.settings import state_dir
 
 
 def local_control_file(model_name: str) -> Path:
@@ -81,10 +82,10 @@ def promote(
         roll_out_local(model)
     elif target == "lambda":
         if not function_name:
-            raise ValueError("--function is required to roll out to Lambda")
+            raise PromotionError("--function is required to roll out to Lambda")
         roll_out_lambda(model, function_name)
     elif target != "none":
-        raise ValueError(f"unknown rollout target {target!r} (local, lambda or none)")
+        raise PromotionError(f"unknown rollout target {target!r} (local, lambda or none)")
     # Last: the alias says what is running, so it moves only once the rollout worked.
     set_alias(model, alias)
     model.alias = alias

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from rides import RidesError
 from rides.local.runner import kinesis_event_record
 
 # Lambda's synchronous invoke takes a 6 MB request: leave room for the event's own fields.
@@ -181,7 +182,7 @@ class BatchPointer:
         )
 
 
-class RangeExpired(RuntimeError):
+class RangeExpired(RidesError):
     """The stream no longer holds the start of the range (past its retention)."""
 
 

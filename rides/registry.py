@@ -11,20 +11,24 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rides.features import NUMERIC_FEATURES
-from rides.resources import StackNames
-from rides.state import state_dir
+from rides import RidesError
+from rides.settings import StackNames, state_dir
+from rides.stream.features import NUMERIC_FEATURES
 
 if TYPE_CHECKING:  # training pulls in pandas and scikit-learn; serving code imports this module
     from rides.training import TrainedModels
 
 
-class PromotionError(RuntimeError):
-    """A promotion that cannot happen; nothing was changed."""
+class RegistryError(RidesError):
+    """The registry could not answer, or a model reference cannot be read."""
 
 
-class ModelNotFound(PromotionError):
+class ModelNotFound(RegistryError):
     """The registry answered: no such model, version or alias (not: the registry failed)."""
+
+
+class PromotionError(RidesError):
+    """A promotion that cannot happen; nothing was changed."""
 
 
 def tracking_uri() -> str:
@@ -137,21 +141,8 @@ def parse_model_ref(ref: str) -> tuple[str, str]:
     body = ref.removeprefix("models:/")
     name, _, rest = body.partition("@") if "@" in body else body.rpartition("/")
     if not name or not rest:
-        raise PromotionError(f"a model reference looks like NAME@ALIAS or NAME/VERSION, got {ref!r}")
+        raise RegistryError(f"a model reference looks like NAME@ALIAS or NAME/VERSION, got {ref!r}")
     return name, rest
-
-
-def load_serving_model(ref: str = "ride-duration@production", model_uri: str | None = None):
-    """What a service or job serves: MODEL_URI (or `model_uri`) if set, else the registry's
-    NAME@ALIAS / NAME/VERSION. Errors are ModelLoadError or PromotionError, each one line."""
-    from rides.model import load_model
-
-    uri = model_uri or os.environ.get("MODEL_URI")
-    if uri:
-        return load_model(uri, version=os.environ.get("MODEL_VERSION") or None)
-    name, version_or_alias = parse_model_ref(ref)
-    found = resolve(name, version_or_alias)
-    return load_model(found.uri, name=name, version=found.version)
 
 
 def resolve(model_name: str, version_or_alias: str) -> Registered:
@@ -171,18 +162,8 @@ def resolve(model_name: str, version_or_alias: str) -> Registered:
             raise ModelNotFound(
                 f"model {model_name!r} has no version or alias {version_or_alias!r}: {exc.message}"
             ) from None
-        raise PromotionError(f"the registry failed to resolve {model_name}@{version_or_alias}: {exc.message}") from None
+        raise RegistryError(f"the registry failed to resolve {model_name}@{version_or_alias}: {exc.message}") from None
     return Registered(model_name, str(version.version), uri, version.run_id, version_or_alias)
-
-
-def check_artifacts(uri: str) -> None:
-    """The MLmodel file and the flavor's model file must be readable at `uri`."""
-    from rides.model import ModelLoadError, load_model
-
-    try:
-        load_model(uri)
-    except ModelLoadError as exc:
-        raise PromotionError(f"artifacts are missing or unusable: {exc}") from None
 
 
 def set_alias(model: Registered, alias: str) -> None:

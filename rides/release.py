@@ -17,11 +17,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from rides import RidesError
+
 # CodeDeploy's deployment states that do not change any more.
 DONE = {"Succeeded", "Failed", "Stopped"}
 
 
-class ReleaseFailed(RuntimeError):
+class ReleaseFailed(RidesError):
     """A release did not reach all its functions; the message says which and why."""
 
 
@@ -157,7 +159,7 @@ def release(
             shift.status = "Succeeded"
     _wait(outcome, codedeploy_client, timeout=timeout, poll_seconds=poll_seconds, sleep=sleep, clock=clock)
     if outcome.failed:
-        raise ReleaseFailed(outcome.summary())
+        raise ReleaseFailed(f"release failed:\n{outcome.summary()}")
     return outcome
 
 

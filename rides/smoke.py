@@ -7,11 +7,12 @@ import uuid
 
 import orjson
 
-from rides.events import json_bytes
+from rides import RidesError
 from rides.local.reader import StreamReader
+from rides.stream.events import json_bytes
 
 
-class SmokeTestFailed(RuntimeError):
+class SmokeTestFailed(RidesError):
     pass
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rides.features import NUMERIC_FEATURES, RideFeatures, features_from_frame
+from rides.stream.features import NUMERIC_FEATURES, RideFeatures, features_from_frame
 
 BASELINE_KEYS = ("PU_DO", "trip_distance")
 # Share of training rows whose optional fields are hidden, so the model learns what to do

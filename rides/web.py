@@ -20,17 +20,17 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from rides.decision import DecisionStore
-from rides.events import MAX_ZONE, MIN_ZONE, InvalidEvent, RideEvent, json_bytes, ride_event_json, validate_event
-from rides.features import features_from_events
-from rides.model import LoadedModel
-from rides.publish import KinesisPublisher
+from rides.stream.decision import DecisionStore
+from rides.stream.events import MAX_ZONE, MIN_ZONE, InvalidEvent, RideEvent, json_bytes, ride_event_json, validate_event
+from rides.stream.features import features_from_events
+from rides.stream.model import LoadedModel
+from rides.stream.publish import KinesisPublisher
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RIDES_PER_REQUEST = 1000
 
 
-# -- the schema, for the OpenAPI docs; rides.events.validate_event stays the one validator ------
+# -- the schema, for the OpenAPI docs; rides.stream.events.validate_event stays the one validator ------
 class Ride(BaseModel):
     model_config = ConfigDict(extra="allow")
     PULocationID: int = Field(ge=MIN_ZONE, le=MAX_ZONE, description="TLC pickup zone id")
@@ -208,7 +208,7 @@ def _fastapi_app(service: RideService) -> FastAPI:
         return Response(json_bytes(state.for_api()), media_type="application/json")
 
     def openapi() -> dict:
-        # The body is parsed by hand (one validator, rides.events); publish its schema anyway.
+        # The body is parsed by hand (one validator, rides.stream.events); publish its schema anyway.
         if app.openapi_schema is None:
             from fastapi.openapi.utils import get_openapi
 
@@ -220,10 +220,6 @@ def _fastapi_app(service: RideService) -> FastAPI:
 
     app.openapi = openapi
     return app
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class PredictFastPath:
@@ -278,8 +274,8 @@ def app_from_env() -> FastAPI:
     """The app uvicorn runs (`rides serve`): model from MODEL_URI or RIDES_SERVE_MODEL."""
     import boto3
 
-    from rides.registry import load_serving_model
-    from rides.resources import StackNames
+    from rides.serving import load_serving_model
+    from rides.settings import StackNames
 
     names = StackNames.from_env()
     model = load_serving_model(os.environ.get("RIDES_SERVE_MODEL", "ride-duration@production"))

@@ -8,8 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from rides import consumer as consumer_module
-from rides import model as model_module
+from rides.stream import consumer as consumer_module
+from rides.stream import model as model_module
 
 TRAIN_ROWS = 5000
 
@@ -70,7 +70,7 @@ def onnx_model_dir(trained, tmp_path_factory) -> Path:
     """The project's own model, saved in MLflow's format exactly as training logs it."""
     import mlflow.onnx
 
-    from rides.features import NUMERIC_FEATURES
+    from rides.stream.features import NUMERIC_FEATURES
 
     path = tmp_path_factory.mktemp("models") / "onnx"
     mlflow.onnx.save_model(trained.onnx_model, str(path), metadata={"rides_features": list(NUMERIC_FEATURES)})

@@ -8,8 +8,8 @@ import tracemalloc
 import boto3
 import botocore.session
 
-from rides.aws import lean_clients
-from rides.model import load_model
+from rides.stream.aws import lean_clients
+from rides.stream.model import load_model
 
 
 def _retained_bytes(build) -> tuple[int, object]:

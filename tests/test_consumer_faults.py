@@ -11,11 +11,11 @@ import pytest
 
 from lambda_function import handler as handler_module
 from lambda_function.handler import lambda_handler
-from rides.consumer import ConsumerConfig, process_records
-from rides.deadletter import DeadLetter, DeadLetterSink
 from rides.local.reader import drain_queue
-from rides.model import LoadedModel
-from rides.publish import KinesisPublisher
+from rides.stream.consumer import ConsumerConfig, process_records
+from rides.stream.deadletter import DeadLetter, DeadLetterSink
+from rides.stream.model import LoadedModel
+from rides.stream.publish import KinesisPublisher
 from tests.helpers import FakeContext, kinesis_event, read_stream, ride
 
 FAR_FUTURE = "9999-12-31T23:59:59-12:00"
@@ -52,7 +52,7 @@ def test_a_pickup_time_past_year_9999_is_dead_lettered_and_its_neighbours_publis
 def test_any_unexpected_error_reading_a_record_dead_letters_that_record_with_its_traceback_logged(
     stack, monkeypatch, caplog
 ):
-    from rides import events
+    from rides.stream import events
 
     real = events.validate_event
 
@@ -72,7 +72,7 @@ def test_any_unexpected_error_reading_a_record_dead_letters_that_record_with_its
 
 
 def test_a_ride_that_breaks_the_feature_function_is_dead_lettered_alone(stack, monkeypatch):
-    from rides import consumer, features
+    from rides.stream import consumer, features
 
     def fragile(events):
         if any(event.ride_id == "odd" for event in events):
@@ -92,7 +92,7 @@ def test_the_web_service_answers_422_to_a_pickup_time_past_year_9999(onnx_model_
 
     import orjson
 
-    from rides.model import load_model
+    from rides.stream.model import load_model
     from rides.web import RideService
 
     service = RideService(load_model(str(onnx_model_dir)))
@@ -178,7 +178,7 @@ def test_no_dead_letter_is_sent_once_the_time_left_is_gone(stack):
 
 
 def test_every_call_of_the_lambda_clients_ends_within_the_reserve():
-    from rides.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS
+    from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS
 
     config = LAMBDA_CLIENT_CONFIG
     attempts = config.retries["total_max_attempts"]
@@ -187,7 +187,7 @@ def test_every_call_of_the_lambda_clients_ends_within_the_reserve():
 
 
 def test_the_handler_builds_its_clients_with_the_bounded_configuration(stack):
-    from rides.aws import LAMBDA_CLIENT_CONFIG
+    from rides.stream.aws import LAMBDA_CLIENT_CONFIG
 
     client = handler_module._client("kinesis")
     assert client.meta.config.read_timeout == LAMBDA_CLIENT_CONFIG.read_timeout
@@ -199,7 +199,7 @@ def test_what_the_consumer_publishes_is_what_the_decision_service_parses(stack):
 
     import orjson
 
-    from rides.events import parse_prediction
+    from rides.stream.events import parse_prediction
 
     response, _ = process_records(
         kinesis_event([ride(156), ride("abc", lpep_pickup_datetime="2021-02-01T10:00:00")])["Records"],
@@ -219,7 +219,7 @@ def test_what_the_consumer_publishes_is_what_the_decision_service_parses(stack):
 
 
 def test_a_record_dead_lettered_for_its_features_is_not_also_reported_when_the_model_faults(stack, monkeypatch):
-    from rides import consumer, features
+    from rides.stream import consumer, features
 
     def fragile(events):
         if any(event.ride_id == "odd" for event in events):
@@ -234,7 +234,7 @@ def test_a_record_dead_lettered_for_its_features_is_not_also_reported_when_the_m
 
 
 def test_a_bug_after_the_prediction_is_not_mistaken_for_a_model_fault(stack, monkeypatch):
-    from rides import consumer
+    from rides.stream import consumer
 
     monkeypatch.setattr(consumer, "json_bytes", lambda obj: (_ for _ in ()).throw(TypeError("a bug in encoding")))
     with pytest.raises(TypeError, match="a bug in encoding"):  # a function error: Lambda retries or bisects

@@ -8,10 +8,10 @@ import orjson
 import pytest
 
 from lambda_function import decision_handler
-from rides.decision import DecisionConfig, Rule, evaluate, load_rules
-from rides.events import InvalidEvent, parse_prediction
 from rides.local.reader import drain_queue
 from rides.local.stack import decisions_table_spec
+from rides.stream.decision import DecisionConfig, Rule, evaluate, load_rules
+from rides.stream.events import InvalidEvent, parse_prediction
 from tests.helpers import FakeContext, kinesis_record, read_stream
 
 FIELDS = {"ride-duration": "ride_duration", "ride-fare": "fare_amount", "ride-tip": "tip_amount"}
@@ -47,7 +47,7 @@ def service(aws, monkeypatch):
     }
     decision_handler._clients.clear()
     clock = Clock()
-    monkeypatch.setattr("rides.decision.service.time.time", clock)
+    monkeypatch.setattr("rides.stream.decision.service.time.time", clock)
     yield {**aws, "env": env, "dlq": dlq, "handler": decision_handler.handler_for(env), "clock": clock}
     decision_handler._clients.clear()
 
@@ -58,7 +58,7 @@ def send(service, predictions, start=1):
 
 
 def decisions_stored(service, ride_id):
-    from rides.decision import DecisionStore
+    from rides.stream.decision import DecisionStore
 
     return DecisionStore(boto3.client("dynamodb"), "ride-decisions").get(ride_id)
 
@@ -214,7 +214,7 @@ def test_a_stranded_decision_is_published_by_the_next_batch_of_that_ride(service
 
 
 def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service, monkeypatch):
-    from rides.decision import service as decision_service
+    from rides.stream.decision import service as decision_service
 
     real = decision_service._publish
     monkeypatch.setattr(decision_service, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
@@ -234,7 +234,7 @@ def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service
 
 
 def test_a_crash_between_publishing_and_marking_repeats_the_same_decision_id(service, monkeypatch):
-    from rides.decision.store import DecisionStore, WriteOutcome
+    from rides.stream.decision.store import DecisionStore, WriteOutcome
 
     monkeypatch.setattr(DecisionStore, "mark_published", lambda self, states, time_left=None: WriteOutcome())
     batch = [prediction("r8", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
@@ -250,8 +250,8 @@ def test_a_crash_between_publishing_and_marking_repeats_the_same_decision_id(ser
 def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service):
     """The late tip is merged between the sweep's read and its write: the sweep's conditional
     write loses, nobody publishes two different decisions, and the tip stays stored."""
-    from rides.decision import DecisionConfig, DecisionStore, sweep
-    from rides.publish import KinesisPublisher
+    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
+    from rides.stream.publish import KinesisPublisher
 
     send(service, [prediction("r2", "ride-duration", 20.0), prediction("r2", "ride-fare", 20.0)])
     service["clock"].now += 61
@@ -277,8 +277,8 @@ def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service
 
 
 def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(service):
-    from rides.decision import DecisionConfig, DecisionStore, sweep
-    from rides.publish import KinesisPublisher
+    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
+    from rides.stream.publish import KinesisPublisher
 
     rides = [prediction(f"b{i}", "ride-duration", 10.0) for i in range(300)]
     for start in range(0, 300, 150):
@@ -315,7 +315,7 @@ def test_a_prediction_dynamodb_cannot_store_is_dead_lettered_alone(service, valu
 
 
 def test_a_bug_merging_one_ride_reports_only_its_records_with_the_traceback_logged(service, monkeypatch, caplog):
-    from rides.decision import service as decision_service
+    from rides.stream.decision import service as decision_service
 
     real = decision_service.merged
 
@@ -356,10 +356,10 @@ class Throttled:
 
 
 def test_unprocessed_reads_and_throttled_writes_back_off_and_give_up_at_the_deadline(service):
-    from rides.decision import DecisionStore, StoreUnavailable
-    from rides.decision.service import merged
-    from rides.events import PredictionIn
-    from rides.retry import Backoff
+    from rides.stream.decision import DecisionStore, StoreUnavailable
+    from rides.stream.decision.service import merged
+    from rides.stream.events import PredictionIn
+    from rides.stream.retry import Backoff
 
     slept: list[float] = []
 
@@ -385,7 +385,7 @@ def test_unprocessed_reads_and_throttled_writes_back_off_and_give_up_at_the_dead
 def test_the_due_index_spreads_rides_over_its_shards():
     from collections import Counter
 
-    from rides.decision import INDEX_SHARDS, RideState
+    from rides.stream.decision import INDEX_SHARDS, RideState
 
     shards = Counter(RideState(str(i), 0.0, 0).due_shard for i in range(8_000))
     assert len(shards) == INDEX_SHARDS
@@ -393,7 +393,7 @@ def test_the_due_index_spreads_rides_over_its_shards():
 
 
 def test_every_decision_record_carries_a_decision_id_and_the_store_round_trips_a_ride(service):
-    from rides.decision import RideState
+    from rides.stream.decision import RideState
 
     batch = [prediction("r3", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
     send(service, batch)

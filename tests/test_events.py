@@ -3,7 +3,7 @@ from datetime import datetime
 
 import pytest
 
-from rides.events import InvalidEvent, RideEvent, decode_data, parse_record_data, ride_event_json, validate_event
+from rides.stream.events import InvalidEvent, RideEvent, decode_data, parse_record_data, ride_event_json, validate_event
 
 
 def b64(raw: bytes) -> str:
@@ -136,7 +136,7 @@ def test_non_finite_numbers_from_other_decoders_are_rejected():
 def test_json_bytes_is_compact_orjson_output():
     import orjson
 
-    from rides.events import json_bytes
+    from rides.stream.events import json_bytes
 
     value = {"ride_id": 1, "ride": {"trip_distance": 1.5}, "s": "é"}
     assert json_bytes(value) == orjson.dumps(value)

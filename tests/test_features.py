@@ -3,8 +3,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from rides.events import RideEvent
-from rides.features import NUMERIC_FEATURES, build_features, features_from_events, features_from_frame
+from rides.stream.events import RideEvent
+from rides.stream.features import NUMERIC_FEATURES, build_features, features_from_events, features_from_frame
 
 
 def test_zoomcamp_dicts():
@@ -62,7 +62,7 @@ def test_empty_batch():
 def test_airport_flag_for_every_pair_of_zones():
     import numpy as np
 
-    from rides.features import AIRPORT_ZONES, build_features
+    from rides.stream.features import AIRPORT_ZONES, build_features
 
     pu = np.arange(1, 266).repeat(265)
     do = np.tile(np.arange(1, 266), 265)

@@ -112,7 +112,7 @@ def test_model_that_cannot_load_names_the_uri_and_retries_the_batch(stack, monke
 def test_warm_up_loads_the_model_the_first_batch_uses(stack, monkeypatch):
     import os
 
-    from rides import model as model_module
+    from rides.stream import model as model_module
 
     assert handler_module.warm_up(os.environ)
     (loaded,) = model_module._cache.values()
@@ -151,10 +151,10 @@ def test_random_bytes_never_escape_the_handler(stack, payloads):
 def test_a_non_finite_prediction_is_dead_lettered_and_the_rest_published_in_order(stack):
     import numpy as np
 
-    from rides.consumer import ConsumerConfig, process_records
-    from rides.deadletter import DeadLetterSink
-    from rides.model import LoadedModel
-    from rides.publish import KinesisPublisher
+    from rides.stream.consumer import ConsumerConfig, process_records
+    from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.model import LoadedModel
+    from rides.stream.publish import KinesisPublisher
 
     model = LoadedModel("s3://m", "ride-duration", "3", "onnx", (), lambda f: np.array([4.0, np.inf, 6.0, np.nan]))
     config = ConsumerConfig(model_uri="s3://m", predictions_stream_name="ride-predictions")
@@ -183,7 +183,7 @@ def test_in_a_lambda_container_the_model_is_loaded_and_frozen_at_init(onnx_model
     script = (
         "import gc, json\n"
         "from lambda_function import handler\n"
-        "from rides import model\n"
+        "from rides.stream import model\n"
         "print(json.dumps([len(model._cache), gc.get_freeze_count()]))\n"
     )
 
@@ -206,7 +206,7 @@ def test_in_a_lambda_container_the_model_is_loaded_and_frozen_at_init(onnx_model
 def test_cycle_collection_is_paused_only_while_a_batch_is_decoded_and_resumed_after_errors():
     import gc
 
-    from rides.consumer import _cycle_collection_paused
+    from rides.stream.consumer import _cycle_collection_paused
 
     assert gc.isenabled()
     with _cycle_collection_paused():

@@ -13,9 +13,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from rides.consumer import ConsumerConfig
-from rides.esm import EventSourceSettings
-from rides.resources import StackNames
+from rides.settings import EventSourceSettings, StackNames
+from rides.stream.consumer import ConsumerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -129,7 +128,7 @@ def test_lambda_environment_is_exactly_what_the_handler_reads():
     environment = named(load_dir(INFRA)["module"])["consumer"]["environment"]
     assert set(environment) == _handler_reads() | set(ConsumerConfig.ENV_VARS)
     # ... and every name ConsumerConfig.from_env reads is in ENV_VARS
-    source = (ROOT / "rides" / "consumer.py").read_text()
+    source = (ROOT / "rides" / "stream" / "consumer.py").read_text()
     read = set(re.findall(r'env\.get\("([A-Z_]+)"', source))
     assert read == set(ConsumerConfig.ENV_VARS)
 
@@ -263,17 +262,17 @@ def test_decisions_table_matches_the_local_stack():
 
 
 def test_decision_service_environment_is_exactly_what_its_handler_reads():
-    from rides.decision import DecisionConfig
+    from rides.stream.decision import DecisionConfig
 
     environment = named(load_dir(INFRA)["module"])["decision_service"]["environment"]
     assert set(environment) == _handler_reads("decision_handler.py") | set(DecisionConfig.ENV_VARS)
     assert "local.consumers" in environment["REQUIRED_MODELS"]  # every consumer's model completes a ride
-    source = (ROOT / "rides" / "decision" / "service.py").read_text()
+    source = (ROOT / "rides" / "stream" / "decision" / "service.py").read_text()
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
 
 
 def test_one_consumer_entry_per_registered_model():
-    from rides.consumers import CONSUMERS
+    from rides.settings import CONSUMERS
 
     blocks = named(load_dir(INFRA)["module"])
     consumer = blocks["consumer"]
@@ -455,7 +454,7 @@ def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read
 
 def test_the_web_service_gets_exactly_what_the_web_app_reads():
     web = named(load_dir(INFRA)["module"])["web_service"]
-    source = (ROOT / "rides" / "web.py").read_text() + (ROOT / "rides" / "registry.py").read_text()
+    source = (ROOT / "rides" / "web.py").read_text() + (ROOT / "rides" / "serving.py").read_text()
     # The model (MODEL_URI wins over the registry) and the two names the app looks up.
     assert set(web["environment"]) == {"MODEL_URI", "MODEL_VERSION", "RIDES_INPUT_STREAM", "RIDES_DECISIONS_TABLE"}
     assert (

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Dockerfile (from the project root) → the entry point its CMD names
 IMAGES = {
     "lambda_function/Dockerfile": "lambda_function.handler.lambda_handler",
-    "lambda_function/Dockerfile.batch": "lambda_function.batch_handler.lambda_handler",
+    "lambda_function/Dockerfile.batch": "lambda_function.scoring_handler.lambda_handler",
     "web/Dockerfile": "rides.web.main",
 }
 # Other entry points an image serves (Terraform overrides the command)
@@ -78,7 +78,7 @@ def copied_files(dockerfile: str) -> set[str]:
 
 
 def module_path(module: str) -> str:
-    """rides.decision.store → rides/decision/store.py; a package → its __init__.py."""
+    """rides.stream.decision.store → rides/stream/decision/store.py; a package → its __init__.py."""
     base = module.replace(".", "/")
     return f"{base}.py" if (ROOT / f"{base}.py").exists() else f"{base}/__init__.py"
 
@@ -124,7 +124,7 @@ def test_lambda_requirements_match_the_lock():
 
 def test_the_fast_path_does_not_import_mlflow_or_sklearn():
     code = (
-        "import sys, lambda_function.handler, rides.model;"
+        "import sys, lambda_function.handler, rides.stream.model;"
         "print(sorted(m for m in ('mlflow', 'sklearn', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -163,8 +163,8 @@ def test_the_zip_package_ships_exactly_the_code_the_image_copies():
 
     names = set(zipfile.ZipFile(io.BytesIO(code_zip())).namelist())
     assert names == {p.relative_to(ROOT).as_posix() for p in code_files()}
-    assert {"lambda_function/handler.py", "lambda_function/decision_handler.py", "rides/consumer.py"} <= names
-    assert "rides/decision/store.py" in names and "rides/data/taxi_zone_lookup.csv" in names
+    assert {"lambda_function/handler.py", "lambda_function/decision_handler.py", "rides/stream/consumer.py"} <= names
+    assert "rides/stream/decision/store.py" in names and "rides/stream/taxi_zone_lookup.csv" in names
     assert not [n for n in names if n.endswith(".txt") or "__pycache__" in n]
 
 

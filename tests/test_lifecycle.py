@@ -6,10 +6,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from rides.data import Month, clean
-from rides.model import ModelLoadError, get_model, load_model
 from rides.promote import promote, read_local_model
-from rides.registry import PromotionError, log_training, resolve
-from rides.resources import StackNames
+from rides.registry import ModelNotFound, PromotionError, RegistryError, log_training, resolve
+from rides.settings import StackNames
+from rides.stream.model import ModelLoadError, get_model, load_model
 
 
 def test_clean_handles_both_schema_eras():
@@ -77,9 +77,7 @@ def test_registry_round_trip(registry, trained):
     assert model.flavor == "onnx"
     assert load_model("models:/ride-duration@staging").uri == "models:/ride-duration@staging"
     assert load_model(f"models:/ride-duration/{registered.version}").flavor == "onnx"
-    with pytest.raises(
-        ModelLoadError, match=r"cannot load model from models:/ride-duration@nope: .*no version or alias"
-    ):
+    with pytest.raises(ModelLoadError, match=r"cannot load model from models:/ride-duration@nope: .*nope"):
         load_model("models:/ride-duration@nope")
 
     promoted = promote("ride-duration", "staging", alias="production", target="local")
@@ -90,7 +88,7 @@ def test_registry_round_trip(registry, trained):
 
     import mlflow.pyfunc
 
-    from rides.features import NUMERIC_FEATURES
+    from rides.stream.features import NUMERIC_FEATURES
 
     pyfunc = mlflow.pyfunc.load_model("models:/ride-duration@production")
     frame = pd.DataFrame(trained.example, columns=list(NUMERIC_FEATURES))
@@ -103,10 +101,10 @@ def test_registry_round_trip(registry, trained):
 
 def test_promoting_a_missing_version_changes_nothing(registry, trained):
     log_training(trained, train_source="a", val_source="b")
-    with pytest.raises(PromotionError, match="no version or alias '9'"):
+    with pytest.raises(ModelNotFound, match="no version or alias '9'"):
         promote("ride-duration", "9", target="local")
     assert read_local_model("ride-duration") is None
-    with pytest.raises(PromotionError):
+    with pytest.raises(ModelNotFound):
         resolve("ride-duration", "production")
 
 
@@ -118,12 +116,12 @@ def test_promoting_a_version_whose_artifacts_are_gone_changes_nothing(registry, 
     with pytest.raises(PromotionError, match="artifacts are missing"):
         promote("ride-duration", registered.version, target="local")
     assert read_local_model("ride-duration") is None
-    with pytest.raises(PromotionError):
+    with pytest.raises(ModelNotFound):
         resolve("ride-duration", "production")
 
 
 def test_model_errors_name_the_uri(aws):
-    from rides.model import ModelLoadError
+    from rides.stream.model import ModelLoadError
 
     aws["s3"].create_bucket(Bucket="bkt-models")
     with pytest.raises(
@@ -182,7 +180,7 @@ def test_failed_rollout_leaves_the_alias_where_it_was(registry, trained):
     registered = log_training(trained, train_source="a", val_source="b")
     with pytest.raises(ClientError, match="ResourceNotFoundException"):
         promote("ride-duration", registered.version, target="lambda", function_name="no-such-function")
-    with pytest.raises(PromotionError):
+    with pytest.raises(ModelNotFound):
         resolve("ride-duration", "production")
 
 
@@ -191,7 +189,7 @@ def test_model_references():
 
     assert parse_model_ref("ride-duration@production") == ("ride-duration", "production")
     assert parse_model_ref("models:/ride-fare/3") == ("ride-fare", "3")
-    with pytest.raises(PromotionError, match="NAME@ALIAS or NAME/VERSION"):
+    with pytest.raises(RegistryError, match="NAME@ALIAS or NAME/VERSION"):
         parse_model_ref("ride-duration")
 
 

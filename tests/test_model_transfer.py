@@ -8,7 +8,7 @@ import json
 from click.testing import CliRunner
 
 from rides.cli import main
-from rides.model import load_model
+from rides.stream.model import load_model
 from tests.helpers import upload_dir
 
 

@@ -5,8 +5,8 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rides.publish import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisPublisher, chunk
-from rides.retry import Backoff
+from rides.stream.publish import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisPublisher, chunk
+from rides.stream.retry import Backoff
 
 
 def no_sleep_backoff(**kwargs):

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from rides import recovery
 from rides.cli import main
-from rides.esm import EventSourceSettings
 from rides.local.runner import EventSourceRunner
+from rides.settings import EventSourceSettings
 from tests.helpers import read_stream
 
 

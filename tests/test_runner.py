@@ -6,8 +6,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rides.esm import EventSourceSettings
 from rides.local.runner import EventSourceRunner
+from rides.settings import EventSourceSettings
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from rides.model import load_model
+from rides.stream.model import load_model
 from rides.web import MAX_BODY_BYTES, RideService, create_app
 from tests.helpers import read_stream, ride
 
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def service(aws, onnx_model_dir):
     aws["kinesis"].create_stream(StreamName="ride-events", ShardCount=1)
-    from rides.decision import DecisionStore
     from rides.local.stack import decisions_table_spec
+    from rides.stream.decision import DecisionStore
 
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(**decisions_table_spec("ride-decisions"))
@@ -57,7 +57,7 @@ def test_predicts_a_list_in_order(client):
 
 
 def test_same_answer_as_the_consumer(client, service):
-    from rides.events import validate_event
+    from rides.stream.events import validate_event
 
     event = ride(7, 74, 75, 1.2, lpep_pickup_datetime="2021-02-03T08:15:00")
     assert client.post("/predict", json=event).json()["ride_duration"] == service.predict([validate_event(event)])[0]
@@ -119,9 +119,9 @@ def test_oversized_bodies_and_lists_are_refused(client):
 
 def test_streamed_predictions_404_until_the_decision_service_stores_them(client, service):
     assert client.get("/predictions/r-1").status_code == 404
-    from rides.decision import DecisionConfig, RideState
-    from rides.decision.service import merged
-    from rides.events import PredictionIn
+    from rides.stream.decision import DecisionConfig, RideState
+    from rides.stream.decision.service import merged
+    from rides.stream.events import PredictionIn
 
     config = DecisionConfig("ride-decisions", "ride-decisions")
     state = merged(None, [PredictionIn("r-1", "ride-duration", "5", "ride_duration", 12.5, {})], 1.0, config)

@@ -36,9 +36,8 @@ from pathlib import Path
 
 import orjson
 
-from rides.consumers import CONSUMERS
-from rides.events import InvalidEvent, parse_record_data
-from rides.resources import StackNames
+from rides.settings import CONSUMERS, StackNames
+from rides.stream.events import InvalidEvent, parse_record_data
 
 ODD_BUT_VALID = {"trip_distance": 1e300}  # a valid ride by the contract: it must get its answers
 MALFORMED = [
@@ -405,8 +404,9 @@ class ChaosResult:
 def run_chaos(settings: ChaosSettings, workdir: Path, say=print) -> ChaosResult:
     """The whole run on a private emulator; returns both ledgers."""
     from rides.data import read_trips
+    from rides.local.backend import clients, stop_process
     from rides.local.producer import produce, ride_events
-    from rides.local.stack import clients, create_resources, start_emulator, stop_process
+    from rides.local.stack import create_resources, start_emulator
     from rides.promote import promote
     from rides.registry import log_training
     from rides.training import train

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rides.consumers import CONSUMERS
-from rides.resources import StackNames
-from rides.state import state_dir
+from rides.settings import CONSUMERS, StackNames, state_dir
 
 MALFORMED = [
     ("bad-json", b"{ride_id: 1, not json"),
@@ -67,14 +65,15 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     from rides.data import read_trips
-    from rides.esm import EventSourceSettings
+    from rides.local.backend import clients, stop_process
     from rides.local.producer import produce, ride_events
     from rides.local.reader import StreamReader, collect_decisions, collect_predictions, drain_queue
     from rides.local.runner import run_all
     from rides.local.services import consumer_runner, decision_runner
-    from rides.local.stack import clients, create_resources, start_emulator, stop_process
+    from rides.local.stack import create_resources, start_emulator
     from rides.promote import promote
     from rides.registry import log_training
+    from rides.settings import EventSourceSettings
     from rides.training import train
 
     result = DemoResult()

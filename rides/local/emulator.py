@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from rides.local.process import alive
+from rides.local.backend import alive
 
 HEALTH_PATH = "/_rides/health"
 FAULTS_PATH = "/_rides/faults"

@@ -16,10 +16,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rides.esm import EventSourceSettings
-from rides.local.stack import LOCAL_ENV, StackError, StackInfo, clients, free_port, stop_process
-from rides.resources import StackNames
-from rides.state import state_dir
+from rides.local.backend import LOCAL_ENV, StackError, StackInfo, clients, free_port, stop_process
+from rides.settings import EventSourceSettings, StackNames, state_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTOR_DIR = ROOT / "localstack_executor"

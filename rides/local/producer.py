@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from rides.events import json_bytes
-from rides.publish import KinesisPublisher
+from rides.stream.events import json_bytes
+from rides.stream.publish import KinesisPublisher
 
 
 def ride_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str, bytes]]:

@@ -38,8 +38,8 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rides.esm import EventSourceSettings
-from rides.retry import error_code
+from rides.settings import EventSourceSettings
+from rides.stream.retry import error_code
 
 log = logging.getLogger("rides.runner")
 
@@ -213,7 +213,7 @@ class EventSourceRunner:
         self.region = self.kinesis.meta.region_name
         description = self.kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
         self.stream_arn = description["StreamARN"]
-        from rides.state import state_dir
+        from rides.settings import state_dir
 
         self.checkpoints = CheckpointStore(
             checkpoint_path

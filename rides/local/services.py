@@ -6,15 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rides.consumers import CONSUMERS, ConsumerSpec
-from rides.esm import EventSourceSettings
+from rides import RidesError
 from rides.local.runner import EventSourceRunner, LambdaContext, model_watcher
-from rides.resources import StackNames
+from rides.settings import CONSUMERS, ConsumerSpec, EventSourceSettings, StackNames
 
 DECISION_FUNCTION = "ride-decision-service"
 
 
-class NoModel(RuntimeError):
+class NoModel(RidesError):
     pass
 
 

@@ -2,63 +2,29 @@
 
 The emulator runs as a background process on 127.0.0.1 with a pid file and a log under the
 state directory; `down` stops exactly the process it started. Resources get the same names
-as the Terraform staging defaults (rides.resources).
+as the Terraform staging defaults (rides.settings).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import boto3
 from botocore.exceptions import ClientError
 
-from rides.local.process import alive
-from rides.resources import StackNames
-from rides.state import state_dir
+from rides.local.backend import LOCAL_ENV, StackError, StackInfo, alive, clients, free_port, stop_process
+from rides.settings import StackNames, state_dir
 
 DEFAULT_PORT = int(os.environ.get("RIDES_EMULATOR_PORT", "4566"))
-# Fixed fake credentials: the local stack must never reach a real account by accident.
-LOCAL_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-class StackError(RuntimeError):
-    pass
-
-
-@dataclass
-class StackInfo:
-    backend: str
-    endpoint: str
-    pid: int
-    log: str
-
-    def env(self) -> dict[str, str]:
-        # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
-        # earlier in the process (for another endpoint) would upload models to real S3.
-        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
 
 
 def _info_path() -> Path:
     return state_dir() / "stack.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _is_our_emulator(pid: int) -> bool:
@@ -118,19 +84,6 @@ def start_emulator(
     return StackInfo("moto", endpoint, proc.pid, str(log_path)), proc
 
 
-def stop_process(pid: int, timeout: float = 10.0) -> bool:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive(pid):
-        time.sleep(0.05)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    return True
-
-
 def _load_info() -> StackInfo | None:
     """What `up` wrote, whether or not that process still runs."""
     try:
@@ -174,21 +127,10 @@ def down() -> StackInfo | None:
     return info
 
 
-def clients(env: dict[str, str]):
-    session = boto3.session.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=env.get("AWS_SESSION_TOKEN"),
-        region_name=env["AWS_DEFAULT_REGION"],
-    )
-    endpoint = env["AWS_ENDPOINT_URL"]
-    return {name: session.client(name, endpoint_url=endpoint) for name in ("kinesis", "s3", "sqs", "dynamodb")}
-
-
 def decisions_table_spec(name: str) -> dict:
     """The decisions table as Terraform declares it: ride id key, the sweep's sparse, sharded
-    index of rides that are due (rides.decision.store)."""
-    from rides.decision import DUE_INDEX
+    index of rides that are due (rides.stream.decision.store)."""
+    from rides.stream.decision import DUE_INDEX
 
     return {
         "TableName": name,
@@ -218,7 +160,7 @@ def create_resources(
     """What Terraform creates, by the same names; safe to run again."""
     c = clients(env)
     created: dict[str, str] = {}
-    from rides.consumers import CONSUMERS
+    from rides.settings import CONSUMERS
 
     for stream, count in (
         (names.input_stream, shards),

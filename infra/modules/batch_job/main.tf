@@ -189,7 +189,7 @@ resource "aws_lambda_function" "this" {
   publish                        = true
 
   environment {
-    # Exactly what lambda_function/batch_handler.py and rides/database.py read (tests/test_infra.py).
+    # Exactly what lambda_function/scoring_handler.py and rides/database.py read (tests/test_infra.py).
     variables = merge(
       {
         MODEL_URI          = var.model_uri

@@ -27,7 +27,7 @@ resource "aws_dynamodb_table" "this" {
 
   # Sparse: only rides that are collecting predictions or decided but not yet published carry
   # due_shard/due_at; the sweep queries it. Sharded by a hash of the ride id (8 values) so no
-  # single partition key takes every ride's index writes (rides/decision/store.py).
+  # single partition key takes every ride's index writes (rides/stream/decision/store.py).
   global_secondary_index {
     name            = "due-index"
     hash_key        = "due_shard"

@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from rides.batch import PredictionTable, month_range, score, score_frame
 from rides.data import SHIPPED_DIR, Month
-from rides.model import load_model
+from rides.scoring import PredictionTable, month_range, score, score_frame
+from rides.stream.model import load_model
 
 
 @pytest.fixture
@@ -242,18 +242,18 @@ def test_postgresql_works_the_same(model, small_month, tmp_path, postgres_url):
 def test_scheduled_lambda_scores_last_month_or_the_event_months(aws, onnx_model_dir, monkeypatch):
     from datetime import date
 
-    from lambda_function import batch_handler
+    from lambda_function import scoring_handler
 
-    assert batch_handler.previous_month(date(2024, 1, 15)) == "2023-12"
-    assert batch_handler.previous_month(date(2024, 3, 1)) == "2024-02"
-    assert batch_handler.sources({}) == [batch_handler.previous_month()]
-    assert batch_handler.sources({"months": "2021-01:2021-02"}) == ["2021-01", "2021-02"]
+    assert scoring_handler.previous_month(date(2024, 1, 15)) == "2023-12"
+    assert scoring_handler.previous_month(date(2024, 3, 1)) == "2024-02"
+    assert scoring_handler.sources({}) == [scoring_handler.previous_month()]
+    assert scoring_handler.sources({"months": "2021-01:2021-02"}) == ["2021-01", "2021-02"]
 
     aws["s3"].create_bucket(Bucket="rides-models-stg")
     monkeypatch.setenv("MODEL_URI", str(onnx_model_dir))
     monkeypatch.setenv("MODEL_VERSION", "4")
     monkeypatch.setenv("PREDICTIONS_OUTPUT", "s3://rides-models-stg/predictions")
-    result = batch_handler.lambda_handler({"month": "2021-02"}, None)
+    result = scoring_handler.lambda_handler({"month": "2021-02"}, None)
     [month] = result["results"]
     assert result["model_version"] == "4"
     assert month["scored"] > 60_000 and month["parts_resumed"] == 0
@@ -271,7 +271,7 @@ def test_on_aws_the_job_reads_its_database_credentials_from_secrets_manager(
     import boto3
     from sqlalchemy.engine import make_url
 
-    from lambda_function import batch_handler
+    from lambda_function import scoring_handler
     from rides.database import DatabaseConfigError, database_url
 
     url = make_url(postgres_url)
@@ -293,10 +293,10 @@ def test_on_aws_the_job_reads_its_database_credentials_from_secrets_manager(
     monkeypatch.setenv("MODEL_VERSION", "5")
     monkeypatch.setenv("PREDICTIONS_OUTPUT", "s3://rides-models-stg/predictions")
     with pytest.raises(Exception, match="password authentication failed"):
-        batch_handler.lambda_handler({"month": "2021-02"}, None)
+        scoring_handler.lambda_handler({"month": "2021-02"}, None)
 
     secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": "rides", "password": PG_PASSWORD}))
-    result = batch_handler.lambda_handler({"month": "2021-02"}, None)
+    result = scoring_handler.lambda_handler({"month": "2021-02"}, None)
     [month] = result["results"]
     assert month["scored"] > 60_000
     assert PredictionTable(postgres_url).count("5") == month["scored"]

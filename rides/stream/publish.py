@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rides.retry import Backoff, error_code, is_retryable
+from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
@@ -92,7 +92,7 @@ class KinesisPublisher:
         with ThreadPoolExecutor(self.concurrency) as pool:
             while wave:
                 if time_left is not None and time_left() <= 0:
-                    # No call may start that could outlast the invocation (rides.aws).
+                    # No call may start that could outlast the invocation (rides.stream.aws).
                     result.failed.extend(wave)
                     result.count("DeadlinePassed", len(wave))
                     break

@@ -29,10 +29,11 @@ from urllib.parse import urlparse
 import numpy as np
 import yaml
 
-from rides.features import RideFeatures
+from rides import RidesError
+from rides.stream.features import RideFeatures
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(RidesError):
     """The model at a URI cannot be loaded; the message names the URI and the reason."""
 
 
@@ -136,13 +137,14 @@ def _sklearn_predictor(path: Path, serialization: str):
 
 
 def resolve_registry_uri(uri: str) -> str:
-    """`models:/name@alias` or `models:/name/3` → the artifact location (needs mlflow)."""
+    """`models:/name@alias` or `models:/name/3` → the artifact location, by MLflow's own resolver
+    (MLFLOW_TRACKING_URI names the registry; needs mlflow, which the images leave out)."""
     try:
-        from rides.registry import parse_model_ref, resolve
+        from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
     except ImportError:
         raise ModelLoadError(f"cannot load model from {uri}: models:/ URIs need mlflow") from None
     try:
-        return resolve(*parse_model_ref(uri)).uri
+        return ModelsArtifactRepository.get_underlying_uri(uri)
     except Exception as exc:  # mlflow raises many types; one clear message is what we want
         raise ModelLoadError(f"cannot load model from {uri}: {exc}") from None
 
@@ -154,7 +156,7 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
     location = resolve_registry_uri(uri) if uri.startswith("models:/") else uri
     if not location.startswith("s3://"):
         return _load(uri, location, None, name, version)
-    from rides.aws import short_lived_client
+    from rides.stream.aws import short_lived_client
 
     s3 = short_lived_client("s3")
     try:

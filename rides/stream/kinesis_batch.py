@@ -23,10 +23,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
-from rides.deadletter import DeadLetter, DeadLetterSink
-from rides.events import InvalidEvent
+from rides.stream.deadletter import DeadLetter, DeadLetterSink
+from rides.stream.events import InvalidEvent
 
-log = logging.getLogger("rides.batch")
+log = logging.getLogger("rides.scoring")
 
 
 class BatchItemFailure(TypedDict):
@@ -82,7 +82,7 @@ class Deadline:
     """Seconds this invocation may still spend on network calls.
 
     `time_left` is the Lambda's remaining time minus a reserve that covers the longest single
-    call (rides.aws.LAMBDA_CLIENT_CONFIG): a call started while `left() > 0` ends before the
+    call (rides.stream.aws.LAMBDA_CLIENT_CONFIG): a call started while `left() > 0` ends before the
     function's timeout, so whatever could not be done is still reported back.
     """
 

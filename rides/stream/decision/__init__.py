@@ -1,8 +1,8 @@
 """The decision service: rules (what a ride's predictions mean), store (a ride's state in
 DynamoDB, changed only by conditional writes) and service (the stream and the sweep)."""
 
-from rides.decision.rules import DEFAULT_RULES, Rule, evaluate, load_rules
-from rides.decision.service import (
+from rides.stream.decision.rules import DEFAULT_RULES, Rule, evaluate, load_rules
+from rides.stream.decision.service import (
     DEFAULT_REQUIRED_MODELS,
     DecisionConfig,
     DecisionReport,
@@ -10,7 +10,7 @@ from rides.decision.service import (
     process_predictions,
     sweep,
 )
-from rides.decision.store import DUE_INDEX, INDEX_SHARDS, DecisionStore, RideState, StoreUnavailable
+from rides.stream.decision.store import DUE_INDEX, INDEX_SHARDS, DecisionStore, RideState, StoreUnavailable
 
 __all__ = [
     "DEFAULT_REQUIRED_MODELS",

@@ -18,7 +18,7 @@ import boto3
 from botocore.config import Config
 
 # The clients of the Lambda handlers. Each call makes one attempt of at most 1 s to connect and
-# 2 s to read: our own loops retry (rides.retry.Backoff), and only while the invocation has
+# 2 s to read: our own loops retry (rides.stream.retry.Backoff), and only while the invocation has
 # time left, so no call can run past the function's timeout. botocore's defaults (60 s reads,
 # retried) could; a PutRecords of 500 records takes ~50-200 ms inside a region.
 LAMBDA_CALL_SECONDS = 3.0

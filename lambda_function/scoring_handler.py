@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from datetime import date
 
-from rides.batch import month_range, score
 from rides.database import database_url as configured_database_url
-from rides.model import get_model
+from rides.scoring import month_range, score
+from rides.stream.model import get_model
 
 # Lambda may only write under /tmp: downloads and local state go there.
 os.environ.setdefault("RIDES_HOME", "/tmp/rides")

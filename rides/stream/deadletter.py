@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from rides.retry import Backoff, error_code, is_retryable
+from rides.stream.retry import Backoff, error_code, is_retryable
 
 # SQS takes up to 256 KiB per message and per SendMessageBatch call; stay under it.
 MAX_MESSAGE_BYTES = 250 * 1024
@@ -69,7 +69,7 @@ class DeadLetterSink:
     ):
         self.client = client
         self.queue_url = queue_url
-        self.logger = logger or logging.getLogger("rides.deadletter")
+        self.logger = logger or logging.getLogger("rides.stream.deadletter")
         self.backoff = backoff
 
     def send(self, letters: Sequence[DeadLetter], time_left: Callable[[], float] | None = None) -> list[int]:

@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rides.data import COLUMNS, Month, cast_columns, input_problems, local_path, month_of, usable
-from rides.features import features_from_frame
-from rides.model import LoadedModel
-from rides.state import state_dir
+from rides.settings import state_dir
+from rides.stream.features import features_from_frame
+from rides.stream.model import LoadedModel
 
 BATCH_ROWS = 131_072
 SKIPPED_KEY = b"rides_skipped"

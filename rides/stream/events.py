@@ -180,7 +180,7 @@ def ride_event_json(event: RideEvent) -> bytes:
     return json_bytes({"ride_id": event.ride_id, "ride": ride})
 
 
-# -- the prediction record: the consumer builds it (rides.consumer._predict, inline on its hot
+# -- the prediction record: the consumer builds it (rides.stream.consumer._predict, inline on its hot
 # path), the decision service parses it here; tests/test_consumer_faults.py holds them together.
 # DynamoDB stores numbers of magnitude 1e-130 to 1e126 (and 0): a prediction outside that range
 # (a linear model fed trip_distance = 1e300) can never be stored, so it is a dead letter.

@@ -37,15 +37,15 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rides.kinesis_batch import Deadline, as_deadline
-from rides.retry import Backoff, error_code, is_retryable
+from rides.stream.kinesis_batch import Deadline, as_deadline
+from rides.stream.retry import Backoff, error_code, is_retryable
 
 DUE_INDEX = "due-index"
 INDEX_SHARDS = 8
 # Conditional writes in flight at once (boto3 clients are thread-safe): a batch of 500
 # predictions touches up to 500 rides, ~5 ms a write inside a region.
 WRITE_CONCURRENCY = 8
-# Error codes of a write that may pass on a later try (besides what rides.retry calls retryable).
+# Error codes of a write that may pass on a later try (besides what rides.stream.retry calls retryable).
 RETRYABLE = frozenset(
     {"Retryable", "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )

@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from rides.deadletter import DeadLetterSink
-from rides.events import json_bytes, parse_record_data
-from rides.features import RideFeatures, features_from_events
-from rides.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
-from rides.model import LoadedModel, ModelLoadError, get_model
-from rides.publish import KinesisPublisher
+from rides.stream.deadletter import DeadLetterSink
+from rides.stream.events import json_bytes, parse_record_data
+from rides.stream.features import RideFeatures, features_from_events
+from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
+from rides.stream.model import LoadedModel, ModelLoadError, get_model
+from rides.stream.publish import KinesisPublisher
 
-log = logging.getLogger("rides.consumer")
+log = logging.getLogger("rides.stream.consumer")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -156,7 +156,7 @@ def _predict(
     field_name, name, version = config.prediction_field, model.name, model.version
     for item, value in zip(valid, values.tolist(), strict=True):
         event = item.value
-        # The prediction record (docs/contracts.md; rides.events.parse_prediction reads it back),
+        # The prediction record (docs/contracts.md; rides.stream.events.parse_prediction reads it back),
         # built inline: a builder function per record cost ~4% of this path.
         record = {
             "model": name,

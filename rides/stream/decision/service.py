@@ -4,9 +4,9 @@ publishes one decision record to `ride-decisions`.
 
 Its promise: every ride with a prediction gets exactly one decision (one `decision_id`; a
 crash between publishing and marking can repeat the record, never change it), and every
-prediction record ends done, dead-lettered or reported (rides.kinesis_batch). How the state
+prediction record ends done, dead-lettered or reported (rides.stream.kinesis_batch). How the state
 in DynamoDB makes that hold under retries, crashes and the sweep racing the stream:
-rides.decision.store.
+rides.stream.decision.store.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from rides.deadletter import DeadLetterSink
-from rides.decision.rules import Rule, evaluate, load_rules
-from rides.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
-from rides.events import PredictionIn, json_bytes, parse_prediction
-from rides.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
-from rides.publish import KinesisPublisher
+from rides.stream.deadletter import DeadLetterSink
+from rides.stream.decision.rules import Rule, evaluate, load_rules
+from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
+from rides.stream.events import PredictionIn, json_bytes, parse_prediction
+from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
+from rides.stream.publish import KinesisPublisher
 
-log = logging.getLogger("rides.decision")
+log = logging.getLogger("rides.stream.decision")
 
 DEFAULT_REQUIRED_MODELS = ("ride-duration", "ride-fare", "ride-tip")
 # A write that lost a race re-reads the ride and merges again; more than this many losses in

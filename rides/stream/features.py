@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rides.events import MAX_ZONE, RideEvent
+from rides.stream.events import MAX_ZONE, RideEvent
 
-ZONE_LOOKUP_CSV = Path(__file__).with_name("data") / "taxi_zone_lookup.csv"
+ZONE_LOOKUP_CSV = Path(__file__).with_name("taxi_zone_lookup.csv")
 # Fixed codes so that a model trained today means the same thing tomorrow.
 BOROUGH_CODES = {
     "Bronx": 0,
