@@ -353,10 +353,9 @@ def consume(
     import boto3
 
     from rides.local.runner import run_all
-    from rides.local.services import consumer_runner
+    from rides.local.services import LocalDeployment
     from rides.settings import EventSourceSettings
 
-    names = StackNames.from_env()
     overrides = {
         "batch_size": batch_size,
         "maximum_batching_window_in_seconds": window,
@@ -364,31 +363,17 @@ def consume(
         "maximum_retry_attempts": max_retries,
     }
     settings = replace(EventSourceSettings(), **{k: v for k, v in overrides.items() if v is not None})
-    sqs = boto3.client("sqs")
-    base = dict(os.environ)
-    base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
-    if "DEAD_LETTER_QUEUE_URL" not in base:
-        base["DEAD_LETTER_QUEUE_URL"] = sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
-    if dry_run:
-        base["DRY_RUN"] = "true"
-    failures_url = sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"]
+    local = LocalDeployment.on_stack(boto3.client("sqs"), settings=settings, DRY_RUN="true" if dry_run else None)
     runners = [
-        consumer_runner(
-            CONSUMERS[key],
-            base,
-            stream=stream or names.input_stream,
-            settings=settings,
-            failures_url=failures_url,
-            function_timeout_s=function_timeout,
-            sqs=sqs,
-        )
+        local.consumer(CONSUMERS[key], stream=stream, function_timeout_s=function_timeout)
         for key in consumers or ("duration",)
     ]
     click.echo(
-        f"consuming {runners[0].stream_name} → {base['PREDICTIONS_STREAM_NAME']} with "
+        f"consuming {runners[0].stream_name} → {local.env['PREDICTIONS_STREAM_NAME']} with "
         f"{', '.join(r.function_name for r in runners)} (batch {settings.batch_size}, "
         f"window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops"
     )
+    click.echo(f"serving {local.describe()}", err=True)
     deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
         run_all(
@@ -413,25 +398,15 @@ def decide(timeout_s, rules, max_seconds, function_timeout) -> None:
     import boto3
 
     from rides.local.runner import run_all
-    from rides.local.services import decision_runner
-    from rides.settings import EventSourceSettings
+    from rides.local.services import LocalDeployment
 
-    names = StackNames.from_env()
-    sqs = boto3.client("sqs")
-    base = dict(os.environ)
-    base.setdefault("DEAD_LETTER_QUEUE_URL", sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"])
-    if timeout_s is not None:
-        base["DECISION_TIMEOUT_SECONDS"] = str(timeout_s)
-    if rules:
-        base["DECISION_RULES"] = rules
-    runner = decision_runner(
-        base,
-        names,
-        settings=EventSourceSettings(),
-        sqs=sqs,
-        failures_url=sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"],
-        function_timeout_s=function_timeout,
+    local = LocalDeployment.on_stack(
+        boto3.client("sqs"),
+        DECISION_TIMEOUT_SECONDS=None if timeout_s is None else str(timeout_s),
+        DECISION_RULES=rules or None,
     )
+    runner = local.decision_service(function_timeout_s=function_timeout)
+    names = local.names
     click.echo(
         f"deciding: {names.predictions_stream} → {names.decisions_table} → {names.decisions_stream}; Ctrl-C stops"
     )
@@ -537,16 +512,14 @@ def redrive(letters, matching, target, limit) -> None:
 
 def _local_invoker(sqs, names: StackNames):
     from rides.local.runner import LambdaContext
-    from rides.local.services import local_handler
+    from rides.local.services import LocalDeployment
 
-    base = dict(os.environ)
-    base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
-    base.setdefault("DEAD_LETTER_QUEUE_URL", _queue_url(sqs, "dead-letters"))
+    local = LocalDeployment.on_stack(sqs, names=names)
     handlers: dict = {}
 
     def invoke(pointer, event):
         if pointer.function_name not in handlers:
-            handlers[pointer.function_name] = local_handler(pointer.function_name, base, names)
+            handlers[pointer.function_name] = local.handler(pointer.function_name)
         return handlers[pointer.function_name](event, LambdaContext(pointer.function_name, 60, "local"))
 
     return invoke

@@ -33,7 +33,7 @@ class Metrics:
     mae: float
 
 
-def score(actual: np.ndarray, predicted: np.ndarray) -> Metrics:
+def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> Metrics:
     error = np.asarray(predicted, dtype=np.float64) - np.asarray(actual, dtype=np.float64)
     return Metrics(float(np.sqrt(np.mean(error**2))), float(np.mean(np.abs(error))))
 
@@ -107,16 +107,16 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
 
     baseline = make_pipeline(DictVectorizer(), LinearRegression())
     baseline.fit(train_features.dicts(BASELINE_KEYS), y_train)
-    baseline_metrics = score(y_val, baseline.predict(val_features.dicts(BASELINE_KEYS)))
+    baseline_metrics = regression_metrics(y_val, baseline.predict(val_features.dicts(BASELINE_KEYS)))
 
     model = HistGradientBoostingRegressor(**HGB_PARAMS)
     model.fit(_mask_optional(train_features, np.random.default_rng(42)), y_train)
     val_matrix = val_features.matrix(NUMERIC_FEATURES)
-    metrics = score(y_val, model.predict(val_matrix))
+    metrics = regression_metrics(y_val, model.predict(val_matrix))
 
     onnx_model = to_onnx(model, len(NUMERIC_FEATURES))
     onnx_predictions = onnx_predict(onnx_model, val_matrix)
-    onnx_metrics = score(y_val, onnx_predictions)
+    onnx_metrics = regression_metrics(y_val, onnx_predictions)
     # The ONNX graph is what gets served: it must agree with the model we evaluated.
     gap = float(np.max(np.abs(onnx_predictions - model.predict(val_matrix)))) if len(val_matrix) else 0.0
     if gap > 1e-2:

@@ -7,6 +7,7 @@ prediction and decision → summary → stop everything started (Ctrl-C safe).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -54,6 +55,23 @@ def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
 
 
+def restores_environ(function):
+    """The demo points this process at a fresh emulator of its own (MLflow and boto3 read the
+    environment): whatever it sets is undone when it returns."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        saved = dict(os.environ)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    return wrapper
+
+
+@restores_environ
 def run_demo(
     events: int = 10_000,
     *,
@@ -69,11 +87,10 @@ def run_demo(
     from rides.local.producer import produce, ride_events
     from rides.local.reader import StreamReader, collect_decisions, collect_predictions, drain_queue
     from rides.local.runner import run_all
-    from rides.local.services import consumer_runner, decision_runner
+    from rides.local.services import LocalDeployment
     from rides.local.stack import create_resources, start_emulator
     from rides.promote import promote
     from rides.registry import log_training
-    from rides.settings import EventSourceSettings
     from rides.training import train
 
     result = DemoResult()
@@ -120,20 +137,10 @@ def run_demo(
                 f"{trained.baseline_metrics.rmse:.2f}; promoted to production → its local consumer"
             )
 
-        base_env = {
-            **os.environ,
-            "PREDICTIONS_STREAM_NAME": names.predictions_stream,
-            "DEAD_LETTER_QUEUE_URL": created[f"sqs:{names.dead_letter_queue}"],
-        }
-        base_env.pop("DRY_RUN", None)
-        common = {
-            "settings": EventSourceSettings(),
-            "failures_url": created[f"sqs:{names.failed_batches_queue}"],
-            "kinesis": aws["kinesis"],
-            "sqs": aws["sqs"],
-        }
-        runners = [consumer_runner(spec, base_env, stream=names.input_stream, **common) for spec in CONSUMERS.values()]
-        deciding = decision_runner(base_env, names, **common)
+        env = {key: value for key, value in os.environ.items() if key != "DRY_RUN"}
+        local = LocalDeployment.on_stack(aws["sqs"], env=env, names=names, kinesis=aws["kinesis"])
+        runners = [local.consumer(spec) for spec in CONSUMERS.values()]
+        deciding = local.decision_service()
         # The consumers and the decision service are separate functions on AWS: here separate
         # loops, so a slow decision batch (a write per ride) never holds up a prediction.
         for group in (list(runners), [deciding]):

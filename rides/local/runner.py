@@ -26,7 +26,6 @@ import enum
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -552,32 +551,3 @@ def on_failure_message(
             "streamArn": stream_arn,
         },
     }
-
-
-def model_watcher(model_name: str, env: dict | None = None) -> Callable[[], None]:
-    """Applies `rides promote` to a consumer's environment (`env`, by default this process's):
-    the handler reads MODEL_URI per invocation."""
-    env = os.environ if env is None else env
-    from rides.promote import local_control_file, read_local_model
-
-    path = local_control_file(model_name)
-    seen: list[float] = [-1.0]
-
-    def check() -> None:
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return
-        if mtime == seen[0]:
-            return
-        seen[0] = mtime
-        control = read_local_model(model_name)
-        if control and control.get("MODEL_URI"):
-            if env.get("MODEL_URI") != control["MODEL_URI"]:
-                log.warning(
-                    "serving %s version %s from %s", model_name, control.get("MODEL_VERSION"), control["MODEL_URI"]
-                )
-            env["MODEL_URI"] = control["MODEL_URI"]
-            env["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
-
-    return check

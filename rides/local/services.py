@@ -1,15 +1,21 @@
-"""Build the local stand-ins for the Lambdas: one event-source runner per consumer, and one
-for the decision service; shared by `rides consume`, `rides decide` and the demo."""
+"""The local stand-ins for the Lambdas (LocalDeployment): one event-source runner per
+consumer and one for the decision service, wired once; and the watcher that applies
+`rides promote` to a running consumer."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from rides import RidesError
-from rides.local.runner import EventSourceRunner, LambdaContext, model_watcher
+from rides.local.runner import EventSourceRunner, LambdaContext
 from rides.settings import CONSUMERS, ConsumerSpec, EventSourceSettings, StackNames
 
+log = logging.getLogger(__name__)
 DECISION_FUNCTION = "ride-decision-service"
 
 
@@ -17,11 +23,14 @@ class NoModel(RidesError):
     pass
 
 
-def consumer_env(spec: ConsumerSpec, base_env: dict) -> tuple[dict, Callable[[], None]]:
-    """A consumer's own environment (model, output field) and the watcher that applies
-    `rides promote` to it."""
+def consumer_env(spec: ConsumerSpec, base_env: dict) -> tuple[dict, Callable[[], None], str]:
+    """A consumer's own environment (model, output field), the watcher that applies
+    `rides promote` to it, and where its model came from. MODEL_URI/MODEL_VERSION in the base
+    environment name the duration model, as on the duration Lambda; the fare and tip consumers
+    serve what was promoted for them (and say so: see LocalDeployment.describe)."""
     env = {**base_env, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
-    if spec.key != "duration":  # MODEL_URI/MODEL_VERSION in the environment are the duration model's
+    source = "MODEL_URI" if env.get("MODEL_URI") and spec.key == "duration" else "promoted"
+    if spec.key != "duration":
         env.pop("MODEL_URI", None)
         env.pop("MODEL_VERSION", None)
     watcher = model_watcher(spec.model_name, env)
@@ -31,86 +40,138 @@ def consumer_env(spec: ConsumerSpec, base_env: dict) -> tuple[dict, Callable[[],
             f"no {spec.model_name} model to serve: run `rides train --consumer {spec.key}` and "
             f"`rides promote --model-name {spec.model_name}`, or set MODEL_URI"
         )
-    return env, watcher
+    return env, watcher, source
 
 
-def decision_env(base_env: dict, names: StackNames) -> dict:
-    return {"DECISIONS_TABLE": names.decisions_table, "DECISIONS_STREAM_NAME": names.decisions_stream, **base_env}
+@dataclass
+class LocalDeployment:
+    """The local stand-ins for the Lambdas, wired once, as Terraform wires them on AWS: every
+    function's environment (the given one, which the CLI has pointed at the local stack, plus
+    the names and queue URLs Terraform would set), the event source settings, the
+    failed-batches queue and the clients. `rides consume`, `decide`, `redrive` and the demo
+    build their functions here."""
+
+    env: dict[str, str]
+    names: StackNames
+    failures_url: str
+    settings: EventSourceSettings = field(default_factory=EventSourceSettings)
+    kinesis: Any = None
+    sqs: Any = None
+    served: dict[str, str] = field(default_factory=dict)  # function → where its model came from
+
+    @classmethod
+    def on_stack(
+        cls,
+        sqs,
+        *,
+        env: dict | None = None,
+        names: StackNames | None = None,
+        settings: EventSourceSettings | None = None,
+        kinesis=None,
+        **variables: str | None,
+    ) -> LocalDeployment:
+        """`env` (default: this process's) with the stack's names and queues; `variables` set
+        or override function environment variables (DRY_RUN, DECISION_RULES, ...)."""
+        names = names or StackNames.from_env()
+        base = dict(os.environ if env is None else env)
+        base.setdefault("PREDICTIONS_STREAM_NAME", names.predictions_stream)
+        if "DEAD_LETTER_QUEUE_URL" not in base:
+            base["DEAD_LETTER_QUEUE_URL"] = sqs.get_queue_url(QueueName=names.dead_letter_queue)["QueueUrl"]
+        base.update({key: value for key, value in variables.items() if value is not None})
+        failures = sqs.get_queue_url(QueueName=names.failed_batches_queue)["QueueUrl"]
+        return cls(base, names, failures, settings or EventSourceSettings(), kinesis, sqs)
+
+    def consumer(self, spec: ConsumerSpec, *, stream: str | None = None, function_timeout_s: float = 60.0):
+        """A consumer with its own environment (model, output field) and checkpoints."""
+        from lambda_function.handler import handler_for
+
+        env, watcher, source = consumer_env(spec, self.env)
+        self.served[spec.function_name] = f"{spec.model_name} from {env['MODEL_URI']} ({source})"
+        return EventSourceRunner(
+            stream or self.names.input_stream,
+            handler=handler_for(env),
+            settings=self.settings,
+            function_name=spec.function_name,
+            function_timeout_s=function_timeout_s,
+            kinesis=self.kinesis,
+            sqs=self.sqs,
+            on_failure_queue_url=self.failures_url,
+            on_poll=watcher,
+        )
+
+    def decision_env(self) -> dict:
+        return {
+            "DECISIONS_TABLE": self.names.decisions_table,
+            "DECISIONS_STREAM_NAME": self.names.decisions_stream,
+            **self.env,
+        }
+
+    def decision_service(self, *, sweep_every_s: float = 5.0, function_timeout_s: float = 60.0):
+        """The decision service on the predictions stream, with its timeout sweep every few
+        seconds (on AWS an EventBridge schedule invokes the same handler)."""
+        from lambda_function.decision_handler import handler_for
+
+        handler = handler_for(self.decision_env())
+        last = [0.0]
+
+        def sweep() -> None:
+            if time.monotonic() - last[0] >= sweep_every_s:
+                last[0] = time.monotonic()
+                handler({}, LambdaContext("ride-decisions-sweep", function_timeout_s, "local"))
+
+        return EventSourceRunner(
+            self.names.predictions_stream,
+            handler=handler,
+            settings=self.settings,
+            function_name=DECISION_FUNCTION,
+            function_timeout_s=function_timeout_s,
+            kinesis=self.kinesis,
+            sqs=self.sqs,
+            on_failure_queue_url=self.failures_url,
+            on_poll=sweep,
+        )
+
+    def handler(self, function_name: str) -> Callable:
+        """The handler the local runner runs as `function_name` (what `rides redrive` invokes)."""
+        if function_name == DECISION_FUNCTION:
+            from lambda_function.decision_handler import handler_for as decision_handler_for
+
+            return decision_handler_for(self.decision_env())
+        from lambda_function.handler import handler_for
+
+        spec = next((spec for spec in CONSUMERS.values() if spec.function_name == function_name), None)
+        if spec is None:
+            raise NoModel(f"no local function named {function_name}")
+        return handler_for(consumer_env(spec, self.env)[0])
+
+    def describe(self) -> str:
+        return "; ".join(f"{function}: {model}" for function, model in self.served.items())
 
 
-def local_handler(function_name: str, base_env: dict, names: StackNames) -> Callable:
-    """The handler the local runner runs as `function_name` (what `rides redrive` invokes)."""
-    if function_name == DECISION_FUNCTION:
-        from lambda_function.decision_handler import handler_for as decision_handler_for
+def model_watcher(model_name: str, env: dict | None = None) -> Callable[[], None]:
+    """Applies `rides promote` to a consumer's environment (`env`, by default this process's):
+    the handler reads MODEL_URI per invocation."""
+    env = os.environ if env is None else env
+    from rides.promote import local_control_file, read_local_model
 
-        return decision_handler_for(decision_env(base_env, names))
-    from lambda_function.handler import handler_for
+    path = local_control_file(model_name)
+    seen: list[float] = [-1.0]
 
-    spec = next((spec for spec in CONSUMERS.values() if spec.function_name == function_name), None)
-    if spec is None:
-        raise NoModel(f"no local function named {function_name}")
-    return handler_for(consumer_env(spec, base_env)[0])
+    def check() -> None:
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == seen[0]:
+            return
+        seen[0] = mtime
+        control = read_local_model(model_name)
+        if control and control.get("MODEL_URI"):
+            if env.get("MODEL_URI") != control["MODEL_URI"]:
+                log.warning(
+                    "serving %s version %s from %s", model_name, control.get("MODEL_VERSION"), control["MODEL_URI"]
+                )
+            env["MODEL_URI"] = control["MODEL_URI"]
+            env["MODEL_VERSION"] = str(control.get("MODEL_VERSION") or "")
 
-
-def consumer_runner(
-    spec: ConsumerSpec,
-    base_env: dict,
-    *,
-    stream: str,
-    settings: EventSourceSettings,
-    failures_url: str,
-    function_timeout_s: float = 60.0,
-    kinesis=None,
-    sqs=None,
-) -> EventSourceRunner:
-    """A consumer with its own environment (model, output field) and checkpoints."""
-    from lambda_function.handler import handler_for
-
-    env, watcher = consumer_env(spec, base_env)
-    return EventSourceRunner(
-        stream,
-        handler=handler_for(env),
-        settings=settings,
-        function_name=spec.function_name,
-        function_timeout_s=function_timeout_s,
-        kinesis=kinesis,
-        sqs=sqs,
-        on_failure_queue_url=failures_url,
-        on_poll=watcher,
-    )
-
-
-def decision_runner(
-    base_env: dict,
-    names: StackNames,
-    *,
-    settings: EventSourceSettings,
-    failures_url: str,
-    sweep_every_s: float = 5.0,
-    function_timeout_s: float = 60.0,
-    kinesis=None,
-    sqs=None,
-) -> EventSourceRunner:
-    """The decision service on the predictions stream, with its timeout sweep every few seconds
-    (on AWS an EventBridge schedule invokes the same handler)."""
-    from lambda_function.decision_handler import handler_for
-
-    handler = handler_for(decision_env(base_env, names))
-    last = [0.0]
-
-    def sweep() -> None:
-        if time.monotonic() - last[0] >= sweep_every_s:
-            last[0] = time.monotonic()
-            handler({}, LambdaContext("ride-decisions-sweep", function_timeout_s, "local"))
-
-    return EventSourceRunner(
-        names.predictions_stream,
-        handler=handler,
-        settings=settings,
-        function_name=DECISION_FUNCTION,
-        function_timeout_s=function_timeout_s,
-        kinesis=kinesis,
-        sqs=sqs,
-        on_failure_queue_url=failures_url,
-        on_poll=sweep,
-    )
+    return check

@@ -1,0 +1,78 @@
+"""The local stand-ins for the Lambdas are wired once (LocalDeployment), as Terraform wires the
+functions: the names, the queues, each consumer's own model, the decision service's table."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rides.local.services import LocalDeployment, NoModel
+from rides.promote import roll_out_local
+from rides.registry import Registered
+from rides.settings import CONSUMERS, StackNames
+
+
+@pytest.fixture
+def queues(aws):
+    names = StackNames()
+    dead = aws["sqs"].create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
+    failed = aws["sqs"].create_queue(QueueName=names.failed_batches_queue)["QueueUrl"]
+    aws["kinesis"].create_stream(StreamName=names.input_stream, ShardCount=1)
+    return {"names": names, "dead": dead, "failed": failed, **aws}
+
+
+def test_every_function_gets_the_names_and_queues_terraform_would_give_it(queues, onnx_model_dir):
+    local = LocalDeployment.on_stack(
+        queues["sqs"], env={"MODEL_URI": str(onnx_model_dir), "MODEL_VERSION": "4"}, DRY_RUN="true", DECISION_RULES=None
+    )
+    names = queues["names"]
+    assert local.env["DEAD_LETTER_QUEUE_URL"] == queues["dead"]
+    assert local.env["PREDICTIONS_STREAM_NAME"] == names.predictions_stream
+    assert local.env["DRY_RUN"] == "true" and "DECISION_RULES" not in local.env
+    assert local.failures_url == queues["failed"]
+    runner = local.consumer(CONSUMERS["duration"])
+    assert (runner.stream_name, runner.function_name) == (names.input_stream, "ride-duration-consumer")
+    decisions = local.decision_env()
+    assert (decisions["DECISIONS_TABLE"], decisions["DECISIONS_STREAM_NAME"]) == (
+        names.decisions_table,
+        names.decisions_stream,
+    )
+
+
+def test_model_uri_is_the_duration_models_and_the_others_serve_their_promotion_saying_so(queues, onnx_model_dir):
+    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir), "MODEL_VERSION": "4"})
+    local.consumer(CONSUMERS["duration"])
+    # The fare consumer does not serve the duration model: without a promotion it has none.
+    with pytest.raises(NoModel, match="no ride-fare model to serve"):
+        local.consumer(CONSUMERS["fare"])
+    roll_out_local(Registered("ride-fare", "2", str(onnx_model_dir), "run", "production"))
+    local.consumer(CONSUMERS["fare"])
+    assert local.describe() == (
+        f"ride-duration-consumer: ride-duration from {onnx_model_dir} (MODEL_URI); "
+        f"ride-fare-consumer: ride-fare from {onnx_model_dir} (promoted)"
+    )
+
+
+def test_redrive_gets_each_functions_own_handler_and_an_unknown_one_is_refused(queues, onnx_model_dir):
+    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir)})
+    assert callable(local.handler("ride-duration-consumer"))
+    assert callable(local.handler("ride-decision-service"))
+    with pytest.raises(NoModel, match="no local function named nope"):
+        local.handler("nope")
+
+
+def test_the_demo_leaves_the_processs_environment_as_it_found_it(monkeypatch):
+    from rides.local.demo import restores_environ
+
+    monkeypatch.setenv("RIDES_HOME", "/before")
+
+    @restores_environ
+    def points_at_its_own_stack():
+        os.environ["RIDES_HOME"] = "/demo"
+        os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:1"
+        raise RuntimeError("even when it fails")
+
+    with pytest.raises(RuntimeError):
+        points_at_its_own_stack()
+    assert os.environ["RIDES_HOME"] == "/before" and "AWS_ENDPOINT_URL" not in os.environ
