@@ -15,7 +15,7 @@ import pytest
 
 from rides.local.stack import decisions_table_spec
 from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride
-from tests.test_infra import INFRA, blocks_of, load_dir, named
+from tests.test_infra import INFRA, blocks_of, load_dir, locals_of, named
 
 # Calls that IAM authorizes under another action's name.
 AUTHORIZED_AS = {
@@ -44,12 +44,14 @@ def recorded(monkeypatch):
 
 
 def allowed_actions(function_module: dict) -> set[str]:
-    """What a stream function's role may do: the module's own statements plus the caller's."""
-    own = blocks_of(INFRA / "modules" / "stream_function", "data")["aws_iam_policy_document"]["this"]
+    """What a stream function's role may do: ../lambda_function's own statements, the stream
+    function's reads, and the caller's."""
+    modules = INFRA / "modules"
+    own = blocks_of(modules / "lambda_function", "data")["aws_iam_policy_document"]["this"]
     actions = {a for statement in own["statement"] for a in statement["actions"]}
-    for block in own.get("dynamic", []):
-        for statement in block.values():
-            actions |= {a for content in statement["content"] for a in content["actions"]}
+    actions |= {
+        a for statement in locals_of(modules / "stream_function")["read_statements"] for a in statement["actions"]
+    }
     return actions | {a for s in function_module["policy_statements"] for a in s["actions"]}
 
 

@@ -206,18 +206,31 @@ def test_event_source_mapping_defaults_are_the_runners():
         assert consumer[name] == f"${{var.{name}}}", name  # the root passes the runner's settings on
 
 
+def function_statements() -> list[dict]:
+    """Every IAM statement a function's role gets, as written: ../lambda_function's own, the
+    stream functions' reads, the web service's and scoring job's, and the root's per caller."""
+    modules = INFRA / "modules"
+    document = blocks_of(modules / "lambda_function", "data")["aws_iam_policy_document"]["this"]
+    own = list(document["statement"])
+    for block in document.get("dynamic", []):
+        for dynamic in block.values():
+            own += [content for content in dynamic["content"] if "sid" in content]
+    stream = locals_of(modules / "stream_function")["read_statements"]
+    web = named(load_dir(modules / "web_service")["module"])["function"]["policy_statements"]
+    job = locals_of(modules / "batch_job")
+    root = named(load_dir(INFRA)["module"])
+    callers = [st for name in ("consumer", "decision_service") for st in root[name]["policy_statements"]]
+    return own + stream + web + job["statements"] + callers
+
+
 def test_iam_has_no_wildcard_actions_and_wildcard_resources_only_where_aws_requires():
-    documents = blocks_of(INFRA / "modules" / "stream_function", "data")["aws_iam_policy_document"]
-    statements = [st for st in documents["this"]["statement"]]
-    modules = named(load_dir(INFRA)["module"])
-    extra = [st for name in ("consumer", "decision_service") for st in modules[name]["policy_statements"]]
-    assert len(statements) >= 4 and len(extra) >= 5
-    for statement in statements + extra:
-        if "sid" not in statement:  # the dynamic block that renders the callers' statements
-            continue
+    statements = function_statements()
+    assert len(statements) >= 15
+    for statement in statements:
         assert all("*" not in action for action in statement["actions"]), statement["sid"]
         if "*" in statement["resources"]:
-            assert statement["sid"] == "WriteTraces"
+            # X-Ray has no resource-level permissions; EC2's network-interface calls none narrower.
+            assert statement["sid"] in ("WriteTraces", "NetworkInterfaces"), statement["sid"]
 
 
 def test_every_checkov_skip_says_why():
@@ -436,15 +449,13 @@ def test_prod_in_its_own_account_is_prod_without_reading_stagings_bucket():
 
 def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read_decisions():
     module = INFRA / "modules" / "web_service"
-    resources = blocks_of(module, "resource")
-    assert resources["aws_lambda_function_url"]["this"]["authorization_type"] == "AWS_IAM"
-    function = resources["aws_lambda_function"]["this"]
-    assert function["reserved_concurrent_executions"] == "${var.reserved_concurrency}"  # the throttle
-    assert {a["metric"] for a in locals_of(module)["alarms"].values()} == {"Errors", "Throttles"}
-    statements = {
-        s["sid"]: (sorted(s["actions"]), s["resources"])
-        for s in blocks_of(module, "data")["aws_iam_policy_document"]["this"]["statement"]
-    }
+    url = blocks_of(module, "resource")["aws_lambda_function_url"]["this"]
+    assert url["authorization_type"] == "AWS_IAM" and url["qualifier"] == "${module.function.alias_name}"
+    function = named(load_dir(module)["module"])["function"]
+    assert function["source"] == "../lambda_function"
+    assert function["reserved_concurrency"] == "${var.reserved_concurrency}"  # the throttle
+    assert {a["metric"] for a in function["alarms"].values()} == {"Errors", "Throttles"}
+    statements = {s["sid"]: (sorted(s["actions"]), s["resources"]) for s in function["policy_statements"]}
     assert statements["PutRideEventsWithConsent"] == (
         ["kinesis:DescribeStreamSummary", "kinesis:PutRecord", "kinesis:PutRecords"],
         ["${var.input_stream_arn}"],
@@ -470,16 +481,21 @@ FUNCTION_MODULES = ("stream_function", "web_service", "batch_job")
 
 def test_every_apply_publishes_a_version_and_every_trigger_calls_the_live_alias():
     modules = INFRA / "modules"
+    function = blocks_of(modules / "lambda_function", "resource")["aws_lambda_function"]["this"]
+    assert function["publish"] is True
+    release = named(load_dir(modules / "lambda_function")["module"])["release"]
+    assert release["source"] == "../lambda_release"
+    assert release["function_version"] == "${aws_lambda_function.this.version}"
+    # Every function is one ../lambda_function, and what it exports is that module's alias.
     for name in FUNCTION_MODULES:
-        function = blocks_of(modules / name, "resource")["aws_lambda_function"]["this"]
-        assert function["publish"] is True, name
-        release = named(load_dir(modules / name)["module"])["release"]
-        assert release["source"] == "../lambda_release"
-        assert release["function_version"] == "${aws_lambda_function.this.version}", name
+        assert named(load_dir(modules / name)["module"])["function"]["source"] == "../lambda_function", name
+        assert "aws_lambda_function" not in blocks_of(modules / name, "resource"), name
     mapping = blocks_of(modules / "stream_function", "resource")["aws_lambda_event_source_mapping"]["this"]
-    assert mapping["function_name"] == "${module.release.alias_arn}"
+    assert mapping["function_name"] == "${module.function.alias_arn}"
     url = blocks_of(modules / "web_service", "resource")["aws_lambda_function_url"]["this"]
-    assert url["qualifier"] == "${module.release.alias_name}"
+    assert url["qualifier"] == "${module.function.alias_name}"
+    job = named(load_dir(modules / "batch_job")["module"])["schedule"]
+    assert job["alias_arn"] == "${module.function.alias_arn}"
     schedule = blocks_of(modules / "lambda_schedule", "resource")
     assert schedule["aws_cloudwatch_event_target"]["this"]["arn"] == "${var.alias_arn}"
     assert schedule["aws_lambda_permission"]["this"]["qualifier"] == "${var.alias_name}"
@@ -501,14 +517,18 @@ def test_codedeploy_stops_and_rolls_back_a_release_on_the_functions_alarms():
         "events": ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM"],
     }
     assert group["alarm_configuration"][0] == {"enabled": True, "alarms": "${var.alarm_names}"}
-    # The stream functions' error and iterator-age alarms, and each consumer's model faults.
-    stream = named(load_dir(INFRA / "modules" / "stream_function")["module"])["release"]
-    assert "aws_cloudwatch_metric_alarm.this" in stream["alarm_names"]
-    assert "var.rollout.extra_alarm_names" in stream["alarm_names"]
+    # A function's own alarms (errors; iterator age on a stream; throttles on the web) and the
+    # caller's extra ones (each consumer's model faults) gate its release.
+    release = named(load_dir(INFRA / "modules" / "lambda_function")["module"])["release"]
+    assert "aws_cloudwatch_metric_alarm.this" in release["alarm_names"]
+    assert "var.rollout.extra_alarm_names" in release["alarm_names"]
+    stream = named(load_dir(INFRA / "modules" / "stream_function")["module"])["function"]
+    assert stream["alarms"] == "${local.alarms}" and stream["rollout"] == "${var.rollout}"
+    assert set(locals_of(INFRA / "modules" / "stream_function")["alarms"]) == {"iterator-age", "errors"}
     consumer = named(load_dir(INFRA)["module"])["consumer"]
     assert 'aws_cloudwatch_metric_alarm.operator["${each.value.function_name}-model-faults"]' in consumer["rollout"]
-    web = named(load_dir(INFRA / "modules" / "web_service")["module"])["release"]
-    assert "aws_cloudwatch_metric_alarm.this" in web["alarm_names"]
+    web = named(load_dir(INFRA / "modules" / "web_service")["module"])["function"]
+    assert web["rollout"] == "${var.rollout}" and set(web["alarms"]) == {"errors", "throttles"}
     # Staging all at once, prod a canary, the emulators (no CodeDeploy) the alias directly.
     assert variables(INFRA)["deployment_config_name"]["default"] == "CodeDeployDefault.LambdaAllAtOnce"
     assert "deployment_config_name" not in tfvars("stg")
@@ -535,8 +555,8 @@ def test_the_batch_job_gets_the_databases_address_and_secret_never_a_credential(
     from rides import database
 
     job = INFRA / "modules" / "batch_job"
-    function = blocks_of(job, "resource")["aws_lambda_function"]["this"]
-    variables_expr = function["environment"][0]["variables"]
+    function = named(load_dir(job)["module"])["function"]
+    variables_expr = function["environment"]
     # The names the code reads (rides/database.py), from the database module's connection output.
     for name, field in (
         (database.HOST, "host"),
@@ -546,11 +566,15 @@ def test_the_batch_job_gets_the_databases_address_and_secret_never_a_credential(
     ):
         assert f"{name} = var.database.{field}" in variables_expr, name
     assert database.URL not in variables_expr and "password" not in variables_expr.lower()
-    [vpc] = [block["vpc_config"] for block in function["dynamic"] if "vpc_config" in block]
+    # In the database's subnets (../lambda_function's vpc_config), allowed to read that one secret.
+    assert function["network"] == "${var.network}"
+    base = blocks_of(INFRA / "modules" / "lambda_function", "resource")["aws_lambda_function"]["this"]
+    [vpc] = [block["vpc_config"] for block in base["dynamic"] if "vpc_config" in block]
     assert vpc["for_each"] == "${var.network == null ? [] : [var.network]}"
     assert vpc["content"][0]["subnet_ids"] == "${vpc_config.value.subnet_ids}"
     policy = (job / "main.tf").read_text()
-    assert 'actions   = ["secretsmanager:GetSecretValue"]' in policy and "resources = [statement.value]" in policy
+    assert 'actions   = ["secretsmanager:GetSecretValue"]' in policy
+    assert "resources = [var.database.secret_arn]" in policy
     root = named(load_dir(INFRA)["module"])
     assert root["batch_job"]["database"] == "${one(module.batch_database[*].connection)}"
     assert root["batch_job"]["network"] == "${one(module.batch_database[*].job_network)}"

@@ -171,9 +171,14 @@ def test_staging_and_prod_plans_share_no_name(plans):
 @pytest.mark.parametrize(
     ("breakage", "file", "old", "new"),
     [
-        ("a misspelt attribute", "modules/stream_function/main.tf", "memory_size  ", "memory_sise  "),
+        ("a misspelt attribute", "modules/lambda_function/main.tf", "memory_size  ", "memory_sise  "),
         ("a wrong reference", "main.tf", "module.predictions_stream.arn]", "module.prediction_stream.arn]"),
-        ("an attribute the resource does not have", "modules/batch_job/main.tf", "this.version\n", "this.versio\n"),
+        (
+            "an attribute the resource does not have",
+            "modules/lambda_function/main.tf",
+            "this.version\n",
+            "this.versio\n",
+        ),
     ],
 )
 def test_a_broken_infra_fails_validate_here(tmp_path, breakage, file, old, new):

@@ -1,5 +1,4 @@
 locals {
-  alarm_actions = var.alarm_topic_arn == null ? [] : [var.alarm_topic_arn]
   alarms = {
     iterator-age = {
       metric    = "IteratorAge"
@@ -18,21 +17,4 @@ locals {
       what      = "raising errors (batches are retried or bisected)"
     }
   }
-}
-
-resource "aws_cloudwatch_metric_alarm" "this" {
-  for_each            = local.alarms
-  alarm_name          = "${var.alarm_name_prefix}-${var.function_name}-${each.key}"
-  alarm_description   = "${var.function_name} is ${each.value.what}."
-  namespace           = "AWS/Lambda"
-  metric_name         = each.value.metric
-  dimensions          = { FunctionName = aws_lambda_function.this.function_name }
-  statistic           = each.value.statistic
-  period              = each.value.period
-  evaluation_periods  = each.value.periods
-  threshold           = each.value.threshold
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
 }

@@ -5,10 +5,10 @@ output "url" {
 
 output "function_name" {
   description = "The web service's Lambda."
-  value       = aws_lambda_function.this.function_name
+  value       = module.function.function_name
 }
 
 output "release" {
   description = "What `rides release` needs to move the alias."
-  value       = module.release.release
+  value       = module.function.release
 }
