@@ -76,3 +76,13 @@ def test_the_demo_leaves_the_processs_environment_as_it_found_it(monkeypatch):
     with pytest.raises(RuntimeError):
         points_at_its_own_stack()
     assert os.environ["RIDES_HOME"] == "/before" and "AWS_ENDPOINT_URL" not in os.environ
+
+
+def test_a_promotion_over_model_uri_is_reported_as_what_is_served(queues, onnx_model_dir, tmp_path):
+    """The watcher applies a promotion at start, over MODEL_URI: the report says what serves."""
+    promoted = tmp_path / "promoted"
+    promoted.symlink_to(onnx_model_dir)
+    roll_out_local(Registered("ride-duration", "5", str(promoted), "run", "production"))
+    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir), "MODEL_VERSION": "4"})
+    local.consumer(CONSUMERS["duration"])
+    assert local.describe() == f"ride-duration-consumer: ride-duration from {promoted} (promoted)"

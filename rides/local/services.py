@@ -29,12 +29,13 @@ def consumer_env(spec: ConsumerSpec, base_env: dict) -> tuple[dict, Callable[[],
     environment name the duration model, as on the duration Lambda; the fare and tip consumers
     serve what was promoted for them (and say so: see LocalDeployment.describe)."""
     env = {**base_env, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
-    source = "MODEL_URI" if env.get("MODEL_URI") and spec.key == "duration" else "promoted"
     if spec.key != "duration":
         env.pop("MODEL_URI", None)
         env.pop("MODEL_VERSION", None)
+    given = env.get("MODEL_URI")
     watcher = model_watcher(spec.model_name, env)
-    watcher()
+    watcher()  # a promotion, if there is one, replaces MODEL_URI now
+    source = "MODEL_URI" if given and env.get("MODEL_URI") == given else "promoted"
     if not env.get("MODEL_URI"):
         raise NoModel(
             f"no {spec.model_name} model to serve: run `rides train --consumer {spec.key}` and "
