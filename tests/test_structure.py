@@ -6,6 +6,7 @@ outside itself and no third-party package beyond the functions' runtime requirem
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from importlib.metadata import packages_distributions
@@ -23,6 +24,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def project_modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
@@ -112,19 +114,26 @@ def test_the_cycle_check_finds_a_planted_cycle():
     assert ["rides.stream.features", "rides.stream.model"] in cycles(graph)
 
 
-def runtime_distributions() -> set[str]:
+@functools.cache
+def runtime_distributions() -> frozenset[str]:
     names = set()
     for lock in ("requirements.lock.txt", "requirements-sklearn.lock.txt"):
         for line in (ROOT / "lambda_function" / lock).read_text().splitlines():
             if match := re.match(r"^([A-Za-z0-9_.-]+)==", line):
                 names.add(match.group(1).lower().replace("_", "-"))
-    return names
+    return frozenset(names)
+
+
+@functools.cache
+def installed_distributions() -> dict[str, frozenset[str]]:
+    """Top-level import name → the distributions that provide it, names normalized."""
+    return {k: frozenset(d.lower().replace("_", "-") for d in v) for k, v in packages_distributions().items()}
 
 
 def foreign_imports(module: str, path: Path, allowed_project: tuple[str, ...]) -> set[str]:
     """What `module` needs that is neither the standard library, its runtime requirements, nor
     the allowed parts of the project."""
-    distributions = {k: {d.lower().replace("_", "-") for d in v} for k, v in packages_distributions().items()}
+    distributions = installed_distributions()
     runtime = runtime_distributions()
     foreign = set()
     for imported in imports_of(module, path, required_only=True):
@@ -135,7 +144,7 @@ def foreign_imports(module: str, path: Path, allowed_project: tuple[str, ...]) -
             if imported != "rides" and not imported.startswith(allowed_project) and imported in project_modules():
                 foreign.add(imported)
             continue
-        if not distributions.get(top, set()) & runtime:
+        if not distributions.get(top, frozenset()) & runtime:
             foreign.add(imported)
     return foreign
 
