@@ -27,8 +27,7 @@ from botocore.config import Config
 from rides.data import read_trips
 from rides.local.producer import produce, ride_events
 from rides.local.reader import StreamReader, collect_decisions, collect_predictions
-from tests.helpers import upload_dir
-from tests.test_terraform_validate import terraform_check
+from tests.helpers import terraform_check, upload_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import orjson
@@ -9,6 +11,20 @@ import orjson
 from rides.local.runner import kinesis_event_record
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events"
+
+
+def _load_script(name: str):
+    """A script under scripts/ as a module (they are run as files, not imported as a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# scripts/terraform_check.py: the validate, plan and apply tests share it.
+terraform_check = _load_script("terraform_check")
 
 
 def upload_dir(s3, local: Path, bucket: str, prefix: str, *, create: bool = True) -> str:

@@ -3,18 +3,11 @@ can be had (scripts/terraform_check.py finds them); skipped, with the reason, wh
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "terraform_check.py"
-spec = importlib.util.spec_from_file_location("terraform_check", SCRIPT)
-terraform_check = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = terraform_check  # dataclasses look their module up there
-spec.loader.exec_module(terraform_check)
+from tests.helpers import terraform_check
 
 
 def test_infra_is_formatted_and_valid_for_the_provider_found_here(capsys):
