@@ -30,6 +30,7 @@ from rides.stream.model import LoadedModel
 
 BATCH_ROWS = 131_072
 SKIPPED_KEY = b"rides_skipped"
+FINGERPRINT_KEY = b"rides_fingerprint"
 TABLE = "ride_predictions"
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -64,6 +65,8 @@ class ScoreSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     parts_written: int = 0
     parts_resumed: int = 0
+    parts_replaced: int = 0
+    parts_removed: int = 0
     seconds: float = 0.0
     # sums over rows whose actual duration is 1-60 minutes (the range the model is for)
     _sq_error: float = 0.0
@@ -122,6 +125,22 @@ class PartStore:
             raise
         return pq.read_table(io.BytesIO(body))
 
+    def names(self) -> list[str]:
+        if self.s3 is None:
+            return sorted(p.name for p in Path(self.output).glob("part-*.parquet"))
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key("part-"))
+        return sorted(o["Key"].rsplit("/", 1)[-1] for page in pages for o in page.get("Contents", []))
+
+    def remove_from(self, first: int) -> int:
+        """Delete parts numbered `first` and up; how many there were."""
+        stale = [name for name in self.names() if name >= _part_name(first)]
+        for name in stale:
+            if self.s3 is None:
+                (Path(self.output) / name).unlink()
+            else:
+                self.s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        return len(stale)
+
     def write(self, name: str, table: pa.Table) -> None:
         if self.s3 is None:
             path = Path(self.output) / name
@@ -135,14 +154,17 @@ class PartStore:
 
 
 class PredictionTable:
-    """The database side: one row per (ride_id, model_version), upserted."""
+    """The database side: one row per (ride_id, model_version), upserted; and the rides that
+    could not be scored, with their reason (so every ride ends in one known place)."""
 
-    def __init__(self, url: str, table: str = TABLE):
+    def __init__(self, url: str, table: str = TABLE, *, engine=None):
         import sqlalchemy as sa
 
+        from rides.database import create_engine, insert_sql
+
         self.sa = sa
-        # Positional parameters (qmark for SQLite, format for psycopg): rows go as tuples.
-        self.engine = sa.create_engine(url, **({"paramstyle": "format"} if url.startswith("postgresql") else {}))
+        self.engine = engine or create_engine(url)
+        self.dialect = self.engine.dialect.name
         metadata = sa.MetaData()
         self.table = sa.Table(
             table,
@@ -158,59 +180,43 @@ class PredictionTable:
             sa.Column("predicted_duration", sa.Float, nullable=False),
             sa.Column("actual_duration", sa.Float),
         )
-        metadata.create_all(self.engine)
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            raise ValueError(f"database {dialect!r} is not supported (sqlite or postgresql)")
-        self.dialect = dialect
-        statement = insert(self.table)
-        keys = ("ride_id", "model_version")
-        upsert = statement.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c.name: statement.excluded[c.name] for c in self.table.columns if c.name not in keys},
+        self.rejected = sa.Table(
+            f"{table}_skipped",
+            metadata,
+            sa.Column("ride_id", sa.String(64), primary_key=True),
+            sa.Column("model_version", sa.String(64), primary_key=True),
+            sa.Column("reason", sa.String(200), nullable=False),
         )
-        # Compiled once to the driver's own SQL and parameter style (positional).
-        compiled = upsert.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
-        self.upsert_sql = str(compiled)
-        if list(compiled.positiontup or ()) != [c.name for c in self.table.columns]:
-            raise RuntimeError(f"unexpected parameter order for {dialect}: {compiled.positiontup}")
+        metadata.create_all(self.engine)
+        self.upsert_sql = insert_sql(self.engine, self.table, ("ride_id", "model_version"), update=True)
+        self.rejected_sql = insert_sql(self.engine, self.rejected, ("ride_id", "model_version"), update=True)
 
-    def write(self, frame: pd.DataFrame) -> None:
-        """Upsert a scored batch; tuples through the driver's executemany (SQLAlchemy's
-        per-row dict handling would cost 3x the rest of the job)."""
-        columns = [c.name for c in self.table.columns]
-        values = []
-        for name in columns:
-            column = frame[name]
-            if name == "lpep_pickup_datetime":
-                # SQLAlchemy's own SQLite DateTime format, so reads through it still work
-                text = (
-                    column.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
-                    if self.dialect == "sqlite"
-                    else column.dt.to_pydatetime()
-                )
-                values.append(np.where(column.isna(), None, np.asarray(text, dtype=object)))
-            elif column.dtype.kind == "f":
-                values.append(np.where(np.isnan(column.to_numpy()), None, column.to_numpy().astype(object)))
-            else:
-                values.append(column.to_numpy(dtype=object))
-        rows = list(zip(*values, strict=True))
-        with self.engine.begin() as connection:
+    def write(self, frame: pd.DataFrame, rejected: pd.DataFrame | None = None, *, connection=None) -> None:
+        """Upsert a scored batch (and its skipped rides); in `connection`'s transaction if given."""
+        from rides.database import frame_rows
+
+        if connection is None:
+            with self.engine.begin() as own:
+                return self.write(frame, rejected, connection=own)
+        if len(frame):
+            rows = frame_rows(frame, [c.name for c in self.table.columns], self.dialect)
             connection.exec_driver_sql(self.upsert_sql, rows)
+        if rejected is not None and len(rejected):
+            connection.exec_driver_sql(
+                self.rejected_sql, frame_rows(rejected, ["ride_id", "model_version", "reason"], "")
+            )
+        return None
 
     def rows(self, limit: int = 10) -> list[dict]:
         with self.engine.connect() as connection:
             result = connection.execute(self.sa.select(self.table).order_by(self.table.c.ride_id).limit(limit))
             return [dict(row._mapping) for row in result]
 
-    def count(self, model_version: str | None = None) -> int:
-        query = self.sa.select(self.sa.func.count()).select_from(self.table)
+    def count(self, model_version: str | None = None, *, skipped: bool = False) -> int:
+        table = self.rejected if skipped else self.table
+        query = self.sa.select(self.sa.func.count()).select_from(table)
         if model_version is not None:
-            query = query.where(self.table.c.model_version == model_version)
+            query = query.where(table.c.model_version == model_version)
         with self.engine.connect() as connection:
             return connection.execute(query).scalar_one()
 
@@ -220,27 +226,21 @@ def _part_name(index: int) -> str:
 
 
 def score_frame(
-    frame: pd.DataFrame,
-    model: LoadedModel,
-    *,
-    first_row: int,
-    prefix: str,
-    month: Month | None,
-    skipped: dict[str, int],
-) -> pd.DataFrame:
-    """One input batch → predictions (and the skipped rows counted by reason)."""
+    frame: pd.DataFrame, model: LoadedModel, *, ride_ids: np.ndarray, month: Month | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One input batch → (predictions, the rides skipped with their first reason)."""
     frame = cast_columns(frame)
+    ride_ids = np.asarray(ride_ids, dtype=object)
     bad = np.zeros(len(frame), dtype=bool)
+    reasons = np.full(len(frame), None, dtype=object)
     for reason, mask in input_problems(frame, month).items():
         mask = mask.to_numpy() & ~bad  # each skipped row counts once, under its first reason
-        if mask.any():
-            skipped[reason] = skipped.get(reason, 0) + int(mask.sum())
-            bad |= mask
-    ride_ids = np.char.add(f"{prefix}:", np.arange(first_row, first_row + len(frame)).astype(str))
+        reasons[mask] = reason
+        bad |= mask
     good = usable(frame.loc[~bad])
     predicted = model.predict(features_from_frame(good))
     actual = good["duration"].to_numpy() if "duration" in good else np.full(len(good), np.nan)
-    return pd.DataFrame(
+    scored = pd.DataFrame(
         {
             "ride_id": ride_ids[~bad],
             "lpep_pickup_datetime": good["lpep_pickup_datetime"].to_numpy(),
@@ -254,6 +254,34 @@ def score_frame(
             "model_version": model.version,
         }
     )
+    rejected = pd.DataFrame({"ride_id": ride_ids[bad], "model_version": model.version, "reason": reasons[bad]})
+    return scored, rejected
+
+
+def count_reasons(rejected: pd.DataFrame, into: dict[str, int]) -> None:
+    for reason, n in rejected["reason"].value_counts().items():
+        into[reason] = into.get(reason, 0) + int(n)
+
+
+def ride_ids(prefix: str, first_row: int, rows: int) -> np.ndarray:
+    """Stable ride ids for rows of a TLC file: `<file name>:<row number>` (what `rides load` stores too)."""
+    return np.char.add(f"{prefix}:", np.arange(first_row, first_row + rows).astype(str)).astype(object)
+
+
+def fingerprint(path: Path, *, first_row: int, rows: int, batch_rows: int, model: LoadedModel) -> str:
+    """What a part was computed from: a part is reused only when this matches exactly."""
+    return json.dumps(
+        {
+            "source": path.name,
+            "source_bytes": path.stat().st_size,
+            "first_row": first_row,
+            "rows": rows,
+            "batch_rows": batch_rows,
+            "model": model.name,
+            "model_version": model.version,
+        },
+        sort_keys=True,
+    )
 
 
 def score(
@@ -265,7 +293,7 @@ def score(
     batch_rows: int = BATCH_ROWS,
     progress: bool = True,
 ) -> ScoreSummary:
-    """Score a month (YYYY-MM), a local parquet file or an s3:// URI."""
+    """Score a month (YYYY-MM), a local parquet file or an s3:// URI (the backfill path)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -278,35 +306,45 @@ def score(
     table = PredictionTable(database_url or default_database_url()) if database_url != "" else None
     parquet = pq.ParquetFile(path)
     columns = [c for c in COLUMNS if c in parquet.schema_arrow.names]
-    first_row = 0
+    first_row = index = 0
     with tqdm(total=parquet.metadata.num_rows, unit="rows", desc=f"scoring {prefix}", disable=not progress) as bar:
         for index, batch in enumerate(parquet.iter_batches(batch_size=batch_rows, columns=columns)):
             name = _part_name(index)
+            expected = fingerprint(path, first_row=first_row, rows=batch.num_rows, batch_rows=batch_rows, model=model)
             done = parts.read(name)
-            if done is not None:  # written by an earlier run of the same job
+            metadata = (done.schema.metadata or {}) if done is not None else {}
+            if done is not None and metadata.get(FINGERPRINT_KEY) == expected.encode():
+                # written by an earlier run of the same job on the same rows with the same model
                 scored = done.to_pandas()
                 summary.parts_resumed += 1
-                for reason, n in json.loads(done.schema.metadata[SKIPPED_KEY]).items():
+                for reason, n in json.loads(metadata[SKIPPED_KEY]).items():
                     summary.skipped[reason] = summary.skipped.get(reason, 0) + n
+                rejected = None
             else:
+                if done is not None:
+                    summary.parts_replaced += 1
+                ids = ride_ids(prefix, first_row, batch.num_rows)
+                scored, rejected = score_frame(batch.to_pandas(), model, ride_ids=ids, month=month)
                 skipped: dict[str, int] = {}
-                scored = score_frame(
-                    batch.to_pandas(), model, first_row=first_row, prefix=prefix, month=month, skipped=skipped
-                )
+                count_reasons(rejected, skipped)
                 for reason, n in skipped.items():
                     summary.skipped[reason] = summary.skipped.get(reason, 0) + n
                 part = pa.Table.from_pandas(scored, schema=OUTPUT_SCHEMA, preserve_index=False)
                 # the part keeps its own skip counts, so a resumed run reports them too
-                parts.write(name, part.replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped)}))
+                parts.write(
+                    name, part.replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped), FINGERPRINT_KEY: expected})
+                )
                 summary.parts_written += 1
             if table is not None:
-                table.write(scored)  # idempotent upsert, so resumed parts are safe to write again
+                table.write(scored, rejected)  # idempotent upsert, so resumed parts are safe to write again
             summary.rows_in += batch.num_rows
             summary.scored += len(scored)
             summary.add_errors(scored["predicted_duration"].to_numpy(), scored["actual_duration"].to_numpy())
             first_row += batch.num_rows
             pa.default_memory_pool().release_unused()  # keep the peak flat across batches
             bar.update(batch.num_rows)
+    # parts past the end belong to an earlier run with a smaller batch size: not this output
+    summary.parts_removed = parts.remove_from(index + 1 if first_row else 0)
     summary.seconds = time.perf_counter() - started
     return summary
 
