@@ -135,3 +135,16 @@ def frame_rows(frame, columns: list[str], dialect: str) -> list[tuple]:
         else:
             values.append(column.to_numpy(dtype=object))
     return list(zip(*values, strict=True))
+
+
+SCHEMA_LOCK = 7_140_917  # any fixed number: the advisory lock our jobs take to create tables
+
+
+def create_tables(engine, metadata) -> None:
+    """CREATE TABLE IF NOT EXISTS for `metadata`, safe when two runs start at once (PostgreSQL
+    would otherwise fail one of them on its catalog's unique index; SQLite's BEGIN IMMEDIATE
+    already serializes them)."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
+        metadata.create_all(connection)

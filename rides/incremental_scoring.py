@@ -43,7 +43,7 @@ class Watermarks:
     def __init__(self, engine):
         import sqlalchemy as sa
 
-        from rides.database import placeholder
+        from rides.database import create_tables, placeholder
 
         self.engine = engine
         metadata = sa.MetaData()
@@ -55,7 +55,7 @@ class Watermarks:
             sa.Column("model_version", sa.String(64)),
             sa.Column("updated_at", sa.Float),
         )
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
         mark = placeholder(engine)
         lock = " FOR UPDATE" if engine.dialect.name == "postgresql" else ""  # SQLite: BEGIN IMMEDIATE
         self.read_sql = f"SELECT last_id FROM {WATERMARKS} WHERE job = {mark}{lock}"

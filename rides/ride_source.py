@@ -43,7 +43,7 @@ class RidesTable:
     def __init__(self, url: str, *, engine=None):
         import sqlalchemy as sa
 
-        from rides.database import create_engine, insert_sql, placeholder
+        from rides.database import create_engine, create_tables, insert_sql, placeholder
 
         self.sa = sa
         self.engine = engine or create_engine(url)
@@ -64,7 +64,7 @@ class RidesTable:
             sa.Column("fare_amount", sa.Float),
             sa.Column("tip_amount", sa.Float),
         )
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         self.insert_sql = insert_sql(self.engine, self.table, ("ride_id",), update=False, columns=RIDE_COLUMNS)
         quoted = ", ".join(f'"{c}"' for c in ["id", *RIDE_COLUMNS])
         mark = placeholder(self.engine)

@@ -160,7 +160,7 @@ class PredictionTable:
     def __init__(self, url: str, table: str = TABLE, *, engine=None):
         import sqlalchemy as sa
 
-        from rides.database import create_engine, insert_sql
+        from rides.database import create_engine, create_tables, insert_sql
 
         self.sa = sa
         self.engine = engine or create_engine(url)
@@ -187,7 +187,7 @@ class PredictionTable:
             sa.Column("model_version", sa.String(64), primary_key=True),
             sa.Column("reason", sa.String(200), nullable=False),
         )
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         self.upsert_sql = insert_sql(self.engine, self.table, ("ride_id", "model_version"), update=True)
         self.rejected_sql = insert_sql(self.engine, self.rejected, ("ride_id", "model_version"), update=True)
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -109,3 +114,100 @@ def consumer_stack(aws, onnx_model_dir, monkeypatch):
         monkeypatch.setenv(key, value)
     yield {**aws, "dlq": dlq, "uri": uri}
     handler_module._clients.clear()
+
+
+def _postgres_binaries() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+PG_PASSWORD = "s3cret/with:odd@chars"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for the session (Debian's package), stopped after.
+    Like Aurora it wants a password (SCRAM) and TLS on TCP (a self-signed certificate)."""
+    binaries = _postgres_binaries()
+    if binaries is None or shutil.which("runuser") is None or shutil.which("openssl") is None:
+        pytest.skip("PostgreSQL server binaries (Debian package postgresql) or openssl are not installed")
+    pytest.importorskip("psycopg")
+    # The server runs as the postgres user, which cannot enter pytest's root-only temp dirs.
+    home = Path(tempfile.mkdtemp(prefix="rides-pg-"))
+    home.chmod(0o777)
+    data = home / "data"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    password_file = home / "password"
+    password_file.write_text(PG_PASSWORD)
+    password_file.chmod(0o644)
+    subprocess.run(
+        [
+            *as_postgres,
+            str(binaries / "initdb"),
+            *("-D", str(data), "-U", "rides", f"--pwfile={password_file}"),
+            *("--auth-local=scram-sha-256", "--auth-host=scram-sha-256"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-keyout", str(home / "server.key"), "-out", str(home / "server.crt")),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    if as_postgres:
+        subprocess.run(["chown", "postgres", str(home / "server.key"), str(home / "server.crt")], check=True)
+    (home / "server.key").chmod(0o600)
+    # Only TLS connections from 127.0.0.1 (hostssl), as Aurora with rds.force_ssl.
+    (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
+    subprocess.run(
+        [
+            *as_postgres,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(data.parent / "log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {data.parent} -c ssl=on"
+            f" -c ssl_cert_file={home / 'server.crt'} -c ssl_key_file={home / 'server.key'}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        from sqlalchemy.engine import URL
+
+        yield URL.create(
+            "postgresql+psycopg", "rides", PG_PASSWORD, "127.0.0.1", port, "postgres", query={"sslmode": "require"}
+        ).render_as_string(hide_password=False)
+    finally:
+        subprocess.run(
+            [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True
+        )
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database on the session's PostgreSQL server, for one test."""
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return make_url(postgres_server).set(database=name).render_as_string(hide_password=False)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from rides.data import SHIPPED_DIR, Month
-from rides.scoring import PredictionTable, month_range, score, score_frame
+from rides.scoring import PredictionTable, count_reasons, month_range, ride_ids, score, score_frame
 from rides.stream.model import load_model
+from tests.conftest import PG_PASSWORD
 
 
 @pytest.fixture
@@ -47,9 +44,11 @@ def test_score_frame_skips_bad_rows_with_reasons(model):
             "passenger_count": [1.0, 1.0, np.nan, 2.0, 1.0],
         }
     )
+    out, rejected = score_frame(frame, model, ride_ids=ride_ids("f", 100, 5), month=Month(2021, 2))
     skipped: dict[str, int] = {}
-    out = score_frame(frame, model, first_row=100, prefix="f", month=Month(2021, 2), skipped=skipped)
+    count_reasons(rejected, skipped)
     assert out["ride_id"].tolist() == ["f:100"]
+    assert rejected["ride_id"].tolist() == ["f:101", "f:102", "f:103", "f:104"]
     assert out["actual_duration"].tolist() == [20.0]
     assert out["model_version"].tolist() == ["3"]
     assert skipped == {
@@ -77,6 +76,41 @@ def test_scores_a_month_into_parts_and_the_database_idempotently(model, small_mo
     assert again.parts_resumed == 3 and again.parts_written == 0
     assert again.scored == first.scored and again.skipped == first.skipped
     assert PredictionTable(url).count() == first.scored  # upsert: no duplicates
+    # every row is in one known place: predicted, or skipped with its reason
+    assert PredictionTable(url).count(skipped=True) == sum(first.skipped.values())
+
+
+def test_parts_are_reused_only_when_computed_from_the_same_input_and_model(model, small_month, tmp_path):
+    """A resume that changed the batch size, the model or the file must not mix old parts in."""
+    out = tmp_path / "out"
+
+    def run(batch_rows, scoring_model=model, source=small_month):
+        return score(
+            str(source), scoring_model, output=str(out), database_url="", batch_rows=batch_rows, progress=False
+        )
+
+    def ride_ids_in_output() -> list[str]:
+        return pq.read_table(out).to_pandas()["ride_id"].tolist()
+
+    first = run(2000)
+    reference = ride_ids_in_output()
+    resized = run(1000)  # parts 0-2 exist but cover other rows; 3-4 are new
+    assert (resized.parts_resumed, resized.parts_replaced, resized.parts_written) == (0, 3, 5)
+    assert ride_ids_in_output() == reference and resized.scored == first.scored
+    shrunk = run(2500)  # two parts now: the other three are removed, not left to be read as output
+    assert (shrunk.parts_replaced, shrunk.parts_removed) == (2, 3)
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert ride_ids_in_output() == reference
+
+    other_version = replace(model, version="4")
+    assert run(2500, other_version).parts_replaced == 2
+    assert set(pq.read_table(out).to_pandas()["model_version"]) == {"4"}
+
+    changed = tmp_path / "changed" / small_month.name  # same name, other rows
+    changed.parent.mkdir()
+    pq.write_table(pq.read_table(SHIPPED_DIR / small_month.name).slice(100, 4000), changed)
+    assert run(2500, other_version, changed).parts_replaced == 2
+    assert run(2500, other_version, changed).parts_resumed == 2
 
 
 def _check_rows(table: PredictionTable, frame: pd.DataFrame) -> None:
@@ -143,87 +177,6 @@ def test_month_range():
     assert month_range("2022-11", "2023-02") == ["2022-11", "2022-12", "2023-01", "2023-02"]
     with pytest.raises(ValueError):
         month_range("2023-02", "2023-01")
-
-
-def _postgres_binaries() -> Path | None:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    return None
-
-
-PG_PASSWORD = "s3cret/with:odd@chars"
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A real PostgreSQL server on 127.0.0.1 for this module (Debian's package), stopped after.
-    Like Aurora it wants a password (SCRAM) and TLS on TCP (a self-signed certificate)."""
-    binaries = _postgres_binaries()
-    if binaries is None or shutil.which("runuser") is None or shutil.which("openssl") is None:
-        pytest.skip("PostgreSQL server binaries (Debian package postgresql) or openssl are not installed")
-    pytest.importorskip("psycopg")
-    # The server runs as the postgres user, which cannot enter pytest's root-only temp dirs.
-    home = Path(tempfile.mkdtemp(prefix="rides-pg-"))
-    home.chmod(0o777)
-    data = home / "data"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    password_file = home / "password"
-    password_file.write_text(PG_PASSWORD)
-    password_file.chmod(0o644)
-    subprocess.run(
-        [
-            *as_postgres,
-            str(binaries / "initdb"),
-            *("-D", str(data), "-U", "rides", f"--pwfile={password_file}"),
-            *("--auth-local=scram-sha-256", "--auth-host=scram-sha-256"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-keyout", str(home / "server.key"), "-out", str(home / "server.crt")),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    if as_postgres:
-        subprocess.run(["chown", "postgres", str(home / "server.key"), str(home / "server.crt")], check=True)
-    (home / "server.key").chmod(0o600)
-    # Only TLS connections from 127.0.0.1 (hostssl), as Aurora with rds.force_ssl.
-    (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
-    subprocess.run(
-        [
-            *as_postgres,
-            str(binaries / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(data.parent / "log"),
-            "-o",
-            f"-h 127.0.0.1 -p {port} -k {data.parent} -c ssl=on"
-            f" -c ssl_cert_file={home / 'server.crt'} -c ssl_key_file={home / 'server.key'}",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        from sqlalchemy.engine import URL
-
-        yield URL.create(
-            "postgresql+psycopg", "rides", PG_PASSWORD, "127.0.0.1", port, "postgres", query={"sslmode": "require"}
-        ).render_as_string(hide_password=False)
-    finally:
-        subprocess.run(
-            [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True
-        )
 
 
 def test_postgresql_works_the_same(model, small_month, tmp_path, postgres_url):
