@@ -410,6 +410,13 @@ def format_results(r: dict) -> str:
             "|---|---|---|",
             f"| `rides score` to parquet | {b['parquet']:,.0f} | ≥ 200,000 |",
             f"| `rides score` to parquet + SQLite upsert | {b['parquet_sqlite']:,.0f} | |",
+        ]
+        if "from_db_sqlite" in b:
+            lines += [
+                f"| `rides score --from-db`, SQLite rides table → SQLite predictions | {b['from_db_sqlite']:,.0f} | |",
+                f"| `rides load` of the month into the SQLite rides table | {b['db_load']:,.0f} | |",
+            ]
+        lines += [
             f"| row-by-row loop, same model (one predict per ride) | {b['row_by_row']:,.0f} | |",
         ]
         if "memory" in b:

@@ -582,6 +582,19 @@ def test_the_batch_job_gets_the_databases_address_and_secret_never_a_credential(
     assert "predictions_database_url" not in variables(INFRA)  # no credential-bearing URL variable
 
 
+def test_with_a_database_a_frequent_schedule_scores_the_rides_tables_new_rows():
+    """The event lambda_function/scoring_handler.py reads as "score from the database"."""
+    from lambda_function import scoring_handler
+
+    job = INFRA / "modules" / "batch_job"
+    schedule = named(load_dir(job)["module"])["from_db_schedule"]
+    assert schedule["count"] == "${var.database == null ? 0 : 1}"
+    assert schedule["alias_arn"] == "${module.function.alias_arn}"
+    assert schedule["input"] == "${jsonencode({from_db = true})}"
+    assert variables(job)["from_db_schedule_expression"]["default"] == "rate(10 minutes)"
+    assert '(event or {}).get("from_db")' in Path(scoring_handler.__file__).read_text()
+
+
 def test_aurora_manages_its_own_password_and_only_speaks_tls_to_the_job():
     resources = blocks_of(INFRA / "modules" / "batch_database", "resource")
     cluster = resources["aws_rds_cluster"]["this"]

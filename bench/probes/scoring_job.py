@@ -1,5 +1,7 @@
-"""Batch scoring of one month on one core: rows/s to parquet alone and with SQLite upserts
-(best of three), against the row-by-row pattern (one predict call per ride).
+"""Batch scoring of one month on one core: rows/s to parquet alone and with SQLite upserts,
+from the SQLite rides table (`rides score --from-db`: read → predict → upsert → watermark, one
+transaction per batch) and the load into it (best of three), against the row-by-row pattern
+(one predict call per ride).
 
     python -m bench.probes.scoring_job MODEL_DIR MONTH      (prints one JSON object)
 """
@@ -31,6 +33,20 @@ def main(model_dir: str, month: str) -> None:
             shutil.rmtree(tmp)
         out[label] = best
     out["rows"] = summary.rows_in
+    from rides.incremental_scoring import score_new_rides
+    from rides.ride_source import load_rides
+
+    tmp = tempfile.mkdtemp()
+    url = f"sqlite:///{tmp}/rides.db"
+    loaded = load_rides(url, month)
+    out["db_load"] = loaded.rows / loaded.seconds
+    best = 0.0
+    for run in range(3):
+        incremental = score_new_rides(url, model, job=f"bench-{run}")  # each job starts at watermark 0
+        assert incremental.rows_in == loaded.rows
+        best = max(best, incremental.rows_per_s)
+    out["from_db_sqlite"] = best
+    shutil.rmtree(tmp)
     frame = read_trips(month).head(2000)
     started = time.perf_counter()
     for i in range(len(frame)):

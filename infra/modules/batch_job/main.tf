@@ -1,5 +1,6 @@
-# The scheduled batch scoring job: a Lambda (container image) that an EventBridge rule runs
-# once a month on the previous month. Backfill: invoke it with {"months": "2023-01:2023-06"}.
+# The scheduled batch scoring job: a Lambda (container image). With a database, an EventBridge
+# rule runs it every few minutes on the rides table's new rows ({"from_db": true}); a second
+# rule scores last month's TLC file once a month. Backfill: {"months": "2023-01:2023-06"}.
 
 variable "function_name" {
   type        = string
@@ -15,6 +16,12 @@ variable "schedule_expression" {
   type        = string
   description = "When to run (EventBridge cron or rate expression)."
   default     = "cron(0 6 2 * ? *)"
+}
+
+variable "from_db_schedule_expression" {
+  type        = string
+  description = "When to score the rides table's new rows (only with a database)."
+  default     = "rate(10 minutes)"
 }
 
 variable "model_uri" {
@@ -119,9 +126,10 @@ locals {
       s3_prefix = null
     },
     {
-      # Resuming a crashed run reads the parts it already wrote.
+      # Resuming a crashed run reads the parts it already wrote; a rerun with a smaller batch
+      # size removes the parts past its end.
       sid       = "ReadWritePredictions"
-      actions   = ["s3:GetObject", "s3:PutObject"]
+      actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
       resources = ["arn:aws:s3:::${var.output_bucket}/${var.output_prefix}/*"]
       s3_prefix = null
     },
@@ -158,6 +166,22 @@ module "schedule" {
   function_name       = module.function.function_name
   alias_arn           = module.function.alias_arn
   alias_name          = module.function.alias_name
+}
+
+# Every few minutes: the rides that arrived since the watermark (rides.incremental_scoring).
+# The function's reserved concurrency of 1 keeps runs from overlapping; the watermark lock would
+# keep them correct anyway.
+module "from_db_schedule" {
+  source = "../lambda_schedule"
+  count  = var.database == null ? 0 : 1
+
+  name                = "${var.function_name}-from-db"
+  description         = "Score the rides table's new rows."
+  schedule_expression = var.from_db_schedule_expression
+  function_name       = module.function.function_name
+  alias_arn           = module.function.alias_arn
+  alias_name          = module.function.alias_name
+  input               = jsonencode({ from_db = true })
 }
 
 output "release" {
