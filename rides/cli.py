@@ -155,6 +155,11 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
     )
     click.echo(f"registered {registered.name} version {registered.version} (alias {registered.alias})")
     click.echo(f"MODEL_URI={registered.uri}")
+    quick = registered.quick
+    click.echo(
+        f"registered {quick.name} version {quick.version} (alias {quick.alias}): the baseline as the web "
+        f"service's quick model, val RMSE {trained.baseline_metrics.rmse:.3f}"
+    )
 
 
 @main.command(cls=UsesAWS)
@@ -569,16 +574,40 @@ def tail(stream, from_start, count) -> None:
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option(
     "--model",
-    default="ride-duration@production",
+    default="ride-duration-quick@production",
     show_default=True,
-    help="NAME@ALIAS or NAME/VERSION; MODEL_URI wins when set.",
+    help="The quick model: NAME@ALIAS or NAME/VERSION; MODEL_URI wins when set.",
 )
 def serve(host, port, workers, model) -> None:
-    """The web service: POST /predict, GET /predictions/{ride_id}, GET /health, docs at /docs."""
+    """The web service: POST /predict (quick answer; with consent also the stream), GET
+    /predictions/{ride_id}[?wait=], GET /health, docs at /docs. API keys: rides api-key."""
+    from rides import web_auth
     from rides.web import main as run_server
 
+    web_auth.from_env()  # no keys outside the local stack: one clear line, before uvicorn starts
     os.environ.update({"RIDES_SERVE_MODEL": model, "HOST": host, "PORT": str(port), "WEB_WORKERS": str(workers)})
     run_server()
+
+
+@main.command("api-key")
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["predict", "stream", "read"]),
+    help="What the key may do (repeatable; default all three).",
+)
+def api_key(name, scopes) -> None:
+    """Make an API key for the web service: prints the key (give it to the client) and the entry
+    for RIDES_API_KEYS or the API-keys secret (only its hash)."""
+    import json
+
+    from rides.web_auth import SCOPES, new_key
+
+    key, entry = new_key(name, scopes or SCOPES)
+    click.echo(f"key:   {key}")
+    click.echo(f"entry: {json.dumps(entry)}")
 
 
 # -- batch ---------------------------------------------------------------------------------------

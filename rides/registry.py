@@ -66,6 +66,12 @@ class Registered:
     uri: str  # the S3 artifact location: what MODEL_URI takes
     run_id: str
     alias: str
+    quick: Registered | None = None  # the same run's quick model (`<name>-quick`), for the web service
+
+
+def quick_model_name(model_name: str) -> str:
+    """The registered name of a model's quick counterpart (the web service's instant answer)."""
+    return f"{model_name}-quick"
 
 
 def log_training(
@@ -78,7 +84,8 @@ def log_training(
     target: str = "duration",
     alias: str = "staging",
 ) -> Registered:
-    """Log params, metrics and both models; register ours and point `alias` at it."""
+    """Log params, metrics and the models; register ours as `model_name` and the quick one as
+    `<model_name>-quick`, and point `alias` at both."""
     names = names or StackNames.from_env()
     model_name = model_name or names.registered_model
     mlflow = _mlflow()
@@ -87,6 +94,8 @@ def log_training(
     from mlflow import onnx as mlflow_onnx
     from mlflow import sklearn as mlflow_sklearn
     from mlflow.models import infer_signature
+
+    from rides.training import QUICK_FEATURES, onnx_predict
 
     experiment_id = ensure_experiment(
         names.experiment if model_name == names.registered_model else model_name, names.model_bucket
@@ -119,6 +128,15 @@ def log_training(
             signature=infer_signature(example_dicts, trained.baseline.predict(example_dicts)),
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
         )
+        quick_example = trained.example[:, [NUMERIC_FEATURES.index(n) for n in QUICK_FEATURES]].astype("float32")
+        quick_info = mlflow_onnx.log_model(
+            trained.quick_onnx,
+            name="quick",
+            signature=infer_signature(quick_example, onnx_predict(trained.quick_onnx, quick_example).astype("float32")),
+            input_example=quick_example,
+            pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
+            metadata={"rides_features": list(QUICK_FEATURES), "target": target, "kind": "quick"},
+        )
         example = trained.example.astype("float32")
         info = mlflow_onnx.log_model(
             trained.onnx_model,
@@ -130,10 +148,16 @@ def log_training(
             metadata={"rides_features": list(NUMERIC_FEATURES), "target": target},
         )
         version = mlflow.register_model(info.model_uri, model_name)
+        quick_version = mlflow.register_model(quick_info.model_uri, quick_model_name(model_name))
     mlflow_client = mlflow.MlflowClient()
-    mlflow_client.set_registered_model_alias(model_name, alias, version.version)
-    uri = mlflow_client.get_model_version_download_uri(model_name, version.version)
-    return Registered(model_name, str(version.version), uri, run.info.run_id, alias)
+    registered = []
+    for name, registered_version in ((model_name, version), (quick_model_name(model_name), quick_version)):
+        mlflow_client.set_registered_model_alias(name, alias, registered_version.version)
+        uri = mlflow_client.get_model_version_download_uri(name, registered_version.version)
+        registered.append(Registered(name, str(registered_version.version), uri, run.info.run_id, alias))
+    main, quick = registered
+    main.quick = quick
+    return main
 
 
 def parse_model_ref(ref: str) -> tuple[str, str]:

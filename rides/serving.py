@@ -12,10 +12,12 @@ from rides.stream.model import LoadedModel, ModelLoadError, load_model
 def load_serving_model(ref: str = "ride-duration@production", model_uri: str | None = None) -> LoadedModel:
     """MODEL_URI (or `model_uri`) if set, else the registry's NAME@ALIAS / NAME/VERSION.
     Errors are ModelLoadError or RegistryError, each one line."""
+    name, version_or_alias = parse_model_ref(ref)
     uri = model_uri or os.environ.get("MODEL_URI")
     if uri:
-        return load_model(uri, version=os.environ.get("MODEL_VERSION") or None)
-    name, version_or_alias = parse_model_ref(ref)
+        return load_model(
+            uri, name=os.environ.get("MODEL_NAME") or name, version=os.environ.get("MODEL_VERSION") or None
+        )
     found = resolve(name, version_or_alias)
     return load_model(found.uri, name=name, version=found.version)
 

@@ -1,7 +1,10 @@
 """Train the ride-duration model on TLC months and record everything in MLflow.
 
 Two models on the same months and the same feature function:
-- the MLOps Zoomcamp baseline: DictVectorizer + LinearRegression on PU_DO and trip_distance;
+- the MLOps Zoomcamp baseline: DictVectorizer + LinearRegression on PU_DO and trip_distance.
+  It is also the web service's quick model (`<name>-quick`): exported to ONNX as what it is,
+  one weight per (pickup, drop-off) pair plus one per mile, so it is served by the same loader
+  and onnxruntime, without scikit-learn in the web image;
 - ours: gradient-boosted trees on the numeric features, exported to ONNX so the consumer
   serves it with onnxruntime (no scikit-learn or mlflow import on the hot path).
 """
@@ -14,9 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from rides.stream.events import MAX_ZONE
 from rides.stream.features import NUMERIC_FEATURES, RideFeatures, features_from_frame
 
 BASELINE_KEYS = ("PU_DO", "trip_distance")
+QUICK_FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
 # Share of training rows whose optional fields are hidden, so the model learns what to do
 # when an event carries no pickup time or passenger count.
 MASK_OPTIONAL_SHARE = 0.15
@@ -44,6 +49,7 @@ class TrainedModels:
     model: object  # HistGradientBoostingRegressor
     onnx_model: object  # onnx.ModelProto
     baseline_metrics: Metrics
+    quick_onnx: object  # onnx.ModelProto of the baseline, input QUICK_FEATURES
     metrics: Metrics
     onnx_metrics: Metrics
     train_rows: int
@@ -74,6 +80,61 @@ def to_onnx(model, n_features: int):
     from skl2onnx.common.data_types import FloatTensorType
 
     return convert_sklearn(model, initial_types=[("features", FloatTensorType([None, n_features]))])
+
+
+def quick_onnx(baseline):
+    """The baseline pipeline as an ONNX graph over QUICK_FEATURES: a DictVectorizer one-hot of
+    PU_DO times a linear model is a lookup of one weight per zone pair (0 for a pair not seen in
+    training, as the DictVectorizer ignores it), plus a weight per mile, plus the intercept."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    vectorizer, regression = baseline.steps[0][1], baseline.steps[-1][1]
+    side = MAX_ZONE + 1
+    pair_weights = np.zeros(side * side, dtype=np.float32)
+    per_mile = 0.0
+    for name, column in vectorizer.vocabulary_.items():
+        weight = float(regression.coef_[column])
+        if name == "trip_distance":
+            per_mile = weight
+        elif name.startswith("PU_DO="):
+            pickup, dropoff = (int(zone) for zone in name.removeprefix("PU_DO=").split("_"))
+            pair_weights[pickup * side + dropoff] = weight
+    constants = {
+        "pair_weights": pair_weights,
+        "side": np.array(side, dtype=np.int64),
+        "per_mile": np.array(per_mile, dtype=np.float32),
+        "intercept": np.array(float(regression.intercept_), dtype=np.float32),
+        "zero": np.array([0], dtype=np.int64),
+        "one": np.array([1], dtype=np.int64),
+        "two": np.array([2], dtype=np.int64),
+        "three": np.array([3], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("Slice", ["features", "zero", "one", "one"], ["pu_f"]),
+        helper.make_node("Slice", ["features", "one", "two", "one"], ["do_f"]),
+        helper.make_node("Slice", ["features", "two", "three", "one"], ["miles"]),
+        helper.make_node("Cast", ["pu_f"], ["pu"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["do_f"], ["do"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["pu", "side"], ["row"]),
+        helper.make_node("Add", ["row", "do"], ["pair"]),
+        helper.make_node("Gather", ["pair_weights", "pair"], ["pair_weight"], axis=0),
+        helper.make_node("Mul", ["miles", "per_mile"], ["distance_weight"]),
+        helper.make_node("Add", ["pair_weight", "distance_weight"], ["partial"]),
+        helper.make_node("Add", ["partial", "intercept"], ["duration"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "quick_linear",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, len(QUICK_FEATURES)])],
+        [helper.make_tensor_value_info("duration", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime releases of the last years all read
+    import onnx
+
+    onnx.checker.check_model(model)
+    return model
 
 
 def onnx_predict(onnx_model, matrix: np.ndarray) -> np.ndarray:
@@ -107,7 +168,15 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
 
     baseline = make_pipeline(DictVectorizer(), LinearRegression())
     baseline.fit(train_features.dicts(BASELINE_KEYS), y_train)
-    baseline_metrics = regression_metrics(y_val, baseline.predict(val_features.dicts(BASELINE_KEYS)))
+    baseline_predictions = baseline.predict(val_features.dicts(BASELINE_KEYS))
+    baseline_metrics = regression_metrics(y_val, baseline_predictions)
+    quick = quick_onnx(baseline)
+    # What the web service serves must be the baseline we evaluated.
+    quick_gap = np.max(
+        np.abs(onnx_predict(quick, val_features.matrix(QUICK_FEATURES)) - baseline_predictions), initial=0
+    )
+    if quick_gap > 1e-2:
+        raise RuntimeError(f"the quick model's ONNX export disagrees with the baseline by up to {quick_gap:.4f}")
 
     model = HistGradientBoostingRegressor(**HGB_PARAMS)
     model.fit(_mask_optional(train_features, np.random.default_rng(42)), y_train)
@@ -126,6 +195,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
         model,
         onnx_model,
         baseline_metrics,
+        quick,
         metrics,
         onnx_metrics,
         len(train_frame),

@@ -1,11 +1,19 @@
-"""`rides serve`: the same model over HTTP, with an opt-in "send it to the stream" mode.
+"""`rides serve`: the combined mode. A simple, fast model answers at once; with the rider's
+consent the ride also goes on the stream, where the accurate model's answer and the decision
+follow.
 
-- POST /predict: one ride event (the stream's contract) or a list of them → the duration now.
-  With `"stream": true` (the rider's consent) the ride also goes onto `ride-events`, so the
-  streaming consumers produce their richer predictions; the quick answer never waits on or
-  fails with that put, and the response says whether it was queued.
-- GET /predictions/{ride_id}: what the decision service stored for that ride, 404 until then.
+- POST /predict: one ride event (the stream's contract) or a list of them → the quick model's
+  duration now (`ride-duration-quick@production`), naming the model and version that answered.
+  With `"stream": true` the ride also goes onto `ride-events`; the quick answer never waits on
+  or fails with that put, and the response says whether it was queued. With
+  `Accept: text/event-stream` (one ride): server-sent events `quick`, `enhanced` (the stream
+  model's prediction), `decision`, or `timeout` when `?wait=` seconds pass first.
+- GET /predictions/{ride_id}: what the stream made of the ride (the decisions table), 404 until
+  then; `?wait=S` long-polls until the enhanced prediction is there (`&until=decision`: the
+  decision), else answers 202 with what is known. GET /predictions/{ride_id}/events: the same as
+  server-sent events.
 - GET /health: model loaded, name and version.
+- API keys (rides.web_auth) on every route but /health and the docs, on by default.
 Same loader, feature function and publisher as the consumer; OpenAPI docs at /docs.
 """
 
@@ -13,21 +21,30 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from rides.stream.decision import DecisionStore
+from rides.stream.decision import DecisionStore, RideState
 from rides.stream.events import MAX_ZONE, MIN_ZONE, InvalidEvent, RideEvent, json_bytes, ride_event_json, validate_event
 from rides.stream.features import features_from_events
 from rides.stream.model import LoadedModel
 from rides.stream.publish import KinesisPublisher
+from rides.web_auth import ANONYMOUS, ApiKeys, Client
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RIDES_PER_REQUEST = 1000
+# Longest wait a request may ask for: under the function's timeout on AWS (infra/modules/web_service).
+MAX_WAIT_SECONDS = 25.0
+# How often a waiting request reads the decisions table: quickly at first, then every half second.
+FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.05, 0.5
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 # -- the schema, for the OpenAPI docs; rides.stream.events.validate_event stays the one validator ------
@@ -87,34 +104,52 @@ class RideService:
         kinesis=None,
         input_stream: str | None = None,
         decisions: DecisionStore | None = None,
+        enhanced_model: str | None = None,
     ):
         self.model = model
         self.publisher = KinesisPublisher(kinesis, input_stream, concurrency=1) if kinesis and input_stream else None
         self.decisions = decisions
+        # The stream model whose prediction is the enhanced answer: ride-duration for ride-duration-quick.
+        self.enhanced_model = enhanced_model or model.name.removesuffix("-quick")
 
-    async def answer(self, body: bytes) -> tuple[int, bytes]:
+    async def answer(self, body: bytes, client: Client = ANONYMOUS) -> tuple[int, bytes]:
         """POST /predict: request body → (status, JSON body). Errors in FastAPI's shape."""
+        status, content, _ = await self.answer_rides(body, client)
+        return status, content
+
+    async def answer_rides(self, body: bytes, client: Client = ANONYMOUS) -> tuple[int, bytes, list[dict]]:
+        """POST /predict → (status, JSON body, the answers). Errors in FastAPI's shape."""
+        if not client.may("predict"):
+            return 403, json_bytes({"detail": f"API key {client.name!r} may not ask for predictions"}), []
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _error(422, ["body"], f"bad JSON: {exc}", "json_invalid")
+            return (*_error(422, ["body"], f"bad JSON: {exc}", "json_invalid"), [])
         single = isinstance(payload, dict)
         items = [payload] if single else payload
         if not isinstance(items, list) or not items:
-            return _error(422, ["body"], "a ride event or a non-empty list of them")
+            return (*_error(422, ["body"], "a ride event or a non-empty list of them"), [])
         if len(items) > MAX_RIDES_PER_REQUEST:
-            return 413, json_bytes({"detail": f"at most {MAX_RIDES_PER_REQUEST} rides per request"})
+            return 413, json_bytes({"detail": f"at most {MAX_RIDES_PER_REQUEST} rides per request"}), []
         events = []
         for index, item in enumerate(items):
             where = ["body"] if single else ["body", index]
             try:
                 events.append(validate_event(item))
             except InvalidEvent as exc:
-                return _error(422, where + _field(str(exc)), str(exc))
+                return (*_error(422, where + _field(str(exc)), str(exc)), [])
             if not isinstance(item.get("stream", False), bool):
-                return _error(422, [*where, "stream"], "stream must be true or false")
-        durations = self.predict(events)
+                return (*_error(422, [*where, "stream"], "stream must be true or false"), [])
         wanted = [i for i, item in enumerate(items) if item.get("stream") is True]
+        if wanted and not client.may("stream"):
+            return 403, json_bytes({"detail": f"API key {client.name!r} may not put rides on the stream"}), []
+        # Records of one ride id go out one at a time, in order (rides.stream.publish): many
+        # copies of one ride would be as many serial puts. A ride goes on the stream once.
+        repeated = [key for key, n in Counter(events[i].partition_key for i in wanted).items() if n > 1]
+        if repeated:
+            message = f"ride_id {repeated[0]} is sent to the stream more than once in this request"
+            return (*_error(422, ["body"], message), [])
+        durations = self.predict(events)
         streamed: dict[int, Streamed] = {}
         if wanted:
             # boto3 blocks: keep the event loop free for other requests meanwhile.
@@ -132,7 +167,7 @@ class RideService:
             if i in streamed:
                 answer["stream"] = streamed[i].model_dump(exclude_none=True)
             out.append(answer)
-        return 200, json_bytes(out[0] if single else out)
+        return 200, json_bytes(out[0] if single else out), out
 
     def predict(self, events: list[RideEvent]) -> list[float]:
         return self.model.predict(features_from_events(events)).tolist()
@@ -150,10 +185,74 @@ class RideService:
             Streamed(queued=False, error=error) if i in failed else Streamed(queued=True) for i in range(len(events))
         ]
 
+    async def wait_for(self, ride_id: str, wait: float, until: str = "enhanced") -> tuple[RideState | None, bool]:
+        """Read the ride's stream state until it has the enhanced prediction (or the decision),
+        or `wait` seconds pass. → (state or None, whether it got there)."""
+        deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT_SECONDS)
+        pause = FIRST_POLL_SECONDS
+        while True:
+            state = await asyncio.to_thread(self.decisions.get, ride_id)
+            if self.reached(state, until):
+                return state, True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return state, False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, MAX_POLL_SECONDS)
 
-def create_app(service: RideService):
-    """The ASGI app: FastAPI (docs, health, predictions) behind the /predict fast path."""
-    return PredictFastPath(_fastapi_app(service), service)
+    def reached(self, state: RideState | None, until: str) -> bool:
+        if state is None:
+            return False
+        if until == "decision":
+            return state.decision is not None
+        return self.enhanced_model in state.predictions
+
+    def enhanced(self, state: RideState | None) -> dict | None:
+        """The stream model's prediction for the ride, in the quick answer's shape."""
+        found = state.predictions.get(self.enhanced_model) if state else None
+        if found is None:
+            return None
+        return {
+            "ride_id": state.ride_id,
+            found["field"]: found["value"],
+            "model": self.enhanced_model,
+            "version": found["version"],
+        }
+
+    async def events(self, ride_id: str, wait: float, quick: dict | None = None) -> AsyncIterator[bytes]:
+        """Server-sent events: the quick answer (if given), the enhanced prediction, the
+        decision; `timeout` with what is known when `wait` seconds pass first."""
+        started = time.monotonic()
+        if quick is not None:
+            yield _sse("quick", quick)
+        sent_enhanced = False
+        for until in ("enhanced", "decision"):
+            left = wait - (time.monotonic() - started)
+            state, done = await self.wait_for(ride_id, left, until)
+            if not sent_enhanced and (enhanced := self.enhanced(state)) is not None:
+                yield _sse("enhanced", {**enhanced, "after_ms": round((time.monotonic() - started) * 1000)})
+                sent_enhanced = True
+            if not done:
+                yield _sse(
+                    "timeout",
+                    {
+                        "ride_id": ride_id,
+                        "waited_s": round(time.monotonic() - started, 3),
+                        "known": state.for_api() if state else None,
+                    },
+                )
+                return
+        yield _sse("decision", {**state.decision, "after_ms": round((time.monotonic() - started) * 1000)})
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + json_bytes(data) + b"\n\n"
+
+
+def create_app(service: RideService, auth: ApiKeys | None = None):
+    """The ASGI app: FastAPI (docs, health, predictions) behind the API-key check and the
+    /predict fast path. `auth` None: no authentication (the local stack)."""
+    return RidesApp(_fastapi_app(service), service, auth)
 
 
 def _fastapi_app(service: RideService) -> FastAPI:
@@ -192,20 +291,50 @@ def _fastapi_app(service: RideService) -> FastAPI:
             }
         },
     )
-    async def predict(request: Request):
-        # Normally answered by PredictFastPath before routing; kept for the docs and any
-        # deployment that mounts the app without it.
-        status, content = await service.answer(await _read_body(request))
-        return Response(content, status_code=status, media_type="application/json")
+    async def predict(request: Request, wait: float = Query(MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)):
+        # JSON answers normally come from RidesApp's fast path before routing; this route serves
+        # server-sent events, the docs, and any deployment that mounts the app without it.
+        client = _client(request)
+        status, content, answers = await service.answer_rides(await _read_body(request), client)
+        if not _wants_events(request.scope) or status != 200:
+            return Response(content, status_code=status, media_type="application/json")
+        if len(answers) != 1:
+            raise HTTPException(422, detail="server-sent events answer one ride per request")
+        [quick] = answers
+        if service.decisions is None or not quick.get("stream", {}).get("queued"):
+            return StreamingResponse(_once(_sse("quick", quick)), media_type="text/event-stream")
+        return StreamingResponse(
+            service.events(str(quick["ride_id"]), wait, quick), media_type="text/event-stream", headers=NO_BUFFERING
+        )
 
     @app.get("/predictions/{ride_id}")
-    def streamed_predictions(ride_id: str):
+    async def streamed_predictions(
+        ride_id: str,
+        request: Request,
+        wait: float = Query(0, ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the stream's answer"),
+        until: str = Query("enhanced", pattern="^(enhanced|decision)$"),
+    ):
+        _require(request, "read")
         if service.decisions is None:
             raise HTTPException(404, detail="no decisions table configured")
-        state = service.decisions.get(ride_id)
-        if state is None:
-            raise HTTPException(404, detail=f"no streamed predictions for ride {ride_id} yet")
-        return Response(json_bytes(state.for_api()), media_type="application/json")
+        state, done = await service.wait_for(ride_id, wait, until)
+        if not wait:  # the original contract: what is stored, 404 until something is
+            if state is None:
+                raise HTTPException(404, detail=f"no streamed predictions for ride {ride_id} yet")
+            return Response(json_bytes(state.for_api()), media_type="application/json")
+        body = (
+            state.for_api() if state else {"ride_id": ride_id, "status": "pending", "predictions": {}, "decision": None}
+        )
+        return Response(json_bytes(body), status_code=200 if done else 202, media_type="application/json")
+
+    @app.get("/predictions/{ride_id}/events")
+    async def streamed_events(
+        ride_id: str, request: Request, wait: float = Query(MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    ):
+        _require(request, "read")
+        if service.decisions is None:
+            raise HTTPException(404, detail="no decisions table configured")
+        return StreamingResponse(service.events(ride_id, wait), media_type="text/event-stream", headers=NO_BUFFERING)
 
     def openapi() -> dict:
         # The body is parsed by hand (one validator, rides.stream.events); publish its schema anyway.
@@ -222,16 +351,49 @@ def _fastapi_app(service: RideService) -> FastAPI:
     return app
 
 
-class PredictFastPath:
-    """Answers POST /predict at the ASGI level, before routing and dependency handling: the
-    same `RideService.answer` in a fraction of the time (see the web benchmark)."""
+NO_BUFFERING = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
-    def __init__(self, app, service: RideService):
+
+async def _once(item: bytes) -> AsyncIterator[bytes]:
+    yield item
+
+
+def _wants_events(scope) -> bool:
+    return any(name == b"accept" and b"text/event-stream" in value for name, value in scope["headers"])
+
+
+def _client(request: Request) -> Client:
+    return request.scope.get("state", {}).get("client", ANONYMOUS)
+
+
+def _require(request: Request, scope: str) -> None:
+    client = _client(request)
+    if not client.may(scope):
+        raise HTTPException(403, detail=f"API key {client.name!r} may not {scope}")
+
+
+class RidesApp:
+    """The ASGI entry: the API-key check for every route but /health and the docs, then
+    POST /predict answered at the ASGI level, before routing and dependency handling (the same
+    `RideService.answer` in a fraction of the time, see the web benchmark), and everything else
+    (server-sent events included) by FastAPI."""
+
+    def __init__(self, app, service: RideService, auth: ApiKeys | None = None):
         self.app = app
         self.service = service
+        self.auth = auth
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        client = ANONYMOUS
+        if self.auth is not None and scope["path"] not in PUBLIC_PATHS:
+            client = self.auth.client(scope["headers"])
+            if client is None:
+                content = json_bytes({"detail": "a valid API key is required (x-api-key or Authorization: Bearer)"})
+                return await _respond(send, 401, content, [(b"www-authenticate", b"Bearer")])
+            scope.setdefault("state", {})["client"] = client  # what request.state.client reads
+        if scope["path"] != "/predict" or scope["method"] != "POST" or _wants_events(scope):
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
@@ -246,15 +408,23 @@ class PredictFastPath:
             chunks.append(chunk)
             more = message.get("more_body", False)
         else:
-            status, content = await self.service.answer(b"".join(chunks))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+            status, content = await self.service.answer(b"".join(chunks), client)
+        await _respond(send, status, content)
+
+
+async def _respond(send, status: int, content: bytes, headers: list | None = None) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(content)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _read_body(request: Request) -> bytes:
@@ -270,18 +440,25 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def app_from_env() -> FastAPI:
-    """The app uvicorn runs (`rides serve`): model from MODEL_URI or RIDES_SERVE_MODEL."""
+DEFAULT_MODEL = "ride-duration-quick@production"
+
+
+def app_from_env():
+    """The app uvicorn runs (`rides serve`): model from MODEL_URI or RIDES_SERVE_MODEL, API keys
+    from the environment (rides.web_auth)."""
     import boto3
 
+    from rides import web_auth
     from rides.serving import load_serving_model
     from rides.settings import StackNames
 
+    auth = web_auth.from_env()  # first: no keys, no service (before any slower set-up)
     names = StackNames.from_env()
-    model = load_serving_model(os.environ.get("RIDES_SERVE_MODEL", "ride-duration@production"))
+    model = load_serving_model(os.environ.get("RIDES_SERVE_MODEL", DEFAULT_MODEL))
     decisions = DecisionStore(boto3.client("dynamodb"), names.decisions_table)
     return create_app(
-        RideService(model, kinesis=boto3.client("kinesis"), input_stream=names.input_stream, decisions=decisions)
+        RideService(model, kinesis=boto3.client("kinesis"), input_stream=names.input_stream, decisions=decisions),
+        auth,
     )
 
 

@@ -165,6 +165,10 @@ def test_openapi_schema_based(service):
 
 
 def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
+    import json
+
+    from rides.web_auth import new_key
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -174,6 +178,19 @@ def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
         "MODEL_VERSION": "8",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
     }  # no AWS: the quick answer still works
+    env.pop("RIDES_WEB_AUTH", None)
+    # Outside the local stack the service will not serve without API keys, and says how to get one.
+    refused = subprocess.run(
+        [sys.executable, "-m", "rides.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "rides api-key" in refused.stdout + refused.stderr
+    key, entry = new_key("backend")
+    env["RIDES_API_KEYS"] = json.dumps(entry)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rides.cli", "serve", "--port", str(port)],
         cwd=ROOT,
@@ -192,7 +209,9 @@ def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
         assert health.json()["version"] == "8"
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", content=orjson.dumps(ride(1)), timeout=5)
+        url = f"http://127.0.0.1:{port}/predict"
+        assert httpx.post(url, content=orjson.dumps(ride(1)), timeout=5).status_code == 401
+        answer = httpx.post(url, content=orjson.dumps(ride(1)), headers={"x-api-key": key}, timeout=5)
         assert answer.status_code == 200 and answer.json()["ride_duration"] > 0
     finally:
         proc.terminate()

@@ -37,7 +37,13 @@ class StackInfo:
     def env(self) -> dict[str, str]:
         # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
         # earlier in the process (for another endpoint) would upload models to real S3.
-        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+        # The web service serves without API keys only here, on the local stack (rides.web_auth).
+        return {
+            **LOCAL_ENV,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "RIDES_WEB_AUTH": "none",
+        }
 
 
 def free_port() -> int:
