@@ -54,6 +54,13 @@ module "failed_batches_queue" {
   name   = local.names.failed_batches_queue
 }
 
+# Rides the decision service decided `review`, with the decision and its flags, for a person
+# to act on (`rides review`); an alarm when one waits longer than review_max_age_seconds.
+module "review_queue" {
+  source = "./modules/queue"
+  name   = local.names.review_queue
+}
+
 module "decisions_table" {
   source = "./modules/decisions_table"
   name   = local.names.decisions_table
@@ -95,6 +102,7 @@ locals {
     decisions_stream       = "${var.decisions_stream_name}${local.suffix}"
     dead_letter_queue      = "${var.dead_letter_queue_name}${local.suffix}"
     failed_batches_queue   = "${var.failed_batches_queue_name}${local.suffix}"
+    review_queue           = "${var.review_queue_name}${local.suffix}"
     decisions_table        = "${var.decisions_table_name}${local.suffix}"
     ecr_repository         = "${var.ecr_repository_name}${local.suffix}"
     decision_service       = "ride-decision-service${local.suffix}"
@@ -250,6 +258,7 @@ module "decision_service" {
     DECISIONS_TABLE          = module.decisions_table.name
     DECISIONS_STREAM_NAME    = module.decisions_stream.name
     DEAD_LETTER_QUEUE_URL    = module.dead_letter_queue.url
+    REVIEW_QUEUE_URL         = module.review_queue.url
     REQUIRED_MODELS          = join(",", [for consumer in local.consumers : consumer.model_name])
     DECISION_TIMEOUT_SECONDS = tostring(var.decision_timeout_seconds)
     DECISION_RULES           = var.decision_rules_json
@@ -272,6 +281,11 @@ module "decision_service" {
         "dynamodb:Query",
       ]
       resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/due-index"]
+    },
+    {
+      sid       = "QueueForReview"
+      actions   = ["sqs:SendMessage"]
+      resources = [module.review_queue.arn]
     },
   ]
 
@@ -327,7 +341,19 @@ locals {
         dimensions = { QueueName = queue.name }
         statistic  = "Maximum"
         period     = 300
+        threshold  = 0
         what       = queue.what
+      }
+    },
+    {
+      review-waiting = {
+        namespace  = "AWS/SQS"
+        metric     = "ApproximateAgeOfOldestMessage"
+        dimensions = { QueueName = module.review_queue.name }
+        statistic  = "Maximum"
+        period     = 300
+        threshold  = var.review_max_age_seconds
+        what       = "A ride decided `review` has waited longer than ${var.review_max_age_seconds} s for a person (rides review lists them)."
       }
     },
     {
@@ -337,6 +363,7 @@ locals {
         dimensions = { service = consumer.function_name, model = consumer.model_name }
         statistic  = "Sum"
         period     = 60
+        threshold  = 0
         what       = "${consumer.function_name} cannot serve its model ${consumer.model_name}: batches are retried, not predicted."
       }
     },
@@ -353,7 +380,7 @@ resource "aws_cloudwatch_metric_alarm" "operator" {
   statistic           = each.value.statistic
   period              = each.value.period
   evaluation_periods  = 1
-  threshold           = 0
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions

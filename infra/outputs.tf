@@ -28,6 +28,11 @@ output "dead_letter_queue_url" {
   value       = module.dead_letter_queue.url
 }
 
+output "review_queue_url" {
+  description = "Rides decided `review`: `rides review --queue-url` lists them."
+  value       = module.review_queue.url
+}
+
 output "failed_batches_queue_url" {
   description = "Batches the event source mapping gave up on."
   value       = module.failed_batches_queue.url

@@ -50,6 +50,18 @@ variable "failed_batches_queue_name" {
   default     = "ride-events-failed-batches"
 }
 
+variable "review_queue_name" {
+  type        = string
+  description = "SQS queue of rides decided `review` (the decision and its flags), for a person."
+  default     = "ride-review"
+}
+
+variable "review_max_age_seconds" {
+  type        = number
+  description = "Alarm when a ride has waited this long in the review queue."
+  default     = 3600
+}
+
 variable "decisions_table_name" {
   type        = string
   description = "DynamoDB table where the decision service gathers predictions per ride."

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from aws_lambda_powertools import Logger
 
 from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
-from rides.stream.deadletter import DeadLetterSink
+from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision import DecisionConfig, DecisionStore, process_predictions, sweep
 from rides.stream.publish import KinesisPublisher
 
@@ -45,12 +45,18 @@ def handle(event, context, env):
     config = DecisionConfig.from_env(env)
     store = DecisionStore(_client("dynamodb"), config.table_name)
     publisher = KinesisPublisher(_client("kinesis"), config.decisions_stream_name, concurrency=2)
+    # Rides decided `review` also go to the review queue, for a person to act on (`rides review`).
+    reviews = (
+        QueueSender(_client("sqs"), config.review_queue_url, logger=logger, what="review queue")
+        if config.review_queue_url
+        else None
+    )
 
     def time_left() -> float:
         return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
 
     if "Records" not in (event or {}):  # the schedule
-        result = asdict(sweep(config, store=store, publisher=publisher, time_left=time_left))
+        result = asdict(sweep(config, store=store, publisher=publisher, reviews=reviews, time_left=time_left))
         logger.info("sweep", extra={"sweep": result})
         return result
     dead_letters = DeadLetterSink(
@@ -62,6 +68,7 @@ def handle(event, context, env):
         store=store,
         publisher=publisher,
         dead_letters=dead_letters,
+        reviews=reviews,
         time_left=time_left,
         logger=logger,
     )

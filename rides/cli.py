@@ -486,6 +486,42 @@ def dead_letters(queue, limit, as_json) -> None:
 
 
 @main.command(cls=UsesAWS)
+@click.option("--limit", type=int, default=None, help="At most this many rides.")
+@click.option("--done", is_flag=True, help="Remove the listed rides from the queue (they were reviewed).")
+@click.option("--queue-url", default=None, help="The review queue (default: the stack's ride-review).")
+@click.option("--as-json", is_flag=True, help="One decision record per line.")
+def review(limit, done, queue_url, as_json) -> None:
+    """Rides the decision service decided `review`, with their flags and predictions. They stay
+    queued (for the next reviewer) unless --done."""
+    import boto3
+
+    from rides.recovery import delete, peek, release
+
+    sqs = boto3.client("sqs")
+    url = queue_url or sqs.get_queue_url(QueueName=StackNames.from_env().review_queue)["QueueUrl"]
+    messages = peek(sqs, url, limit=limit)
+    # The decision service may queue a decision twice (a retry after the queue failed): one per decision_id.
+    unique = list({m.body.get("decision_id"): m for m in messages}.values())
+    if done:
+        for message in messages:
+            delete(sqs, url, message)
+    else:
+        release(sqs, url, messages)
+    if as_json:
+        for message in unique:
+            click.echo(json.dumps(message.body))
+        return
+    click.echo(f"{len(unique)} rides to review" + (" (removed from the queue)" if done else ""))
+    for message in unique:
+        body = message.body
+        predicted = ", ".join(
+            f"{p['field']} {p['value']:.2f} (v{p['version']})" for p in (body.get("predictions") or {}).values()
+        )
+        click.echo(f"- ride {body.get('ride_id')}: {', '.join(body.get('flags') or [])} [{body.get('reason')}]")
+        click.echo(f"    {predicted}")
+
+
+@main.command(cls=UsesAWS)
 @click.option("--dead-letters", "letters", is_flag=True, help="Re-send dead letters instead of failed batches.")
 @click.option("--matching", default=None, help="Only dead letters whose reason contains this text.")
 @click.option(

@@ -136,6 +136,8 @@ def log_training(
             input_example=quick_example,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
             metadata={"rides_features": list(QUICK_FEATURES), "target": target, "kind": "quick"},
+            # one file: the loaders fetch model.onnx alone (the weight table would go beside it)
+            save_as_external_data=False,
         )
         example = trained.example.astype("float32")
         info = mlflow_onnx.log_model(

@@ -45,6 +45,8 @@ class StackNames:
     dead_letter_queue: str = "ride-events-dlq"
     # Where the event source mapping sends metadata of batches that exhausted their retries.
     failed_batches_queue: str = "ride-events-failed-batches"
+    # Rides the decision service decided `review`, for a person (`rides review`).
+    review_queue: str = "ride-review"
     model_bucket: str = "rides-models-stg"
     decisions_table: str = "ride-decisions"
     consumer_function: str = "ride-duration-consumer"

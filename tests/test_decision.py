@@ -3,6 +3,8 @@ records and failed publications (moto DynamoDB, Kinesis, SQS)."""
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import orjson
 import pytest
@@ -39,16 +41,25 @@ def service(aws, monkeypatch):
     boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
     aws["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
+    review = aws["sqs"].create_queue(QueueName="ride-review")["QueueUrl"]
     env = {
         "DECISIONS_TABLE": "ride-decisions",
         "DECISIONS_STREAM_NAME": "ride-decisions",
         "DEAD_LETTER_QUEUE_URL": dlq,
+        "REVIEW_QUEUE_URL": review,
         "DECISION_TIMEOUT_SECONDS": "60",
     }
     decision_handler._clients.clear()
     clock = Clock()
     monkeypatch.setattr("rides.stream.decision.service.time.time", clock)
-    yield {**aws, "env": env, "dlq": dlq, "handler": decision_handler.handler_for(env), "clock": clock}
+    yield {
+        **aws,
+        "env": env,
+        "dlq": dlq,
+        "review": review,
+        "handler": decision_handler.handler_for(env),
+        "clock": clock,
+    }
     decision_handler._clients.clear()
 
 
@@ -97,6 +108,39 @@ def test_rules_flag_a_ride_for_review(service):
     [decision] = decisions(service)
     assert decision["decision"] == "review"
     assert decision["flags"] == ["long_ride", "fare_per_minute_out_of_range"]
+    # acted on, not only labelled: the decision, flags and predictions wait in the review queue
+    [queued] = drain_queue(service["sqs"], service["review"])
+    assert queued == decision
+
+
+def test_only_review_decisions_are_queued_and_a_queue_outage_loses_none(service):
+    accept = [prediction("ok", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    review = [
+        prediction("long", m, v, seq=i + 10)
+        for i, (m, v) in enumerate((("ride-duration", 90.0), ("ride-fare", 60.0), ("ride-tip", 5.0)))
+    ]
+    service["sqs"].delete_queue(QueueUrl=service["review"])
+    response = send(service, accept + review)
+    # the accepted ride is done; the ride to review is reported and stays decided, not published
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in (4, 5, 6)]
+    assert decisions_stored(service, "ok").status == "published"
+    assert decisions_stored(service, "long").status == "decided"
+    service["sqs"].create_queue(QueueName="ride-review")
+    assert send(service, review, start=4) == {"batchItemFailures": []}  # Lambda's retry
+    [queued] = drain_queue(service["sqs"], service["review"])
+    assert queued["ride_id"] == "long" and queued["flags"] == ["long_ride"]
+    assert decisions_stored(service, "long").status == "published"
+    # the stream may carry the decision twice (published, then the queue failed): one decision_id
+    assert {d["decision_id"] for d in decisions(service) if d["ride_id"] == "long"} == {queued["decision_id"]}
+
+
+def test_a_timed_out_review_decision_is_queued_by_the_sweep(service):
+    send(service, [prediction("slow-long", "ride-duration", 80.0)])
+    service["clock"].now += 61
+    result = service["handler"]({"source": "aws.events"}, FakeContext())
+    assert result["timed_out"] == 1 and result["queued_for_review"] == 1
+    [queued] = drain_queue(service["sqs"], service["review"])
+    assert queued["ride_id"] == "slow-long" and queued["reason"] == "timeout"
 
 
 def test_timeout_decides_with_what_arrived(service):
@@ -401,3 +445,23 @@ def test_every_decision_record_carries_a_decision_id_and_the_store_round_trips_a
     stored = decisions_stored(service, "r3")
     assert decision["decision_id"] == stored.decision["decision_id"] == "r3:1"
     assert RideState.from_item(stored.to_item()) == stored
+
+
+def test_rides_review_lists_the_queue_once_per_decision_and_removes_only_when_done(service):
+    from click.testing import CliRunner
+
+    from rides.cli import main
+
+    long_ride = [prediction("long", m, v) for m, v in (("ride-duration", 90.0), ("ride-fare", 60.0), ("ride-tip", 5.0))]
+    send(service, long_ride)
+    [decision] = decisions(service)
+    # a repeat of the same decision (a retry after a queue failure) is listed once
+    service["sqs"].send_message(QueueUrl=service["review"], MessageBody=json.dumps(decision))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["review", "--queue-url", service["review"]])
+    assert listed.exit_code == 0, listed.output
+    assert "1 rides to review" in listed.output and "ride long: long_ride" in listed.output
+    assert "ride_duration 90.00 (v1)" in listed.output
+    again = runner.invoke(main, ["review", "--queue-url", service["review"], "--done"])
+    assert "1 rides to review (removed from the queue)" in again.output
+    assert "0 rides to review" in runner.invoke(main, ["review", "--queue-url", service["review"]]).output

@@ -13,6 +13,7 @@ import boto3
 import botocore.client
 import pytest
 
+from rides.local.reader import drain_queue
 from rides.local.stack import decisions_table_spec
 from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride
 from tests.test_infra import INFRA, blocks_of, load_dir, locals_of, named
@@ -74,17 +75,19 @@ def test_the_decision_services_role_allows_every_call_it_makes(aws, monkeypatch,
     boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
     aws["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
+    review = aws["sqs"].create_queue(QueueName="review")["QueueUrl"]
     env = {
         "DECISIONS_TABLE": "ride-decisions",
         "DECISIONS_STREAM_NAME": "ride-decisions",
         "DEAD_LETTER_QUEUE_URL": dlq,
+        "REVIEW_QUEUE_URL": review,
         "DECISION_TIMEOUT_SECONDS": "0",
     }
     decision_handler._clients.clear()
     handler = decision_handler.handler_for(env)
     predictions = [
-        {"model": model, "version": "1", "prediction": {"ride_id": ride_id, field: 10.0}}
-        for ride_id in ("r1", "r2")
+        {"model": model, "version": "1", "prediction": {"ride_id": ride_id, field: minutes}}
+        for ride_id, minutes in (("r1", 10.0), ("r2", 90.0))  # r2 is a long ride: review
         for model, field in (("ride-duration", "ride_duration"), ("ride-fare", "fare_amount"))
     ]
     recorded.clear()
@@ -99,6 +102,7 @@ def test_the_decision_services_role_allows_every_call_it_makes(aws, monkeypatch,
     service = named(load_dir(INFRA)["module"])["decision_service"]
     missing = recorded - allowed_actions(service)
     assert not missing, f"the decision service calls {sorted(missing)}, which its role in infra/ does not allow"
+    assert [body["ride_id"] for body in drain_queue(aws["sqs"], review)] == ["r2"]  # the review path was taken
 
 
 def test_the_check_fails_when_a_policy_loses_an_action():

@@ -147,6 +147,7 @@ def test_with_an_empty_suffix_terraforms_names_are_the_local_stack_names():
         "decisions_stream": tf["decisions_stream_name"],
         "dead_letter_queue": tf["dead_letter_queue_name"],
         "failed_batches_queue": tf["failed_batches_queue_name"],
+        "review_queue": tf["review_queue_name"],
         "model_bucket": tf["model_bucket_name"],
         "decisions_table": tf["decisions_table_name"],
         "consumer_function": tf["consumer_function_name"],
@@ -176,7 +177,7 @@ def test_the_local_stack_creates_exactly_what_terraform_declares(aws):
     tf = _terraform_names()
     assert listed == {
         "kinesis": {tf["input_stream_name"], tf["predictions_stream_name"], tf["decisions_stream_name"]},
-        "sqs": {tf["dead_letter_queue_name"], tf["failed_batches_queue_name"]},
+        "sqs": {tf["dead_letter_queue_name"], tf["failed_batches_queue_name"], tf["review_queue_name"]},
         "s3": {tf["model_bucket_name"]},
         "dynamodb": {tf["decisions_table_name"]},
     }

@@ -99,6 +99,27 @@ def test_registry_round_trip(registry, trained):
     assert served.version == registered.run_id  # without MODEL_VERSION the run id identifies it
 
 
+def test_training_registers_the_quick_model_which_serves_the_baselines_answers(registry, trained, trips):
+    from rides.serving import load_serving_model
+    from rides.stream.features import features_from_frame
+    from rides.training import BASELINE_KEYS
+
+    registered = log_training(trained, train_source="2021-01", val_source="2021-02")
+    quick = registered.quick
+    assert (quick.name, quick.version, quick.alias) == ("ride-duration-quick", "1", "staging")
+    assert quick.run_id == registered.run_id  # the same run: one training, two jobs
+    served = load_serving_model("ride-duration-quick@staging")
+    assert (served.name, served.version, served.flavor) == ("ride-duration-quick", "1", "onnx")
+    features = features_from_frame(trips[1].head(2000))
+    expected = trained.baseline.predict(features.dicts(BASELINE_KEYS))
+    assert np.allclose(served.predict(features), expected, atol=1e-3)
+    # zone pairs never seen in training get no pair weight, as in the DictVectorizer
+    from rides.stream.features import build_features
+
+    unseen = build_features(np.array([264]), np.array([1]), np.array([2.0]))
+    assert np.allclose(served.predict(unseen), trained.baseline.predict(unseen.dicts(BASELINE_KEYS)), atol=1e-3)
+
+
 def test_promoting_a_missing_version_changes_nothing(registry, trained):
     log_training(trained, train_source="a", val_source="b")
     with pytest.raises(ModelNotFound, match="no version or alias '9'"):

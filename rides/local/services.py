@@ -4,6 +4,7 @@ consumer and one for the decision service, wired once; and the watcher that appl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -101,11 +102,16 @@ class LocalDeployment:
         )
 
     def decision_env(self) -> dict:
-        return {
+        env = {
             "DECISIONS_TABLE": self.names.decisions_table,
             "DECISIONS_STREAM_NAME": self.names.decisions_stream,
             **self.env,
         }
+        if "REVIEW_QUEUE_URL" not in env and self.sqs is not None:
+            # A stack made before the review queue existed: decisions still go to the stream.
+            with contextlib.suppress(self.sqs.exceptions.QueueDoesNotExist):
+                env["REVIEW_QUEUE_URL"] = self.sqs.get_queue_url(QueueName=self.names.review_queue)["QueueUrl"]
+        return env
 
     def decision_service(self, *, sweep_every_s: float = 5.0, function_timeout_s: float = 60.0):
         """The decision service on the predictions stream, with its timeout sweep every few

@@ -184,7 +184,7 @@ def create_resources(
             raise
     c["s3"].put_bucket_versioning(Bucket=names.model_bucket, VersioningConfiguration={"Status": "Enabled"})
     created[f"s3:{names.model_bucket}"] = f"s3://{names.model_bucket}"
-    for queue in (names.dead_letter_queue, names.failed_batches_queue):
+    for queue in (names.dead_letter_queue, names.failed_batches_queue, names.review_queue):
         created[f"sqs:{queue}"] = c["sqs"].create_queue(
             QueueName=queue, Attributes={"MessageRetentionPeriod": "1209600"}
         )["QueueUrl"]

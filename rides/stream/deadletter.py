@@ -56,6 +56,56 @@ def _batches(bodies: Sequence[bytes]) -> list[list[int]]:
     return batches
 
 
+class QueueSender:
+    """SendMessageBatch with retry of the failed entries; returns the indices not delivered."""
+
+    def __init__(
+        self,
+        client,
+        queue_url: str,
+        *,
+        logger: logging.Logger | None = None,
+        backoff: Callable[..., Backoff] = Backoff,
+        what: str = "queue",
+    ):
+        self.client = client
+        self.queue_url = queue_url
+        self.logger = logger or logging.getLogger("rides.stream.deadletter")
+        self.backoff = backoff
+        self.what = what
+
+    def send(self, bodies: Sequence[bytes], time_left: Callable[[], float] | None = None) -> list[int]:
+        pending = list(range(len(bodies)))
+        backoff = self.backoff(time_left=time_left)
+        while pending:
+            failed: list[int] = []
+            fatal = False
+            for batch in _batches([bodies[i] for i in pending]):
+                indices = [pending[j] for j in batch]
+                if time_left is not None and time_left() <= 0:
+                    # No call may start that could outlast the invocation: report the rest.
+                    failed.extend(indices)
+                    fatal = True
+                    continue
+                try:
+                    response = self.client.send_message_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[{"Id": str(n), "MessageBody": bodies[i].decode()} for n, i in enumerate(indices)],
+                    )
+                except Exception as exc:
+                    self.logger.warning("%s send failed: %s", self.what, error_code(exc))
+                    failed.extend(indices)
+                    fatal = fatal or not is_retryable(exc)
+                    continue
+                for entry in response.get("Failed", []):
+                    failed.append(indices[int(entry["Id"])])
+                    fatal = fatal or entry.get("SenderFault", False)
+            pending = sorted(failed)
+            if pending and (fatal or not backoff.wait()):
+                break
+        return pending
+
+
 class DeadLetterSink:
     """Sends dead letters to SQS; returns the indices that could not be delivered."""
 
@@ -81,33 +131,7 @@ class DeadLetterSink:
                     "dead letter (no DEAD_LETTER_QUEUE_URL set)", extra={"dead_letter": orjson.loads(letter.body())}
                 )
             return []
-        bodies = [letter.body() for letter in letters]
-        pending = list(range(len(letters)))
-        backoff = self.backoff(time_left=time_left)
-        while pending:
-            failed: list[int] = []
-            fatal = False
-            for batch in _batches([bodies[i] for i in pending]):
-                indices = [pending[j] for j in batch]
-                if time_left is not None and time_left() <= 0:
-                    # No call may start that could outlast the invocation: report the rest.
-                    failed.extend(indices)
-                    fatal = True
-                    continue
-                try:
-                    response = self.client.send_message_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[{"Id": str(n), "MessageBody": bodies[i].decode()} for n, i in enumerate(indices)],
-                    )
-                except Exception as exc:
-                    self.logger.warning("dead-letter queue send failed: %s", error_code(exc))
-                    failed.extend(indices)
-                    fatal = fatal or not is_retryable(exc)
-                    continue
-                for entry in response.get("Failed", []):
-                    failed.append(indices[int(entry["Id"])])
-                    fatal = fatal or entry.get("SenderFault", False)
-            pending = sorted(failed)
-            if pending and (fatal or not backoff.wait()):
-                break
-        return pending
+        sender = QueueSender(
+            self.client, self.queue_url, logger=self.logger, backoff=self.backoff, what="dead-letter queue"
+        )
+        return sender.send([letter.body() for letter in letters], time_left)

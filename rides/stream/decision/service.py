@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from rides.stream.deadletter import DeadLetterSink
+from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
 from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
 from rides.stream.events import PredictionIn, json_bytes, parse_prediction
@@ -37,6 +37,7 @@ class DecisionConfig:
     table_name: str
     decisions_stream_name: str
     dead_letter_queue_url: str | None = None
+    review_queue_url: str | None = None
     required_models: tuple[str, ...] = DEFAULT_REQUIRED_MODELS
     timeout_seconds: float = 60.0
     retention_days: int = 7
@@ -46,6 +47,7 @@ class DecisionConfig:
         "DECISIONS_TABLE",
         "DECISIONS_STREAM_NAME",
         "DEAD_LETTER_QUEUE_URL",
+        "REVIEW_QUEUE_URL",
         "REQUIRED_MODELS",
         "DECISION_TIMEOUT_SECONDS",
         "DECISION_RULES",
@@ -58,6 +60,7 @@ class DecisionConfig:
             table_name=env.get("DECISIONS_TABLE") or "ride-decisions",
             decisions_stream_name=env.get("DECISIONS_STREAM_NAME") or "ride-decisions",
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL") or None,
+            review_queue_url=env.get("REVIEW_QUEUE_URL") or None,
             required_models=required or DEFAULT_REQUIRED_MODELS,
             timeout_seconds=float(env.get("DECISION_TIMEOUT_SECONDS") or 60),
             rules=load_rules(env.get("DECISION_RULES")),
@@ -120,6 +123,7 @@ class DecisionReport:
     stored: int = 0  # rides written
     decided: int = 0
     published: int = 0
+    queued_for_review: int = 0
     dead_lettered: int = 0
     failed: int = 0
     conflicts: int = 0  # writes that lost a race and merged again
@@ -133,6 +137,7 @@ def process_predictions(
     store: DecisionStore,
     publisher: KinesisPublisher,
     dead_letters: DeadLetterSink,
+    reviews: QueueSender | None = None,
     time_left: Callable[[], float] | None = None,
     clock: Callable[[], float] | None = None,
     logger: logging.Logger | None = None,
@@ -147,7 +152,7 @@ def process_predictions(
 
     states = _merge_and_save(batch, by_ride, config, store, now, deadline, report)
     todo = [state for ride_id, state in states.items() if state.status == DECIDED and ride_id in by_ride]
-    failed = _publish(todo, store, publisher, deadline, report)
+    failed = _publish(todo, store, publisher, deadline, report, reviews)
     batch.report((item for ride_id in failed for item in by_ride[ride_id]), "PublishFailed")
 
     batch.send_dead_letters(dead_letters, deadline)
@@ -215,15 +220,23 @@ def _publish(
     publisher: KinesisPublisher,
     deadline,
     report,
+    reviews: QueueSender | None = None,
 ) -> set[str]:
-    """Publish the decisions of decided rides, then mark them published. → ride ids whose
-    decision did not go out. A ride published but not marked stays `decided`: the sweep
-    publishes it again (the same `decision_id`) later."""
+    """Publish the decisions of decided rides, queue those to review, then mark them
+    published. → ride ids whose decision did not go out (or, to review, not into the queue).
+    A ride not marked stays `decided`: the sweep publishes (and queues) it again, with the same
+    `decision_id`, later; readers of the stream and of the queue drop repeats by it."""
     if not states:
         return set()
     result = publisher.publish([(state.ride_id, json_bytes(state.decision)) for state in states], deadline)
     failed = {states[i].ride_id for i in result.failed}
     out = [state for state in states if state.ride_id not in failed]
+    if reviews is not None:
+        to_review = [state for state in out if state.decision["decision"] == "review"]
+        unsent = {to_review[i].ride_id for i in reviews.send([json_bytes(s.decision) for s in to_review], deadline)}
+        report.queued_for_review += len(to_review) - len(unsent)
+        failed |= unsent
+        out = [state for state in out if state.ride_id not in unsent]
     report.published += len(out)
     marked = store.mark_published(out, deadline)
     if marked.failed or marked.conflicts:
@@ -240,6 +253,7 @@ def _publish(
 class SweepResult:
     timed_out: int = 0  # rides decided now with what had arrived
     published: int = 0  # decisions put on the stream (timed out now, or decided before but not out)
+    queued_for_review: int = 0
     failed: int = 0  # decisions that did not go out (the next sweep tries again)
     conflicts: int = 0  # rides that changed while the sweep looked (left to the next look)
     complete: bool = True  # False when the deadline stopped it before the index was done
@@ -250,6 +264,7 @@ def sweep(
     *,
     store: DecisionStore,
     publisher: KinesisPublisher,
+    reviews: QueueSender | None = None,
     clock: Callable[[], float] | None = None,
     time_left: Callable[[], float] | None = None,
 ) -> SweepResult:
@@ -274,7 +289,7 @@ def sweep(
         result.timed_out += len(outcome.written)
         result.conflicts += len(outcome.conflicts)  # the stream changed it meanwhile: look again next time
         stranded = [s for s in states.values() if s.status == DECIDED and s.due_at is not None and s.due_at <= now]
-        failed = _publish(outcome.written + stranded, store, publisher, deadline, result)
+        failed = _publish(outcome.written + stranded, store, publisher, deadline, result, reviews)
         result.failed += len(failed)
         if deadline.passed:
             break
