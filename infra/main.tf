@@ -420,7 +420,7 @@ data "aws_iam_policy_document" "producer" {
 # image is pushed (web-<tag>) and the duration model promoted.
 module "web_service" {
   source = "./modules/web_service"
-  count  = var.web_service && local.image_uri != null && var.model_uri != "" ? 1 : 0
+  count  = var.web_service && local.image_uri != null && var.quick_model_uri != "" ? 1 : 0
 
   function_name        = local.names.web_service
   image_uri            = "${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}"
@@ -432,11 +432,14 @@ module "web_service" {
   alarm_name_prefix    = "rides-${var.environment}"
   alarm_topic_arn      = local.alarm_topic_arn
   rollout              = local.rollout
+  api_keys             = var.web_api_keys
 
-  # Exactly what the web app reads (tests/test_infra.py checks).
+  # Exactly what the web app reads (tests/test_infra.py checks). It serves the quick model; the
+  # enhanced answer is the stream's ride-duration prediction, read from the decisions table.
   environment = {
-    MODEL_URI             = var.model_uri
-    MODEL_VERSION         = var.model_version
+    MODEL_URI             = var.quick_model_uri
+    MODEL_VERSION         = var.quick_model_version
+    MODEL_NAME            = "ride-duration-quick"
     RIDES_INPUT_STREAM    = local.names.input_stream
     RIDES_DECISIONS_TABLE = local.names.decisions_table
   }

@@ -165,6 +165,27 @@ variable "tip_model_version" {
   default     = ""
 }
 
+variable "quick_model_uri" {
+  type        = string
+  description = "S3 location of the web service's quick model (ride-duration-quick); empty: no web service."
+  default     = ""
+}
+
+variable "quick_model_version" {
+  type        = string
+  description = "Registered version of the ride-duration-quick model."
+  default     = ""
+}
+
+variable "web_api_keys" {
+  type = map(object({
+    sha256 = string
+    scopes = list(string)
+  }))
+  description = "API keys of the web service's clients, by name: the SHA-256 of each key and what it may do (predict, stream, read); `rides api-key NAME` makes one. Empty: the function URL's IAM auth alone."
+  default     = {}
+}
+
 variable "decision_timeout_seconds" {
   type        = number
   description = "How long the decision service waits for a ride's predictions before deciding with what it has."

@@ -29,7 +29,7 @@ BACKEND_CONFIG="${BACKEND_CONFIG:-backend/${ENV}.hcl}"
 VAR_FILE="${VAR_FILE:-vars/${ENV}.tfvars}"
 # model name → the Terraform variables that carry its location and version
 MODELS=("ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version"
-        "ride-tip:tip_model_uri:tip_model_version")
+        "ride-tip:tip_model_uri:tip_model_version" "ride-duration-quick:quick_model_uri:quick_model_version")
 
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
 export RIDES_TARGET=aws  # never talk to a local stack by accident

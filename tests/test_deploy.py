@@ -78,7 +78,7 @@ elif name == "rides":
 
 REGISTRY = {
     f"{model}@{alias}": {"name": model, "version": version, "uri": f"s3://rides-models-stg/mlflow/{model}/v{version}"}
-    for model in ("ride-duration", "ride-fare", "ride-tip")
+    for model in ("ride-duration", "ride-fare", "ride-tip", "ride-duration-quick")
     for alias, version in (("staging", "3"), ("production", "2"))
 }
 
@@ -156,6 +156,7 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "rides resolve",
         "rides resolve",
         "rides resolve",
+        "rides resolve",  # the web service's quick model
         "terraform init",
         "terraform output",
         "terraform apply",  # ECR and bucket first
@@ -185,6 +186,7 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
     assert (
         var(apply, "model_version") == var(apply, "fare_model_version") == "3" and var(apply, "image_tag") == "abc123"
     )
+    assert var(apply, "quick_model_uri") == "s3://rides-models-stg/mlflow/ride-duration-quick/v3"
     record = json.loads((fakes["tmp"] / "record-stg.json").read_text())
     assert record["smoke_test"] == "passed" and record["models"]["ride-tip"]["version"] == "3"
     # Every image is built FROM its base's digest, and the record says which.
@@ -235,7 +237,7 @@ def test_prod_deploys_exactly_the_recorded_staging_versions_and_moves_the_alias_
     assert var(apply, "model_version") == "3" and var(apply, "image_tag") == "abc123"
     smoke = calls.index(["rides", "smoke", "--timeout", "180"])
     promotions = [i for i, c in enumerate(calls) if c[:2] == ["rides", "promote"]]
-    assert len(promotions) == 3 and min(promotions) > smoke
+    assert len(promotions) == 4 and min(promotions) > smoke  # the three stream models and the quick one
     assert all(calls[i][calls[i].index("--version") + 1] == "3" for i in promotions)
 
 

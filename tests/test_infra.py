@@ -217,7 +217,8 @@ def function_statements() -> list[dict]:
         for dynamic in block.values():
             own += [content for content in dynamic["content"] if "sid" in content]
     stream = locals_of(modules / "stream_function")["read_statements"]
-    web = named(load_dir(modules / "web_service")["module"])["function"]["policy_statements"]
+    web_locals = locals_of(modules / "web_service")
+    web = [*web_locals["statements"], web_locals["api_key_statement"]]
     job = locals_of(modules / "batch_job")
     root = named(load_dir(INFRA)["module"])
     callers = [st for name in ("consumer", "decision_service") for st in root[name]["policy_statements"]]
@@ -456,19 +457,50 @@ def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read
     assert function["source"] == "../lambda_function"
     assert function["reserved_concurrency"] == "${var.reserved_concurrency}"  # the throttle
     assert {a["metric"] for a in function["alarms"].values()} == {"Errors", "Throttles"}
-    statements = {s["sid"]: (sorted(s["actions"]), s["resources"]) for s in function["policy_statements"]}
+    assert function["policy_statements"] == "${concat(local.statements, local.api_key_statements)}"
+    module_locals = locals_of(module)
+    statements = {
+        s["sid"]: (sorted(s["actions"]), s["resources"])
+        for s in [*module_locals["statements"], module_locals["api_key_statement"]]
+    }
     assert statements["PutRideEventsWithConsent"] == (
         ["kinesis:DescribeStreamSummary", "kinesis:PutRecord", "kinesis:PutRecords"],
         ["${var.input_stream_arn}"],
     )
     assert statements["ReadStreamedPredictions"] == (["dynamodb:GetItem"], ["${var.decisions_table_arn}"])
+    assert statements["ReadApiKeys"] == (
+        ["secretsmanager:GetSecretValue"],
+        ["${one(aws_secretsmanager_secret.api_keys[*].arn)}"],
+    )
+    # Server-sent events stream through the URL; the function outlives the longest wait.
+    from rides.web import MAX_WAIT_SECONDS
+
+    assert url["invoke_mode"] == "RESPONSE_STREAM"
+    assert "AWS_LWA_INVOKE_MODE" in function["environment"] and "response_stream" in function["environment"]
+    assert function["timeout_seconds"] > MAX_WAIT_SECONDS
+    # API keys on top of IAM when clients are configured; their hashes, never keys, in the secret.
+    environment = function["environment"]
+    assert "RIDES_API_KEYS_SECRET_ARN = aws_secretsmanager_secret.api_keys[0].arn" in environment
+    assert 'RIDES_WEB_AUTH = "none"' in environment
+    version = blocks_of(module, "resource")["aws_secretsmanager_secret_version"]["api_keys"]
+    assert version["secret_string"] == "${jsonencode(var.api_keys)}"
 
 
 def test_the_web_service_gets_exactly_what_the_web_app_reads():
     web = named(load_dir(INFRA)["module"])["web_service"]
     source = (ROOT / "rides" / "web.py").read_text() + (ROOT / "rides" / "serving.py").read_text()
     # The model (MODEL_URI wins over the registry) and the two names the app looks up.
-    assert set(web["environment"]) == {"MODEL_URI", "MODEL_VERSION", "RIDES_INPUT_STREAM", "RIDES_DECISIONS_TABLE"}
+    assert set(web["environment"]) == {
+        "MODEL_URI",
+        "MODEL_VERSION",
+        "MODEL_NAME",
+        "RIDES_INPUT_STREAM",
+        "RIDES_DECISIONS_TABLE",
+    }
+    # the quick model, named as the registry names it
+    assert web["environment"]["MODEL_URI"] == "${var.quick_model_uri}"
+    assert web["environment"]["MODEL_NAME"] == "ride-duration-quick" and 'os.environ.get("MODEL_NAME")' in source
+    assert web["api_keys"] == "${var.web_api_keys}"
     assert (
         'os.environ.get("MODEL_URI")' in source and "names.input_stream" in source and "names.decisions_table" in source
     )

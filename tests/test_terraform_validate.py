@@ -52,6 +52,8 @@ MODELS = {
     "fare_model_version": "3",
     "tip_model_uri": "s3://rides-models-stg/mlflow/1/ride-tip",
     "tip_model_version": "3",
+    "quick_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-quick",
+    "quick_model_version": "3",
 }
 
 

@@ -65,3 +65,12 @@ variable "rollout" {
   description = "How a release reaches traffic (../lambda_release); the defaults move the alias directly."
   default     = {}
 }
+
+variable "api_keys" {
+  type = map(object({
+    sha256 = string
+    scopes = list(string)
+  }))
+  description = "Clients' API keys (hashes and scopes, rides.web_auth); empty: IAM auth alone."
+  default     = {}
+}
