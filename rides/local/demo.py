@@ -45,6 +45,8 @@ class DemoResult:
     produce_seconds: float = 0.0
     models: dict[str, str] = field(default_factory=dict)  # model → "v1 (RMSE … vs baseline …)"
     sample: list[tuple] = field(default_factory=list)
+    web: object = None  # rides.local.web_demo.WebDemo
+    review_queued: int = 0  # rides waiting in the review queue (one per decision_id)
 
     @property
     def lost(self) -> int:
@@ -136,6 +138,11 @@ def run_demo(
                 f"{spec.model_name} v{promoted.version}: val RMSE {trained.metrics.rmse:.2f} vs baseline "
                 f"{trained.baseline_metrics.rmse:.2f}; promoted to production → its local consumer"
             )
+            if spec.key == "duration":  # the web service's quick model: the baseline, as its own model
+                quick = promote(registered.quick.name, registered.quick.version, alias="production", target="none")
+                rmse = trained.baseline_metrics.rmse
+                result.models[quick.name] = f"v{quick.version}  (val RMSE {rmse:.2f}; the web service's instant answer)"
+                _say(f"{quick.name} v{quick.version}: val RMSE {rmse:.2f}; promoted to production → the web service")
 
         env = {key: value for key, value in os.environ.items() if key != "DRY_RUN"}
         local = LocalDeployment.on_stack(aws["sqs"], env=env, names=names, kinesis=aws["kinesis"])
@@ -183,6 +190,13 @@ def run_demo(
         result.dead_letters = len(letters)
         result.dead_letter_reasons = [letter["error"] for letter in letters]
         _sample(result, frame, by_ride)
+        reviews = drain_queue(aws["sqs"], created[f"sqs:{names.review_queue}"])
+        result.review_queued = len({body["decision_id"] for body in reviews})
+
+        _say("the combined mode: a few rides through the web service, with consent")
+        from rides.local.web_demo import run_web_rides
+
+        result.web = run_web_rides(frame, aws=aws, names=names)
         return result
     finally:
         stop.set()
@@ -255,6 +269,9 @@ def format_summary(result: DemoResult) -> str:
         "models:",
         *(f"  {model:<14} {text}" for model, text in result.models.items()),
     ]
+    lines.append(
+        f"review queue         {result.review_queued:>10,}  rides decided review, waiting for a person (rides review)"
+    )
     if result.flag_counts:
         lines.append("decision flags:")
         lines.extend(f"  {flag:<30} {n:,}" for flag, n in sorted(result.flag_counts.items()))
@@ -271,4 +288,8 @@ def format_summary(result: DemoResult) -> str:
             f"{r:>6} {pu:>4} {do:>4} {d:>6.2f}   {p:>7.1f} {a:>7.1f}   {pf:>7.2f} {af:>7.2f}   {pt:>6.2f} {at:>6.2f}"
             for r, pu, do, d, p, a, pf, af, pt, at in result.sample
         ]
+    if result.web is not None:
+        from rides.local.web_demo import format_web_demo
+
+        lines += format_web_demo(result.web)
     return "\n".join(lines)
