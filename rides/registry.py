@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rides import RidesError
 from rides.settings import StackNames, state_dir
-from rides.stream.features import NUMERIC_FEATURES
+from rides.stream.features import NUMERIC_FEATURES, QUICK_FEATURES
 
 if TYPE_CHECKING:  # training pulls in pandas and scikit-learn; serving code imports this module
     from rides.training import TrainedModels
@@ -95,8 +95,6 @@ def log_training(
     from mlflow import sklearn as mlflow_sklearn
     from mlflow.models import infer_signature
 
-    from rides.training import QUICK_FEATURES, onnx_predict
-
     experiment_id = ensure_experiment(
         names.experiment if model_name == names.registered_model else model_name, names.model_bucket
     )
@@ -128,11 +126,11 @@ def log_training(
             signature=infer_signature(example_dicts, trained.baseline.predict(example_dicts)),
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
         )
-        quick_example = trained.example[:, [NUMERIC_FEATURES.index(n) for n in QUICK_FEATURES]].astype("float32")
+        quick_example = trained.quick_example.astype("float32")
         quick_info = mlflow_onnx.log_model(
             trained.quick_onnx,
             name="quick",
-            signature=infer_signature(quick_example, onnx_predict(trained.quick_onnx, quick_example).astype("float32")),
+            signature=infer_signature(quick_example, trained.quick_example_output.astype("float32")),
             input_example=quick_example,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
             metadata={"rides_features": list(QUICK_FEATURES), "target": target, "kind": "quick"},

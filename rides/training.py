@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from rides.stream.events import MAX_ZONE
-from rides.stream.features import NUMERIC_FEATURES, RideFeatures, features_from_frame
+from rides.stream.features import NUMERIC_FEATURES, QUICK_FEATURES, RideFeatures, features_from_frame
 
 BASELINE_KEYS = ("PU_DO", "trip_distance")
-QUICK_FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
 # Share of training rows whose optional fields are hidden, so the model learns what to do
 # when an event carries no pickup time or passenger count.
 MASK_OPTIONAL_SHARE = 0.15
@@ -56,6 +55,8 @@ class TrainedModels:
     val_rows: int
     seconds: float
     example: np.ndarray = field(repr=False, default=None)
+    quick_example: np.ndarray = field(repr=False, default=None)  # QUICK_FEATURES of the same rows
+    quick_example_output: np.ndarray = field(repr=False, default=None)
 
     @property
     def params(self) -> dict:
@@ -202,4 +203,6 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
         len(val_frame),
         time.perf_counter() - started,
         example=val_matrix[:5],
+        quick_example=val_features.matrix(QUICK_FEATURES)[:5],
+        quick_example_output=onnx_predict(quick, val_features.matrix(QUICK_FEATURES)[:5]),
     )

@@ -44,6 +44,8 @@ NUMERIC_FEATURES = (
     "airport",
     "passenger_count",
 )
+# The quick model's input (rides.training.quick_onnx): the course's zones and distance.
+QUICK_FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
 
 
 @cache
