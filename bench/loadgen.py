@@ -19,10 +19,14 @@ BODY = (
 )
 
 
-async def _connection(host: str, port: int, path: str, queue: asyncio.Queue, latencies: list, errors: list) -> None:
+async def _connection(
+    host: str, port: int, path: str, queue: asyncio.Queue, latencies: list, errors: list, api_key: str | None = None
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
+    key = f"x-api-key: {api_key}\r\n" if api_key else ""
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{key}"
+        f"Content-Length: {len(BODY)}\r\n\r\n"
     ).encode() + BODY
     while True:
         scheduled = await queue.get()
@@ -44,13 +48,13 @@ async def _connection(host: str, port: int, path: str, queue: asyncio.Queue, lat
             reader, writer = await asyncio.open_connection(host, port)
 
 
-async def run(url: str, rate: float, seconds: float, connections: int) -> dict:
+async def run(url: str, rate: float, seconds: float, connections: int, api_key: str | None = None) -> dict:
     parsed = urlparse(url)
     queue: asyncio.Queue = asyncio.Queue()
     latencies: list[float] = []
     errors: list[str] = []
     workers = [
-        asyncio.create_task(_connection(parsed.hostname, parsed.port, parsed.path, queue, latencies, errors))
+        asyncio.create_task(_connection(parsed.hostname, parsed.port, parsed.path, queue, latencies, errors, api_key))
         for _ in range(connections)
     ]
     total = int(rate * seconds)
@@ -88,6 +92,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--api-key", default=None, help="Sent as x-api-key.")
     args = parser.parse_args()
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the load generator only targets loopback")
@@ -97,7 +102,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.connections))))
+    print(json.dumps(asyncio.run(run(args.url, args.rate, args.seconds, args.connections, args.api_key))))
 
 
 if __name__ == "__main__":

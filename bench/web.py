@@ -22,7 +22,10 @@ LUA = """wrk.method = "POST"
 wrk.body = '{"ride_id": 156, "ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66, \
 "lpep_pickup_datetime": "2021-02-03T08:15:00"}}'
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-api-key"] = "{key}"
 """
+# Ours runs as it does outside the local stack: every request's API key checked (Flask has none).
+BENCH_KEY = "rk_bench-key-not-a-secret"
 
 
 def ensure_wrk() -> str:
@@ -106,6 +109,8 @@ def measure(name: str, command: list[str], env: dict, wrk: str, lua: Path) -> di
                 str(round(peak / 2)),
                 "--seconds",
                 "10",
+                "--api-key",
+                BENCH_KEY,
             ],
             capture_output=True,
             text=True,
@@ -122,8 +127,9 @@ def measure(name: str, command: list[str], env: dict, wrk: str, lua: Path) -> di
 def run(model_dir: Path) -> dict:
     wrk = ensure_wrk()
     lua = Path(tempfile.mkdtemp()) / "post.lua"
-    lua.write_text(LUA)
+    lua.write_text(LUA.replace("{key}", BENCH_KEY))
     from rides.local.backend import LOCAL_ENV
+    from rides.web_auth import digest
 
     # No AWS needed for the quick answer: fake credentials, an endpoint where nothing listens.
     env = {
@@ -132,7 +138,9 @@ def run(model_dir: Path) -> dict:
         "MODEL_URI": str(model_dir),
         "MODEL_VERSION": "1",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "RIDES_API_KEYS": json.dumps({"bench": {"sha256": digest(BENCH_KEY), "scopes": ["predict"]}}),
     }
+    env.pop("RIDES_WEB_AUTH", None)
     bin_dir = Path(sys.executable).parent
     ours = measure(
         "rides serve (uvicorn, 1 worker)",
