@@ -145,7 +145,12 @@ def log_training(
             input_example=example,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
             # The consumer builds the input matrix from these names, in this order.
-            metadata={"rides_features": list(NUMERIC_FEATURES), "target": target},
+            metadata={
+                "rides_features": list(NUMERIC_FEATURES),
+                "target": target,
+                # what live evaluation compares each hour's inputs and predictions with
+                "rides_drift_reference": trained.drift_reference,
+            },
         )
         version = mlflow.register_model(info.model_uri, model_name)
         quick_version = mlflow.register_model(quick_info.model_uri, quick_model_name(model_name))

@@ -21,10 +21,16 @@ class ConsumerSpec:
     model_name: str  # registered model, MODEL_NAME
     prediction_field: str  # PREDICTION_FIELD in the prediction record
     target: str  # training target column
+    role: str = "production"  # MODEL_ROLE: "shadow" runs a challenger beside production
 
     @property
     def function_name(self) -> str:
-        return f"{self.model_name}-consumer"
+        return f"{self.model_name}-consumer" if self.role == "production" else f"{self.model_name}-{self.role}-consumer"
+
+    @property
+    def control_name(self) -> str:
+        """Which promotion it serves (rides.promote.local_control_file)."""
+        return self.model_name if self.role == "production" else f"{self.model_name}@{self.role}"
 
 
 CONSUMERS = {
@@ -32,6 +38,9 @@ CONSUMERS = {
     "fare": ConsumerSpec("fare", "ride-fare", "fare_amount", "fare_amount"),
     "tip": ConsumerSpec("tip", "ride-tip", "tip_amount", "tip_amount"),
 }
+# A challenger version of the duration model on the same events (rides promote --as shadow): its
+# predictions carry "role": "shadow", which the decision service ignores and the evaluation compares.
+SHADOW = ConsumerSpec("shadow", "ride-duration", "ride_duration", "duration", role="shadow")
 
 
 # -- resource names: the staging defaults that Terraform declares and the local stack creates ------

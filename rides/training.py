@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from rides.stream.evaluation import drift
 from rides.stream.events import MAX_ZONE
 from rides.stream.features import NUMERIC_FEATURES, QUICK_FEATURES, RideFeatures, features_from_frame
 
@@ -55,6 +56,7 @@ class TrainedModels:
     val_rows: int
     seconds: float
     example: np.ndarray = field(repr=False, default=None)
+    drift_reference: dict = field(repr=False, default_factory=dict)  # rides.stream.evaluation.drift
     quick_example: np.ndarray = field(repr=False, default=None)  # QUICK_FEATURES of the same rows
     quick_example_output: np.ndarray = field(repr=False, default=None)
 
@@ -203,6 +205,11 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
         len(val_frame),
         time.perf_counter() - started,
         example=val_matrix[:5],
+        # the training rows' feature distributions and the model's predictions on them
+        drift_reference=drift.reference(
+            {name: train_features.columns[name] for name in NUMERIC_FEATURES},
+            model.predict(train_features.matrix(NUMERIC_FEATURES)),
+        ),
         quick_example=val_features.matrix(QUICK_FEATURES)[:5],
         quick_example_output=onnx_predict(quick, val_features.matrix(QUICK_FEATURES)[:5]),
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from rides import RidesError
 from rides.local.runner import EventSourceRunner, LambdaContext
-from rides.settings import CONSUMERS, ConsumerSpec, EventSourceSettings, StackNames
+from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings, StackNames
 
 log = logging.getLogger(__name__)
 DECISION_FUNCTION = "ride-decision-service"
@@ -29,18 +29,27 @@ def consumer_env(spec: ConsumerSpec, base_env: dict) -> tuple[dict, Callable[[],
     `rides promote` to it, and where its model came from. MODEL_URI/MODEL_VERSION in the base
     environment name the duration model, as on the duration Lambda; the fare and tip consumers
     serve what was promoted for them (and say so: see LocalDeployment.describe)."""
-    env = {**base_env, "MODEL_NAME": spec.model_name, "PREDICTION_FIELD": spec.prediction_field}
+    env = {
+        **base_env,
+        "MODEL_NAME": spec.model_name,
+        "PREDICTION_FIELD": spec.prediction_field,
+        "MODEL_ROLE": spec.role,
+    }
     if spec.key != "duration":
         env.pop("MODEL_URI", None)
         env.pop("MODEL_VERSION", None)
     given = env.get("MODEL_URI")
-    watcher = model_watcher(spec.model_name, env)
+    watcher = model_watcher(spec.control_name, env)
     watcher()  # a promotion, if there is one, replaces MODEL_URI now
     source = "MODEL_URI" if given and env.get("MODEL_URI") == given else "promoted"
     if not env.get("MODEL_URI"):
+        promote = (
+            f"`rides promote --model-name {spec.model_name} --version N --as shadow`"
+            if spec.role == "shadow"
+            else f"`rides promote --model-name {spec.model_name}`"
+        )
         raise NoModel(
-            f"no {spec.model_name} model to serve: run `rides train --consumer {spec.key}` and "
-            f"`rides promote --model-name {spec.model_name}`, or set MODEL_URI"
+            f"no {spec.model_name} model to serve as {spec.role}: train one and run {promote}, or set MODEL_URI"
         )
     return env, watcher, source
 
@@ -146,7 +155,7 @@ class LocalDeployment:
             return decision_handler_for(self.decision_env())
         from lambda_function.handler import handler_for
 
-        spec = next((spec for spec in CONSUMERS.values() if spec.function_name == function_name), None)
+        spec = next((spec for spec in (*CONSUMERS.values(), SHADOW) if spec.function_name == function_name), None)
         if spec is None:
             raise NoModel(f"no local function named {function_name}")
         return handler_for(consumer_env(spec, self.env)[0])

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rides.stream.deadletter import DeadLetterSink
-from rides.stream.events import json_bytes, parse_record_data
+from rides.stream.events import ROLES, json_bytes, parse_record_data
 from rides.stream.features import RideFeatures, features_from_events
 from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
 from rides.stream.model import LoadedModel, ModelLoadError, get_model
@@ -40,6 +40,7 @@ class ConsumerConfig:
     model_version: str | None = None
     prediction_field: str = "ride_duration"
     publish_concurrency: int = 4
+    model_role: str = "production"  # "shadow": a challenger beside production (rides promote --as shadow)
 
     # The variables, in one place: tests check the Terraform against this list.
     ENV_VARS = (
@@ -51,6 +52,7 @@ class ConsumerConfig:
         "DEAD_LETTER_QUEUE_URL",
         "DRY_RUN",
         "PUBLISH_CONCURRENCY",
+        "MODEL_ROLE",
     )
 
     @classmethod
@@ -68,7 +70,14 @@ class ConsumerConfig:
             model_version=env.get("MODEL_VERSION") or None,
             prediction_field=env.get("PREDICTION_FIELD") or "ride_duration",
             publish_concurrency=int(env.get("PUBLISH_CONCURRENCY") or 4),
+            model_role=_role(env.get("MODEL_ROLE") or "production"),
         )
+
+
+def _role(role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"MODEL_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
 
 
 @dataclass
@@ -154,6 +163,7 @@ def _predict(
     out_records: list[tuple[str, bytes]] = []
     predictions: list[dict] = []
     field_name, name, version = config.prediction_field, model.name, model.version
+    shadow = config.model_role == "shadow"
     for item, value in zip(valid, values.tolist(), strict=True):
         event = item.value
         # The prediction record (docs/contracts.md; rides.stream.events.parse_prediction reads it back),
@@ -168,6 +178,8 @@ def _predict(
                 "approximate_arrival_timestamp": item.arrival,
             },
         }
+        if shadow:  # production records stay as the contract has always had them
+            record["role"] = "shadow"
         if config.dry_run:
             predictions.append(record)
         out_records.append((event.partition_key, json_bytes(record)))

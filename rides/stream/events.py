@@ -87,22 +87,22 @@ def _distance(ride: dict) -> float:
     return value
 
 
-def _pickup(ride: dict) -> datetime | None:
-    value = ride.get("lpep_pickup_datetime")
+def _pickup(ride: dict, field: str = "lpep_pickup_datetime", where: str = "ride.") -> datetime | None:
+    value = ride.get(field)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidEvent("ride.lpep_pickup_datetime must be an ISO 8601 string")
+        raise InvalidEvent(f"{where}{field} must be an ISO 8601 string")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent(f"ride.lpep_pickup_datetime is not ISO 8601: {value[:40]!r}") from None
+        raise InvalidEvent(f"{where}{field} is not ISO 8601: {value[:40]!r}") from None
     if moment.tzinfo is not None:
         # TLC times are New York wall-clock times; the model learned them that way.
         try:
             moment = moment.astimezone(_new_york()).replace(tzinfo=None)
         except (OverflowError, ValueError):  # 9999-12-31T23:59:59-12:00 is past year 9999 in New York
-            raise InvalidEvent(f"ride.lpep_pickup_datetime is out of range: {value[:40]!r}") from None
+            raise InvalidEvent(f"{where}{field} is out of range: {value[:40]!r}") from None
     return moment
 
 
@@ -195,6 +195,7 @@ class PredictionIn(NamedTuple):
     field: str
     value: float
     source: dict
+    role: str = "production"  # or "shadow": a challenger's prediction, which no decision uses
 
 
 def parse_prediction(data: str | bytes) -> PredictionIn:
@@ -225,4 +226,62 @@ def parse_prediction(data: str | bytes) -> PredictionIn:
             f"prediction.{field} = {value!r} is outside the range a decision can store (1e-130 to 1e126)"
         )
     source = body.get("source") if isinstance(body.get("source"), dict) else {}
-    return PredictionIn(str(ride_id), model, str(body.get("version", "")), field, float(value), source)
+    role = body.get("role", "production")
+    if role not in ROLES:
+        raise InvalidEvent(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return PredictionIn(str(ride_id), model, str(body.get("version", "")), field, float(value), source, role)
+
+
+ROLES = ("production", "shadow")
+COMPLETED = "ride-completed"
+# What each prediction field is checked against when the ride completes.
+OUTCOME_FIELDS = {"ride_duration": "duration_minutes", "fare_amount": "fare_amount", "tip_amount": "tip_amount"}
+
+
+class RideCompleted(NamedTuple):
+    """Ground truth: what a ride turned out to be (docs/contracts.md, `ride-completions`)."""
+
+    ride_id: str
+    dropoff_datetime: datetime
+    outcomes: dict  # prediction field → actual value (ride_duration, fare_amount, tip_amount)
+
+
+def parse_completion(data: str | bytes) -> RideCompleted:
+    """A `ride-completed` event, or InvalidEvent with the reason."""
+    body = decode_data(data)
+    if not isinstance(body, dict) or body.get("type") != COMPLETED:
+        raise InvalidEvent(f'a completion is a JSON object with "type": "{COMPLETED}"')
+    if body.get("version", 1) != 1:
+        raise InvalidEvent(f"{COMPLETED} version {body.get('version')!r} is not known (1)")
+    ride_id = body.get("ride_id")
+    if isinstance(ride_id, bool) or not isinstance(ride_id, str | int) or ride_id == "":
+        raise InvalidEvent("ride_id must be a non-empty string or an integer")
+    if len(str(ride_id)) > MAX_NAME_LENGTH:
+        raise InvalidEvent(f"ride_id must be at most {MAX_NAME_LENGTH} characters")
+    dropoff = _pickup(body, "lpep_dropoff_datetime", "")
+    if dropoff is None:
+        raise InvalidEvent("lpep_dropoff_datetime is required (ISO 8601)")
+    outcomes = {}
+    for field, name in OUTCOME_FIELDS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidEvent(f"{name} must be a finite number")
+        outcomes[field] = float(value)
+    if not outcomes:
+        raise InvalidEvent(f"a completion needs at least one of {', '.join(OUTCOME_FIELDS.values())}")
+    return RideCompleted(str(ride_id), dropoff, outcomes)
+
+
+def completion_json(ride_id: str | int, dropoff: datetime, **outcomes: float) -> bytes:
+    """The `ride-completed` event (version 1) a producer puts on `ride-completions`."""
+    return json_bytes(
+        {
+            "type": COMPLETED,
+            "version": 1,
+            "ride_id": ride_id,
+            "lpep_dropoff_datetime": dropoff.strftime("%Y-%m-%dT%H:%M:%S"),
+            **{name: value for name, value in outcomes.items() if value is not None},
+        }
+    )

@@ -168,6 +168,22 @@ def load_model(uri: str, *, name: str = "ride-duration", version: str | None = N
         gc.collect()
 
 
+def read_metadata(uri: str) -> dict:
+    """The MLmodel file's `metadata` (what training stored beside the model: its features, the
+    drift reference), without loading the model itself."""
+    location = resolve_registry_uri(uri) if uri.startswith("models:/") else uri
+    s3 = None
+    if location.startswith("s3://"):
+        from rides.stream.aws import short_lived_client
+
+        s3 = short_lived_client("s3")
+    try:
+        spec = yaml.safe_load(_fetch(location, "MLmodel", s3).read_text())
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"cannot load model from {uri}: MLmodel is not valid YAML ({exc})") from None
+    return (spec or {}).get("metadata") or {}
+
+
 def _load(uri: str, location: str, s3, name: str, version: str | None) -> LoadedModel:
     try:
         spec = yaml.safe_load(_fetch(location, "MLmodel", s3).read_text())

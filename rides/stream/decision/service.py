@@ -148,6 +148,8 @@ def process_predictions(
     batch = KinesisBatch(records, logger=logger or log)
     by_ride: dict[str, list[BatchRecord]] = {}
     for item in batch.parse(parse_prediction):
+        if item.value.role == "shadow":
+            continue  # a challenger's prediction: evaluated, never decided on (done as it is)
         by_ride.setdefault(item.value.ride_id, []).append(item)
 
     states = _merge_and_save(batch, by_ride, config, store, now, deadline, report)

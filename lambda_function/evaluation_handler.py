@@ -1,0 +1,112 @@
+"""AWS Lambda entry point of the evaluation consumer: a thin adapter to `rides.stream.evaluation`.
+
+Mapped to `ride-predictions`, `ride-completions` and `ride-events`. Emits, per model, version and
+role, the new evaluated pairs' count and error sums (CloudWatch: RMSE = sqrt(SquaredError /
+EvaluatedRides) in metric math), and each feature's drift (PSI) this hour, with the largest as
+`MaxFeatureDrift` for the alarm.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
+from rides.stream.deadletter import DeadLetterSink
+from rides.stream.evaluation.drift import PREDICTION, DriftCounter, load_reference
+from rides.stream.evaluation.service import EvaluationConfig, process_records
+from rides.stream.evaluation.store import EvaluationStore
+from rides.stream.model import read_metadata
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ride-evaluation"))
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides")
+_clients: dict[str, object] = {}
+_references: dict[str, dict] = {}
+
+
+def _client(service: str):
+    if not _clients:
+        _clients.update(lean_clients(("sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG))
+    return _clients[service]
+
+
+def _reference(uri: str | None) -> dict:
+    if not uri:
+        return {}
+    if uri not in _references:  # once per container: the model changes with a deploy
+        _references[uri] = load_reference(uri, read_metadata)
+    return _references[uri]
+
+
+def lambda_handler(event, context):
+    return handle(event, context, os.environ)
+
+
+def handler_for(env: dict[str, str]):
+    """A handler configured from `env` (the local runner's way)."""
+
+    def handler(event, context):
+        return handle(event, context, env)
+
+    return handler
+
+
+def handle(event, context, env):
+    config = EvaluationConfig.from_env(env)
+    store = EvaluationStore(_client("dynamodb"), config.table_name, window_seconds=config.window_seconds)
+    reference = _reference(config.drift_reference_uri)
+    drift = DriftCounter(_client("dynamodb"), config.table_name, reference) if reference else None
+    dead_letters = DeadLetterSink(
+        _client("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+    )
+
+    def time_left() -> float:
+        return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
+
+    response, report = process_records(
+        event.get("Records", []),
+        config,
+        store=store,
+        drift=drift,
+        dead_letters=dead_letters,
+        time_left=time_left,
+        logger=logger,
+    )
+    _emit(report, env)
+    logger.info(
+        "batch evaluated",
+        extra={
+            "batch": {k: v for k, v in asdict(report).items() if k != "evaluated"} | {"pairs": len(report.evaluated)}
+        },
+    )
+    return response
+
+
+def _emit(report, env) -> None:
+    if env.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+        return
+    service = env.get("POWERTOOLS_SERVICE_NAME", "ride-evaluation")
+    for (model, version, role), summary in report.summaries().items():
+        dimensions = {"service": service, "model": model, "version": version, "role": role}
+        for name, value, unit in (
+            ("EvaluatedRides", summary.count, MetricUnit.Count),
+            ("SquaredError", summary.sum_squared, MetricUnit.NoUnit),
+            ("AbsoluteError", summary.sum_absolute, MetricUnit.NoUnit),
+            ("Error", summary.sum_error, MetricUnit.NoUnit),
+        ):
+            _metric(name, value, unit, dimensions)
+    drifts = {k: v for k, v in report.drift.items() if v == v}  # NaN: nothing counted yet
+    for feature, score in drifts.items():
+        _metric("FeatureDrift", score, MetricUnit.NoUnit, {"service": service, "feature": feature})
+    features = [v for k, v in drifts.items() if k != PREDICTION]
+    if features:
+        _metric("MaxFeatureDrift", max(features), MetricUnit.NoUnit, {"service": service})
+
+
+def _metric(name, value, unit, dimensions) -> None:
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE) as metric:
+        for key, dimension in dimensions.items():
+            metric.add_dimension(name=key, value=dimension)

@@ -1,0 +1,252 @@
+"""Live evaluation's table: predictions and outcomes joined per ride, each (ride, model version,
+role) evaluated exactly once.
+
+One DynamoDB table, two kinds of item (and a catalog):
+
+- ride item `pk = ride#<ride_id>`: one attribute per prediction (`p|<model>|<version>|<role>|<field>`)
+  and per outcome (`o|<field>`, with `dropoff`). Written with UpdateItem SET (a repeat sets the
+  same value; predictions and outcomes from concurrent invocations never overwrite each
+  other), which returns the item as it now is. Kept for the evaluation window (TTL): an outcome
+  later than that finds nothing to join.
+- evaluation item `pk = eval#<model>#<version>#<role>#<shard>`, `sk = <hour>#<ride_id>`: the
+  prediction, the outcome and the error, put only if absent. Whichever invocation first sees
+  both halves of a pair writes it; every other attempt (a duplicate, a retry, the other
+  stream's invocation racing it) fails the condition. So a pair counts once, whatever the
+  order, the duplicates or the delay; the metrics are emitted only for the puts that won.
+  Sharded over EVAL_SHARDS partition keys so one version's writes are not one hot key.
+- catalog `pk = catalog`, `sk = <model>#<version>#<role>`: which versions have predictions.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from rides.stream.events import OUTCOME_FIELDS, PredictionIn, RideCompleted
+from rides.stream.kinesis_batch import as_deadline
+from rides.stream.retry import Backoff, error_code, is_retryable
+
+EVAL_SHARDS = 8
+WRITE_CONCURRENCY = 8
+RETRYABLE = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One (ride, model version, role) pair: what was predicted and what happened."""
+
+    ride_id: str
+    model: str
+    version: str
+    role: str
+    field: str
+    predicted: float
+    actual: float
+    hour: str  # the drop-off hour, YYYY-MM-DDTHH
+
+    @property
+    def error(self) -> float:
+        return self.predicted - self.actual
+
+
+class EvaluationUnavailable(RuntimeError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _shard(ride_id: str) -> int:
+    return zlib.crc32(ride_id.encode()) % EVAL_SHARDS
+
+
+def _hour(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H")
+
+
+class EvaluationStore:
+    def __init__(self, client, table_name: str, *, window_seconds: float = 2 * 86400, backoff=Backoff):
+        self.client = client
+        self.table_name = table_name
+        self.window_seconds = window_seconds
+        self.backoff = backoff
+
+    # -- writing ----------------------------------------------------------------------------
+    def record(
+        self,
+        predictions: Sequence[PredictionIn],
+        completions: Sequence[RideCompleted],
+        *,
+        now: float,
+        time_left: Callable[[], float] | None = None,
+    ) -> tuple[list[Evaluated], dict[str, str]]:
+        """Store a batch's predictions and outcomes; evaluate every pair they complete.
+        → (pairs evaluated now, ride id → error code for rides that could not be stored)."""
+        updates: dict[str, dict[str, float]] = {}
+        for p in predictions:
+            updates.setdefault(p.ride_id, {})[f"p|{p.model}|{p.version}|{p.role}|{p.field}"] = p.value
+        for c in completions:
+            values = updates.setdefault(c.ride_id, {})
+            values.update({f"o|{field}": value for field, value in c.outcomes.items()})
+            # naive TLC times are New York wall-clock times; as UTC they only label the hour
+            values["dropoff"] = c.dropoff_datetime.replace(tzinfo=UTC).timestamp()
+        self._catalog({(p.model, p.version, p.role) for p in predictions})
+        items, failed = self._run(
+            {ride_id: self._update_request(ride_id, values, now) for ride_id, values in updates.items()},
+            self.client.update_item,
+            time_left,
+        )
+        candidates = [pair for ride_id, item in items.items() for pair in pairs(ride_id, item)]
+        won, put_failed = self._run(
+            {self._eval_key(e): self._eval_request(e, now) for e in candidates}, self.client.put_item, time_left
+        )
+        by_key = {self._eval_key(e): e for e in candidates}
+        # A pair whose put failed for another reason than "already there" is evaluated by the
+        # retry of its ride's records, which the caller reports.
+        failed.update({by_key[key].ride_id: code for key, code in put_failed.items() if code != "Conditional"})
+        return [by_key[key] for key in won], failed
+
+    def _update_request(self, ride_id: str, values: dict[str, float], now: float) -> dict:
+        names = {f"#a{i}": name for i, name in enumerate(values)}
+        sets = [f"#a{i} = :v{i}" for i in range(len(values))]
+        return {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": f"ride#{ride_id}"}, "sk": {"S": "#"}},
+            "UpdateExpression": "SET " + ", ".join([*sets, "expires_at = if_not_exists(expires_at, :ttl)"]),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {
+                **{f":v{i}": {"N": repr(float(v))} for i, v in enumerate(values.values())},
+                ":ttl": {"N": str(int(now + self.window_seconds))},
+            },
+            "ReturnValues": "ALL_NEW",
+        }
+
+    def _eval_key(self, e: Evaluated) -> str:
+        return f"{e.model}#{e.version}#{e.role}#{e.ride_id}"
+
+    def _eval_request(self, e: Evaluated, now: float) -> dict:
+        return {
+            "TableName": self.table_name,
+            "Item": {
+                "pk": {"S": f"eval#{e.model}#{e.version}#{e.role}#{_shard(e.ride_id)}"},
+                "sk": {"S": f"{e.hour}#{e.ride_id}"},
+                "ride_id": {"S": e.ride_id},
+                "field": {"S": e.field},
+                "predicted": {"N": repr(e.predicted)},
+                "actual": {"N": repr(e.actual)},
+                "expires_at": {"N": str(int(now + 7 * 86400))},
+            },
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+
+    def _catalog(self, triples: Iterable[tuple[str, str, str]]) -> None:
+        for model, version, role in triples:
+            try:
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item={"pk": {"S": "catalog"}, "sk": {"S": f"{model}#{version}#{role}"}},
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+
+    def _run(self, requests: dict[str, dict], call, time_left) -> tuple[dict[str, dict], dict[str, str]]:
+        """Each request once, WRITE_CONCURRENCY at a time, throttled ones again with backoff
+        until the deadline. → (key → the call's Attributes for those that succeeded, key → code)."""
+        deadline = as_deadline(time_left)
+        done: dict[str, dict] = {}
+        failed: dict[str, str] = {}
+        pending = list(requests)
+        backoff = self.backoff(time_left=deadline)
+
+        def one(key: str):
+            try:
+                return call(**requests[key]).get("Attributes", {}), None
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    return None, "Conditional"
+                return None, "Retryable" if code in RETRYABLE or is_retryable(exc) else code
+            except BotoCoreError:
+                return None, "Retryable"
+
+        with ThreadPoolExecutor(max(1, min(WRITE_CONCURRENCY, len(pending) or 1))) as pool:
+            while pending:
+                if deadline.passed:
+                    failed.update(dict.fromkeys(pending, "DeadlinePassed"))
+                    break
+                retry = []
+                for key, (attributes, code) in zip(pending, pool.map(one, pending), strict=True):
+                    if code is None:
+                        done[key] = attributes
+                    elif code == "Retryable":
+                        retry.append(key)
+                    else:
+                        failed[key] = code
+                if retry and not backoff.wait():
+                    failed.update(dict.fromkeys(retry, "RetriesExhausted"))
+                    retry = []
+                pending = retry
+        return done, failed
+
+    # -- reading ----------------------------------------------------------------------------
+    def versions(self) -> list[tuple[str, str, str]]:
+        """(model, version, role) of everything that has predicted."""
+        items = self._query({":pk": {"S": "catalog"}}, "pk = :pk")
+        return [tuple(item["sk"]["S"].split("#", 2)) for item in items]
+
+    def evaluated(self, model: str, version: str, role: str) -> list[Evaluated]:
+        """Every evaluated pair of a model version in a role (within the items' TTL)."""
+        rows = []
+        for shard in range(EVAL_SHARDS):
+            for item in self._query({":pk": {"S": f"eval#{model}#{version}#{role}#{shard}"}}, "pk = :pk"):
+                hour = item["sk"]["S"].split("#", 1)[0]
+                rows.append(
+                    Evaluated(
+                        item["ride_id"]["S"],
+                        model,
+                        version,
+                        role,
+                        item["field"]["S"],
+                        float(item["predicted"]["N"]),
+                        float(item["actual"]["N"]),
+                        hour,
+                    )
+                )
+        return rows
+
+    def _query(self, values: dict, condition: str) -> list[dict]:
+        items, start = [], None
+        while True:
+            kwargs = {"ExclusiveStartKey": start} if start else {}
+            page = self.client.query(
+                TableName=self.table_name,
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                **kwargs,
+            )
+            items += page.get("Items", [])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+
+def pairs(ride_id: str, item: dict) -> list[Evaluated]:
+    """The (prediction, outcome) pairs a ride item holds: every prediction whose field has an outcome."""
+    if "dropoff" not in item:
+        return []
+    hour = _hour(float(item["dropoff"]["N"]))
+    out = []
+    for name, value in item.items():
+        if not name.startswith("p|"):
+            continue
+        _, model, version, role, field = name.split("|", 4)
+        outcome = item.get(f"o|{field}")
+        if outcome is not None and field in OUTCOME_FIELDS:
+            out.append(Evaluated(ride_id, model, version, role, field, float(value["N"]), float(outcome["N"]), hour))
+    return out
