@@ -51,6 +51,8 @@ class StackNames:
     input_stream: str = "ride-events"
     predictions_stream: str = "ride-predictions"
     decisions_stream: str = "ride-decisions"
+    # Ground truth: `ride-completed` events, when rides end (rides.stream.events.parse_completion).
+    completions_stream: str = "ride-completions"
     dead_letter_queue: str = "ride-events-dlq"
     # Where the event source mapping sends metadata of batches that exhausted their retries.
     failed_batches_queue: str = "ride-events-failed-batches"
@@ -58,6 +60,7 @@ class StackNames:
     review_queue: str = "ride-review"
     model_bucket: str = "rides-models-stg"
     decisions_table: str = "ride-decisions"
+    evaluations_table: str = "ride-evaluations"
     consumer_function: str = "ride-duration-consumer"
     experiment: str = "ride-duration"
     registered_model: str = "ride-duration"

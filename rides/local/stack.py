@@ -127,6 +127,19 @@ def down() -> StackInfo | None:
     return info
 
 
+def evaluations_table_spec(name: str) -> dict:
+    """Live evaluation's table as Terraform declares it (rides.stream.evaluation.store)."""
+    return {
+        "TableName": name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    }
+
+
 def decisions_table_spec(name: str) -> dict:
     """The decisions table as Terraform declares it: ride id key, the sweep's sparse, sharded
     index of rides that are due (rides.stream.decision.store)."""
@@ -167,6 +180,7 @@ def create_resources(
         # One prediction per consumer for each ride, as Terraform sizes it.
         (names.predictions_stream, shards * len(CONSUMERS)),
         (names.decisions_stream, 1),
+        (names.completions_stream, shards),
     ):
         try:
             c["kinesis"].create_stream(StreamName=stream, ShardCount=count)
@@ -190,10 +204,14 @@ def create_resources(
         )["QueueUrl"]
     if not decisions_table:  # LocalStack's DynamoDB needs a download this machine cannot make
         return created
-    try:
-        c["dynamodb"].create_table(**decisions_table_spec(names.decisions_table))
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] != "ResourceInUseException":
-            raise
-    created[f"dynamodb:{names.decisions_table}"] = names.decisions_table
+    for table, spec in (
+        (names.decisions_table, decisions_table_spec),
+        (names.evaluations_table, evaluations_table_spec),
+    ):
+        try:
+            c["dynamodb"].create_table(**spec(table))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        created[f"dynamodb:{table}"] = table
     return created
