@@ -177,21 +177,74 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
     help="Where to roll it out.",
 )
 @click.option("--function", "function_name", default=None, help="Lambda function (with --to lambda).")
-def promote(model_name, version, alias, target, function_name) -> None:
-    """Point an alias at a version and roll it out to the consumer."""
-    from rides.promote import promote as do_promote
+@click.option(
+    "--as",
+    "role",
+    type=click.Choice(["production", "shadow"]),
+    default="production",
+    show_default=True,
+    help="shadow: run it beside production on the same events (alias shadow), evaluated, never decided on.",
+)
+@click.option("--force", is_flag=True, help="Promote to production even when the gate refuses.")
+@click.option("--min-rides", type=int, default=None, help="Rides the shadow must have evaluated (default 500).")
+@click.option("--max-worse", type=float, default=None, help="RMSE above production the gate allows (default 0.02).")
+def promote(model_name, version, alias, target, function_name, role, force, min_rides, max_worse) -> None:
+    """Point an alias at a version and roll it out. To @production only if live evaluation shows
+    it (as the shadow) is not worse than what serves, on the same rides, unless --force."""
+    from rides.promote import promote as run
+    from rides.registry import ModelNotFound, PromotionError, resolve
 
-    name = model_name or StackNames.from_env().registered_model
-    model = do_promote(
-        name,
-        version,
-        alias=alias,
-        target=target,
-        function_name=function_name or StackNames.from_env().consumer_function,
+    names = StackNames.from_env()
+    name = model_name or names.registered_model
+    if role == "shadow" and alias == "production":
+        alias = "shadow"
+    from rides.settings import SHADOW
+
+    if alias == "production" and role == "production" and name != SHADOW.model_name:
+        click.echo(f"gate: {name} has no shadow consumer to evaluate a challenger; promoted on its offline figures")
+    elif alias == "production" and role == "production":
+        candidate = resolve(name, version)
+        try:
+            serving = resolve(name, "production").version
+        except ModelNotFound:
+            serving = None
+        verdict = _gate(name, candidate.version, serving, min_rides, max_worse)
+        if not verdict.allowed and not force:
+            raise PromotionError(f"refused: {verdict.reason}; --force promotes anyway")
+        click.echo(("gate: " if verdict.allowed else "gate overridden (--force): ") + verdict.reason)
+    function = function_name or (
+        names.consumer_function if role == "production" else f"{names.registered_model}-shadow-consumer"
     )
-    click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target}")
-    click.echo(f'terraform: model_uri = "{model.uri}"')
-    click.echo(f'           model_version = "{model.version}"')
+    model = run(name, version, alias=alias, target=target, function_name=function, role=role)
+    click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target} as {role}")
+    if role == "production":
+        click.echo(f'terraform: model_uri = "{model.uri}"')
+        click.echo(f'           model_version = "{model.version}"')
+    else:
+        click.echo(f'terraform: shadow_model_uri = "{model.uri}"')
+        click.echo(f'           shadow_model_version = "{model.version}"')
+
+
+def _gate(name, candidate, serving, min_rides, max_worse):
+    import boto3
+
+    from rides import promotion_gate
+    from rides.stream.evaluation.store import EvaluationStore
+
+    if serving is None or serving == candidate:
+        return promotion_gate.judge(None, name, candidate, serving)
+    store = EvaluationStore(boto3.client("dynamodb"), StackNames.from_env().evaluations_table)
+    try:
+        return promotion_gate.judge(
+            store,
+            name,
+            candidate,
+            serving,
+            min_rides=min_rides if min_rides is not None else promotion_gate.MIN_RIDES,
+            max_worse=max_worse if max_worse is not None else promotion_gate.MAX_WORSE,
+        )
+    except Exception as exc:  # the table cannot be read: no evidence, so no promotion without --force
+        return promotion_gate.Verdict(False, f"live evaluation cannot be read ({type(exc).__name__}: {exc})")
 
 
 @main.command(cls=UsesAWS)

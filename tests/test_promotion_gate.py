@@ -1,0 +1,102 @@
+"""The promotion gate: refuses and accepts on constructed evaluations, with the figures."""
+
+from __future__ import annotations
+
+import random
+
+import boto3
+import pytest
+from click.testing import CliRunner
+
+from rides.promotion_gate import judge
+from rides.stream.evaluation.store import Evaluated
+
+
+class FakeStore:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def evaluated(self, model, version, role):
+        return [r for r in self.rows if (r.model, r.version, r.role) == (model, version, role)]
+
+
+def rows(version, role, errors, start=0):
+    return [
+        Evaluated(f"r{start + i}", "ride-duration", version, role, "ride_duration", 20.0 + e, 20.0, "2021-02-03T08")
+        for i, e in enumerate(errors)
+    ]
+
+
+def noise(n, scale, seed):
+    rng = random.Random(seed)
+    return [rng.gauss(0, scale) for _ in range(n)]
+
+
+def test_nothing_to_compare_with_is_allowed():
+    assert judge(FakeStore([]), "ride-duration", "1", None).allowed
+    assert judge(FakeStore([]), "ride-duration", "2", "2").allowed
+
+
+def test_too_few_rides_side_by_side_is_refused_with_the_counts():
+    store = FakeStore(rows("2", "shadow", noise(300, 3, 1)) + rows("1", "production", noise(300, 5, 2)))
+    verdict = judge(store, "ride-duration", "2", "1")
+    assert not verdict.allowed and "300 rides evaluated beside production version 1" in verdict.reason
+    assert "needs 500" in verdict.reason
+    # rides only one of them saw do not count: 600 shadow rides, 300 of them shared
+    store.rows += rows("2", "shadow", noise(300, 3, 3), start=1000)
+    assert "300 rides evaluated" in judge(store, "ride-duration", "2", "1").reason
+    assert judge(store, "ride-duration", "2", "1", min_rides=300).allowed
+
+
+def test_a_worse_shadow_is_refused_and_a_better_or_equal_one_accepted():
+    production = rows("1", "production", noise(800, 4, 4))
+    worse = judge(FakeStore(production + rows("2", "shadow", noise(800, 6, 5))), "ride-duration", "2", "1")
+    assert not worse.allowed
+    assert worse.reason.startswith("version 2 is worse than production version 1 on the same 800 rides: RMSE")
+    assert worse.challenger.rmse > worse.incumbent.rmse * 1.02 and "the gate allows +2.0%" in worse.reason
+    better = judge(FakeStore(production + rows("2", "shadow", noise(800, 3, 6))), "ride-duration", "2", "1")
+    assert better.allowed and "is better than production version 1" in better.reason
+    same = judge(
+        FakeStore(production + rows("2", "shadow", [e * 1.01 for e in noise(800, 4, 4)])), "ride-duration", "2", "1"
+    )
+    assert same.allowed and "within the margin" in same.reason  # +1% RMSE, under the 2% margin
+
+
+@pytest.fixture
+def two_versions(aws, tmp_path, monkeypatch, trained):
+    from rides.local.stack import evaluations_table_spec
+    from rides.registry import log_training
+    from rides.settings import StackNames
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    aws["s3"].create_bucket(Bucket=StackNames().model_bucket)
+    boto3.client("dynamodb").create_table(**evaluations_table_spec("ride-evaluations"))
+    for _ in range(2):
+        log_training(trained, train_source="2021-01", val_source="2021-02")
+    return tmp_path
+
+
+def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
+    from rides.cli import main
+    from rides.promote import read_local_model
+    from rides.stream.evaluation.store import EvaluationStore
+
+    runner = CliRunner()
+    first = runner.invoke(main, ["promote", "--version", "1"])
+    assert first.exit_code == 0 and "nothing to compare with" in first.output, first.output
+    shadow = runner.invoke(main, ["promote", "--version", "2", "--as", "shadow"])
+    assert shadow.exit_code == 0 and "now @shadow" in shadow.output, shadow.output
+    assert read_local_model("ride-duration@shadow")["MODEL_VERSION"] == "2"
+    assert read_local_model("ride-duration")["MODEL_VERSION"] == "1"  # production untouched
+
+    refused = runner.invoke(main, ["promote", "--version", "2"])
+    assert refused.exit_code == 1 and "refused: version 2 has 0 rides evaluated" in refused.output
+
+    store = EvaluationStore(boto3.client("dynamodb"), "ride-evaluations")
+    for row in rows("1", "production", noise(600, 4, 7)) + rows("2", "shadow", noise(600, 6, 8)):
+        store.client.put_item(**store._eval_request(row, 1_764_000_000.0))  # as the evaluation consumer writes them
+    worse = runner.invoke(main, ["promote", "--version", "2"])
+    assert worse.exit_code == 1 and "is worse than production version 1 on the same 600 rides" in worse.output
+    forced = runner.invoke(main, ["promote", "--version", "2", "--force"])
+    assert forced.exit_code == 0 and "gate overridden (--force)" in forced.output
+    assert read_local_model("ride-duration")["MODEL_VERSION"] == "2"
