@@ -375,12 +375,41 @@ def release_command(releases_file, before_out, roll_back_to, timeout) -> None:
     help="Insert the rides into the rides table (the batch job's source) instead; same as `rides load`.",
 )
 @click.option("--database-url", default=None, help="With --to-db: SQLAlchemy URL (default: as `rides load`).")
-def produce(month, count, rate, mode, stream, first_id, to_db, database_url) -> None:
+@click.option(
+    "--completions",
+    is_flag=True,
+    help="Also send each ride's ride-completed event (its real drop-off, duration, fare, tip) when it ends.",
+)
+@click.option(
+    "--time-scale",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="With --completions: how much faster than real time rides end (60: a 20-minute ride in 20 s).",
+)
+def produce(month, count, rate, mode, stream, first_id, to_db, database_url, completions, time_scale) -> None:
     """Send real rides from a TLC month as ride events (or, with --to-db, into the rides table)."""
     import boto3
 
     if to_db:
         _load_rides(month, count, first_id - 1, rate, database_url)
+        return
+    if completions:
+        from rides.data import read_trips
+        from rides.local.producer import completion_events, play, ride_events, schedule_rides
+
+        names = StackNames.from_env()
+        frame = read_trips(month).head(count)
+        planned = schedule_rides(
+            list(ride_events(frame, first_id=first_id)),
+            list(completion_events(frame, first_id=first_id)),
+            input_stream=stream or names.input_stream,
+            completions_stream=names.completions_stream,
+            rate=rate,
+            time_scale=time_scale,
+        )
+        result = play(boto3.client("kinesis"), planned)
+        click.echo(f"sent {len(frame):,} rides and their completions in {result.seconds:.1f}s")
         return
 
     from rides.data import read_trips
@@ -536,6 +565,58 @@ def dead_letters(queue, limit, as_json) -> None:
         click.echo(
             f"- {p.function_name}: {p.stream_name}/{p.shard_id} {p.start}..{p.end} ({p.size} records, {p.condition})"
         )
+
+
+@main.command(cls=UsesAWS)
+@click.option("--hours", type=int, default=6, show_default=True, help="Hours of trend to print.")
+@click.option("--html", "html_path", default=None, help="Also write the HTML report (RMSE per hour plotted) here.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the HTML report in a browser.")
+@click.option(
+    "--drift-reference",
+    default=None,
+    help="Model whose training data is the drift reference (default: ride-duration@production).",
+)
+def evaluate(hours, html_path, open_browser, drift_reference) -> None:
+    """Live evaluation: count, RMSE, MAE and bias per model version and role, their trend per
+    hour, shadow against production on the same rides, and this hour's drift."""
+    import boto3
+
+    from rides import evaluation_report
+    from rides.stream.evaluation.drift import DriftCounter, load_reference
+    from rides.stream.evaluation.store import EvaluationStore
+    from rides.stream.model import ModelLoadError, read_metadata
+
+    names = StackNames.from_env()
+    dynamodb = boto3.client("dynamodb")
+    store = EvaluationStore(dynamodb, names.evaluations_table)
+    counter = None
+    try:
+        uri = drift_reference or _resolve_uri(f"{names.registered_model}@production")
+        reference = load_reference(uri, read_metadata) if uri else {}
+        counter = DriftCounter(dynamodb, names.evaluations_table, reference) if reference else None
+    except (ModelLoadError, RidesError) as exc:
+        click.echo(f"(no drift figures: {exc})", err=True)
+    report = evaluation_report.build(store, counter)
+    click.echo(evaluation_report.format_table(report, hours))
+    if html_path or open_browser:
+        import tempfile
+        import webbrowser
+        from pathlib import Path
+
+        path = Path(html_path) if html_path else Path(tempfile.mkdtemp()) / "evaluation.html"
+        path.write_text(evaluation_report.to_html(report))
+        click.echo(f"report: {path}")
+        if open_browser:
+            webbrowser.open(path.resolve().as_uri())
+
+
+def _resolve_uri(ref: str) -> str | None:
+    from rides.registry import ModelNotFound, parse_model_ref, resolve
+
+    try:
+        return resolve(*parse_model_ref(ref)).uri
+    except ModelNotFound:
+        return None
 
 
 @main.command(cls=UsesAWS)

@@ -46,6 +46,7 @@ class DemoResult:
     models: dict[str, str] = field(default_factory=dict)  # model → "v1 (RMSE … vs baseline …)"
     sample: list[tuple] = field(default_factory=list)
     web: object = None  # rides.local.web_demo.WebDemo
+    evaluation: object = None  # rides.local.evaluation_demo.EvaluationDemo
     review_queued: int = 0  # rides waiting in the review queue (one per decision_id)
 
     @property
@@ -80,13 +81,15 @@ def run_demo(
     train_month: str = "2021-01",
     val_month: str = "2021-02",
     produce_month: str = "2021-02",
+    challenger_months: tuple[str, str] = ("2023-01", "2023-02"),
+    time_scale: float = 120.0,
     rate: float | None = None,
     timeout: float = 600.0,
     progress: bool = True,
 ) -> DemoResult:
     from rides.data import read_trips
     from rides.local.backend import clients, stop_process
-    from rides.local.producer import produce, ride_events
+    from rides.local.producer import completion_events, play, ride_events, schedule_rides
     from rides.local.reader import StreamReader, collect_decisions, collect_predictions, drain_queue
     from rides.local.runner import run_all
     from rides.local.services import LocalDeployment
@@ -130,6 +133,8 @@ def run_demo(
                 target=spec.target,
             )
             promoted = promote(registered.name, registered.version, alias="production", target="local")
+            if spec.key == "duration":
+                production_duration = promoted
             result.models[spec.model_name] = (
                 f"v{promoted.version}  (val RMSE {trained.metrics.rmse:.2f} vs baseline "
                 f"{trained.baseline_metrics.rmse:.2f})"
@@ -144,13 +149,32 @@ def run_demo(
                 result.models[quick.name] = f"v{quick.version}  (val RMSE {rmse:.2f}; the web service's instant answer)"
                 _say(f"{quick.name} v{quick.version}: val RMSE {rmse:.2f}; promoted to production → the web service")
 
+        # The challenger: the same model trained on other months, run as the shadow beside production.
+        challenger_train, challenger_val = challenger_months
+        _say(f"training a challenger ride-duration on {challenger_train}, validating on {challenger_val}")
+        challenger = train(read_trips(challenger_train), read_trips(challenger_val))
+        registered = log_training(
+            challenger,
+            train_source=challenger_train,
+            val_source=challenger_val,
+            names=names,
+            model_name="ride-duration",
+        )
+        shadow = promote("ride-duration", registered.version, alias="shadow", target="local", role="shadow")
+        _say(f"ride-duration v{shadow.version}: val RMSE {challenger.metrics.rmse:.2f}; promoted as the shadow")
+        served = {
+            (production_duration.version, "production"): (production_duration.uri, f"{train_month} → {val_month}"),
+            (shadow.version, "shadow"): (shadow.uri, f"{challenger_train} → {challenger_val}"),
+        }
+
         env = {key: value for key, value in os.environ.items() if key != "DRY_RUN"}
         local = LocalDeployment.on_stack(aws["sqs"], env=env, names=names, kinesis=aws["kinesis"])
-        runners = [local.consumer(spec) for spec in CONSUMERS.values()]
+        runners = [local.consumer(spec) for spec in CONSUMERS.values()] + [local.shadow_consumer()]
         deciding = local.decision_service()
-        # The consumers and the decision service are separate functions on AWS: here separate
-        # loops, so a slow decision batch (a write per ride) never holds up a prediction.
-        for group in (list(runners), [deciding]):
+        evaluating = local.evaluation()
+        # The consumers, the decision service and the evaluation are separate functions on AWS:
+        # here separate loops, so a slow batch of writes never holds up a prediction.
+        for group in (list(runners), [deciding], evaluating):
             runner_threads.append(
                 threading.Thread(target=run_all, args=(group,), kwargs={"until": stop.is_set}, daemon=True)
             )
@@ -166,10 +190,19 @@ def run_demo(
         stream_events = good[:]
         for i, (name, data) in enumerate(MALFORMED):
             stream_events.insert((i + 1) * len(good) // (len(MALFORMED) + 1), (f"malformed-{name}", data))
-        _say(f"producing {len(good):,} real rides from {produce_month} + {len(MALFORMED)} malformed events")
-        produced = produce(
-            aws["kinesis"], names.input_stream, stream_events, rate=rate, progress=progress, total=len(stream_events)
+        _say(
+            f"producing {len(good):,} real rides from {produce_month} + {len(MALFORMED)} malformed events, each "
+            f"ride's ride-completed event its real duration later ({time_scale:.0f}x faster)"
         )
+        planned = schedule_rides(
+            stream_events,
+            list(completion_events(frame)),
+            input_stream=names.input_stream,
+            completions_stream=names.completions_stream,
+            rate=rate,
+            time_scale=time_scale,
+        )
+        produced = play(aws["kinesis"], planned, progress=progress)
         result.produce_seconds = produced.seconds
 
         ride_ids = {key for key, _ in good}
@@ -193,6 +226,24 @@ def run_demo(
         reviews = drain_queue(aws["sqs"], created[f"sqs:{names.review_queue}"])
         result.review_queued = len({body["decision_id"] for body in reviews})
 
+        _say("waiting for live evaluation to join every completion with its predictions")
+        from rides.local.evaluation_demo import compare, wait_for_evaluations
+        from rides.stream.evaluation.drift import DriftCounter, load_reference
+        from rides.stream.evaluation.store import EvaluationStore
+        from rides.stream.model import read_metadata
+
+        store = EvaluationStore(aws["dynamodb"], names.evaluations_table)
+        wait_for_evaluations(
+            store,
+            "ride-duration",
+            {key: len(good) for key in served},
+            max(60.0, timeout - (time.monotonic() - started)),
+        )
+        reference = load_reference(production_duration.uri, read_metadata)
+        result.evaluation = compare(
+            store, frame, served, DriftCounter(aws["dynamodb"], names.evaluations_table, reference)
+        )
+
         _say("the combined mode: a few rides through the web service, with consent")
         from rides.local.web_demo import run_web_rides
 
@@ -206,16 +257,22 @@ def run_demo(
         proc.wait(timeout=10)
 
 
+def _label(body: dict) -> str:
+    """A prediction's model, and its role when it is not production (the shadow)."""
+    role = body.get("role", "production")
+    return body["model"] if role == "production" else f"{body['model']} ({role})"
+
+
 def _summarise(result: DemoResult, by_ride: dict, decisions: dict, models: list[str]) -> None:
     result.predictions_out = sum(len(seen) for seen in by_ride.values())
     per_model: Counter = Counter()
     for seen in by_ride.values():
-        per_model.update({body["model"] for body, _ in seen})
-        first = next(((body, arrived) for body, arrived in seen if body["model"] == "ride-duration"), None)
+        per_model.update({_label(body) for body, _ in seen})
+        first = next(((body, arrived) for body, arrived in seen if _label(body) == "ride-duration"), None)
         if first and first[0]["source"].get("approximate_arrival_timestamp"):
             result.latencies_ms.append((first[1] - first[0]["source"]["approximate_arrival_timestamp"]) * 1000)
     result.predictions_by_model = dict(per_model)
-    result.unique_rides = sum(1 for seen in by_ride.values() if {b["model"] for b, _ in seen} >= set(models))
+    result.unique_rides = sum(1 for seen in by_ride.values() if {_label(b) for b, _ in seen} >= set(models))
     result.decisions = len(decisions)
     result.decision_counts = dict(Counter(d["decision"] for d in decisions.values()))
     result.flag_counts = dict(Counter(flag for d in decisions.values() for flag in d["flags"]))
@@ -228,7 +285,7 @@ def _sample(result: DemoResult, frame, by_ride: dict) -> None:
         if not seen:
             continue
         values = {
-            body["model"]: next(iter(v for k, v in body["prediction"].items() if k != "ride_id")) for body, _ in seen
+            _label(body): next(iter(v for k, v in body["prediction"].items() if k != "ride_id")) for body, _ in seen
         }
         row = frame.iloc[position]
         result.sample.append(
@@ -288,6 +345,10 @@ def format_summary(result: DemoResult) -> str:
             f"{r:>6} {pu:>4} {do:>4} {d:>6.2f}   {p:>7.1f} {a:>7.1f}   {pf:>7.2f} {af:>7.2f}   {pt:>6.2f} {at:>6.2f}"
             for r, pu, do, d, p, a, pf, af, pt, at in result.sample
         ]
+    if result.evaluation is not None:
+        from rides.local.evaluation_demo import format_evaluation
+
+        lines += format_evaluation(result.evaluation)
     if result.web is not None:
         from rides.local.web_demo import format_web_demo
 

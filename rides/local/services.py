@@ -18,6 +18,7 @@ from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings,
 
 log = logging.getLogger(__name__)
 DECISION_FUNCTION = "ride-decision-service"
+EVALUATION_FUNCTION = "ride-evaluation"
 
 
 class NoModel(RidesError):
@@ -110,6 +111,41 @@ class LocalDeployment:
             on_poll=watcher,
         )
 
+    def shadow_consumer(self, *, function_timeout_s: float = 60.0):
+        """The duration model's challenger on the same events (rides promote --as shadow)."""
+        return self.consumer(SHADOW, function_timeout_s=function_timeout_s)
+
+    def evaluation_env(self) -> dict:
+        env = {"EVALUATIONS_TABLE": self.names.evaluations_table, **self.env}
+        if "DRIFT_REFERENCE_URI" not in env:
+            # the production duration model's training data is the drift reference
+            from rides.promote import read_local_model
+
+            promoted = read_local_model(CONSUMERS["duration"].control_name) or {}
+            if promoted.get("MODEL_URI") or env.get("MODEL_URI"):
+                env["DRIFT_REFERENCE_URI"] = promoted.get("MODEL_URI") or env["MODEL_URI"]
+        return env
+
+    def evaluation(self, *, function_timeout_s: float = 60.0) -> list:
+        """The evaluation consumer, one runner per stream it is mapped to (as its three event
+        source mappings on AWS): predictions, completions, ride events (drift)."""
+        from lambda_function.evaluation_handler import handler_for
+
+        handler = handler_for(self.evaluation_env())
+        return [
+            EventSourceRunner(
+                stream,
+                handler=handler,
+                settings=self.settings,
+                function_name=EVALUATION_FUNCTION,
+                function_timeout_s=function_timeout_s,
+                kinesis=self.kinesis,
+                sqs=self.sqs,
+                on_failure_queue_url=self.failures_url,
+            )
+            for stream in (self.names.predictions_stream, self.names.completions_stream, self.names.input_stream)
+        ]
+
     def decision_env(self) -> dict:
         env = {
             "DECISIONS_TABLE": self.names.decisions_table,
@@ -153,6 +189,10 @@ class LocalDeployment:
             from lambda_function.decision_handler import handler_for as decision_handler_for
 
             return decision_handler_for(self.decision_env())
+        if function_name == EVALUATION_FUNCTION:
+            from lambda_function.evaluation_handler import handler_for as evaluation_handler_for
+
+            return evaluation_handler_for(self.evaluation_env())
         from lambda_function.handler import handler_for
 
         spec = next((spec for spec in (*CONSUMERS.values(), SHADOW) if spec.function_name == function_name), None)

@@ -1,0 +1,93 @@
+"""Knowing the model is good, in `make run`: a challenger version (trained on other months) runs
+as the shadow beside production, completions are replayed, and the live evaluation is printed
+beside the same figures computed offline on the same rides, with the promotion verdict and
+this hour's drift."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rides.stream.evaluation.metrics import Summary
+
+
+@dataclass
+class LiveVersusOffline:
+    version: str
+    role: str
+    trained_on: str
+    live: Summary
+    offline: Summary
+
+
+@dataclass
+class EvaluationDemo:
+    versions: list[LiveVersusOffline] = field(default_factory=list)
+    verdict: str = ""
+    allowed: bool = False
+    drift: dict[str, tuple[float, int]] = field(default_factory=dict)
+    evaluated_other: dict[str, int] = field(default_factory=dict)  # fare, tip: pairs evaluated
+
+
+def wait_for_evaluations(store, model: str, expected: dict[tuple[str, str], int], timeout: float) -> None:
+    """Until each (version, role) has its expected number of evaluated rides, or the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(len(store.evaluated(model, v, r)) >= n for (v, r), n in expected.items()):
+            return
+        time.sleep(1.0)
+
+
+def compare(store, frame, versions: dict[tuple[str, str], tuple[str, str]], drift_counter=None) -> EvaluationDemo:
+    """`versions`: (version, role) → (model URI, what it was trained on). The offline figures
+    score `frame` (the rides that were produced, ride id = position + 1) with the same model
+    files and compare with their real durations, on the rides live evaluation has seen."""
+    from datetime import UTC, datetime
+
+    from rides import promotion_gate
+    from rides.stream.evaluation.metrics import summarize
+    from rides.stream.features import features_from_frame
+    from rides.stream.model import load_model
+
+    out = EvaluationDemo()
+    features = features_from_frame(frame)
+    actual = frame["duration"].to_numpy()
+    for (version, role), (uri, trained_on) in versions.items():
+        live_rows = store.evaluated("ride-duration", version, role)
+        predicted = load_model(uri, version=version).predict(features)
+        seen = [int(r.ride_id) - 1 for r in live_rows]  # the rides evaluated live
+        offline = Summary.of(float(predicted[i]) - float(actual[i]) for i in seen)
+        out.versions.append(LiveVersusOffline(version, role, trained_on, summarize(live_rows), offline))
+    production = next(v for (v, r) in versions if r == "production")
+    shadow = next(v for (v, r) in versions if r == "shadow")
+    verdict = promotion_gate.judge(store, "ride-duration", shadow, production)
+    out.verdict, out.allowed = verdict.reason, verdict.allowed
+    for model, field_version in (("ride-fare", "1"), ("ride-tip", "1")):
+        out.evaluated_other[model] = len(store.evaluated(model, field_version, "production"))
+    if drift_counter is not None:
+        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        out.drift = drift_counter.hours([hour]).get(hour, {})
+    return out
+
+
+def format_evaluation(demo: EvaluationDemo) -> list[str]:
+    lines = [
+        "",
+        "live evaluation (ride-completed events joined with each version's predictions)",
+        f"{'version':>8} {'role':<10} {'trained on':<18} {'rides':>7} {'live RMSE':>10} {'offline RMSE':>13} "
+        f"{'MAE':>6} {'bias':>6}",
+    ]
+    for v in demo.versions:
+        lines.append(
+            f"{'v' + v.version:>8} {v.role:<10} {v.trained_on:<18} {v.live.count:>7,} {v.live.rmse:>10.3f} "
+            f"{v.offline.rmse:>13.3f} {v.live.mae:>6.2f} {v.live.bias:>+6.2f}"
+        )
+    lines.append("  also evaluated: " + ", ".join(f"{model} {n:,} rides" for model, n in demo.evaluated_other.items()))
+    lines.append(f"promotion gate for the shadow: {'ACCEPT' if demo.allowed else 'REFUSE'}: {demo.verdict}")
+    if demo.drift:
+        ranked = sorted(demo.drift.items(), key=lambda kv: -kv[1][0])
+        lines.append(
+            "drift this hour (PSI vs training data): "
+            + ", ".join(f"{name} {score:.3f}" for name, (score, _) in ranked[:5])
+        )
+    return lines
