@@ -203,7 +203,7 @@ def run_demo(
             time_scale=time_scale,
         )
         produced = play(aws["kinesis"], planned, progress=progress)
-        result.produce_seconds = produced.seconds
+        result.produce_seconds = produced.last_sent.get(names.input_stream, produced.seconds)
 
         ride_ids = {key for key, _ in good}
         models = [spec.model_name for spec in CONSUMERS.values()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -38,6 +38,7 @@ class ProduceResult:
     sent: int = 0
     failed: int = 0
     seconds: float = 0.0
+    last_sent: dict[str, float] = field(default_factory=dict)  # stream → seconds to its last record
 
     @property
     def rate(self) -> float:
@@ -170,6 +171,7 @@ def play(kinesis, schedule: list[Scheduled], *, progress: bool = True, sleep=tim
             for stream, chunk in by_stream.items():
                 publisher = publishers.setdefault(stream, KinesisPublisher(kinesis, stream, concurrency=1))
                 _send(kinesis, stream, publisher, chunk, "batch", result)
+                result.last_sent[stream] = time.monotonic() - started
             bar.update(len(due))
     result.seconds = time.monotonic() - started
     return result
