@@ -16,6 +16,15 @@ module "predictions_stream" {
   retention_hours = var.stream_retention_hours
 }
 
+# Ground truth: producers put a ride-completed event here when a ride ends. Its own stream, not
+# ride-events: the consumers would otherwise be invoked for (and skip) as many records again.
+module "completions_stream" {
+  source          = "./modules/kinesis_stream"
+  name            = local.names.completions_stream
+  shard_count     = var.input_shard_count
+  retention_hours = var.stream_retention_hours
+}
+
 module "decisions_stream" {
   source          = "./modules/kinesis_stream"
   name            = local.names.decisions_stream
@@ -61,6 +70,11 @@ module "review_queue" {
   name   = local.names.review_queue
 }
 
+module "evaluations_table" {
+  source = "./modules/evaluations_table"
+  name   = local.names.evaluations_table
+}
+
 module "decisions_table" {
   source = "./modules/decisions_table"
   name   = local.names.decisions_table
@@ -103,6 +117,11 @@ locals {
     dead_letter_queue      = "${var.dead_letter_queue_name}${local.suffix}"
     failed_batches_queue   = "${var.failed_batches_queue_name}${local.suffix}"
     review_queue           = "${var.review_queue_name}${local.suffix}"
+    completions_stream     = "${var.completions_stream_name}${local.suffix}"
+    evaluations_table      = "${var.evaluations_table_name}${local.suffix}"
+    evaluation             = "ride-evaluation${local.suffix}"
+    shadow_consumer        = "ride-duration-shadow-consumer${local.suffix}"
+    archive                = "rides-archive${local.suffix}"
     decisions_table        = "${var.decisions_table_name}${local.suffix}"
     ecr_repository         = "${var.ecr_repository_name}${local.suffix}"
     decision_service       = "ride-decision-service${local.suffix}"
@@ -191,6 +210,7 @@ module "consumer" {
     MODEL_NAME                   = each.value.model_name
     MODEL_VERSION                = each.value.model_version
     PREDICTION_FIELD             = each.value.prediction_field
+    MODEL_ROLE                   = "production"
     PREDICTIONS_STREAM_NAME      = module.predictions_stream.name
     DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
     DRY_RUN                      = "false"
@@ -307,6 +327,182 @@ module "decision_service" {
   rollout               = local.rollout
 }
 
+# Live evaluation: joins every prediction with its ride's outcome and watches drift; one
+# function, three mappings (rides/stream/evaluation/service.py reads which is which from each
+# record). Its metrics: EvaluatedRides, SquaredError, AbsoluteError, Error per model, version and
+# role; FeatureDrift per feature; MaxFeatureDrift (the drift alarm below).
+module "evaluation" {
+  source = "./modules/stream_function"
+
+  function_name        = local.names.evaluation
+  image_uri            = local.image_uri
+  zip_package          = local.zip_package
+  image_command        = ["lambda_function.evaluation_handler.lambda_handler"]
+  memory_mb            = 512
+  reserved_concurrency = 5
+  log_retention_days   = var.log_retention_days
+
+  # Exactly the variables the evaluation handler reads (tests/test_infra.py checks both ways).
+  environment = {
+    EVALUATIONS_TABLE            = module.evaluations_table.name
+    DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
+    EVALUATION_WINDOW_HOURS      = tostring(var.evaluation_window_hours)
+    DRIFT_REFERENCE_URI          = var.model_uri
+    DRIFT_MODEL                  = "ride-duration"
+    POWERTOOLS_SERVICE_NAME      = local.names.evaluation
+    POWERTOOLS_METRICS_NAMESPACE = "rides"
+  }
+  policy_statements = [
+    {
+      sid       = "EvaluationTable"
+      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:Query"]
+      resources = [module.evaluations_table.arn]
+    },
+    {
+      sid       = "ReadDriftReference"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.model_bucket_arn}/mlflow/*"]
+    },
+  ]
+
+  input_stream_arn = module.predictions_stream.arn
+  extra_input_streams = {
+    completions = module.completions_stream.arn
+    rides       = module.input_stream.arn
+  }
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = var.starting_position
+  parallelization_factor             = 1
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = local.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+  rollout               = local.rollout
+}
+
+# The challenger: a second ride-duration version on the same events, its predictions marked
+# "role": "shadow" (the decision service ignores them; the evaluation compares them). Its own
+# function and mapping rather than a second model in the production consumer: a slow or broken
+# challenger can never delay or fail a production batch (docs/design-notes.md has the costs).
+module "shadow_consumer" {
+  source = "./modules/stream_function"
+  count  = var.shadow_model_uri != "" ? 1 : 0
+
+  function_name        = local.names.shadow_consumer
+  image_uri            = local.image_uri
+  zip_package          = local.zip_package
+  memory_mb            = var.consumer_memory_mb
+  timeout_seconds      = var.consumer_timeout_seconds
+  reserved_concurrency = var.consumer_reserved_concurrency
+  log_retention_days   = var.log_retention_days
+
+  environment = {
+    MODEL_URI                    = var.shadow_model_uri
+    MODEL_NAME                   = "ride-duration"
+    MODEL_VERSION                = var.shadow_model_version
+    MODEL_ROLE                   = "shadow"
+    PREDICTION_FIELD             = "ride_duration"
+    PREDICTIONS_STREAM_NAME      = module.predictions_stream.name
+    DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
+    DRY_RUN                      = "false"
+    PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
+    POWERTOOLS_SERVICE_NAME      = local.names.shadow_consumer
+    POWERTOOLS_METRICS_NAMESPACE = "rides"
+  }
+  policy_statements = [
+    {
+      sid       = "WritePredictions"
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      resources = [module.predictions_stream.arn]
+    },
+    {
+      sid       = "ReadModels"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.model_bucket_arn}/mlflow/*"]
+    },
+  ]
+
+  input_stream_arn         = module.input_stream.arn
+  enhanced_fan_out         = var.enhanced_fan_out
+  dead_letter_queue_arn    = module.dead_letter_queue.arn
+  failed_batches_queue_arn = module.failed_batches_queue.arn
+
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  starting_position                  = "LATEST" # a challenger starts on what arrives from now on
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+
+  alarm_name_prefix     = "rides-${var.environment}"
+  alarm_topic_arn       = local.alarm_topic_arn
+  iterator_age_alarm_ms = var.iterator_age_alarm_ms
+  rollout               = local.rollout
+}
+
+# The archive: predictions, decisions and completions as parquet in the model bucket
+# (archive/<stream>/dt=/hour=), so evaluation and drift can look back past the retention.
+resource "aws_glue_catalog_database" "archive" {
+  count = var.stream_archive ? 1 : 0
+  name  = replace(local.names.archive, "-", "_")
+}
+
+module "stream_archive" {
+  source   = "./modules/stream_archive"
+  for_each = var.stream_archive ? local.archived_streams : {}
+
+  name          = "${local.names.archive}-${each.key}"
+  stream_arn    = each.value.arn
+  bucket_arn    = module.model_bucket.arn
+  prefix        = "archive/${each.value.name}"
+  glue_database = aws_glue_catalog_database.archive[0].name
+  columns       = local.archive_columns[each.key]
+}
+
+locals {
+  archived_streams = {
+    predictions = { arn = module.predictions_stream.arn, name = module.predictions_stream.name }
+    decisions   = { arn = module.decisions_stream.arn, name = module.decisions_stream.name }
+    completions = { arn = module.completions_stream.arn, name = module.completions_stream.name }
+  }
+  # rides/archive.py COLUMNS, the same names and Glue types (tests/test_infra.py checks).
+  archive_columns = {
+    predictions = [
+      { name = "model", type = "string" },
+      { name = "version", type = "string" },
+      { name = "role", type = "string" },
+      { name = "prediction", type = "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double>" },
+      { name = "source", type = "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double>" },
+    ]
+    decisions = [
+      { name = "decision_id", type = "string" },
+      { name = "ride_id", type = "string" },
+      { name = "decision", type = "string" },
+      { name = "flags", type = "array<string>" },
+      { name = "complete", type = "boolean" },
+      { name = "reason", type = "string" },
+      { name = "decided_at", type = "double" },
+    ]
+    completions = [
+      { name = "type", type = "string" },
+      { name = "version", type = "int" },
+      { name = "ride_id", type = "string" },
+      { name = "lpep_dropoff_datetime", type = "string" },
+      { name = "duration_minutes", type = "double" },
+      { name = "fare_amount", type = "double" },
+      { name = "tip_amount", type = "double" },
+    ]
+  }
+}
+
 module "decision_sweep" {
   source = "./modules/lambda_schedule"
 
@@ -346,6 +542,15 @@ locals {
       }
     },
     {
+      feature-drift = {
+        namespace  = "rides"
+        metric     = "MaxFeatureDrift"
+        dimensions = { service = local.names.evaluation }
+        statistic  = "Maximum"
+        period     = 3600
+        threshold  = var.drift_alarm_psi
+        what       = "An input feature's distribution this hour moved from the training data's (PSI above ${var.drift_alarm_psi}): rides evaluate shows which."
+      }
       review-waiting = {
         namespace  = "AWS/SQS"
         metric     = "ApproximateAgeOfOldestMessage"

@@ -28,6 +28,16 @@ output "dead_letter_queue_url" {
   value       = module.dead_letter_queue.url
 }
 
+output "completions_stream_name" {
+  description = "Where producers put ride-completed events (ground truth)."
+  value       = module.completions_stream.name
+}
+
+output "evaluations_table_name" {
+  description = "Live evaluation's table (rides evaluate reads it)."
+  value       = module.evaluations_table.name
+}
+
 output "review_queue_url" {
   description = "Rides decided `review`: `rides review --queue-url` lists them."
   value       = module.review_queue.url
@@ -75,6 +85,8 @@ output "releases" {
   value = concat(
     [for consumer in module.consumer : consumer.release],
     [module.decision_service.release],
+    [module.evaluation.release],
+    module.shadow_consumer[*].release,
     module.web_service[*].release,
     module.batch_job[*].release,
   )

@@ -50,6 +50,48 @@ variable "failed_batches_queue_name" {
   default     = "ride-events-failed-batches"
 }
 
+variable "completions_stream_name" {
+  type        = string
+  description = "Kinesis stream of ride-completed events (ground truth)."
+  default     = "ride-completions"
+}
+
+variable "evaluations_table_name" {
+  type        = string
+  description = "DynamoDB table of live evaluation (predictions joined with outcomes, drift counts)."
+  default     = "ride-evaluations"
+}
+
+variable "evaluation_window_hours" {
+  type        = number
+  description = "How late an outcome may come and still be joined with its predictions."
+  default     = 48
+}
+
+variable "drift_alarm_psi" {
+  type        = number
+  description = "Alarm when an input feature's population stability index this hour exceeds this."
+  default     = 0.25
+}
+
+variable "shadow_model_uri" {
+  type        = string
+  description = "S3 location of the challenger ride-duration version run as the shadow (rides promote --as shadow); empty: no shadow."
+  default     = ""
+}
+
+variable "shadow_model_version" {
+  type        = string
+  description = "Registered version of the shadow model."
+  default     = ""
+}
+
+variable "stream_archive" {
+  type        = bool
+  description = "Archive predictions, decisions and completions to the model bucket as parquet (Firehose + Glue; off for emulators without them)."
+  default     = true
+}
+
 variable "review_queue_name" {
   type        = string
   description = "SQS queue of rides decided `review` (the decision and its flags), for a person."

@@ -148,6 +148,8 @@ def test_with_an_empty_suffix_terraforms_names_are_the_local_stack_names():
         "dead_letter_queue": tf["dead_letter_queue_name"],
         "failed_batches_queue": tf["failed_batches_queue_name"],
         "review_queue": tf["review_queue_name"],
+        "completions_stream": tf["completions_stream_name"],
+        "evaluations_table": tf["evaluations_table_name"],
         "model_bucket": tf["model_bucket_name"],
         "decisions_table": tf["decisions_table_name"],
         "consumer_function": tf["consumer_function_name"],
@@ -176,10 +178,15 @@ def test_the_local_stack_creates_exactly_what_terraform_declares(aws):
     }
     tf = _terraform_names()
     assert listed == {
-        "kinesis": {tf["input_stream_name"], tf["predictions_stream_name"], tf["decisions_stream_name"]},
+        "kinesis": {
+            tf["input_stream_name"],
+            tf["predictions_stream_name"],
+            tf["decisions_stream_name"],
+            tf["completions_stream_name"],
+        },
         "sqs": {tf["dead_letter_queue_name"], tf["failed_batches_queue_name"], tf["review_queue_name"]},
         "s3": {tf["model_bucket_name"]},
-        "dynamodb": {tf["decisions_table_name"]},
+        "dynamodb": {tf["decisions_table_name"], tf["evaluations_table_name"]},
     }
 
 
@@ -284,6 +291,39 @@ def test_decision_service_environment_is_exactly_what_its_handler_reads():
     assert "local.consumers" in environment["REQUIRED_MODELS"]  # every consumer's model completes a ride
     source = (ROOT / "rides" / "stream" / "decision" / "service.py").read_text()
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
+
+
+def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
+    from rides.archive import COLUMNS
+    from rides.stream.evaluation.service import EvaluationConfig
+
+    blocks = named(load_dir(INFRA)["module"])
+    evaluation = blocks["evaluation"]
+    assert set(evaluation["environment"]) == _handler_reads("evaluation_handler.py") | set(EvaluationConfig.ENV_VARS)
+    source = (ROOT / "rides" / "stream" / "evaluation" / "service.py").read_text()
+    assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(EvaluationConfig.ENV_VARS)
+    assert evaluation["image_command"] == ["lambda_function.evaluation_handler.lambda_handler"]
+    # one function on the three streams: predictions, completions, ride events (drift)
+    assert evaluation["input_stream_arn"] == "${module.predictions_stream.arn}"
+    assert evaluation["extra_input_streams"] == {
+        "completions": "${module.completions_stream.arn}",
+        "rides": "${module.input_stream.arn}",
+    }
+    assert evaluation["environment"]["DRIFT_REFERENCE_URI"] == "${var.model_uri}"
+    # the shadow: the consumer's variables, its own model and role
+    shadow = blocks["shadow_consumer"]
+    assert set(shadow["environment"]) == set(blocks["consumer"]["environment"])
+    assert (
+        shadow["environment"]["MODEL_ROLE"] == "shadow"
+        and shadow["environment"]["MODEL_URI"] == "${var.shadow_model_uri}"
+    )
+    assert shadow["count"] == '${var.shadow_model_uri != "" ? 1 : 0}'
+    # the archive's columns are rides/archive.py's
+    columns = locals_of(INFRA)["archive_columns"]
+    assert {kind: [(c["name"], c["type"]) for c in cols] for kind, cols in columns.items()} == COLUMNS
+    # the drift alarm watches the metric the handler emits
+    handler = (ROOT / "lambda_function" / "evaluation_handler.py").read_text()
+    assert '"MaxFeatureDrift"' in handler and 'metric     = "MaxFeatureDrift"' in (INFRA / "main.tf").read_text()
 
 
 def test_one_consumer_entry_per_registered_model():
@@ -574,13 +614,20 @@ def test_codedeploy_stops_and_rolls_back_a_release_on_the_functions_alarms():
 
 def test_the_releases_output_covers_every_function():
     releases = named(load_dir(INFRA)["output"])["releases"]["value"]
-    for module in ("consumer", "decision_service", "web_service", "batch_job"):
-        assert f"module.{module}" in releases, module
-    assert set(named(load_dir(INFRA)["module"])) >= {"consumer", "decision_service", "web_service", "batch_job"}
     functions = [
         name for name, m in named(load_dir(INFRA)["module"]).items() if m["source"].split("/")[-1] in FUNCTION_MODULES
     ]
-    assert sorted(functions) == ["batch_job", "consumer", "decision_service", "web_service"]
+    # every function's `live` alias is moved by a release: one left out would serve its old version
+    for module in functions:
+        assert f"module.{module}" in releases, module
+    assert sorted(functions) == [
+        "batch_job",
+        "consumer",
+        "decision_service",
+        "evaluation",
+        "shadow_consumer",
+        "web_service",
+    ]
 
 
 # -- the batch job's database ---------------------------------------------------------------------

@@ -54,6 +54,8 @@ MODELS = {
     "tip_model_version": "3",
     "quick_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-quick",
     "quick_model_version": "3",
+    "shadow_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-v4",
+    "shadow_model_version": "4",
 }
 
 
@@ -118,10 +120,25 @@ def test_the_plan_lists_every_part_of_an_environment(plans):
     } <= kinds
     assert len(created(stg)) > 100
     functions = of_type(stg, "aws_lambda_function")
-    assert len(functions) == 6 and all(f["publish"] for f in functions)  # 3 consumers, decisions, web, batch
-    assert len(of_type(stg, "aws_lambda_alias")) == 6
+    # 3 consumers, the shadow, decisions, evaluation, web, batch
+    assert len(functions) == 8 and all(f["publish"] for f in functions)
+    assert len(of_type(stg, "aws_lambda_alias")) == 8
     groups = of_type(stg, "aws_codedeploy_deployment_group")
-    assert len(groups) == 5  # the batch job's alias moves directly
+    assert len(groups) == 7  # the batch job's alias moves directly
+    # the evaluation's three mappings, the archive's three delivery streams into parquet
+    # consumers, the shadow, decisions, the evaluation's three
+    assert len(of_type(stg, "aws_lambda_event_source_mapping")) == 3 + 1 + 1 + 3
+    archives = of_type(stg, "aws_kinesis_firehose_delivery_stream")
+    assert sorted(a["name"] for a in archives) == [
+        "rides-archive-stg-completions",
+        "rides-archive-stg-decisions",
+        "rides-archive-stg-predictions",
+    ]
+    conversion = archives[0]["extended_s3_configuration"][0]["data_format_conversion_configuration"][0]
+    assert conversion["output_format_configuration"][0]["serializer"][0]["parquet_ser_de"]
+    assert archives[0]["extended_s3_configuration"][0]["prefix"].endswith(
+        "/dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+    )
     assert {g["deployment_config_name"] for g in groups} == {"CodeDeployDefault.LambdaAllAtOnce"}
     assert {g["deployment_config_name"] for g in of_type(prod, "aws_codedeploy_deployment_group")} == {
         "CodeDeployDefault.LambdaCanary10Percent5Minutes"

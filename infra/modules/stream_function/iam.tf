@@ -13,7 +13,7 @@ locals {
         "kinesis:ListShards",
         "kinesis:SubscribeToShard",
       ]
-      resources = [var.input_stream_arn]
+      resources = concat([var.input_stream_arn], values(var.extra_input_streams))
       s3_prefix = null
     },
     {

@@ -50,6 +50,27 @@ resource "aws_lambda_event_source_mapping" "this" {
   }
 }
 
+resource "aws_lambda_event_source_mapping" "extra" {
+  for_each                           = var.extra_input_streams
+  event_source_arn                   = each.value
+  function_name                      = module.function.alias_arn
+  starting_position                  = var.starting_position
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  parallelization_factor             = var.parallelization_factor
+  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  function_response_types            = ["ReportBatchItemFailures"]
+  enabled                            = var.enabled
+
+  destination_config {
+    on_failure {
+      destination_arn = var.failed_batches_queue_arn
+    }
+  }
+}
+
 # Where these resources were before the function became ../lambda_function: an existing
 # state moves instead of destroying and recreating the functions.
 moved {

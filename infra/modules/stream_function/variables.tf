@@ -161,3 +161,9 @@ variable "zip_package" {
   description = "A zip package (python -m rides.packaging) on S3 to deploy instead of the container image; null: the image."
   default     = null
 }
+
+variable "extra_input_streams" {
+  type        = map(string)
+  description = "More streams the function reads, name => ARN: one event source mapping each, same settings (the evaluation consumer reads three)."
+  default     = {}
+}
