@@ -73,7 +73,9 @@ def _value(value, kind: pa.DataType):
     if pa.types.is_list(kind):
         return [_value(v, kind.value_type) for v in value] if isinstance(value, list) else None
     if pa.types.is_string(kind):
-        return value if isinstance(value, str) else orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+        if isinstance(value, str):
+            return value
+        return orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
     if pa.types.is_floating(kind):
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     if pa.types.is_integer(kind):
@@ -129,3 +131,35 @@ def read_archive(s3, bucket: str, stream: str, prefix: str = "archive") -> pa.Ta
             if item["Key"].endswith(".parquet"):
                 tables.append(pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())))
     return pa.concat_tables(tables) if tables else None
+
+
+def evaluate_archive(s3, bucket: str, predictions_stream: str, completions_stream: str, prefix: str = "archive"):
+    """Live evaluation's figures recomputed from the archive (any look-back the bucket holds):
+    each (model, version, role)'s distinct ride predictions joined with the rides' outcomes.
+    → {(model, version, role): [Evaluated]}."""
+    from rides.stream.evaluation.store import Evaluated, _hour
+    from rides.stream.events import OUTCOME_FIELDS
+
+    predictions = read_archive(s3, bucket, predictions_stream, prefix)
+    completions = read_archive(s3, bucket, completions_stream, prefix)
+    if predictions is None or completions is None:
+        return {}
+    outcomes: dict[str, tuple[dict, str]] = {}
+    for row in completions.to_pylist():
+        dropoff = datetime.fromisoformat(row["lpep_dropoff_datetime"]).replace(tzinfo=UTC).timestamp()
+        values = {field: row.get(name) for field, name in OUTCOME_FIELDS.items() if row.get(name) is not None}
+        outcomes[str(row["ride_id"])] = (values, _hour(dropoff))
+    out: dict[tuple[str, str, str], dict[str, Evaluated]] = {}
+    for row in predictions.to_pylist():
+        prediction = row["prediction"] or {}
+        ride_id = str(prediction.get("ride_id"))
+        role = row.get("role") or "production"
+        for field in OUTCOME_FIELDS:
+            value = prediction.get(field)
+            if value is None or ride_id not in outcomes or field not in outcomes[ride_id][0]:
+                continue
+            actual, hour = outcomes[ride_id][0][field], outcomes[ride_id][1]
+            key = (row["model"], row["version"], role)
+            # a repeated record (at-least-once delivery) is the same pair: counted once
+            out.setdefault(key, {})[ride_id] = Evaluated(ride_id, *key, field, value, actual, hour)
+    return {key: list(rows.values()) for key, rows in out.items()}

@@ -576,10 +576,27 @@ def dead_letters(queue, limit, as_json) -> None:
     default=None,
     help="Model whose training data is the drift reference (default: ride-duration@production).",
 )
-def evaluate(hours, html_path, open_browser, drift_reference) -> None:
+@click.option(
+    "--from-archive",
+    is_flag=True,
+    help="Recompute from the parquet archive in the model bucket instead (looks back as far as it holds).",
+)
+def evaluate(hours, html_path, open_browser, drift_reference, from_archive) -> None:
     """Live evaluation: count, RMSE, MAE and bias per model version and role, their trend per
     hour, shadow against production on the same rides, and this hour's drift."""
     import boto3
+
+    if from_archive:
+        from rides import evaluation_report
+        from rides.archive import evaluate_archive
+
+        names = StackNames.from_env()
+        rows = evaluate_archive(
+            boto3.client("s3"), names.model_bucket, names.predictions_stream, names.completions_stream
+        )
+        report = evaluation_report.build(_ArchivedRows(rows))
+        click.echo(evaluation_report.format_table(report, hours))
+        return
 
     from rides import evaluation_report
     from rides.stream.evaluation.drift import DriftCounter, load_reference
@@ -608,6 +625,51 @@ def evaluate(hours, html_path, open_browser, drift_reference) -> None:
         click.echo(f"report: {path}")
         if open_browser:
             webbrowser.open(path.resolve().as_uri())
+
+
+class _ArchivedRows:
+    """The archive's evaluated pairs, read like the evaluations table."""
+
+    def __init__(self, rows: dict):
+        self.rows = rows
+
+    def versions(self):
+        return list(self.rows)
+
+    def evaluated(self, model, version, role):
+        return self.rows.get((model, version, role), [])
+
+
+@main.command(cls=UsesAWS)
+@click.option("--every", default=None, help="Run again every period (30s, 10m) until Ctrl-C, like Firehose's buffer.")
+def archive(every) -> None:
+    """Archive the predictions, decisions and completions streams to the model bucket as parquet
+    by arrival hour (what Firehose does on AWS), from where the last run stopped."""
+    import boto3
+
+    from rides.incremental_scoring import parse_period, run_every
+    from rides.local.archiver import archive_streams
+    from rides.settings import state_dir
+
+    names = StackNames.from_env()
+    streams = {
+        names.predictions_stream: "predictions",
+        names.decisions_stream: "decisions",
+        names.completions_stream: "completions",
+    }
+    kinesis, s3 = boto3.client("kinesis"), boto3.client("s3")
+
+    def once() -> None:
+        done = archive_streams(kinesis, s3, names.model_bucket, streams, state_dir() / "archive")
+        click.echo(
+            ", ".join(f"{stream} {n:,}" for stream, n in done.items())
+            + f" records archived to s3://{names.model_bucket}/archive/"
+        )
+
+    if every:
+        run_every(parse_period(every), once)
+    else:
+        once()
 
 
 def _resolve_uri(ref: str) -> str | None:

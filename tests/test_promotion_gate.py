@@ -93,8 +93,11 @@ def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
     assert refused.exit_code == 1 and "refused: version 2 has 0 rides evaluated" in refused.output
 
     store = EvaluationStore(boto3.client("dynamodb"), "ride-evaluations")
-    for row in rows("1", "production", noise(600, 4, 7)) + rows("2", "shadow", noise(600, 6, 8)):
-        store.client.put_item(**store._eval_request(row, 1_764_000_000.0))  # as the evaluation consumer writes them
+    # as the evaluation consumer writes them
+    assert (
+        store._write_rows(rows("1", "production", noise(600, 4, 7)) + rows("2", "shadow", noise(600, 6, 8)), 0, None)
+        == {}
+    )
     worse = runner.invoke(main, ["promote", "--version", "2"])
     assert worse.exit_code == 1 and "is worse than production version 1 on the same 600 rides" in worse.output
     forced = runner.invoke(main, ["promote", "--version", "2", "--force"])

@@ -9,10 +9,9 @@ One DynamoDB table, two kinds of item (and a catalog):
   other), which returns the item as it now is. Kept for the evaluation window (TTL): an outcome
   later than that finds nothing to join.
 - evaluation item `pk = eval#<model>#<version>#<role>#<shard>`, `sk = <hour>#<ride_id>`: the
-  prediction, the outcome and the error, put only if absent. Whichever invocation first sees
-  both halves of a pair writes it; every other attempt (a duplicate, a retry, the other
-  stream's invocation racing it) fails the condition. So a pair counts once, whatever the
-  order, the duplicates or the delay; the metrics are emitted only for the puts that won.
+  prediction and the outcome, keyed by the pair, so writing it again changes nothing. Which
+  update completed a pair is read from that update's old image (ALL_OLD): one update only, so
+  the metrics count each pair once, whatever the order, the duplicates or the delay.
   Sharded over EVAL_SHARDS partition keys so one version's writes are not one hot key.
 - catalog `pk = catalog`, `sk = <model>#<version>#<role>`: which versions have predictions.
 """
@@ -84,8 +83,14 @@ class EvaluationStore:
         now: float,
         time_left: Callable[[], float] | None = None,
     ) -> tuple[list[Evaluated], dict[str, str]]:
-        """Store a batch's predictions and outcomes; evaluate every pair they complete.
-        → (pairs evaluated now, ride id → error code for rides that could not be stored)."""
+        """Store a batch's predictions and outcomes; → (the pairs this batch completed, ride id →
+        error code for rides whose records must be retried).
+
+        One UpdateItem per ride returns the item as it was before (ALL_OLD): a pair is new
+        exactly when it is complete now and was not before, which DynamoDB's serialized writes
+        to an item make true for one update only, whatever the order, the repeats or the races.
+        The evaluation rows of every pair this batch touched are (re)written, idempotently by
+        their key, so a retry after a failed row write stores them; the metrics count new pairs."""
         updates: dict[str, dict[str, float]] = {}
         for p in predictions:
             updates.setdefault(p.ride_id, {})[f"p|{p.model}|{p.version}|{p.role}|{p.field}"] = p.value
@@ -95,20 +100,69 @@ class EvaluationStore:
             # naive TLC times are New York wall-clock times; as UTC they only label the hour
             values["dropoff"] = c.dropoff_datetime.replace(tzinfo=UTC).timestamp()
         self._catalog({(p.model, p.version, p.role) for p in predictions})
-        items, failed = self._run(
+        before, failed = self._run(
             {ride_id: self._update_request(ride_id, values, now) for ride_id, values in updates.items()},
             self.client.update_item,
             time_left,
         )
-        candidates = [pair for ride_id, item in items.items() for pair in pairs(ride_id, item)]
-        won, put_failed = self._run(
-            {self._eval_key(e): self._eval_request(e, now) for e in candidates}, self.client.put_item, time_left
-        )
-        by_key = {self._eval_key(e): e for e in candidates}
-        # A pair whose put failed for another reason than "already there" is evaluated by the
-        # retry of its ride's records, which the caller reports.
-        failed.update({by_key[key].ride_id: code for key, code in put_failed.items() if code != "Conditional"})
-        return [by_key[key] for key in won], failed
+        new: list[Evaluated] = []
+        rows: list[Evaluated] = []
+        for ride_id, old in before.items():
+            values = updates[ride_id]
+            after = {**old, **{name: {"N": repr(float(v))} for name, v in values.items()}}
+            had = {self._eval_key(e) for e in pairs(ride_id, old)}
+            for pair in pairs(ride_id, after):
+                prediction = f"p|{pair.model}|{pair.version}|{pair.role}|{pair.field}"
+                if prediction in values or f"o|{pair.field}" in values:
+                    rows.append(pair)
+                if self._eval_key(pair) not in had:
+                    new.append(pair)
+        failed.update(self._write_rows(rows, now, time_left))
+        return new, failed
+
+    def _write_rows(self, rows: list[Evaluated], now: float, time_left) -> dict[str, str]:
+        """BatchWriteItem, 25 at a time, unprocessed items again with backoff. → ride id → code."""
+        deadline = as_deadline(time_left)
+        failed: dict[str, str] = {}
+        requests = {self._eval_key(e): (e, {"PutRequest": {"Item": self._eval_item(e, now)}}) for e in rows}
+        pending = list(requests)
+        backoff = self.backoff(time_left=deadline)
+        while pending:
+            if deadline.passed:
+                failed.update({requests[k][0].ride_id: "DeadlinePassed" for k in pending})
+                break
+            retry = []
+            for start in range(0, len(pending), 25):
+                chunk = pending[start : start + 25]
+                try:
+                    response = self.client.batch_write_item(
+                        RequestItems={self.table_name: [requests[k][1] for k in chunk]}
+                    )
+                except ClientError as exc:
+                    if not (error_code(exc) in RETRYABLE or is_retryable(exc)):
+                        failed.update({requests[k][0].ride_id: error_code(exc) for k in chunk})
+                        continue
+                    retry += chunk
+                    continue
+                except BotoCoreError:
+                    retry += chunk
+                    continue
+                unprocessed = response.get("UnprocessedItems", {}).get(self.table_name, [])
+                keys = {(u["PutRequest"]["Item"]["pk"]["S"], u["PutRequest"]["Item"]["sk"]["S"]) for u in unprocessed}
+                retry += [
+                    k
+                    for k in chunk
+                    if (
+                        requests[k][1]["PutRequest"]["Item"]["pk"]["S"],
+                        requests[k][1]["PutRequest"]["Item"]["sk"]["S"],
+                    )
+                    in keys
+                ]
+            if retry and not backoff.wait():
+                failed.update({requests[k][0].ride_id: "RetriesExhausted" for k in retry})
+                retry = []
+            pending = retry
+        return failed
 
     def _update_request(self, ride_id: str, values: dict[str, float], now: float) -> dict:
         names = {f"#a{i}": name for i, name in enumerate(values)}
@@ -122,25 +176,21 @@ class EvaluationStore:
                 **{f":v{i}": {"N": repr(float(v))} for i, v in enumerate(values.values())},
                 ":ttl": {"N": str(int(now + self.window_seconds))},
             },
-            "ReturnValues": "ALL_NEW",
+            "ReturnValues": "ALL_OLD",
         }
 
     def _eval_key(self, e: Evaluated) -> str:
         return f"{e.model}#{e.version}#{e.role}#{e.ride_id}"
 
-    def _eval_request(self, e: Evaluated, now: float) -> dict:
+    def _eval_item(self, e: Evaluated, now: float) -> dict:
         return {
-            "TableName": self.table_name,
-            "Item": {
-                "pk": {"S": f"eval#{e.model}#{e.version}#{e.role}#{_shard(e.ride_id)}"},
-                "sk": {"S": f"{e.hour}#{e.ride_id}"},
-                "ride_id": {"S": e.ride_id},
-                "field": {"S": e.field},
-                "predicted": {"N": repr(e.predicted)},
-                "actual": {"N": repr(e.actual)},
-                "expires_at": {"N": str(int(now + 7 * 86400))},
-            },
-            "ConditionExpression": "attribute_not_exists(pk)",
+            "pk": {"S": f"eval#{e.model}#{e.version}#{e.role}#{_shard(e.ride_id)}"},
+            "sk": {"S": f"{e.hour}#{e.ride_id}"},
+            "ride_id": {"S": e.ride_id},
+            "field": {"S": e.field},
+            "predicted": {"N": repr(e.predicted)},
+            "actual": {"N": repr(e.actual)},
+            "expires_at": {"N": str(int(now + 7 * 86400))},
         }
 
     def _catalog(self, triples: Iterable[tuple[str, str, str]]) -> None:
