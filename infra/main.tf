@@ -355,7 +355,7 @@ module "evaluation" {
   policy_statements = [
     {
       sid       = "EvaluationTable"
-      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:Query"]
+      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"]
       resources = [module.evaluations_table.arn]
     },
     {

@@ -117,3 +117,57 @@ def test_the_check_fails_when_a_policy_loses_an_action():
     }
     assert "kinesis:PutRecords" in allowed_actions(consumer)
     assert "kinesis:PutRecords" not in allowed_actions(broken)
+
+
+def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypatch, recorded, onnx_model_dir):
+    """Predictions, completions and ride events (drift, with its reference read from the model)."""
+    import mlflow.onnx
+
+    from lambda_function import evaluation_handler
+    from rides.local.stack import evaluations_table_spec
+    from rides.stream.evaluation.drift import REFERENCE_KEY, reference
+    from rides.stream.events import completion_json
+    from tests.helpers import upload_dir
+
+    boto3.client("dynamodb").create_table(**evaluations_table_spec("ride-evaluations"))
+    dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
+    aws["s3"].create_bucket(Bucket="rides-models-stg")
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    model_dir = Path(tempfile.mkdtemp()) / "m"
+    import onnx
+
+    mlflow.onnx.save_model(
+        onnx.load(str(onnx_model_dir / "model.onnx")),
+        str(model_dir),
+        metadata={REFERENCE_KEY: reference({"trip_distance": np.arange(100.0)}, np.arange(100.0))},
+    )
+    uri = upload_dir(aws["s3"], model_dir, "rides-models-stg", "mlflow/m", create=False)
+    env = {"EVALUATIONS_TABLE": "ride-evaluations", "DEAD_LETTER_QUEUE_URL": dlq, "DRIFT_REFERENCE_URI": uri}
+    evaluation_handler._clients.clear()
+    evaluation_handler._references.clear()
+    handler = evaluation_handler.handler_for(env)
+    from datetime import datetime
+
+    records = [
+        kinesis_record(
+            {"model": "ride-duration", "version": "1", "prediction": {"ride_id": 1, "ride_duration": 9.0}}, 1
+        ),
+        kinesis_record(completion_json(1, datetime(2021, 2, 3, 8), duration_minutes=10.0), 2),
+        kinesis_record(ride(1), 3),
+        kinesis_record(b"{poison", 4),
+    ]
+    recorded.clear()
+    try:
+        assert handler({"Records": records}, FakeContext()) == {"batchItemFailures": []}
+    finally:
+        evaluation_handler._clients.clear()
+        evaluation_handler._references.clear()
+    assert {"dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "sqs:SendMessage", "s3:GetObject"} <= recorded
+
+    evaluation = named(load_dir(INFRA)["module"])["evaluation"]
+    missing = recorded - allowed_actions(evaluation)
+    assert not missing, f"the evaluation function calls {sorted(missing)}, which its role in infra/ does not allow"
