@@ -203,6 +203,18 @@ def batch_job(model_dir: Path, month: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def evaluation(model_dir: Path, month: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.probes.evaluation", str(model_dir), month],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "RIDES_HOME": tempfile.mkdtemp(), "POWERTOOLS_LOG_LEVEL": "WARNING"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--soak-events", type=int, default=int(os.environ.get("BENCH_SOAK_EVENTS", 100_000)))
@@ -236,6 +248,8 @@ def main() -> None:
         batch_month = "2023-02"  # shipped
     results["batch"] = {"month": batch_month, **batch_job(onnx_dir, batch_month)}
     results["batch"]["memory"] = [batch_memory(onnx_dir, batch_month, copies) for copies in (1, 8)]
+    print("evaluation consumer and the shadow's cost (one core) ...", flush=True)
+    results["evaluation"] = evaluation(onnx_dir, "2021-02")
     print("web service vs Flask + gunicorn ...", flush=True)
     from bench import web
 
@@ -427,6 +441,16 @@ def format_results(r: dict) -> str:
                 f"the process's baseline, "
                 f"{rows8:,} rows (the month 8 times over) {mb8} MB.",
             ]
+    if "evaluation" in r:
+        e = r["evaluation"]
+        lines += [
+            "",
+            f"Live evaluation, one core, DynamoDB answered in memory (our code per record): "
+            f"{e['evaluation_records_per_s']:,.0f} records/s over {e['records']:,} predictions and completions. "
+            f"A shadow model costs {e['shadow_own_function_us_per_ride']:.1f} µs a ride as its own function "
+            f"(the whole fast path again) and {e['shadow_in_consumer_us_per_ride']:.1f} µs as a second model "
+            "in the production consumer (predict and encode only).",
+        ]
     if "web" in r:
         ours, flask = r["web"]["ours"], r["web"]["flask"]
         lines += [

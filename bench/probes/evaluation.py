@@ -1,0 +1,133 @@
+"""The evaluation consumer's records/s, and what a shadow model costs per ride as its own
+function (the whole fast path again) against a second model in the production consumer
+(prediction and encoding only).
+
+    python -m bench.probes.evaluation MODEL_DIR MONTH      (prints one JSON object)
+
+The evaluation runs against an in-memory stand-in for DynamoDB that answers at once: what is
+measured is our code per record (decode, parse, join, pairs, rows), not a network.
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+
+
+class InstantTable:
+    """update_item (ALL_OLD), batch_write_item, put_item and query over a dict."""
+
+    def __init__(self):
+        self.items: dict[tuple[str, str], dict] = {}
+
+    def update_item(self, Key, ExpressionAttributeNames, ExpressionAttributeValues, **_):
+        key = (Key["pk"]["S"], Key["sk"]["S"])
+        old = dict(self.items.get(key, {}))
+        item = self.items.setdefault(key, {**Key})
+        for alias, name in ExpressionAttributeNames.items():
+            item[name] = ExpressionAttributeValues[":v" + alias[2:]]
+        return {"Attributes": old}
+
+    def batch_write_item(self, RequestItems):
+        for requests in RequestItems.values():
+            for request in requests:
+                item = request["PutRequest"]["Item"]
+                self.items[(item["pk"]["S"], item["sk"]["S"])] = item
+        return {}
+
+    def put_item(self, Item, **_):
+        self.items[(Item["pk"]["S"], Item["sk"]["S"])] = Item
+
+    def query(self, **_):
+        return {"Items": []}
+
+
+def records_of(payloads):
+    return [
+        {
+            "eventID": f"shardId-000000000000:{i}",
+            "kinesis": {
+                "data": base64.b64encode(p if isinstance(p, bytes) else json.dumps(p).encode()).decode(),
+                "sequenceNumber": f"{i:056d}",
+                "partitionKey": "1",
+                "approximateArrivalTimestamp": 1_700_000_000.0,
+            },
+        }
+        for i, p in enumerate(payloads, 1)
+    ]
+
+
+def main(model_dir: str, month: str) -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    from rides.data import read_trips
+    from rides.local.producer import completion_events, ride_events
+    from rides.stream.consumer import ConsumerConfig, _features, _predict
+    from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.evaluation.service import EvaluationConfig, process_records
+    from rides.stream.evaluation.store import EvaluationStore
+    from rides.stream.events import parse_record_data
+    from rides.stream.kinesis_batch import KinesisBatch
+    from rides.stream.model import load_model
+
+    frame = read_trips(month).head(5000)
+    model = load_model(model_dir, version="1")
+    rides = [json.loads(data) for _, data in ride_events(frame)]
+    from rides.stream.features import features_from_frame
+
+    predicted = model.predict(features_from_frame(frame)).tolist()
+    payloads = []
+    for ride, value in zip(rides, predicted, strict=True):
+        for version, role in (("1", "production"), ("2", "shadow")):
+            record = {
+                "model": "ride-duration",
+                "version": version,
+                "prediction": {"ride_id": ride["ride_id"], "ride_duration": value},
+            }
+            if role == "shadow":
+                record["role"] = "shadow"
+            payloads.append(record)
+    payloads += [data for _, data, _ in completion_events(frame)]
+    batches = [records_of(payloads[i : i + 500]) for i in range(0, len(payloads), 500)]
+    best = 0.0
+    for _ in range(3):
+        store = EvaluationStore(InstantTable(), "bench")
+        started = time.perf_counter()
+        pairs = 0
+        for batch in batches:
+            _, report = process_records(
+                batch, EvaluationConfig("bench"), store=store, drift=None, dead_letters=DeadLetterSink(None, None)
+            )
+            pairs += len(report.evaluated)
+        best = max(best, len(payloads) / (time.perf_counter() - started))
+    assert pairs == 2 * len(frame), pairs
+
+    # The shadow's cost per ride: a whole consumer pass (its own function) or a second
+    # predict + encode inside the production consumer's pass.
+    events = records_of(rides)
+    config = ConsumerConfig(model_uri=model_dir, dry_run=True, model_version="2", model_role="shadow")
+    own, shared = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        batch = KinesisBatch(events)
+        valid = batch.parse(parse_record_data)
+        valid, features = _features(batch, valid)
+        _predict(batch, valid, features, model, config)
+        own.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        _predict(batch, valid, features, model, config)
+        shared.append(time.perf_counter() - started)
+    print(
+        json.dumps(
+            {
+                "evaluation_records_per_s": best,
+                "records": len(payloads),
+                "shadow_own_function_us_per_ride": min(own) / len(rides) * 1e6,
+                "shadow_in_consumer_us_per_ride": min(shared) / len(rides) * 1e6,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
