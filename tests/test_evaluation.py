@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import datetime, timedelta
 
 import boto3
@@ -138,3 +139,73 @@ def test_drift_is_zero_on_the_reference_and_large_on_a_shifted_sample(aws):
     # the hour accumulates: the index of both halves together
     assert scores["trip_distance"] == pytest.approx(psi(spec["expected"], counts(half, spec["edges"])))
     assert counter.hours(["2026-11-25T10"])["2026-11-25T10"]["trip_distance"][1] == 2000
+
+
+def test_the_archive_has_the_terraform_layout_and_gives_the_live_figures(aws, store):
+    """rides archive (what Firehose does on AWS) writes parquet by arrival hour with the Glue
+    columns; the evaluation recomputed from it equals the live one."""
+    from rides.archive import COLUMNS, evaluate_archive, read_archive, schema
+    from rides.local.archiver import archive_streams
+
+    aws["s3"].create_bucket(Bucket="rides-models-stg")
+    for stream in ("ride-predictions", "ride-decisions", "ride-completions"):
+        aws["kinesis"].create_stream(StreamName=stream, ShardCount=1)
+    rides = [(f"a{i}", 10.0 + i) for i in range(40)]
+    payloads = [prediction(r, a + 1.5) for r, a in rides] + [
+        prediction(r, a - 2, version="2", role="shadow") for r, a in rides
+    ]
+    for p in payloads + payloads[:5]:  # repeats, as at-least-once delivery makes them
+        aws["kinesis"].put_record(StreamName="ride-predictions", PartitionKey="k", Data=json_of(p))
+    for r, a in rides:
+        aws["kinesis"].put_record(StreamName="ride-completions", PartitionKey="k", Data=completion(r, a))
+    streams = {"ride-predictions": "predictions", "ride-decisions": "decisions", "ride-completions": "completions"}
+    import tempfile
+    from pathlib import Path
+
+    state = Path(tempfile.mkdtemp())
+    assert archive_streams(aws["kinesis"], aws["s3"], "rides-models-stg", streams, state) == {
+        "ride-predictions": 85,
+        "ride-decisions": 0,
+        "ride-completions": 40,
+    }
+    # a second run archives only what came since
+    assert archive_streams(aws["kinesis"], aws["s3"], "rides-models-stg", streams, state)["ride-predictions"] == 0
+    keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket="rides-models-stg")["Contents"]]
+    assert keys and all(
+        __import__("re").match(r"archive/ride-(predictions|completions)/dt=\d{4}-\d\d-\d\d/hour=\d\d/.+\.parquet$", k)
+        for k in keys
+    )
+    table = read_archive(aws["s3"], "rides-models-stg", "ride-predictions")
+    assert table.schema == schema("predictions") and [n for n, _ in COLUMNS["predictions"]] == table.schema.names
+    rows = evaluate_archive(aws["s3"], "rides-models-stg", "ride-predictions", "ride-completions")
+    assert summarize(rows[("ride-duration", "1", "production")]).rmse == pytest.approx(1.5)
+    assert summarize(rows[("ride-duration", "2", "shadow")]).bias == pytest.approx(-2.0)
+    assert len(rows[("ride-duration", "1", "production")]) == 40  # repeats counted once
+
+
+def json_of(payload):
+    import orjson
+
+    return payload if isinstance(payload, bytes) else orjson.dumps(payload)
+
+
+def test_rides_evaluate_prints_the_table_and_writes_the_report(store, tmp_path):
+    from click.testing import CliRunner
+
+    from rides.cli import main
+
+    rides = [(f"e{i}", 10.0 + i % 7) for i in range(60)]
+    feed(
+        store,
+        [prediction(r, a + 1.0) for r, a in rides]
+        + [prediction(r, a + 3.0, version="2", role="shadow") for r, a in rides],
+    )
+    feed(store, [completion(r, a, dropoff=datetime(2021, 2, 3, 8 + i % 3, 5)) for i, (r, a) in enumerate(rides)])
+    report = tmp_path / "report.html"
+    result = CliRunner().invoke(main, ["evaluate", "--html", str(report), "--drift-reference", ""])
+    assert result.exit_code == 0, result.output
+    assert "ride-duration          1 production       60   1.000   1.000   1.000" in result.output
+    assert "ride-duration          2 shadow           60   3.000   3.000   3.000" in result.output
+    assert "shadow v2 vs production v1 of ride-duration, on the same 60 rides:" in result.output
+    page = report.read_text()
+    assert "<svg" in page and "polyline" in page and "ride-duration v2 shadow" in page
