@@ -42,6 +42,8 @@ def _mlflow():
 
     # MLflow logs alembic migrations and the like at INFO; the CLI prints what matters.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # "declares CUDAExecutionProvider but it is unavailable": true of every ONNX model on a CPU
+    logging.getLogger("mlflow.onnx").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow

@@ -745,3 +745,15 @@ def test_nothing_is_written_to_the_model_bucket_before_it_is_versioned_and_encry
         "${aws_s3_bucket_server_side_encryption_configuration.this}",
         "${aws_s3_bucket_public_access_block.this}",
     } <= waits_for, waits_for
+
+
+def test_every_handler_terraform_names_is_in_the_image():
+    """A function whose command names a module the image does not copy fails at its first event."""
+    dockerfile = (ROOT / "lambda_function" / "Dockerfile").read_text()
+    copied = " ".join(line for line in dockerfile.replace("\\\n", " ").splitlines() if line.startswith("COPY"))
+    commands = [m["image_command"] for m in named(load_dir(INFRA)["module"]).values() if "image_command" in m]
+    assert len(commands) >= 2
+    for [command] in commands:
+        module = command.rsplit(".", 1)[0].replace(".", "/") + ".py"
+        assert module in copied, f"{command}: {module} is not copied into the image"
+        assert (ROOT / module).exists()

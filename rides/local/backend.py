@@ -33,17 +33,21 @@ class StackInfo:
     endpoint: str
     pid: int
     log: str
+    dynamodb_endpoint: str | None = None  # DynamoDB in a process of its own (rides.local.emulator)
 
     def env(self) -> dict[str, str]:
         # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
         # earlier in the process (for another endpoint) would upload models to real S3.
         # The web service serves without API keys only here, on the local stack (rides.web_auth).
-        return {
+        env = {
             **LOCAL_ENV,
             "AWS_ENDPOINT_URL": self.endpoint,
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
             "RIDES_WEB_AUTH": "none",
         }
+        if self.dynamodb_endpoint:
+            env["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint  # boto3's per-service variable
+        return env
 
 
 def free_port() -> int:
@@ -86,4 +90,7 @@ def clients(env: dict[str, str]):
         region_name=env["AWS_DEFAULT_REGION"],
     )
     endpoint = env["AWS_ENDPOINT_URL"]
-    return {name: session.client(name, endpoint_url=endpoint) for name in ("kinesis", "s3", "sqs", "dynamodb")}
+    return {
+        name: session.client(name, endpoint_url=env.get(f"AWS_ENDPOINT_URL_{name.upper()}") or endpoint)
+        for name in ("kinesis", "s3", "sqs", "dynamodb")
+    }

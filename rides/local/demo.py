@@ -111,7 +111,8 @@ def run_demo(
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
     _say("starting the local AWS emulator (moto, 127.0.0.1)")
-    info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log")
+    # DynamoDB in a process of its own: the decision service and the evaluation write it a lot.
+    info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log", dynamodb_process=True)
     stop = threading.Event()
     runner_threads: list[threading.Thread] = []
     try:

@@ -6,7 +6,11 @@ lock per service lets one request at a time into each of moto's backends. SQS lo
 are the exception: moto sleeps inside them, and holding the lock there would stall every
 other client.
 
-Run: python -m rides.local.emulator --port 4566 [--parent-pid PID] [--max-lifetime S]
+With --dynamodb-port, DynamoDB gets a second moto process of its own (AWS_ENDPOINT_URL_DYNAMODB
+points clients at it): a Python process uses one core, and the decision service and the live
+evaluation write DynamoDB as much as everything else together calls the rest.
+
+Run: python -m rides.local.emulator --port 4566 [--dynamodb-port 4567] [--parent-pid PID] [--max-lifetime S]
 """
 
 from __future__ import annotations
@@ -204,7 +208,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--max-lifetime", type=float, default=None)
+    parser.add_argument("--dynamodb-port", type=int, default=None, help="Serve DynamoDB from a second process here.")
     args = parser.parse_args(argv)
+    child = None
+    if args.dynamodb_port:
+        import subprocess
+
+        # Its own process (and core), stopped with this one: it watches our pid.
+        command = [sys.executable, "-m", "rides.local.emulator", "--host", args.host]
+        command += ["--port", str(args.dynamodb_port), "--parent-pid", str(os.getpid())]
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -222,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=_watch, args=(args.parent_pid, args.max_lifetime, stop), daemon=True).start()
     print(f"moto emulator listening on http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()
+    if child is not None:
+        child.terminate()
+        child.wait(timeout=10)
     sys.exit(0)
 
 

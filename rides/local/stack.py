@@ -57,11 +57,18 @@ def start_emulator(
     parent_pid: int | None = None,
     max_lifetime: float | None = None,
     log_path: Path | None = None,
+    dynamodb_process: bool = False,
 ) -> tuple[StackInfo, subprocess.Popen]:
-    """Start `python -m rides.local.emulator` in the background and wait for its health check."""
+    """Start `python -m rides.local.emulator` in the background and wait for its health check.
+    `dynamodb_process`: DynamoDB in a second process (rides.local.emulator), for heavy writers."""
     port = port or free_port()
     log_path = log_path or state_dir() / "emulator.log"
     command = [sys.executable, "-m", "rides.local.emulator", "--host", "127.0.0.1", "--port", str(port)]
+    dynamodb_endpoint = None
+    if dynamodb_process:
+        dynamodb_port = free_port()
+        command += ["--dynamodb-port", str(dynamodb_port)]
+        dynamodb_endpoint = f"http://127.0.0.1:{dynamodb_port}"
     if parent_pid:
         command += ["--parent-pid", str(parent_pid)]
     if max_lifetime:
@@ -78,10 +85,12 @@ def start_emulator(
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(endpoint, proc=proc)
+        if dynamodb_endpoint:
+            wait_healthy(dynamodb_endpoint, proc=proc)
     except StackError:
         proc.kill()
         raise StackError(f"the emulator did not start; see {log_path}") from None
-    return StackInfo("moto", endpoint, proc.pid, str(log_path)), proc
+    return StackInfo("moto", endpoint, proc.pid, str(log_path), dynamodb_endpoint), proc
 
 
 def _load_info() -> StackInfo | None:
