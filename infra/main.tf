@@ -373,8 +373,10 @@ module "evaluation" {
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   failed_batches_queue_arn = module.failed_batches_queue.arn
 
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  # Big batches over a few seconds (rides/local/services.py EVALUATION_BATCHING): a ride's
+  # predictions share a shard and then mostly a batch, written once, not once per model.
+  batch_size                         = 2000
+  maximum_batching_window_in_seconds = 5
   starting_position                  = var.starting_position
   parallelization_factor             = 1
   bisect_batch_on_function_error     = var.bisect_batch_on_function_error

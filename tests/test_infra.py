@@ -310,6 +310,9 @@ def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
         "rides": "${module.input_stream.arn}",
     }
     assert evaluation["environment"]["DRIFT_REFERENCE_URI"] == "${var.model_uri}"
+    from rides.local.services import EVALUATION_BATCHING
+
+    assert {k: evaluation[k] for k in EVALUATION_BATCHING} == EVALUATION_BATCHING  # as the local runner batches
     # the shadow: the consumer's variables, its own model and role
     shadow = blocks["shadow_consumer"]
     assert set(shadow["environment"]) == set(blocks["consumer"]["environment"])

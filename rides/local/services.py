@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rides import RidesError
@@ -19,6 +19,10 @@ from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings,
 log = logging.getLogger(__name__)
 DECISION_FUNCTION = "ride-decision-service"
 EVALUATION_FUNCTION = "ride-evaluation"
+# Big batches over a few seconds: a ride's predictions (one shard: its ride id is the partition
+# key) then mostly share a batch, and the evaluation writes the ride once instead of once per
+# model. Evaluation is not latency-bound. Terraform's evaluation mappings use the same.
+EVALUATION_BATCHING = {"batch_size": 2000, "maximum_batching_window_in_seconds": 5}
 
 
 class NoModel(RidesError):
@@ -136,7 +140,7 @@ class LocalDeployment:
             EventSourceRunner(
                 stream,
                 handler=handler,
-                settings=self.settings,
+                settings=replace(self.settings, **EVALUATION_BATCHING),
                 function_name=EVALUATION_FUNCTION,
                 function_timeout_s=function_timeout_s,
                 kinesis=self.kinesis,
