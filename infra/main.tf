@@ -137,7 +137,7 @@ locals {
   # the size of a ride event): it gets that many times the input's shards.
   predictions_shard_count = (
     var.predictions_shard_count != null ? var.predictions_shard_count :
-    var.input_shard_count == null ? null : var.input_shard_count * length(local.consumers)
+    var.input_shard_count == null ? null : var.input_shard_count * length(local.stream_consumers)
   )
   alarm_topic_arn  = var.alarm_topic_arn != null ? var.alarm_topic_arn : aws_sns_topic.alarms.arn
   alarm_actions    = [local.alarm_topic_arn]
@@ -153,6 +153,7 @@ locals {
       prediction_field = "ride_duration"
       model_uri        = var.model_uri
       model_version    = var.model_version
+      role             = "production"
     }
     fare = {
       function_name    = "ride-fare-consumer${local.suffix}"
@@ -160,6 +161,7 @@ locals {
       prediction_field = "fare_amount"
       model_uri        = var.fare_model_uri
       model_version    = var.fare_model_version
+      role             = "production"
     }
     tip = {
       function_name    = "ride-tip-consumer${local.suffix}"
@@ -167,8 +169,26 @@ locals {
       prediction_field = "tip_amount"
       model_uri        = var.tip_model_uri
       model_version    = var.tip_model_version
+      role             = "production"
     }
   }
+  # The challenger (rides promote --as shadow): a second ride-duration version on the same events,
+  # its predictions marked "role": "shadow" (the decision service ignores them, the evaluation
+  # compares them). Its own function and mapping rather than a second model in the production
+  # consumer: a slow or broken challenger can never delay or fail a production batch
+  # (docs/design-notes.md has the costs). It starts on what arrives from its first apply on.
+  shadow_consumers = var.shadow_model_uri == "" ? {} : {
+    shadow = {
+      function_name    = local.names.shadow_consumer
+      model_name       = "ride-duration"
+      prediction_field = "ride_duration"
+      model_uri        = var.shadow_model_uri
+      model_version    = var.shadow_model_version
+      role             = "shadow"
+    }
+  }
+  # Every function on ride-events that publishes predictions.
+  stream_consumers = merge(local.consumers, local.shadow_consumers)
 }
 
 # The zip variant goes through S3: Lambda's API takes at most 50 MB zipped, and the package
@@ -194,7 +214,7 @@ locals {
 
 module "consumer" {
   source   = "./modules/stream_function"
-  for_each = local.consumers
+  for_each = local.stream_consumers
 
   function_name        = each.value.function_name
   image_uri            = local.image_uri
@@ -210,7 +230,7 @@ module "consumer" {
     MODEL_NAME                   = each.value.model_name
     MODEL_VERSION                = each.value.model_version
     PREDICTION_FIELD             = each.value.prediction_field
-    MODEL_ROLE                   = "production"
+    MODEL_ROLE                   = each.value.role
     PREDICTIONS_STREAM_NAME      = module.predictions_stream.name
     DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
     DRY_RUN                      = "false"
@@ -247,7 +267,7 @@ module "consumer" {
 
   batch_size                         = var.batch_size
   maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  starting_position                  = var.starting_position
+  starting_position                  = each.value.role == "shadow" ? "LATEST" : var.starting_position
   parallelization_factor             = var.parallelization_factor
   bisect_batch_on_function_error     = var.bisect_batch_on_function_error
   maximum_retry_attempts             = var.maximum_retry_attempts
@@ -389,67 +409,6 @@ module "evaluation" {
   rollout               = local.rollout
 }
 
-# The challenger: a second ride-duration version on the same events, its predictions marked
-# "role": "shadow" (the decision service ignores them; the evaluation compares them). Its own
-# function and mapping rather than a second model in the production consumer: a slow or broken
-# challenger can never delay or fail a production batch (docs/design-notes.md has the costs).
-module "shadow_consumer" {
-  source = "./modules/stream_function"
-  count  = var.shadow_model_uri != "" ? 1 : 0
-
-  function_name        = local.names.shadow_consumer
-  image_uri            = local.image_uri
-  zip_package          = local.zip_package
-  memory_mb            = var.consumer_memory_mb
-  timeout_seconds      = var.consumer_timeout_seconds
-  reserved_concurrency = var.consumer_reserved_concurrency
-  log_retention_days   = var.log_retention_days
-
-  environment = {
-    MODEL_URI                    = var.shadow_model_uri
-    MODEL_NAME                   = "ride-duration"
-    MODEL_VERSION                = var.shadow_model_version
-    MODEL_ROLE                   = "shadow"
-    PREDICTION_FIELD             = "ride_duration"
-    PREDICTIONS_STREAM_NAME      = module.predictions_stream.name
-    DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
-    DRY_RUN                      = "false"
-    PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
-    POWERTOOLS_SERVICE_NAME      = local.names.shadow_consumer
-    POWERTOOLS_METRICS_NAMESPACE = "rides"
-  }
-  policy_statements = [
-    {
-      sid       = "WritePredictions"
-      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
-      resources = [module.predictions_stream.arn]
-    },
-    {
-      sid       = "ReadModels"
-      actions   = ["s3:GetObject"]
-      resources = ["${local.model_bucket_arn}/mlflow/*"]
-    },
-  ]
-
-  input_stream_arn         = module.input_stream.arn
-  enhanced_fan_out         = var.enhanced_fan_out
-  dead_letter_queue_arn    = module.dead_letter_queue.arn
-  failed_batches_queue_arn = module.failed_batches_queue.arn
-
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  starting_position                  = "LATEST" # a challenger starts on what arrives from now on
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
-
-  alarm_name_prefix     = "rides-${var.environment}"
-  alarm_topic_arn       = local.alarm_topic_arn
-  iterator_age_alarm_ms = var.iterator_age_alarm_ms
-  rollout               = local.rollout
-}
-
 # The archive: predictions, decisions and completions as parquet in the model bucket
 # (archive/<stream>/dt=/hour=), so evaluation and drift can look back past the retention.
 resource "aws_glue_catalog_database" "archive" {
@@ -564,7 +523,7 @@ locals {
       }
     },
     {
-      for key, consumer in local.consumers : "${consumer.function_name}-model-faults" => {
+      for key, consumer in local.stream_consumers : "${consumer.function_name}-model-faults" => {
         namespace  = "rides"
         metric     = "ModelFaults"
         dimensions = { service = consumer.function_name, model = consumer.model_name }

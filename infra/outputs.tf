@@ -53,7 +53,12 @@ output "deployed" {
   value = {
     image_tag       = var.image_tag
     batch_image_tag = var.batch_image_tag
-    models          = { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } }
+    # keyed as scripts/deploy.sh's MODELS: the stream models, the web's quick model, the shadow
+    models = merge(
+      { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } },
+      { "ride-duration-quick" = { uri = var.quick_model_uri, version = var.quick_model_version } },
+      { "ride-duration@shadow" = { uri = var.shadow_model_uri, version = var.shadow_model_version } },
+    )
   }
 }
 
@@ -86,7 +91,6 @@ output "releases" {
     [for consumer in module.consumer : consumer.release],
     [module.decision_service.release],
     [module.evaluation.release],
-    module.shadow_consumer[*].release,
     module.web_service[*].release,
     module.batch_job[*].release,
   )

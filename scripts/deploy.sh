@@ -29,7 +29,8 @@ BACKEND_CONFIG="${BACKEND_CONFIG:-backend/${ENV}.hcl}"
 VAR_FILE="${VAR_FILE:-vars/${ENV}.tfvars}"
 # model name → the Terraform variables that carry its location and version
 MODELS=("ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version"
-        "ride-tip:tip_model_uri:tip_model_version" "ride-duration-quick:quick_model_uri:quick_model_version")
+        "ride-tip:tip_model_uri:tip_model_version" "ride-duration-quick:quick_model_uri:quick_model_version"
+        "ride-duration@shadow:shadow_model_uri:shadow_model_version")  # NAME@ALIAS: that alias, not the environment's
 
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
 export RIDES_TARGET=aws  # never talk to a local stack by accident
@@ -56,9 +57,10 @@ else
   echo '{"models": {}}' >"$WORK/wanted.json"
   for entry in "${MODELS[@]}"; do
     IFS=: read -r MODEL _ _ <<<"$entry"
+    REF="$MODEL"; [[ "$MODEL" == *@* ]] || REF="${MODEL}@${ALIAS}"
     # {} when the registry says there is no such alias; a registry error stops the deploy here.
-    "$RIDES" resolve --missing-ok "${MODEL}@${ALIAS}" >"$WORK/${MODEL}.json" \
-      || fail "cannot read ${MODEL}@${ALIAS} from the registry; nothing was changed"
+    "$RIDES" resolve --missing-ok "${REF}" >"$WORK/${MODEL}.json" \
+      || fail "cannot read ${REF} from the registry; nothing was changed"
     python3 - "$WORK/wanted.json" "$MODEL" "$WORK/${MODEL}.json" <<'PY'
 import json, sys
 wanted, model, found = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
@@ -93,8 +95,9 @@ models = {m: v for m, v in (deployed.get("models") or {}).items() if v.get("uri"
 json.dump({"image_tag": deployed.get("image_tag"), "models": models}, open(sys.argv[2], "w"))
 PY
 
-# A model served now must not silently lose its consumer because its alias went missing.
-for MODEL in $(json "$WORK/before.json" '" ".join(d["models"])'); do
+# A model served now must not silently lose its consumer because its alias went missing (a
+# shadow, NAME@shadow, may end: that is how a challenger is retired).
+for MODEL in $(json "$WORK/before.json" '" ".join(m for m in d["models"] if "@" not in m)'); do
   [ -n "$(json "$WORK/wanted.json" "d['models'].get('${MODEL}', {}).get('uri') or ''")" ] \
     || fail "${MODEL} is served now but has nothing to deploy: refusing to disable its consumer"
 done
@@ -191,7 +194,7 @@ if [ "$ENV" = "prod" ] && [ "$PROMOTE" = "1" ] && [ "${MOVE_REGISTRY_ALIAS:-1}" 
   # Last: the alias says what serves, so it moves only once the new version is live and tested.
   # --force: the versions already serve here (applied, released, smoke-tested); the alias records
   # it. The live-evaluation gate is for choosing what to deploy: `rides promote` by an operator.
-  for MODEL in $(json "$WORK/wanted.json" '" ".join(d["models"])'); do
+  for MODEL in $(json "$WORK/wanted.json" '" ".join(m for m in d["models"] if "@" not in m)'); do
     "$RIDES" promote --model-name "$MODEL" --version "$(json "$WORK/wanted.json" "d['models']['${MODEL}']['version']")" \
       --alias production --to none --force
   done

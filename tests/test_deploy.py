@@ -80,7 +80,7 @@ REGISTRY = {
     f"{model}@{alias}": {"name": model, "version": version, "uri": f"s3://rides-models-stg/mlflow/{model}/v{version}"}
     for model in ("ride-duration", "ride-fare", "ride-tip", "ride-duration-quick")
     for alias, version in (("staging", "3"), ("production", "2"))
-}
+} | {"ride-duration@shadow": {"name": "ride-duration", "version": "4", "uri": "s3://rides-models-stg/mlflow/shadow/v4"}}
 
 
 @pytest.fixture
@@ -157,6 +157,7 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         "rides resolve",
         "rides resolve",
         "rides resolve",  # the web service's quick model
+        "rides resolve",  # the shadow, by its own alias
         "terraform init",
         "terraform output",
         "terraform apply",  # ECR and bucket first
@@ -187,6 +188,8 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
         var(apply, "model_version") == var(apply, "fare_model_version") == "3" and var(apply, "image_tag") == "abc123"
     )
     assert var(apply, "quick_model_uri") == "s3://rides-models-stg/mlflow/ride-duration-quick/v3"
+    assert var(apply, "shadow_model_uri") == "s3://rides-models-stg/mlflow/shadow/v4"
+    assert var(apply, "shadow_model_version") == "4"
     record = json.loads((fakes["tmp"] / "record-stg.json").read_text())
     assert record["smoke_test"] == "passed" and record["models"]["ride-tip"]["version"] == "3"
     # Every image is built FROM its base's digest, and the record says which.

@@ -172,8 +172,7 @@ def test_the_archive_has_the_terraform_layout_and_gives_the_live_figures(aws, st
     assert archive_streams(aws["kinesis"], aws["s3"], "rides-models-stg", streams, state)["ride-predictions"] == 0
     keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket="rides-models-stg")["Contents"]]
     assert keys and all(
-        re.match(r"archive/ride-(predictions|completions)/dt=\d{4}-\d\d-\d\d/hour=\d\d/.+\.parquet$", k)
-        for k in keys
+        re.match(r"archive/ride-(predictions|completions)/dt=\d{4}-\d\d-\d\d/hour=\d\d/.+\.parquet$", k) for k in keys
     )
     table = read_archive(aws["s3"], "rides-models-stg", "ride-predictions")
     assert table.schema == schema("predictions") and [n for n, _ in COLUMNS["predictions"]] == table.schema.names

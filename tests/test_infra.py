@@ -211,6 +211,9 @@ def test_event_source_mapping_defaults_are_the_runners():
     consumer = named(load_dir(INFRA)["module"])["consumer"]
     for name in settings:
         assert esm[name] == f"${{var.{name}}}", name
+        if name == "starting_position":  # a shadow starts on what arrives once it exists
+            assert consumer[name] == '${each.value.role == "shadow" ? "LATEST" : var.starting_position}'
+            continue
         assert consumer[name] == f"${{var.{name}}}", name  # the root passes the runner's settings on
 
 
@@ -313,14 +316,13 @@ def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     from rides.local.services import EVALUATION_BATCHING
 
     assert {k: evaluation[k] for k in EVALUATION_BATCHING} == EVALUATION_BATCHING  # as the local runner batches
-    # the shadow: the consumer's variables, its own model and role
-    shadow = blocks["shadow_consumer"]
-    assert set(shadow["environment"]) == set(blocks["consumer"]["environment"])
-    assert (
-        shadow["environment"]["MODEL_ROLE"] == "shadow"
-        and shadow["environment"]["MODEL_URI"] == "${var.shadow_model_uri}"
-    )
-    assert shadow["count"] == '${var.shadow_model_uri != "" ? 1 : 0}'
+    # the shadow: one more entry of the consumer module, with its own model and role
+    assert blocks["consumer"]["for_each"] == "${local.stream_consumers}"
+    assert blocks["consumer"]["environment"]["MODEL_ROLE"] == "${each.value.role}"
+    infra_locals = locals_of(INFRA)
+    assert infra_locals["stream_consumers"] == "${merge(local.consumers, local.shadow_consumers)}"
+    assert {c["role"] for c in infra_locals["consumers"].values()} == {"production"}
+    assert "var.shadow_model_uri" in infra_locals["shadow_consumers"]
     # the archive's columns are rides/archive.py's
     columns = locals_of(INFRA)["archive_columns"]
     assert {kind: [(c["name"], c["type"]) for c in cols] for kind, cols in columns.items()} == COLUMNS
@@ -335,7 +337,7 @@ def test_one_consumer_entry_per_registered_model():
     blocks = named(load_dir(INFRA)["module"])
     consumer = blocks["consumer"]
     assert consumer["source"] == "./modules/stream_function"
-    assert consumer["for_each"] == "${local.consumers}"
+    assert consumer["for_each"] == "${local.stream_consumers}"  # the consumers and, when set, the shadow
     assert consumer["environment"]["PREDICTIONS_STREAM_NAME"] == "${module.predictions_stream.name}"
     entries = locals_of(INFRA)["consumers"]
     assert {(e["model_name"], e["prediction_field"], e["function_name"]) for e in entries.values()} == {
@@ -353,7 +355,7 @@ def test_the_predictions_stream_is_sized_from_the_number_of_consumers():
     stream = named(load_dir(INFRA)["module"])["predictions_stream"]
     assert stream["shard_count"] == "${local.predictions_shard_count}"
     sizing = locals_of(INFRA)["predictions_shard_count"]
-    assert "var.input_shard_count * length(local.consumers)" in sizing
+    assert "var.input_shard_count * length(local.stream_consumers)" in sizing  # the shadow writes too
     assert variables(INFRA)["predictions_shard_count"]["default"] is None
 
 
@@ -367,7 +369,7 @@ def test_alarms_on_the_queues_an_operator_must_empty_and_on_model_faults():
     handler = (ROOT / "lambda_function" / "handler.py").read_text()
     assert '("ModelFaults",' in handler and 'add_dimension(name="model"' in handler
     assert 'metric     = "ModelFaults"' in text and "dimensions = { service = consumer.function_name" in text
-    assert "for key, consumer in local.consumers" in alarms
+    assert "for key, consumer in local.stream_consumers" in alarms  # the shadow has its model faults too
     resource = next(
         block["aws_cloudwatch_metric_alarm"]["operator"]
         for block in load_dir(INFRA)["resource"]
@@ -623,14 +625,7 @@ def test_the_releases_output_covers_every_function():
     # every function's `live` alias is moved by a release: one left out would serve its old version
     for module in functions:
         assert f"module.{module}" in releases, module
-    assert sorted(functions) == [
-        "batch_job",
-        "consumer",
-        "decision_service",
-        "evaluation",
-        "shadow_consumer",
-        "web_service",
-    ]
+    assert sorted(functions) == ["batch_job", "consumer", "decision_service", "evaluation", "web_service"]
 
 
 # -- the batch job's database ---------------------------------------------------------------------
