@@ -80,7 +80,7 @@ def test_any_order_duplicates_and_late_outcomes_give_the_offline_figures(store):
         assert {e.role for e in mine} == {role}
         offline = Summary.of(predicted[r] - actual[r] for r, _ in rides)
         online = summarize(store.evaluated("ride-duration", version, role))
-        assert online.count == offline.count == 300
+        assert online.count == offline.count == store.count("ride-duration", version, role) == 300
         for name in ("rmse", "mae", "bias"):
             assert getattr(online, name) == pytest.approx(getattr(offline, name), rel=1e-12)
         assert summarize(mine).rmse == pytest.approx(offline.rmse, rel=1e-12)  # the metrics emitted

@@ -19,7 +19,7 @@ One DynamoDB table, two kinds of item (and a catalog):
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,7 +99,7 @@ class EvaluationStore:
             values.update({f"o|{field}": value for field, value in c.outcomes.items()})
             # naive TLC times are New York wall-clock times; as UTC they only label the hour
             values["dropoff"] = c.dropoff_datetime.replace(tzinfo=UTC).timestamp()
-        self._catalog({(p.model, p.version, p.role) for p in predictions})
+        self._catalog({(p.model, p.version, p.role) for p in predictions}, time_left)
         before, failed = self._run(
             {ride_id: self._update_request(ride_id, values, now) for ride_id, values in updates.items()},
             self.client.update_item,
@@ -193,17 +193,20 @@ class EvaluationStore:
             "expires_at": {"N": str(int(now + 7 * 86400))},
         }
 
-    def _catalog(self, triples: Iterable[tuple[str, str, str]]) -> None:
-        for model, version, role in triples:
-            try:
-                self.client.put_item(
-                    TableName=self.table_name,
-                    Item={"pk": {"S": "catalog"}, "sk": {"S": f"{model}#{version}#{role}"}},
-                    ConditionExpression="attribute_not_exists(pk)",
-                )
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
+    def _catalog(self, triples, time_left) -> None:
+        """Record which (model, version, role) predicted; already there is fine."""
+        requests = {
+            f"{model}#{version}#{role}": {
+                "TableName": self.table_name,
+                "Item": {"pk": {"S": "catalog"}, "sk": {"S": f"{model}#{version}#{role}"}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+            for model, version, role in triples
+        }
+        _, failed = self._run(requests, self.client.put_item, time_left)
+        failed = {key: code for key, code in failed.items() if code != "Conditional"}
+        if failed:
+            raise EvaluationUnavailable(next(iter(failed.values())), f"catalog not written: {failed}")
 
     def _run(self, requests: dict[str, dict], call, time_left) -> tuple[dict[str, dict], dict[str, str]]:
         """Each request once, WRITE_CONCURRENCY at a time, throttled ones again with backoff
@@ -249,6 +252,25 @@ class EvaluationStore:
         """(model, version, role) of everything that has predicted."""
         items = self._query({":pk": {"S": "catalog"}}, "pk = :pk")
         return [tuple(item["sk"]["S"].split("#", 2)) for item in items]
+
+    def count(self, model: str, version: str, role: str) -> int:
+        """How many pairs of a version in a role are evaluated (a COUNT query per shard: no items read back)."""
+        total = 0
+        for shard in range(EVAL_SHARDS):
+            start = None
+            while True:
+                page = self.client.query(
+                    TableName=self.table_name,
+                    KeyConditionExpression="pk = :pk",
+                    ExpressionAttributeValues={":pk": {"S": f"eval#{model}#{version}#{role}#{shard}"}},
+                    Select="COUNT",
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+                total += page["Count"]
+                start = page.get("LastEvaluatedKey")
+                if not start:
+                    break
+        return total
 
     def evaluated(self, model: str, version: str, role: str) -> list[Evaluated]:
         """Every evaluated pair of a model version in a role (within the items' TTL)."""
