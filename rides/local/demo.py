@@ -239,6 +239,7 @@ def run_demo(
             "ride-duration",
             {key: len(good) for key in served},
             max(60.0, timeout - (time.monotonic() - started)),
+            evaluating,
         )
         reference = load_reference(production_duration.uri, read_metadata)
         result.evaluation = compare(

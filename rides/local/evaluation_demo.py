@@ -29,15 +29,27 @@ class EvaluationDemo:
     evaluated_other: dict[str, int] = field(default_factory=dict)  # fare, tip: pairs evaluated
 
 
-def wait_for_evaluations(store, model: str, expected: dict[tuple[str, str], int], timeout: float) -> None:
-    """Until each (version, role) has its expected number of evaluated rides, or the timeout."""
+def caught_up(runners) -> bool:
+    """Every shard of every runner read to the end and nothing left in its buffer."""
+    return all(
+        shard.iterator is not None and not shard.buffer and shard.millis_behind == 0
+        for runner in runners
+        for shard in runner.shards.values()
+    ) and all(runner.shards for runner in runners)
+
+
+def wait_for_evaluations(store, model: str, expected: dict[tuple[str, str], int], timeout: float, runners=()) -> None:
+    """Until each (version, role) has its expected number of evaluated rides, or the timeout.
+    The table is counted only once the evaluation's runners have caught up: on the emulator a
+    query reads the whole table, and polling it would slow the evaluation it waits for."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        # counts, not the rows: reading every row back each time would load the emulator more
-        # than the evaluation itself does
+        if runners and not caught_up(runners):
+            time.sleep(0.5)
+            continue
         if all(store.count(model, v, r) >= n for (v, r), n in expected.items()):
             return
-        time.sleep(3.0)
+        time.sleep(5.0)
 
 
 def compare(store, frame, versions: dict[tuple[str, str], tuple[str, str]], drift_counter=None) -> EvaluationDemo:
