@@ -27,9 +27,11 @@ _clients: dict[str, object] = {}
 _references: dict[str, dict] = {}
 
 
-def _client(service: str):
+def _client(service: str, env=os.environ):
     if not _clients:
-        _clients.update(lean_clients(("sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG))
+        # the function's own environment may name its DynamoDB endpoint (the local runner's
+        # emulators serve the evaluations table from a process of its own)
+        _clients.update(lean_clients(("sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG, endpoints=env))
     return _clients[service]
 
 
@@ -56,11 +58,11 @@ def handler_for(env: dict[str, str]):
 
 def handle(event, context, env):
     config = EvaluationConfig.from_env(env)
-    store = EvaluationStore(_client("dynamodb"), config.table_name, window_seconds=config.window_seconds)
+    store = EvaluationStore(_client("dynamodb", env), config.table_name, window_seconds=config.window_seconds)
     reference = _reference(config.drift_reference_uri)
-    drift = DriftCounter(_client("dynamodb"), config.table_name, reference) if reference else None
+    drift = DriftCounter(_client("dynamodb", env), config.table_name, reference) if reference else None
     dead_letters = DeadLetterSink(
-        _client("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+        _client("sqs", env) if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
 
     def time_left() -> float:

@@ -33,7 +33,9 @@ class StackInfo:
     endpoint: str
     pid: int
     log: str
-    dynamodb_endpoint: str | None = None  # DynamoDB in a process of its own (rides.local.emulator)
+    # A second DynamoDB (rides.local.emulator --dynamodb-port) for the evaluations table: the
+    # evaluation function's environment points at it (AWS_ENDPOINT_URL_DYNAMODB), nothing else does.
+    dynamodb_endpoint: str | None = None
 
     def env(self) -> dict[str, str]:
         # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
@@ -45,9 +47,12 @@ class StackInfo:
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
             "RIDES_WEB_AUTH": "none",
         }
-        if self.dynamodb_endpoint:
-            env["AWS_ENDPOINT_URL_DYNAMODB"] = self.dynamodb_endpoint  # boto3's per-service variable
         return env
+
+    def evaluations_env(self) -> dict[str, str]:
+        """env() for what reads or writes the evaluations table."""
+        extra = {"AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint} if self.dynamodb_endpoint else {}
+        return {**self.env(), **extra}
 
 
 def free_port() -> int:

@@ -111,14 +111,16 @@ def run_demo(
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
     _say("starting the local AWS emulator (moto, 127.0.0.1)")
-    # DynamoDB in a process of its own: the decision service and the evaluation write it a lot.
+    # The evaluations table in an emulator process of its own: the evaluation writes DynamoDB as
+    # much as the decision service does, and one Python process is one core.
     info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log", dynamodb_process=True)
     stop = threading.Event()
     runner_threads: list[threading.Thread] = []
     try:
         os.environ.update(info.env())
-        created = create_resources(info.env(), names)
+        created = create_resources(info.env(), names, evaluations_env=info.evaluations_env())
         aws = clients(info.env())
+        evaluations_dynamodb = clients(info.evaluations_env())["dynamodb"]
         _say(f"emulator at {info.endpoint}; created {', '.join(sorted(created))}")
 
         train_frame, val_frame = read_trips(train_month), read_trips(val_month)
@@ -170,6 +172,9 @@ def run_demo(
 
         env = {key: value for key, value in os.environ.items() if key != "DRY_RUN"}
         local = LocalDeployment.on_stack(aws["sqs"], env=env, names=names, kinesis=aws["kinesis"])
+        local.evaluations_endpoint = {
+            k: v for k, v in info.evaluations_env().items() if k == "AWS_ENDPOINT_URL_DYNAMODB"
+        }
         runners = [local.consumer(spec) for spec in CONSUMERS.values()] + [local.shadow_consumer()]
         deciding = local.decision_service()
         evaluating = local.evaluation()
@@ -233,7 +238,7 @@ def run_demo(
         from rides.stream.evaluation.store import EvaluationStore
         from rides.stream.model import read_metadata
 
-        store = EvaluationStore(aws["dynamodb"], names.evaluations_table)
+        store = EvaluationStore(evaluations_dynamodb, names.evaluations_table)
         wait_for_evaluations(
             store,
             "ride-duration",
@@ -243,7 +248,7 @@ def run_demo(
         )
         reference = load_reference(production_duration.uri, read_metadata)
         result.evaluation = compare(
-            store, frame, served, DriftCounter(aws["dynamodb"], names.evaluations_table, reference)
+            store, frame, served, DriftCounter(evaluations_dynamodb, names.evaluations_table, reference)
         )
 
         _say("the combined mode: a few rides through the web service, with consent")

@@ -6,9 +6,9 @@ lock per service lets one request at a time into each of moto's backends. SQS lo
 are the exception: moto sleeps inside them, and holding the lock there would stall every
 other client.
 
-With --dynamodb-port, DynamoDB gets a second moto process of its own (AWS_ENDPOINT_URL_DYNAMODB
-points clients at it): a Python process uses one core, and the decision service and the live
-evaluation write DynamoDB as much as everything else together calls the rest.
+With --dynamodb-port, a second moto process serves DynamoDB there (what AWS_ENDPOINT_URL_DYNAMODB
+points at): the demo keeps the evaluations table in it, as a Python process uses one core and
+the live evaluation writes DynamoDB as much as the decision service does.
 
 Run: python -m rides.local.emulator --port 4566 [--dynamodb-port 4567] [--parent-pid PID] [--max-lifetime S]
 """

@@ -74,6 +74,8 @@ class LocalDeployment:
     kinesis: Any = None
     sqs: Any = None
     served: dict[str, str] = field(default_factory=dict)  # function → where its model came from
+    # {"AWS_ENDPOINT_URL_DYNAMODB": ...} when the evaluations table has an emulator of its own
+    evaluations_endpoint: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def on_stack(
@@ -120,7 +122,7 @@ class LocalDeployment:
         return self.consumer(SHADOW, function_timeout_s=function_timeout_s)
 
     def evaluation_env(self) -> dict:
-        env = {"EVALUATIONS_TABLE": self.names.evaluations_table, **self.env}
+        env = {"EVALUATIONS_TABLE": self.names.evaluations_table, **self.env, **self.evaluations_endpoint}
         if "DRIFT_REFERENCE_URI" not in env:
             # the production duration model's training data is the drift reference
             from rides.promote import read_local_model

@@ -177,9 +177,15 @@ def decisions_table_spec(name: str) -> dict:
 
 
 def create_resources(
-    env: dict[str, str], names: StackNames, *, shards: int = 2, decisions_table: bool = True
+    env: dict[str, str],
+    names: StackNames,
+    *,
+    shards: int = 2,
+    decisions_table: bool = True,
+    evaluations_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """What Terraform creates, by the same names; safe to run again."""
+    """What Terraform creates, by the same names; safe to run again. `evaluations_env`: where
+    the evaluations table is served, when not with the rest (StackInfo.evaluations_env)."""
     c = clients(env)
     created: dict[str, str] = {}
     from rides.settings import CONSUMERS
@@ -213,12 +219,12 @@ def create_resources(
         )["QueueUrl"]
     if not decisions_table:  # LocalStack's DynamoDB needs a download this machine cannot make
         return created
-    for table, spec in (
-        (names.decisions_table, decisions_table_spec),
-        (names.evaluations_table, evaluations_table_spec),
+    for table, spec, dynamodb in (
+        (names.decisions_table, decisions_table_spec, c["dynamodb"]),
+        (names.evaluations_table, evaluations_table_spec, clients(evaluations_env or env)["dynamodb"]),
     ):
         try:
-            c["dynamodb"].create_table(**spec(table))
+            dynamodb.create_table(**spec(table))
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
