@@ -11,7 +11,7 @@ export PIPENV_NOSPIN := 1
 export PIPENV_VERBOSITY := -1
 # Real TLC months beside the project (../shared/data) are used when present; others download.
 export RIDES_DATA_DIRS ?= $(abspath ../shared/data)
-EVENTS ?= 10000
+EVENTS ?= 5000
 # Events per second for make run: a steady stream shows real latency; RATE= sends a burst.
 RATE ?= 500
 ENV ?= stg
