@@ -430,8 +430,13 @@ def produce(month, count, rate, mode, stream, first_id, to_db, database_url, com
     "--consumer",
     "consumers",
     multiple=True,
-    type=click.Choice(sorted(CONSUMERS)),
-    help="Which consumers to run (repeatable; default duration).",
+    type=click.Choice([*sorted(CONSUMERS), "shadow"]),
+    help="Which consumers to run (repeatable; default duration). shadow: the challenger of rides promote --as shadow.",
+)
+@click.option(
+    "--evaluation",
+    is_flag=True,
+    help="Also run the live evaluation (predictions, completions and ride events → rides evaluate).",
 )
 @click.option("--batch-size", type=int, default=None)
 @click.option("--window", type=int, default=None, help="Batching window in seconds.")
@@ -441,7 +446,16 @@ def produce(month, count, rate, mode, stream, first_id, to_db, database_url, com
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (default: run until Ctrl-C).")
 @click.option("--function-timeout", type=float, default=60.0, show_default=True, help="Seconds an invocation may take.")
 def consume(
-    stream, consumers, batch_size, window, starting_position, max_retries, dry_run, max_seconds, function_timeout
+    stream,
+    consumers,
+    evaluation,
+    batch_size,
+    window,
+    starting_position,
+    max_retries,
+    dry_run,
+    max_seconds,
+    function_timeout,
 ) -> None:
     """Run consumers under the local event-source runner (Lambda's Kinesis mapping), each with
     its own model, checkpoints and configuration, all in this process."""
@@ -462,10 +476,16 @@ def consume(
     }
     settings = replace(EventSourceSettings(), **{k: v for k, v in overrides.items() if v is not None})
     local = LocalDeployment.on_stack(boto3.client("sqs"), settings=settings, DRY_RUN="true" if dry_run else None)
+    from rides.settings import SHADOW
+
     runners = [
-        local.consumer(CONSUMERS[key], stream=stream, function_timeout_s=function_timeout)
+        local.consumer(
+            SHADOW if key == "shadow" else CONSUMERS[key], stream=stream, function_timeout_s=function_timeout
+        )
         for key in consumers or ("duration",)
     ]
+    if evaluation:
+        runners += local.evaluation(function_timeout_s=function_timeout)
     click.echo(
         f"consuming {runners[0].stream_name} → {local.env['PREDICTIONS_STREAM_NAME']} with "
         f"{', '.join(r.function_name for r in runners)} (batch {settings.batch_size}, "

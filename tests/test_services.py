@@ -86,3 +86,27 @@ def test_a_promotion_over_model_uri_is_reported_as_what_is_served(queues, onnx_m
     local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir), "MODEL_VERSION": "4"})
     local.consumer(CONSUMERS["duration"])
     assert local.describe() == f"ride-duration-consumer: ride-duration from {promoted} (promoted)"
+
+
+def test_the_shadow_and_the_evaluation_are_wired_as_terraform_wires_them(queues, onnx_model_dir, tmp_path):
+    from rides.promote import roll_out_local
+    from rides.settings import SHADOW
+
+    names = queues["names"]
+    for stream in (names.predictions_stream, names.completions_stream):
+        queues["kinesis"].create_stream(StreamName=stream, ShardCount=1)
+    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir), "MODEL_VERSION": "4"})
+    with pytest.raises(NoModel, match="--as shadow"):
+        local.shadow_consumer()  # nothing promoted as the shadow yet
+    roll_out_local(Registered("ride-duration", "5", str(onnx_model_dir), "run", "shadow"), role="shadow")
+    shadow = local.shadow_consumer()
+    assert (shadow.stream_name, shadow.function_name) == (names.input_stream, SHADOW.function_name)
+    assert "ride-duration-shadow-consumer: ride-duration from" in local.describe()
+    runners = local.evaluation()
+    assert [r.stream_name for r in runners] == [names.predictions_stream, names.completions_stream, names.input_stream]
+    assert {r.settings.batch_size for r in runners} == {2000}
+    env = local.evaluation_env()
+    assert env["EVALUATIONS_TABLE"] == names.evaluations_table
+    assert env["DRIFT_REFERENCE_URI"] == str(onnx_model_dir)  # the production duration model's training data
+    local.evaluations_endpoint = {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"}
+    assert local.evaluation_env()["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:9"
