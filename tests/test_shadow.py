@@ -78,3 +78,31 @@ def test_the_decision_service_never_decides_on_a_shadow_prediction(aws):
     assert [d["ride_id"] for d in decisions] == ["a"]  # nothing for a ride only the shadow saw
     [decision] = decisions
     assert decision["decision"] == "accept" and decision["predictions"]["ride-duration"]["value"] == 12.0
+
+
+def test_a_shadow_prediction_does_not_stand_in_for_productions_when_collecting():
+    """The demo's wait: a ride is complete when production's prediction came, not the shadow's."""
+    from datetime import datetime
+
+    import orjson
+
+    from rides.local.reader import collect_predictions
+
+    shadow = {
+        "model": "ride-duration",
+        "version": "2",
+        "role": "shadow",
+        "prediction": {"ride_id": 1, "ride_duration": 9.0},
+    }
+    production = {"model": "ride-duration", "version": "1", "prediction": {"ride_id": 1, "ride_duration": 8.0}}
+
+    class Reader:  # the shadow's record in the first poll, production's in the next
+        def __init__(self):
+            self.polls = [[shadow], [production]]
+
+        def poll(self):
+            bodies = self.polls.pop(0) if self.polls else []
+            return [{"Data": orjson.dumps(b), "ApproximateArrivalTimestamp": datetime.now()} for b in bodies]
+
+    seen = collect_predictions(Reader(), {"1"}, timeout=10, models=["ride-duration"])
+    assert [body.get("role", "production") for body, _ in seen["1"]] == ["shadow", "production"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rides.local.reader import prediction_label
 from rides.settings import CONSUMERS, StackNames, state_dir
 
 MALFORMED = [
@@ -264,22 +265,16 @@ def run_demo(
         proc.wait(timeout=10)
 
 
-def _label(body: dict) -> str:
-    """A prediction's model, and its role when it is not production (the shadow)."""
-    role = body.get("role", "production")
-    return body["model"] if role == "production" else f"{body['model']} ({role})"
-
-
 def _summarise(result: DemoResult, by_ride: dict, decisions: dict, models: list[str]) -> None:
     result.predictions_out = sum(len(seen) for seen in by_ride.values())
     per_model: Counter = Counter()
     for seen in by_ride.values():
-        per_model.update({_label(body) for body, _ in seen})
-        first = next(((body, arrived) for body, arrived in seen if _label(body) == "ride-duration"), None)
+        per_model.update({prediction_label(body) for body, _ in seen})
+        first = next(((body, arrived) for body, arrived in seen if prediction_label(body) == "ride-duration"), None)
         if first and first[0]["source"].get("approximate_arrival_timestamp"):
             result.latencies_ms.append((first[1] - first[0]["source"]["approximate_arrival_timestamp"]) * 1000)
     result.predictions_by_model = dict(per_model)
-    result.unique_rides = sum(1 for seen in by_ride.values() if {_label(b) for b, _ in seen} >= set(models))
+    result.unique_rides = sum(1 for seen in by_ride.values() if {prediction_label(b) for b, _ in seen} >= set(models))
     result.decisions = len(decisions)
     result.decision_counts = dict(Counter(d["decision"] for d in decisions.values()))
     result.flag_counts = dict(Counter(flag for d in decisions.values() for flag in d["flags"]))
@@ -292,7 +287,8 @@ def _sample(result: DemoResult, frame, by_ride: dict) -> None:
         if not seen:
             continue
         values = {
-            _label(body): next(iter(v for k, v in body["prediction"].items() if k != "ride_id")) for body, _ in seen
+            prediction_label(body): next(iter(v for k, v in body["prediction"].items() if k != "ride_id"))
+            for body, _ in seen
         }
         row = frame.iloc[position]
         result.sample.append(

@@ -63,6 +63,12 @@ def arrival_seconds(record: dict) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
+def prediction_label(body: dict) -> str:
+    """A prediction's model, and its role when it is not production: "ride-duration (shadow)"."""
+    role = body.get("role", "production")
+    return body.get("model") if role == "production" else f"{body.get('model')} ({role})"
+
+
 def collect_predictions(
     reader: StreamReader, expected: set[str], timeout: float = 120.0, models: Sequence[str] = ()
 ) -> dict[str, list[tuple]]:
@@ -86,7 +92,7 @@ def collect_predictions(
             ride = str(body["prediction"]["ride_id"])
             by_ride.setdefault(ride, []).append((body, arrival_seconds(record)))
             if missing is not None and ride in missing:
-                missing[ride].discard(body.get("model"))
+                missing[ride].discard(prediction_label(body))
                 if not missing[ride]:
                     del missing[ride]
         if not records:
