@@ -208,3 +208,47 @@ def test_rides_evaluate_prints_the_table_and_writes_the_report(store, tmp_path):
     assert "shadow v2 vs production v1 of ride-duration, on the same 60 rides:" in result.output
     page = report.read_text()
     assert "<svg" in page and "polyline" in page and "ride-duration v2 shadow" in page
+
+
+def test_unprocessed_rows_are_sent_again_and_reported_when_they_never_go(store):
+    """BatchWriteItem may leave items unprocessed (throttling): they go again, and rides whose
+    rows never go are returned for their records to be retried."""
+    from rides.stream.evaluation.store import Evaluated
+
+    rows = [
+        Evaluated(f"u{i}", "ride-duration", "1", "production", "ride_duration", 10.0, 9.0, "2021-02-03T08")
+        for i in range(30)
+    ]
+    real = store.client
+
+    class Flaky:  # the first call leaves its last 5 items unprocessed
+        calls = 0
+
+        def batch_write_item(self, RequestItems):
+            Flaky.calls += 1
+            [(table, requests)] = RequestItems.items()
+            if Flaky.calls == 1:
+                real.batch_write_item(RequestItems={table: requests[:-5]})
+                return {"UnprocessedItems": {table: requests[-5:]}}
+            return real.batch_write_item(RequestItems=RequestItems)
+
+    class Never:
+        def batch_write_item(self, RequestItems):
+            return {"UnprocessedItems": RequestItems}
+
+    class TwoTries:
+        def __init__(self, time_left=None):
+            self.tries = 0
+
+        def wait(self):
+            self.tries += 1
+            return self.tries < 2
+
+    store.client, store.backoff = Flaky(), TwoTries
+    assert store._write_rows(rows, NOW, None) == {}
+    assert Flaky.calls == 3  # 25 + 5 items, then the 5 left over
+    store.client = real
+    assert store.count("ride-duration", "1", "production") == 30
+    store.client = Never()
+    failed = store._write_rows(rows[:3], NOW, None)
+    assert failed == {"u0": "RetriesExhausted", "u1": "RetriesExhausted", "u2": "RetriesExhausted"}

@@ -63,6 +63,10 @@ def _shard(ride_id: str) -> int:
     return zlib.crc32(ride_id.encode()) % EVAL_SHARDS
 
 
+def _key(item: dict) -> tuple[str, str]:
+    return item["pk"]["S"], item["sk"]["S"]
+
+
 def _hour(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H")
 
@@ -124,12 +128,16 @@ class EvaluationStore:
         """BatchWriteItem, 25 at a time, unprocessed items again with backoff. → ride id → code."""
         deadline = as_deadline(time_left)
         failed: dict[str, str] = {}
-        requests = {self._eval_key(e): (e, {"PutRequest": {"Item": self._eval_item(e, now)}}) for e in rows}
+        # by the item's key, which is how DynamoDB names the unprocessed ones
+        requests: dict[tuple[str, str], tuple[str, dict]] = {}
+        for e in rows:
+            item = self._eval_item(e, now)
+            requests[_key(item)] = (e.ride_id, {"PutRequest": {"Item": item}})
         pending = list(requests)
         backoff = self.backoff(time_left=deadline)
         while pending:
             if deadline.passed:
-                failed.update({requests[k][0].ride_id: "DeadlinePassed" for k in pending})
+                failed.update({requests[k][0]: "DeadlinePassed" for k in pending})
                 break
             retry = []
             for start in range(0, len(pending), 25):
@@ -140,7 +148,7 @@ class EvaluationStore:
                     )
                 except ClientError as exc:
                     if not (error_code(exc) in RETRYABLE or is_retryable(exc)):
-                        failed.update({requests[k][0].ride_id: error_code(exc) for k in chunk})
+                        failed.update({requests[k][0]: error_code(exc) for k in chunk})
                         continue
                     retry += chunk
                     continue
@@ -148,18 +156,9 @@ class EvaluationStore:
                     retry += chunk
                     continue
                 unprocessed = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                keys = {(u["PutRequest"]["Item"]["pk"]["S"], u["PutRequest"]["Item"]["sk"]["S"]) for u in unprocessed}
-                retry += [
-                    k
-                    for k in chunk
-                    if (
-                        requests[k][1]["PutRequest"]["Item"]["pk"]["S"],
-                        requests[k][1]["PutRequest"]["Item"]["sk"]["S"],
-                    )
-                    in keys
-                ]
+                retry += [_key(u["PutRequest"]["Item"]) for u in unprocessed]
             if retry and not backoff.wait():
-                failed.update({requests[k][0].ride_id: "RetriesExhausted" for k in retry})
+                failed.update({requests[k][0]: "RetriesExhausted" for k in retry})
                 retry = []
             pending = retry
         return failed
