@@ -67,7 +67,7 @@ def main(model_dir: str, month: str) -> None:
     from rides.stream.deadletter import DeadLetterSink
     from rides.stream.evaluation.service import EvaluationConfig, process_records
     from rides.stream.evaluation.store import EvaluationStore
-    from rides.stream.events import parse_record_data
+    from rides.stream.events import read_ride
     from rides.stream.kinesis_batch import KinesisBatch
     from rides.stream.model import load_model
 
@@ -111,7 +111,7 @@ def main(model_dir: str, month: str) -> None:
     for _ in range(5):
         started = time.perf_counter()
         batch = KinesisBatch(events)
-        valid = batch.parse(parse_record_data)
+        valid = batch.parse(read_ride)
         valid, features = _features(batch, valid)
         _predict(batch, valid, features, model, config)
         own.append(time.perf_counter() - started)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rides.stream.deadletter import DeadLetterSink
-from rides.stream.events import ROLES, json_bytes, parse_record_data
+from rides.stream.events import ROLES, json_bytes, read_ride
 from rides.stream.features import RideFeatures, features_from_events
 from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
 from rides.stream.model import LoadedModel, ModelLoadError, get_model
@@ -84,7 +84,8 @@ def _role(role: str) -> str:
 class BatchReport:
     """Per-batch numbers: logged and emitted as metrics by the handler."""
 
-    records: int = 0
+    records: int = 0  # Kinesis records in the event
+    user_records: int = 0  # of which, rides that came inside KPL-aggregated records
     predicted: int = 0
     published: int = 0
     dead_lettered: int = 0
@@ -178,6 +179,8 @@ def _predict(
                 "approximate_arrival_timestamp": item.arrival,
             },
         }
+        if item.sub_sequence_number is not None:  # a user record of a KPL-aggregated record
+            record["source"]["sub_sequence_number"] = item.sub_sequence_number
         if shadow:  # production records stay as the contract has always had them
             record["role"] = "shadow"
         if config.dry_run:
@@ -200,7 +203,7 @@ def process_records(
     report = BatchReport(records=len(records))
     batch = KinesisBatch(records, logger=log)
     with _cycle_collection_paused():
-        valid = batch.parse(parse_record_data)
+        valid = batch.parse(read_ride)
 
     out_records: list[tuple[str, bytes]] = []
     out_items: list[BatchRecord] = []  # out_records[i] came from out_items[i]
@@ -232,6 +235,7 @@ def process_records(
         if batch.errors.get(code):
             report.errors[code] = batch.errors[code]
     report.dead_lettered = batch.dead_lettered
+    report.user_records = batch.user_records
     response: dict = dict(batch.response())
     report.failed = batch.failed
     report.seconds = time.perf_counter() - started

@@ -153,8 +153,14 @@ def validate_event(obj: Any) -> RideEvent:
 
 
 def parse_record_data(data: str | bytes) -> RideEvent:
-    """What the consumer does with `kinesis.data`: decode and validate."""
+    """A ride event from base64 record data (as Lambda delivers it): decode and validate."""
     return validate_event(decode_data(data))
+
+
+def read_ride(raw: bytes) -> RideEvent:
+    """A ride event from its raw bytes: what the consumer does with each record's data once
+    rides.stream.kinesis_batch has base64-decoded (and, if need be, deaggregated) it."""
+    return validate_event(decode_json(raw))
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -199,8 +205,17 @@ class PredictionIn(NamedTuple):
 
 
 def parse_prediction(data: str | bytes) -> PredictionIn:
-    """A prediction record from `ride-predictions`, or InvalidEvent with the reason."""
-    body = decode_data(data)
+    """A prediction record from base64 record data, or InvalidEvent with the reason."""
+    return prediction_from(decode_data(data))
+
+
+def read_prediction(raw: bytes) -> PredictionIn:
+    """A prediction record from its raw bytes (rides.stream.kinesis_batch decoded them)."""
+    return prediction_from(decode_json(raw))
+
+
+def prediction_from(body: Any) -> PredictionIn:
+    """A decoded prediction record (`ride-predictions`), checked, or InvalidEvent with the reason."""
     if not isinstance(body, dict):
         raise InvalidEvent("prediction record must be a JSON object")
     model, prediction = body.get("model"), body.get("prediction")
@@ -247,8 +262,12 @@ class RideCompleted(NamedTuple):
 
 
 def parse_completion(data: str | bytes) -> RideCompleted:
-    """A `ride-completed` event, or InvalidEvent with the reason."""
-    body = decode_data(data)
+    """A `ride-completed` event from base64 record data, or InvalidEvent with the reason."""
+    return completion_from(decode_data(data))
+
+
+def completion_from(body: Any) -> RideCompleted:
+    """A decoded `ride-completed` event, checked, or InvalidEvent with the reason."""
     if not isinstance(body, dict) or body.get("type") != COMPLETED:
         raise InvalidEvent(f'a completion is a JSON object with "type": "{COMPLETED}"')
     if body.get("version", 1) != 1:

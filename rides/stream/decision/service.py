@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
 from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
-from rides.stream.events import PredictionIn, json_bytes, parse_prediction
+from rides.stream.events import PredictionIn, json_bytes, read_prediction
 from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
 from rides.stream.publish import KinesisPublisher
 
@@ -147,7 +147,7 @@ def process_predictions(
     report = DecisionReport(records=len(records))
     batch = KinesisBatch(records, logger=logger or log)
     by_ride: dict[str, list[BatchRecord]] = {}
-    for item in batch.parse(parse_prediction):
+    for item in batch.parse(read_prediction):
         if item.value.role == "shadow":
             continue  # a challenger's prediction: evaluated, never decided on (done as it is)
         by_ride.setdefault(item.value.ride_id, []).append(item)

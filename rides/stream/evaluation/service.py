@@ -33,9 +33,9 @@ from rides.stream.events import (
     PredictionIn,
     RideCompleted,
     RideEvent,
-    decode_data,
-    parse_completion,
-    parse_prediction,
+    completion_from,
+    decode_json,
+    prediction_from,
     validate_event,
 )
 from rides.stream.features import features_from_events
@@ -91,14 +91,14 @@ class EvaluationReport:
         return {key: Summary.of(errors) for key, errors in groups.items()}
 
 
-def parse_any(data: str | bytes) -> PredictionIn | RideCompleted | RideEvent:
-    """Whichever of the three contracts the record holds."""
-    body = decode_data(data)
+def parse_any(raw: bytes) -> PredictionIn | RideCompleted | RideEvent:
+    """Whichever of the three contracts the record's data (raw bytes) holds."""
+    body = decode_json(raw)
     if isinstance(body, dict):
         if body.get("type") == COMPLETED:
-            return parse_completion(data)
+            return completion_from(body)
         if "model" in body:
-            return parse_prediction(data)
+            return prediction_from(body)
         if "ride" in body:
             return validate_event(body)
     raise InvalidEvent("neither a prediction, a ride-completed event nor a ride event")

@@ -1,0 +1,153 @@
+"""The KPL aggregation format (rides.stream.kpl), held to awslabs' reference implementation
+(`aws_kinesis_agg`) in both directions, and every way an aggregated record can be broken."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+import pytest
+from aws_kinesis_agg.aggregator import RecordAggregator
+from aws_kinesis_agg.deaggregator import deaggregate_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rides.stream.kpl import MAGIC, MAGIC_BASE64_PREFIX, AggregateError, aggregate, deaggregate, pack
+
+
+def reference_aggregates(records, max_size=None):
+    """What a producer using aws-kinesis-agg puts on the stream: (partition key, explicit hash
+    key, data) per Kinesis record."""
+    aggregator = RecordAggregator(**({"max_size": max_size} if max_size else {}))
+    out = []
+    for key, data, *hash_key in records:
+        full = aggregator.add_user_record(key, data, *hash_key)
+        if full is not None:
+            out.append(full.get_contents())
+    last = aggregator.clear_and_get()
+    if last is not None:
+        out.append(last.get_contents())
+    return out
+
+
+def rides(n, start=1):
+    return [(str(i), orjson.dumps({"ride_id": i, "ride": {"PULocationID": 7, "DOLocationID": 8}})) for i in range(start, start + n)]
+
+
+def lambda_record(data: bytes, seq="1") -> dict:
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "sequenceNumber": seq,
+            "approximateArrivalTimestamp": 1.5,
+            "partitionKey": "x",
+            "data": base64.b64encode(data).decode(),
+        }
+    }
+
+
+def test_records_the_reference_aggregated_come_back_in_order_with_keys_and_sub_sequence_numbers():
+    records = rides(300)
+    [(outer_key, _, data)] = reference_aggregates(records)
+    users = deaggregate(data)
+    assert [(u.partition_key, bytes(u.data)) for u in users] == records
+    assert [u.sub_sequence_number for u in users] == list(range(300))
+    assert outer_key == "1"  # the reference keys the outer record by its first user record
+
+
+def test_explicit_hash_keys_and_repeated_partition_keys_are_resolved_through_the_tables():
+    records = [("a", b"1", "11"), ("b", b"2", "22"), ("a", b"3", "11"), ("c", b"4")]
+    [(_, _, data)] = reference_aggregates(records)
+    users = deaggregate(data)
+    assert [(u.partition_key, u.explicit_hash_key, bytes(u.data)) for u in users] == [
+        ("a", "11", b"1"),
+        ("b", "22", b"2"),
+        ("a", "11", b"3"),
+        ("c", None, b"4"),
+    ]
+
+
+def test_the_reference_splits_at_its_size_limit_and_every_part_reads_back():
+    records = rides(3000)
+    parts = reference_aggregates(records, max_size=64 * 1024)
+    assert len(parts) == 4
+    back = [(u.partition_key, bytes(u.data)) for _, _, data in parts for u in deaggregate(data)]
+    assert back == records
+
+
+def test_our_aggregate_is_byte_for_byte_the_reference_and_the_reference_reads_it():
+    records = rides(50) + [("7", b"again")]
+    [(_, _, theirs)] = reference_aggregates(records)
+    ours = aggregate(records)
+    assert ours == theirs
+    users = deaggregate_records([lambda_record(ours)])
+    assert [(u["kinesis"]["partitionKey"], base64.b64decode(u["kinesis"]["data"])) for u in users] == records
+    assert [u["kinesis"]["subSequenceNumber"] for u in users] == list(range(len(records)))
+
+
+def test_every_aggregated_record_starts_with_the_base64_prefix_the_batch_checks():
+    assert base64.b64encode(aggregate(rides(1))).decode().startswith(MAGIC_BASE64_PREFIX)
+    assert not base64.b64encode(b'{"ride_id": 1}').decode().startswith(MAGIC_BASE64_PREFIX)
+
+
+def with_digest(body: bytes) -> bytes:
+    return MAGIC + body + hashlib.md5(body).digest()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (lambda good: good[:-1] + bytes([good[-1] ^ 1]), "MD5 digest does not match"),
+        (lambda good: good[:20] + bytes([good[20] ^ 0x40]) + good[21:], "MD5 digest does not match"),
+        (lambda good: good[:40], "MD5 digest does not match"),  # truncated in transit
+        (lambda good: with_digest(b"\x1a\x50abc"), "protobuf cannot be parsed"),
+        (lambda good: with_digest(b"\x0a\x011\x1a\x02\x08\x00"), "lacks required fields"),  # a record without data
+        (lambda good: with_digest(b"\x0a\x011\x1a\x05\x08\x03\x1a\x01x"), "partition key index 3 is not in the table"),
+        (lambda good: with_digest(b"\x0a\x011\x1a\x07\x08\x00\x10\x01\x1a\x01x"), "explicit hash key index 1"),
+        (lambda good: with_digest(b"\x0a\x02\xff\xfe\x1a\x05\x08\x00\x1a\x01x"), "partition key is not UTF-8"),
+        (lambda good: with_digest(b"\x0a\x011"), "holds no user records"),
+        (lambda good: MAGIC + b"\x00" * 3, "not a KPL aggregated record"),
+    ],
+)
+def test_an_aggregate_that_cannot_be_trusted_is_refused_as_a_whole_with_its_reason(raw, reason):
+    good = aggregate(rides(5))
+    with pytest.raises(AggregateError, match=reason):
+        deaggregate(raw(good))
+
+
+def test_the_reference_would_have_passed_a_corrupt_aggregate_on_as_a_plain_record():
+    """Why rides.stream.kpl reads the format itself: the reference hides the corruption."""
+    good = aggregate(rides(5))
+    corrupt = good[:-1] + bytes([good[-1] ^ 1])
+    [passed] = deaggregate_records([lambda_record(corrupt)])
+    assert "subSequenceNumber" not in passed["kinesis"]  # handed on whole, as if it were a plain record
+
+
+def test_unknown_fields_from_a_newer_producer_are_skipped():
+    body = aggregate([("k", b"data")])[4:-16] + b"\x28\x05"  # field 5, a varint
+    [user] = deaggregate(with_digest(body))
+    assert (user.partition_key, bytes(user.data)) == ("k", b"data")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.text(min_size=1, max_size=40), st.binary(max_size=3000)), min_size=1, max_size=60),
+    st.integers(min_value=3100, max_value=40_000),
+)
+def test_pack_fills_records_to_the_byte_without_passing_the_limit(records, limit):
+    packed = pack(records, limit)
+    assert [i for _, _, indices in packed for i in indices] == list(range(len(records)))
+    for outer_key, data, indices in packed:
+        assert len(data) + len(outer_key.encode()) <= limit
+        assert outer_key == records[indices[0]][0]
+        assert [(u.partition_key, bytes(u.data)) for u in deaggregate(data)] == [records[i] for i in indices]
+    # as full as it can be: the next record would not have fitted
+    for (key, _, indices), (_, _, following) in zip(packed, packed[1:], strict=False):
+        grown = aggregate([records[i] for i in indices] + [records[following[0]]])
+        assert len(grown) + len(key.encode()) > limit
+
+
+def test_a_record_too_large_to_aggregate_is_refused_before_anything_is_built():
+    with pytest.raises(ValueError, match="does not fit"):
+        pack([("k", b"x" * 5000)], 4096)
