@@ -97,6 +97,7 @@ def handle(event, context, env):
     metrics.add_metadata(key="model_version", value=report.model_version or "none")
     for name, value in (
         ("RecordsIn", report.records),
+        ("AggregatedUserRecords", report.user_records),  # rides that came inside KPL-aggregated records
         ("Predicted", report.predicted),
         ("Published", report.published),
         ("DeadLettered", report.dead_lettered),
