@@ -94,7 +94,7 @@ def _users(part: bytes):
 
 def test_one_bad_ride_inside_an_aggregate_is_a_dead_letter_alone_and_its_siblings_are_predicted(consumer_stack):
     rides = [ride(1), ride(2, pu=999), ride(3), b'{"ride_id": 4, "ride": ', ride(5)]
-    [part] = aggregated(rides[:3] + [ride(4)] + rides[4:])
+    [part] = aggregated([*rides[:3], ride(4), *rides[4:]])
     # the reference aggregator needs a ride id to key by: put the broken JSON in by hand
     part = _replace_user_data(part, 3, rides[3])
     response = lambda_handler(event([ride(10), part]), FakeContext())
@@ -102,7 +102,10 @@ def test_one_bad_ride_inside_an_aggregate_is_a_dead_letter_alone_and_its_sibling
     out = read_stream(consumer_stack["kinesis"], "ride-predictions")
     assert sorted(r["prediction"]["ride_id"] for r in out) == [1, 3, 5, 10]
     letters = sorted(drain_queue(consumer_stack["sqs"], consumer_stack["dlq"]), key=lambda m: m["error"])
-    assert [m["error"].split(":")[0] for m in letters] == ["bad JSON", "ride.PULocationID must be a TLC zone id 1-265, got 999"]
+    assert [m["error"].split(":")[0] for m in letters] == [
+        "bad JSON",
+        "ride.PULocationID must be a TLC zone id 1-265, got 999",
+    ]
     bad_json, bad_zone = letters
     assert base64.b64decode(bad_zone["data"]) == orjson.dumps(ride(2, pu=999))  # the user record's data alone
     assert (bad_zone["source"]["sequence_number"], bad_zone["source"]["sub_sequence_number"]) == (seq(2), 1)
@@ -237,7 +240,7 @@ def test_the_evaluation_joins_aggregated_predictions_and_completions_and_counts_
         orjson.loads(completion_json(i, datetime(2021, 2, 3, 8, 30), duration_minutes=12.0)) for i in range(30)
     ]
     parts = aggregated(predictions, max_size=1500) + aggregated(completions, max_size=1500)
-    batch = event(parts + [b"junk"])
+    batch = event([*parts, b"junk"])
     assert evaluation["handler"](batch, FakeContext()) == {"batchItemFailures": []}
     assert evaluation["handler"](batch, FakeContext()) == {"batchItemFailures": []}  # Lambda's retry
     assert sorted((e.ride_id for e in evaluated), key=int) == [str(i) for i in range(30)]  # each pair once

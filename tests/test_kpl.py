@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 
 import orjson
 import pytest
@@ -32,7 +33,10 @@ def reference_aggregates(records, max_size=None):
 
 
 def rides(n, start=1):
-    return [(str(i), orjson.dumps({"ride_id": i, "ride": {"PULocationID": 7, "DOLocationID": 8}})) for i in range(start, start + n)]
+    return [
+        (str(i), orjson.dumps({"ride_id": i, "ride": {"PULocationID": 7, "DOLocationID": 8}}))
+        for i in range(start, start + n)
+    ]
 
 
 def lambda_record(data: bytes, seq="1") -> dict:
@@ -77,7 +81,7 @@ def test_the_reference_splits_at_its_size_limit_and_every_part_reads_back():
 
 
 def test_our_aggregate_is_byte_for_byte_the_reference_and_the_reference_reads_it():
-    records = rides(50) + [("7", b"again")]
+    records = [*rides(50), ("7", b"again")]
     [(_, _, theirs)] = reference_aggregates(records)
     ours = aggregate(records)
     assert ours == theirs
@@ -143,7 +147,7 @@ def test_pack_fills_records_to_the_byte_without_passing_the_limit(records, limit
         assert outer_key == records[indices[0]][0]
         assert [(u.partition_key, bytes(u.data)) for u in deaggregate(data)] == [records[i] for i in indices]
     # as full as it can be: the next record would not have fitted
-    for (key, _, indices), (_, _, following) in zip(packed, packed[1:], strict=False):
+    for (key, _, indices), (_, _, following) in itertools.pairwise(packed):
         grown = aggregate([records[i] for i in indices] + [records[following[0]]])
         assert len(grown) + len(key.encode()) > limit
 

@@ -198,7 +198,12 @@ class KinesisBatch:
         self.user_records += len(users)
         for user in users:
             item = BatchRecord(
-                outer.position, outer.sequence_number, outer.shard_id, user.data, outer.arrival, user.sub_sequence_number
+                outer.position,
+                outer.sequence_number,
+                outer.shard_id,
+                user.data,
+                outer.arrival,
+                user.sub_sequence_number,
             )
             problem = self._parse_one(item, user.data, parse)
             if problem is None:
@@ -240,10 +245,7 @@ class KinesisBatch:
         if not self.letters:
             return
         undelivered = sink.send(
-            [
-                DeadLetter(reason, item.data_base64(), self._origin(item))
-                for item, reason in self.letters
-            ],
+            [DeadLetter(reason, item.data_base64(), self._origin(item)) for item, reason in self.letters],
             time_left,
         )
         self.dead_lettered = len(self.letters) - len(undelivered)

@@ -102,7 +102,7 @@ def deaggregate(raw: bytes) -> list[UserRecord]:
     if len(raw) < len(MAGIC) + DIGEST_SIZE or raw[:4] != MAGIC:
         raise AggregateError("not a KPL aggregated record (magic bytes and an MD5 digest expected)")
     body = memoryview(raw)[4:-DIGEST_SIZE]
-    if hashlib.md5(body).digest() != raw[-DIGEST_SIZE:]:  # noqa: S324 (the format's checksum)
+    if hashlib.md5(body).digest() != raw[-DIGEST_SIZE:]:
         raise AggregateError("aggregated record's MD5 digest does not match its contents")
     message = _aggregated_record_type()()
     try:
@@ -145,7 +145,7 @@ def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
             message.partition_key_table.append(key)
         message.records.add(partition_key_index=index, data=data)
     body = message.SerializeToString()
-    return MAGIC + body + hashlib.md5(body).digest()  # noqa: S324
+    return MAGIC + body + hashlib.md5(body).digest()
 
 
 def _varint_size(value: int) -> int:
