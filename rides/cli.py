@@ -68,12 +68,18 @@ def stack() -> None:
 @click.option(
     "--model-uri", default=None, help="LocalStack: deploy the consumer with this model (else the locally promoted one)."
 )
-def stack_up(port: int | None, shards: int, backend: str, model_uri: str | None) -> None:
+@click.option(
+    "--aws-limits/--no-aws-limits",
+    default=None,
+    help="moto: enforce Kinesis's record and request sizes and per-shard rates as AWS does (default on; "
+    "RIDES_AWS_LIMITS=off).",
+)
+def stack_up(port: int | None, shards: int, backend: str, model_uri: str | None, aws_limits: bool | None) -> None:
     """Start the emulator and create the Terraform resources by the same names; on LocalStack
     also deploy the consumer Lambda and its event source mapping."""
     from rides.local.stack import DEFAULT_PORT, up
 
-    info = up(port or DEFAULT_PORT, shards=shards, backend=backend)
+    info = up(port or DEFAULT_PORT, shards=shards, backend=backend, aws_limits=aws_limits)
     click.echo(f"{backend} stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
     if backend == "localstack":
         from rides.local import localstack

@@ -6,11 +6,15 @@ lock per service lets one request at a time into each of moto's backends. SQS lo
 are the exception: moto sleeps inside them, and holding the lock there would stall every
 other client.
 
+AWS's Kinesis limits (record size, PutRecords size and count, per-shard write and read rates)
+are enforced in front of moto (rides.local.limits); --no-aws-limits turns them off.
+
 With --dynamodb-port, a second moto process serves DynamoDB there (what AWS_ENDPOINT_URL_DYNAMODB
 points at): the demo keeps the evaluations table in it, as a Python process uses one core and
 the live evaluation writes DynamoDB as much as the decision service does.
 
-Run: python -m rides.local.emulator --port 4566 [--dynamodb-port 4567] [--parent-pid PID] [--max-lifetime S]
+Run: python -m rides.local.emulator --port 4566 [--dynamodb-port 4567] [--no-aws-limits] [--parent-pid PID]
+     [--max-lifetime S]
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import threading
 import time
 
 from rides.local.backend import alive
+from rides.local.limits import TARGET, KinesisLimits, Refused, body_json, shard_iterator_parts
 
 HEALTH_PATH = "/_rides/health"
 FAULTS_PATH = "/_rides/faults"
 
 
 class SerializingMiddleware:
-    def __init__(self, app):
+    def __init__(self, app, *, aws_limits: bool = True):
         self.app = app
         # One lock per service: each moto backend sees one request at a time, but a DynamoDB
         # call (the decision service makes one per ride) does not hold up a Kinesis call.
@@ -40,6 +45,7 @@ class SerializingMiddleware:
         self.started = time.time()
         self.requests = 0
         self.faults = FaultInjector()
+        self.limits = KinesisLimits(enabled=aws_limits)
 
     def lock_for(self, environ) -> threading.Lock:
         # JSON-protocol services name themselves in X-Amz-Target (Kinesis_20131202.PutRecords);
@@ -55,20 +61,83 @@ class SerializingMiddleware:
         if injected is not None:
             return injected
         if environ.get("PATH_INFO") == HEALTH_PATH:
-            body = (
-                f'{{"status": "running", "pid": {os.getpid()}, '
-                f'"uptime_s": {time.time() - self.started:.1f}, "requests": {self.requests}}}'
-            ).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
+            health = {
+                "status": "running",
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - self.started, 1),
+                "requests": self.requests,
+                "aws_limits": self.limits.enabled,
+                "limited": self.limits.counts,
+            }
+            return _json(start_response, health)
         self.requests += 1
-        if environ.get("HTTP_X_AMZ_TARGET") == "AmazonSQS.ReceiveMessage":
+        target = environ.get("HTTP_X_AMZ_TARGET") or ""
+        if target == "AmazonSQS.ReceiveMessage":
             return self.app(environ, start_response)
         with self.lock_for(environ):
             # Materialise the body inside the lock: moto does its work while iterating.
-            if self.faults.throttles_entries(environ):
-                return self.faults.put_records_with_throttled_entries(self.app, environ, start_response)
+            if target.startswith(TARGET):
+                return self.kinesis(environ, start_response, target[len(TARGET) :])
             return list(self.app(environ, start_response))
+
+    # -- Kinesis, with AWS's limits ------------------------------------------------------------
+    def kinesis(self, environ, start_response, operation: str):
+        request = body_json(_read_body(environ))
+        stream = request.get("StreamName") or str(request.get("StreamARN") or "").rsplit("/", 1)[-1]
+        try:
+            if operation == "CreateStream":
+                self.limits.stream_created(request)
+            elif operation == "UpdateMaxRecordSize":
+                if self._stream(environ, stream) is None:
+                    return _error(start_response, 400, "ResourceNotFoundException", f"Stream {stream} not found")
+                self.limits.update_max_record_size(stream, request.get("MaxRecordSizeInKiB"))
+                return _json(start_response, {})
+            elif operation == "PutRecord":
+                self.limits.put_record(stream, request, lambda record: self._shard_of(environ, stream, record))
+            elif operation == "PutRecords":
+                verdict = self.limits.put_records(stream, request, lambda r: self._shard_of(environ, stream, r))
+                failed = {**verdict.failed, **self.faults.throttled_entries(request)}
+                if failed:
+                    return put_records_failing(self.app, environ, start_response, request, failed)
+            elif operation == "GetRecords":
+                parts = shard_iterator_parts(str(request.get("ShardIterator") or ""))
+                if parts is not None:
+                    self.limits.get_records(*parts)
+        except Refused as refused:
+            return _error(start_response, refused.status, refused.code, refused.message)
+        if operation == "DescribeStreamSummary":
+            return _with_max_record_size(
+                self.app, environ, start_response, self.limits.max_record_bytes(stream) // 1024
+            )
+        answer = list(self.app(environ, start_response))
+        if operation == "DeleteStream":
+            with self.limits.lock:
+                self.limits.forget(stream)
+        return answer
+
+    @staticmethod
+    def _stream(environ, name: str):
+        from moto.iam.models import get_account_id_from
+        from moto.kinesis.models import kinesis_backends
+
+        auth = environ.get("HTTP_AUTHORIZATION") or ""
+        # "AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/kinesis/aws4_request, ..."
+        credential = auth.partition("Credential=")[2].split(",")[0].split("/")
+        key, region = (credential[0], credential[2]) if len(credential) > 2 else ("", "us-east-1")
+        try:
+            return kinesis_backends[get_account_id_from(key)][region].streams.get(name)
+        except Exception:
+            return None
+
+    def _shard_of(self, environ, stream_name: str, record: dict) -> str | None:
+        stream = self._stream(environ, stream_name)
+        if stream is None:
+            return None  # moto answers ResourceNotFoundException itself
+        try:
+            shard = stream.get_shard_for_key(record.get("PartitionKey"), record.get("ExplicitHashKey"))
+        except Exception:
+            return None  # a bad key: moto refuses it itself
+        return shard.shard_id if shard is not None else None
 
 
 class FaultInjector:
@@ -110,11 +179,7 @@ class FaultInjector:
             self.hits[name] = self.hits.get(name, 0) + 1
 
     def _body(self, environ) -> bytes:
-        """Read the request body and put it back for moto."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        return body
+        return _read_body(environ)
 
     def intercept(self, environ, start_response):
         """An error answer for a faulted request, or None to let moto answer it."""
@@ -137,39 +202,69 @@ class FaultInjector:
             return _error(start_response, 400, "ProvisionedThroughputExceededException", "throttled (injected)")
         return None
 
-    def throttles_entries(self, environ) -> bool:
+    def throttled_entries(self, request: dict) -> dict[int, tuple[str, str]]:
+        """The PutRecords entries this plan fails: index → (error code, message)."""
         plan = self.plan.get("throttle_entries")
-        return bool(plan) and environ.get("HTTP_X_AMZ_TARGET") == "Kinesis_20131202.PutRecords"
-
-    def put_records_with_throttled_entries(self, app, environ, start_response):
-        """Store some entries (through moto) and fail the others, in one PutRecords answer."""
-        plan = self.plan.get("throttle_entries") or {}
-        request = json.loads(self._body(environ) or b"{}")
-        records = request.get("Records", [])
-        if request.get("StreamName") != plan.get("stream") or not records:
-            return list(app(environ, start_response))
-        failed = {i for i in range(len(records)) if self.rng.random() < float(plan.get("fraction", 0))}
-        kept = [r for i, r in enumerate(records) if i not in failed]
-        answers: list = []
-        if kept:
-            body = json.dumps({**request, "Records": kept}).encode()
-            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
-            captured: list = []
-            answer = b"".join(app(environ, lambda status, headers, exc_info=None: captured.append(status)))
-            if not captured or not captured[0].startswith("200"):
-                return _error(start_response, 500, "InternalFailure", answer.decode(errors="replace")[:200])
-            answers = json.loads(answer)["Records"]
-        out, stored = [], iter(answers)
-        for i in range(len(records)):
-            if i in failed:
-                out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"})
-            else:
-                out.append(next(stored))
+        records = request.get("Records") or []
+        if not plan or request.get("StreamName") != plan.get("stream") or not records:
+            return {}
+        failed = {
+            i: ("ProvisionedThroughputExceededException", "Rate exceeded")
+            for i in range(len(records))
+            if self.rng.random() < float(plan.get("fraction", 0))
+        }
         self._hit("throttled_entries")
         with self.lock:
             self.hits["throttled_entry_count"] = self.hits.get("throttled_entry_count", 0) + len(failed)
-        failed_count = sum(1 for entry in out if "ErrorCode" in entry)
-        return _json(start_response, {"FailedRecordCount": failed_count, "Records": out})
+        return failed
+
+
+def _read_body(environ) -> bytes:
+    """Read the request body and put it back for moto."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def put_records_failing(app, environ, start_response, request: dict, failed: dict[int, tuple[str, str]]):
+    """Store the other entries (through moto) and fail these, in one PutRecords answer, as
+    Kinesis answers a call some of whose entries were throttled."""
+    records = request.get("Records", [])
+    kept = [r for i, r in enumerate(records) if i not in failed]
+    answers: list = []
+    if kept:
+        body = json.dumps({**request, "Records": kept}).encode()
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+        captured: list = []
+        answer = b"".join(app(environ, lambda status, headers, exc_info=None: captured.append(status)))
+        if not captured or not captured[0].startswith("200"):
+            return _error(start_response, 500, "InternalFailure", answer.decode(errors="replace")[:200])
+        answers = json.loads(answer)["Records"]
+    out, stored = [], iter(answers)
+    for i in range(len(records)):
+        if i in failed:
+            code, message = failed[i]
+            out.append({"ErrorCode": code, "ErrorMessage": message})
+        else:
+            out.append(next(stored))
+    return _json(start_response, {"FailedRecordCount": len(failed), "Records": out})
+
+
+def _with_max_record_size(app, environ, start_response, kib: int) -> list[bytes]:
+    """DescribeStreamSummary as AWS answers it now: with the stream's MaxRecordSizeInKiB."""
+    captured: list = []
+    answer = b"".join(app(environ, lambda status, headers, exc_info=None: captured.append((status, headers))))
+    status, headers = captured[0]
+    try:
+        body = json.loads(answer)
+        body["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] = kib
+        answer = json.dumps(body).encode()
+    except (ValueError, KeyError, TypeError):
+        pass  # an error answer: as moto gave it
+    headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(answer)))]
+    start_response(status, headers)
+    return [answer]
 
 
 def _json(start_response, obj, status: str = "200 OK"):
@@ -183,10 +278,10 @@ def _error(start_response, status: int, code: str, message: str):
     return _json(start_response, {"__type": code, "message": message}, f"{status} {reason}")
 
 
-def make_app():
+def make_app(*, aws_limits: bool = True):
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    return SerializingMiddleware(DomainDispatcherApplication(create_backend_app))
+    return SerializingMiddleware(DomainDispatcherApplication(create_backend_app), aws_limits=aws_limits)
 
 
 def _watch(parent_pid: int | None, max_lifetime: float | None, stop) -> None:
@@ -209,6 +304,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--max-lifetime", type=float, default=None)
     parser.add_argument("--dynamodb-port", type=int, default=None, help="Serve DynamoDB from a second process here.")
+    parser.add_argument(
+        "--no-aws-limits",
+        dest="aws_limits",
+        action="store_false",
+        default=os.environ.get("RIDES_AWS_LIMITS", "on").lower() not in ("off", "0", "false", "no"),
+        help="Do not enforce Kinesis's record size, request size and per-shard rates (RIDES_AWS_LIMITS=off).",
+    )
     args = parser.parse_args(argv)
     child = None
     if args.dynamodb_port:
@@ -223,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     from werkzeug.serving import make_server
 
     os.environ.setdefault("MOTO_PORT", str(args.port))
-    server = make_server(args.host, args.port, make_app(), threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(
+        args.host, args.port, make_app(aws_limits=args.aws_limits), threaded=True, request_handler=MotoRequestHandler
+    )
     server.daemon_threads = True
 
     def stop(*_):

@@ -58,9 +58,11 @@ def start_emulator(
     max_lifetime: float | None = None,
     log_path: Path | None = None,
     dynamodb_process: bool = False,
+    aws_limits: bool | None = None,
 ) -> tuple[StackInfo, subprocess.Popen]:
     """Start `python -m rides.local.emulator` in the background and wait for its health check.
-    `dynamodb_process`: DynamoDB in a second process (rides.local.emulator), for heavy writers."""
+    `dynamodb_process`: DynamoDB in a second process (rides.local.emulator), for heavy writers.
+    `aws_limits`: enforce Kinesis's limits (rides.local.limits); None: RIDES_AWS_LIMITS, else on."""
     port = port or free_port()
     log_path = log_path or state_dir() / "emulator.log"
     command = [sys.executable, "-m", "rides.local.emulator", "--host", "127.0.0.1", "--port", str(port)]
@@ -73,6 +75,8 @@ def start_emulator(
         command += ["--parent-pid", str(parent_pid)]
     if max_lifetime:
         command += ["--max-lifetime", str(max_lifetime)]
+    if aws_limits is False:
+        command += ["--no-aws-limits"]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             command,
@@ -108,7 +112,12 @@ def read_info() -> StackInfo | None:
 
 
 def up(
-    port: int = DEFAULT_PORT, names: StackNames | None = None, *, shards: int = 2, backend: str = "moto"
+    port: int = DEFAULT_PORT,
+    names: StackNames | None = None,
+    *,
+    shards: int = 2,
+    backend: str = "moto",
+    aws_limits: bool | None = None,
 ) -> StackInfo:
     """Start the emulator (unless ours is running) and create the resources, idempotently."""
     info = read_info()
@@ -120,7 +129,7 @@ def up(
 
             info, _ = localstack.start(port)
         else:
-            info, _ = start_emulator(port)
+            info, _ = start_emulator(port, aws_limits=aws_limits)
         _info_path().write_text(json.dumps(asdict(info)))
     create_resources(info.env(), names or StackNames.from_env(), shards=shards, decisions_table=backend != "localstack")
     return info
