@@ -44,7 +44,7 @@ def test_full_flow_with_real_rides_and_malformed_events(stack, consumer, rides_f
     events = list(ride_events(rides_frame.head(2000)))
     events.insert(500, ("bad-1", b"{oops"))
     events.insert(1500, ("bad-2", orjson.dumps({"ride_id": 9, "ride": {"PULocationID": 0}})))
-    produce(stack["kinesis"], stack["names"].input_stream, events, progress=False)
+    produce(stack["kinesis"], stack["names"].input_stream, events, progress=False, allow_malformed=True)
     by_ride = wait_for_rides(stack, {str(i) for i in range(1, 2001)})
     assert len(by_ride) == 2000
     durations = [p[0]["prediction"]["ride_duration"] for p in by_ride.values()]

@@ -93,7 +93,7 @@ def test_full_flow_through_localstacks_event_source_mapping(deployed, rides):
 def test_poison_records_go_to_the_dead_letter_queue(deployed, rides):
     deployed["deploy"]()
     events = [*rides[:20], ("bad-1", b"{oops"), ("bad-2", b'{"ride_id": 1, "ride": {"PULocationID": 0}}')]
-    produce(deployed["kinesis"], deployed["names"].input_stream, events, progress=False)
+    produce(deployed["kinesis"], deployed["names"].input_stream, events, progress=False, allow_malformed=True)
     letters = wait_letters(deployed, 2)
     assert sorted(base64.b64decode(letter["data"]) for letter in letters) == sorted(data for _, data in events[20:])
     by_ride = collect_predictions(
@@ -111,7 +111,7 @@ def test_partial_batch_failure_resumes_from_the_failed_record(deployed, rides):
         extra_env={"DEAD_LETTER_QUEUE_URL": "http://127.0.0.1:9/000000000000/missing"},
     )
     events = [*rides[:10], ("bad", b"{oops"), *rides[10:20]]
-    produce(deployed["kinesis"], names.input_stream, events, progress=False)
+    produce(deployed["kinesis"], names.input_stream, events, progress=False, allow_malformed=True)
     by_ride = collect_predictions(
         StreamReader(deployed["kinesis"], names.predictions_stream), {key for key, _ in rides[:20]}, 60
     )

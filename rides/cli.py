@@ -393,8 +393,16 @@ def release_command(releases_file, before_out, roll_back_to, timeout) -> None:
     show_default=True,
     help="With --completions: how much faster than real time rides end (60: a 20-minute ride in 20 s).",
 )
-def produce(month, count, rate, mode, stream, first_id, to_db, database_url, completions, time_scale) -> None:
-    """Send real rides from a TLC month as ride events (or, with --to-db, into the rides table)."""
+@click.option(
+    "--aggregate",
+    is_flag=True,
+    help="Pack rides in the Kinesis Producer Library's aggregation format (rides.producer, aggregate=True).",
+)
+def produce(
+    month, count, rate, mode, stream, first_id, to_db, database_url, completions, time_scale, aggregate
+) -> None:
+    """Send real rides from a TLC month as ride events (or, with --to-db, into the rides table),
+    through the producer library (rides.producer): validated, batched, retried, in order."""
     import boto3
 
     if to_db:
@@ -414,8 +422,16 @@ def produce(month, count, rate, mode, stream, first_id, to_db, database_url, com
             rate=rate,
             time_scale=time_scale,
         )
-        result = play(boto3.client("kinesis"), planned)
-        click.echo(f"sent {len(frame):,} rides and their completions in {result.seconds:.1f}s")
+        result = play(
+            boto3.client("kinesis"),
+            planned,
+            aggregate_share=1.0 if aggregate else 0.0,
+            contracts={names.completions_stream: "completion"},
+        )
+        click.echo(
+            f"sent {len(frame):,} rides and their completions in {result.seconds:.1f}s "
+            f"({result.kinesis_records:,} Kinesis records)"
+        )
         return
 
     from rides.data import read_trips
@@ -424,10 +440,21 @@ def produce(month, count, rate, mode, stream, first_id, to_db, database_url, com
 
     frame = read_trips(month).head(count)
     stream = stream or StackNames.from_env().input_stream
+    if aggregate and mode == "single":
+        raise click.UsageError("--aggregate packs rides into PutRecords batches: it does not go with --mode single")
     result = send(
-        boto3.client("kinesis"), stream, ride_events(frame, first_id=first_id), rate=rate, mode=mode, total=len(frame)
+        boto3.client("kinesis"),
+        stream,
+        ride_events(frame, first_id=first_id),
+        rate=rate,
+        mode=mode,
+        total=len(frame),
+        aggregate=aggregate,
     )
-    click.echo(f"sent {result.sent:,} events to {stream} in {result.seconds:.1f}s ({result.rate:,.0f}/s)")
+    click.echo(
+        f"sent {result.sent:,} events to {stream} in {result.seconds:.1f}s ({result.rate:,.0f}/s) "
+        f"in {result.kinesis_records:,} Kinesis records"
+    )
 
 
 @main.command(cls=UsesAWS)

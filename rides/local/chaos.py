@@ -519,7 +519,14 @@ def run_chaos(settings: ChaosSettings, workdir: Path, say=print) -> ChaosResult:
             f"producing {len(good):,} rides + {len(MALFORMED)} malformed over {settings.produce_seconds:.0f}s "
             "while faults cycle and processes are killed"
         )
-        produce(aws["kinesis"], names.input_stream, events, rate=len(events) / settings.produce_seconds, progress=False)
+        produce(
+            aws["kinesis"],
+            names.input_stream,
+            events,
+            rate=len(events) / settings.produce_seconds,
+            progress=False,
+            allow_malformed=True,  # on purpose: the ledger finds them in the dead-letter queue
+        )
         # Faults and kills go on for one more cycle after the last ride is in.
         stop.wait(2 * settings.fault_seconds * len(FAULT_PLANS))
         stop.set()

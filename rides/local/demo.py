@@ -49,6 +49,8 @@ class DemoResult:
     web: object = None  # rides.local.web_demo.WebDemo
     evaluation: object = None  # rides.local.evaluation_demo.EvaluationDemo
     review_queued: int = 0  # rides waiting in the review queue (one per decision_id)
+    aggregated_in: int = 0  # ride events that went inside KPL-aggregated records
+    kinesis_records_in: int = 0  # Kinesis records the ride events took
 
     @property
     def lost(self) -> int:
@@ -209,8 +211,18 @@ def run_demo(
             rate=rate,
             time_scale=time_scale,
         )
-        produced = play(aws["kinesis"], planned, progress=progress)
+        # Half the sends aggregated (the KPL's format), half plain: the consumers take both.
+        produced = play(
+            aws["kinesis"],
+            planned,
+            progress=progress,
+            aggregate_share=0.5,
+            allow_malformed=True,  # the malformed events are on purpose: they show the dead letters
+            contracts={names.completions_stream: "completion"},
+        )
         result.produce_seconds = produced.last_sent.get(names.input_stream, produced.seconds)
+        result.aggregated_in = produced.aggregated
+        result.kinesis_records_in = produced.kinesis_records
 
         ride_ids = {key for key, _ in good}
         models = [spec.model_name for spec in CONSUMERS.values()]
@@ -317,6 +329,8 @@ def format_summary(result: DemoResult) -> str:
         "rides: end-to-end summary",
         "-------------------------",
         f"events in            {result.events_in:>10,}  (+ {result.malformed_in} malformed)",
+        f"  of which aggregated {result.aggregated_in:>9,}  (KPL format; rides and completions took "
+        f"{result.kinesis_records_in:,} Kinesis records)",
         f"predictions out      {result.predictions_out:>10,}  ({by_model})",
         f"rides complete       {result.unique_rides:>10,}  (a prediction from every model)",
         f"lost                 {result.lost:>10,}",

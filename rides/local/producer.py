@@ -1,4 +1,10 @@
-"""`rides produce`: real TLC rides as ride events, with PutRecords or put_record, at a rate."""
+"""`rides produce`: real TLC rides as ride events, at a rate, through the producer library
+(rides.producer: validated, PutRecords with retries, optionally KPL-aggregated) or put_record.
+
+The demo and the fault-injection run also put malformed events on purpose, to show where they
+end up: they say so (`allow_malformed`), and those go on the stream as they are; anywhere
+else a bad ride is an error before anything is sent.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from rides.producer import InvalidRide, RideProducer, SendReport
 from rides.stream.events import json_bytes
 from rides.stream.publish import KinesisPublisher
 
@@ -39,10 +46,53 @@ class ProduceResult:
     failed: int = 0
     seconds: float = 0.0
     last_sent: dict[str, float] = field(default_factory=dict)  # stream → seconds to its last record
+    kinesis_records: int = 0  # Kinesis records the events took (fewer when aggregated)
+    aggregated: int = 0  # events sent inside KPL-aggregated records
+    malformed: int = 0  # events put as they are, on purpose (allow_malformed)
 
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
+
+
+class Sender:
+    """One stream's way out: the producer library, plain and aggregated, and (only when the
+    caller allows it) a raw path for deliberately malformed events."""
+
+    def __init__(self, kinesis, stream: str, *, contract: str = "ride", allow_malformed: bool = False):
+        self.kinesis, self.stream = kinesis, stream
+        self.plain = RideProducer(stream, kinesis=kinesis, contract=contract, concurrency=1)
+        self.aggregating = RideProducer(stream, kinesis=kinesis, contract=contract, concurrency=1, aggregate=True)
+        self.raw = KinesisPublisher(kinesis, stream, concurrency=1) if allow_malformed else None
+
+    def send(self, chunk: list[tuple[str, bytes]], result: ProduceResult, *, aggregate: bool = False) -> None:
+        events = [data for _, data in chunk]
+        malformed: list[int] = []
+        if self.raw is not None:
+            try:
+                self.plain.records(events)
+            except InvalidRide as bad:
+                malformed = [index for index, _ in bad.problems]
+        if malformed:
+            outcome = self.raw.publish([chunk[i] for i in malformed])
+            result.sent += outcome.sent
+            result.malformed += outcome.sent
+            result.kinesis_records += outcome.sent
+            result.failed += len(outcome.failed)
+            skip = set(malformed)
+            events = [data for i, data in enumerate(events) if i not in skip]
+        if not events:
+            return
+        report: SendReport = (self.aggregating if aggregate else self.plain).send(events)
+        result.sent += report.sent
+        result.kinesis_records += report.kinesis_records
+        result.aggregated += report.sent if aggregate else 0
+        result.failed += len(report.unsent)
+        if report.unsent:
+            raise RuntimeError(
+                f"{len(report.unsent)} events could not be put on {self.stream} "
+                f"(first: ride {report.unsent[0].ride_id}, {report.unsent[0].error})"
+            )
 
 
 def produce(
@@ -55,12 +105,15 @@ def produce(
     batch_size: int = 500,
     progress: bool = True,
     total: int | None = None,
+    aggregate: bool = False,
+    allow_malformed: bool = False,
 ) -> ProduceResult:
-    """Send events; `rate` in records/s (None: as fast as the stream takes them)."""
+    """Send events; `rate` in records/s (None: as fast as the stream takes them); `aggregate`:
+    KPL-aggregated (mode batch)."""
     from tqdm import tqdm
 
     result = ProduceResult()
-    publisher = KinesisPublisher(kinesis, stream_name, concurrency=1)
+    sender = Sender(kinesis, stream_name, allow_malformed=allow_malformed)
     started = time.monotonic()
     step = 1 if mode == "single" else batch_size
     if rate:
@@ -70,7 +123,7 @@ def produce(
         for event in events:
             chunk.append(event)
             if len(chunk) >= step:
-                _send(kinesis, stream_name, publisher, chunk, mode, result)
+                _send(kinesis, stream_name, sender, chunk, mode, result, aggregate)
                 bar.update(len(chunk))
                 chunk = []
                 if rate:
@@ -78,23 +131,21 @@ def produce(
                     if ahead > 0:
                         time.sleep(ahead)
         if chunk:
-            _send(kinesis, stream_name, publisher, chunk, mode, result)
+            _send(kinesis, stream_name, sender, chunk, mode, result, aggregate)
             bar.update(len(chunk))
     result.seconds = time.monotonic() - started
     return result
 
 
-def _send(kinesis, stream_name, publisher, chunk, mode, result) -> None:
+def _send(kinesis, stream_name, sender: Sender, chunk, mode, result, aggregate: bool = False) -> None:
     if mode == "single":
+        sender.plain.records([data for _, data in chunk])  # validated as the library would
         for key, data in chunk:
             kinesis.put_record(StreamName=stream_name, PartitionKey=key, Data=data)
             result.sent += 1
+            result.kinesis_records += 1
         return
-    outcome = publisher.publish(chunk)
-    result.sent += outcome.sent
-    result.failed += len(outcome.failed)
-    if outcome.failed:
-        raise RuntimeError(f"{len(outcome.failed)} events could not be put on {stream_name}: {outcome.errors}")
+    sender.send(chunk, result, aggregate=aggregate)
 
 
 def completion_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str, bytes, float]]:
@@ -147,14 +198,25 @@ def schedule_rides(
     return out
 
 
-def play(kinesis, schedule: list[Scheduled], *, progress: bool = True, sleep=time.sleep) -> ProduceResult:
-    """Send the scheduled events when they are due, PutRecords per stream."""
+def play(
+    kinesis,
+    schedule: list[Scheduled],
+    *,
+    progress: bool = True,
+    sleep=time.sleep,
+    aggregate_share: float = 0.0,
+    allow_malformed: bool = False,
+    contracts: dict[str, str] | None = None,
+) -> ProduceResult:
+    """Send the scheduled events when they are due, through the producer library per stream.
+    `aggregate_share`: that share of the sends go KPL-aggregated (the demo shows both);
+    `contracts`: stream → "ride" or "completion" (default "ride")."""
     from tqdm import tqdm
 
     result = ProduceResult()
-    publishers: dict[str, KinesisPublisher] = {}
+    senders: dict[str, Sender] = {}
     started = time.monotonic()
-    position = 0
+    position = sends = 0
     with tqdm(total=len(schedule), unit="ev", desc="→ rides and completions", disable=not progress) as bar:
         while position < len(schedule):
             now = time.monotonic() - started
@@ -169,8 +231,16 @@ def play(kinesis, schedule: list[Scheduled], *, progress: bool = True, sleep=tim
             for item in due:
                 by_stream.setdefault(item.stream, []).append((item.key, item.data))
             for stream, chunk in by_stream.items():
-                publisher = publishers.setdefault(stream, KinesisPublisher(kinesis, stream, concurrency=1))
-                _send(kinesis, stream, publisher, chunk, "batch", result)
+                contract = (contracts or {}).get(stream, "ride")
+                sender = senders.get(stream)
+                if sender is None:
+                    sender = senders[stream] = Sender(
+                        kinesis, stream, contract=contract, allow_malformed=allow_malformed
+                    )
+                # every n-th send aggregated: both kinds interleave on the stream
+                aggregate = aggregate_share > 0 and (sends * aggregate_share) % 1 + aggregate_share >= 1
+                sends += 1
+                sender.send(chunk, result, aggregate=aggregate)
                 result.last_sent[stream] = time.monotonic() - started
             bar.update(len(due))
     result.seconds = time.monotonic() - started
