@@ -336,3 +336,132 @@ def test_checkpoints_belong_to_a_stream_not_to_its_name(aws, tmp_path, monkeypat
     fill(300)
     assert consume() == list(range(300))
     assert "in was created anew" in caplog.text
+
+
+# -- what the real mapping also does: the parallelization factor, the payload cap, the polling pace
+def keyed_stream(aws, keys: int, per_key: int, data_size: int = 0):
+    aws["kinesis"].create_stream(StreamName="in", ShardCount=1)
+    records = [
+        {"PartitionKey": f"ride-{k}", "Data": orjson.dumps({"key": k, "n": n, "pad": "x" * data_size})}
+        for n in range(per_key)
+        for k in range(keys)
+    ]
+    step = max(1, min(500, 4_000_000 // (data_size + 100)))  # within PutRecords' 5 MiB
+    for start in range(0, len(records), step):
+        aws["kinesis"].put_records(StreamName="in", Records=records[start : start + step])
+    failures = aws["sqs"].create_queue(QueueName="failures")["QueueUrl"]
+    return {**aws, "failures": failures}
+
+
+class Concurrent:
+    """Records what each invocation saw and how many ran at once."""
+
+    def __init__(self, rule=None, pause=0.02):
+        import threading
+
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.seen: list[dict] = []
+        self.events: list[dict] = []
+        self.rule = rule or (lambda records: {"batchItemFailures": []})
+        self.pause = pause
+
+    def __call__(self, event, context):
+        import base64
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.events.append(event)
+        time.sleep(self.pause)
+        try:
+            answer = self.rule(event["Records"])
+            failed = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+            with self.lock:
+                for record in event["Records"]:
+                    if record["kinesis"]["sequenceNumber"] in failed:
+                        break
+                    self.seen.append(orjson.loads(base64.b64decode(record["kinesis"]["data"])))
+            return answer
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_the_parallelization_factor_runs_a_shards_batches_at_once_in_order_per_key(aws, tmp_path):
+    stream = keyed_stream(aws, keys=40, per_key=10)
+    handler = Concurrent()
+    runner = make_runner(stream, handler, tmp_path, batch_size=20, parallelization_factor=4)
+    drain(runner, 80)
+    assert 1 < handler.most <= 4
+    assert sorted((r["key"], r["n"]) for r in handler.seen) == [(k, n) for k in range(40) for n in range(10)]
+    for key in range(40):
+        assert [r["n"] for r in handler.seen if r["key"] == key] == list(range(10))
+    last = aws["kinesis"].get_records(
+        ShardIterator=aws["kinesis"].get_shard_iterator(
+            StreamName="in", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"],
+        Limit=10_000,
+    )["Records"][-1]["SequenceNumber"]
+    assert runner.checkpoints.get("shardId-000000000000") == last
+
+
+def test_a_lane_that_fails_holds_the_shards_checkpoint_while_the_others_go_on(aws, tmp_path):
+    import base64
+
+    stream = keyed_stream(aws, keys=8, per_key=5)
+    poison = {"fails": True}
+
+    def rule(records):
+        for record in records:
+            body = orjson.loads(base64.b64decode(record["kinesis"]["data"]))
+            if body["key"] == 3 and body["n"] == 2 and poison["fails"]:
+                return {"batchItemFailures": [{"itemIdentifier": record["kinesis"]["sequenceNumber"]}]}
+        return {"batchItemFailures": []}
+
+    handler = Concurrent(rule, pause=0)
+    runner = make_runner(stream, handler, tmp_path, batch_size=5, parallelization_factor=4, maximum_retry_attempts=-1)
+    drain(runner, 40)
+    from rides.local.runner import _lane_of
+
+    done = {(r["key"], r["n"]) for r in handler.seen}
+    assert (3, 2) not in done and (3, 3) not in done  # its key waits behind it
+    lane = _lane_of("ride-3", 4)
+    others = [k for k in range(8) if _lane_of(f"ride-{k}", 4) != lane]
+    assert others and {(k, n) for k in others for n in range(5)} <= done  # the other lanes went on
+    stuck = runner.checkpoints.get("shardId-000000000000")
+    poison["fails"] = False
+    drain(runner, 40)
+    assert {(r["key"], r["n"]) for r in handler.seen} == {(k, n) for k in range(8) for n in range(5)}
+    assert int(runner.checkpoints.get("shardId-000000000000")) > int(stuck or 0)
+
+
+def test_no_event_is_larger_than_lambdas_6_mb_payload(aws, tmp_path):
+    from rides.local.runner import MAX_EVENT_BYTES
+
+    stream = keyed_stream(aws, keys=30, per_key=1, data_size=700_000)  # ~0.93 MB of base64 each
+    handler = Concurrent(pause=0)
+    runner = make_runner(stream, handler, tmp_path, batch_size=100)
+    drain(runner, 20)
+    sizes = [len(json.dumps(event)) for event in handler.events]
+    assert max(sizes) <= MAX_EVENT_BYTES < max(sizes) + 1_000_000  # full, and never over
+    assert sorted(r["key"] for r in handler.seen) == list(range(30))
+    assert runner.stats.payload_cuts >= 4
+
+
+def test_an_idle_shard_is_read_once_a_second(aws, tmp_path):
+    import time
+
+    stream = keyed_stream(aws, keys=2, per_key=1)
+    runner = make_runner(stream, Concurrent(pause=0), tmp_path, batch_size=10)
+    runner.read_interval_s = 1.0
+    reads = []
+    real = stream["kinesis"].get_records
+    runner.kinesis.get_records = lambda **kw: reads.append(time.monotonic()) or real(**kw)
+    runner.discover_shards()
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:
+        runner.run_once()
+    # the read with records, the empty one after it, then one a second
+    assert 3 <= len(reads) <= 5

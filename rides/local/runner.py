@@ -14,9 +14,16 @@ the event shape Lambda sends, and applies the same failure semantics:
 - a failed GetRecords is retried with backoff (an expired iterator is made again from the
   last position), never the end of the runner;
 - after a reshard, a child shard is read only once its parents are read to their end, so
-  the records of one ride stay in order.
+  the records of one ride stay in order;
+- no event is larger than Lambda's 6 MB invocation payload: a batch is cut short to fit;
+- `ParallelizationFactor` N: a shard's records are split by their partition key's hash into N
+  lanes, each its own sequence of batches (retries, bisecting), up to N invocations of one
+  shard at once, in order per partition key; the shard's checkpoint moves only past records
+  that every lane has finished;
+- a shard is read once a second while it is idle (Lambda's base rate; every reader of a shard
+  shares AWS's 5 GetRecords a second), and again at once while reads come back with records.
 
-Invocations run one at a time, like one Lambda container per shard with parallelization 1.
+Shards take turns; the lanes of one shard run at once, like one Lambda container each.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,24 +117,52 @@ def checkpoint_file(folder: Path, stream_name: str, function_name: str, stream_a
     return path
 
 
+# Lambda's synchronous invocation payload: an event source mapping never builds a bigger event.
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+# A shard with nothing new is read again after this long (Lambda's base polling rate).
+IDLE_READ_INTERVAL_S = 1.0
+
+
 @dataclass
-class ShardState:
-    shard_id: str
-    parents: tuple[str, ...] = ()
-    iterator: str | None = None  # made when the shard is first read (after its parents)
+class Lane:
+    """One of a shard's concurrent batch sequences (ParallelizationFactor): the records whose
+    partition keys hash to it, in shard order, with their own retry and bisect state."""
+
+    index: int
     buffer: list[dict] = field(default_factory=list)
     first_buffered: float | None = None
     limit: int | None = None  # batch size while bisecting
     split_left: int = 0  # records of the failed batch not yet through after a split
     attempts: int = 0
+
+
+@dataclass
+class ShardState:
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    iterator: str | None = None  # made when the shard is first read (after its parents)
+    lanes: list[Lane] = field(default_factory=lambda: [Lane(0)])
+    # Every record read and not yet checkpointed, in shard order: [sequence number, finished].
+    pending: deque = field(default_factory=deque)
+    finished_at: dict = field(default_factory=dict)  # sequence number → its entry in `pending`
+    last_read: str | None = None  # where the next read starts
     millis_behind: int = 0
     closed: bool = False  # read to its end (a parent after a reshard)
     read_errors: int = 0  # GetRecords failures in a row
-    retry_at: float = 0.0  # no GetRecords before this (monotonic), after a failure
+    retry_at: float = 0.0  # no GetRecords before this (monotonic), after a failure or an idle read
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(lane.buffer) for lane in self.lanes)
+
+    @property
+    def buffer(self) -> list[dict]:
+        """Every record waiting, lane by lane (read only)."""
+        return [record for lane in self.lanes for record in lane.buffer]
 
     @property
     def finished(self) -> bool:
-        return self.closed and not self.buffer
+        return self.closed and not self.buffered
 
 
 class Outcome(enum.Enum):
@@ -146,6 +183,7 @@ class RunnerStats:
     timeouts: int = 0
     read_errors: int = 0
     discarded: int = 0
+    payload_cuts: int = 0  # batches cut short to stay within Lambda's 6 MB payload
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self, shards: dict[str, ShardState]) -> dict:
@@ -159,9 +197,15 @@ class RunnerStats:
             "timeouts": self.timeouts,
             "read_errors": self.read_errors,
             "discarded": self.discarded,
+            "payload_cuts": self.payload_cuts,
             "records_per_s": round(self.records_done / elapsed, 1) if elapsed else 0.0,
             "lag_ms": max((s.millis_behind for s in shards.values()), default=0),
         }
+
+
+def _lane_of(partition_key: str, lanes: int) -> int:
+    """Lambda keeps a partition key's records in one of the shard's concurrent batches."""
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest()[:8], "big") % lanes
 
 
 def kinesis_event_record(record: dict, shard_id: str, stream_arn: str, region: str) -> dict:
@@ -200,6 +244,7 @@ class EventSourceRunner:
         sqs=None,
         poll_interval_s: float = 0.2,
         on_poll: Callable[[], None] | None = None,
+        read_interval_s: float = IDLE_READ_INTERVAL_S,
     ):
         self.stream_name = stream_name
         self.handler = handler
@@ -225,6 +270,8 @@ class EventSourceRunner:
             )
         )
         self.poll_interval_s = poll_interval_s
+        self.read_interval_s = read_interval_s
+        self._record_overhead: int | None = None
         self.on_poll = on_poll
         self.shards: dict[str, ShardState] = {}
         self.stats = RunnerStats()
@@ -233,7 +280,7 @@ class EventSourceRunner:
     # -- shards ---------------------------------------------------------------------------
     def _iterator(self, shard: ShardState) -> str:
         """From the last record this runner holds or finished, else the starting position."""
-        position = shard.buffer[-1]["SequenceNumber"] if shard.buffer else self.checkpoints.get(shard.shard_id)
+        position = shard.last_read or self.checkpoints.get(shard.shard_id)
         if position:
             kwargs = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": position}
         else:
@@ -260,7 +307,8 @@ class EventSourceRunner:
             if shard_id in self.shards:
                 continue
             parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
-            self.shards[shard_id] = ShardState(shard_id, parents)
+            lanes = [Lane(i) for i in range(self.settings.parallelization_factor)]
+            self.shards[shard_id] = ShardState(shard_id, parents, lanes=lanes)
             self._check_checkpoint(shard_id, shard.get("SequenceNumberRange") or {})
 
     def _check_checkpoint(self, shard_id: str, sequence_range: dict) -> None:
@@ -289,7 +337,8 @@ class EventSourceRunner:
 
     # -- polling ----------------------------------------------------------------------------
     def _fill(self, shard: ShardState) -> None:
-        if shard.closed or len(shard.buffer) >= self.settings.batch_size or time.monotonic() < shard.retry_at:
+        full = self.settings.batch_size * len(shard.lanes)
+        if shard.closed or shard.buffered >= full or time.monotonic() < shard.retry_at:
             return
         if not self._parents_finished(shard):
             return
@@ -307,10 +356,21 @@ class EventSourceRunner:
         shard.millis_behind = response.get("MillisBehindLatest", 0)
         if shard.iterator is None:
             shard.closed = True
-        if response["Records"]:
-            if not shard.buffer:
-                shard.first_buffered = time.monotonic()
-            shard.buffer.extend(response["Records"])
+        records = response["Records"]
+        if not records:
+            shard.retry_at = time.monotonic() + self.read_interval_s
+            return
+        shard.last_read = records[-1]["SequenceNumber"]
+        now = time.monotonic()
+        lanes = shard.lanes
+        for record in records:
+            lane = lanes[0] if len(lanes) == 1 else lanes[_lane_of(record["PartitionKey"], len(lanes))]
+            if not lane.buffer:
+                lane.first_buffered = now
+            lane.buffer.append(record)
+            entry = [record["SequenceNumber"], False]
+            shard.pending.append(entry)
+            shard.finished_at[entry[0]] = entry
 
     def _read_failed(self, shard: ShardState, exc: Exception) -> None:
         """Like the event source mapping: a failed read is retried, with backoff, for ever."""
@@ -322,20 +382,20 @@ class EventSourceRunner:
         shard.retry_at = time.monotonic() + delay
         log.warning("GetRecords on %s/%s failed (%s); again in %.1fs", self.stream_name, shard.shard_id, code, delay)
 
-    def _ready(self, shard: ShardState) -> bool:
-        if not shard.buffer:
+    def _ready(self, shard: ShardState, lane: Lane) -> bool:
+        if not lane.buffer:
             return False
-        if len(shard.buffer) >= (shard.limit or self.settings.batch_size) or shard.closed:
+        if len(lane.buffer) >= (lane.limit or self.settings.batch_size) or shard.closed:
             return True
-        return time.monotonic() - (shard.first_buffered or 0) >= self.settings.maximum_batching_window_in_seconds
+        return time.monotonic() - (lane.first_buffered or 0) >= self.settings.maximum_batching_window_in_seconds
 
     # -- invoking ---------------------------------------------------------------------------
-    def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[Outcome, int]:
-        """→ (outcome, how many leading records are done)."""
-        event = {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region) for r in batch]}
+    def _event(self, shard: ShardState, batch: list[dict]) -> dict:
+        return {"Records": [kinesis_event_record(r, shard.shard_id, self.stream_arn, self.region) for r in batch]}
+
+    def _call(self, event: dict, thread_name: str) -> dict:
+        """Invoke the handler as Lambda would: → {"response"}, {"error"} or {"timeout"}."""
         context = LambdaContext(self.function_name, self.function_timeout_s, self.region)
-        self.stats.invocations += 1
-        self.stats.records_in += len(batch)
         done: dict = {}
 
         def call() -> None:
@@ -347,10 +407,21 @@ class EventSourceRunner:
         # The handler runs in a thread we can stop waiting for: past the function's timeout
         # Lambda ends the invocation as an error, and so do we (the thread is abandoned, as
         # Lambda abandons the container; what it still publishes is an identifiable duplicate).
-        worker = threading.Thread(target=call, name=f"{self.function_name}-{shard.shard_id}", daemon=True)
+        worker = threading.Thread(target=call, name=thread_name, daemon=True)
         worker.start()
         worker.join(self.function_timeout_s)
-        if worker.is_alive():
+        return {"timeout": True} if worker.is_alive() else done
+
+    def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[Outcome, int]:
+        """→ (outcome, how many leading records are done)."""
+        return self._judge(
+            shard, batch, self._call(self._event(shard, batch), f"{self.function_name}-{shard.shard_id}")
+        )
+
+    def _judge(self, shard: ShardState, batch: list[dict], done: dict) -> tuple[Outcome, int]:
+        self.stats.invocations += 1
+        self.stats.records_in += len(batch)
+        if done.get("timeout"):
             log.error(
                 "%s timed out after %.1fs on %s (%d records): a function error",
                 self.function_name,
@@ -385,7 +456,7 @@ class EventSourceRunner:
         self.stats.partial_failures += 1
         return Outcome.PARTIAL, min(positions[i] for i in ids)
 
-    def _discard(self, shard: ShardState, records: list[dict], condition: str) -> bool:
+    def _discard(self, shard: ShardState, lane: Lane, records: list[dict], condition: str) -> bool:
         """Send batch info to the on-failure destination; True when the records may be skipped."""
         self.stats.discarded += len(records)
         if not self.on_failure_queue_url:
@@ -394,7 +465,7 @@ class EventSourceRunner:
             )
             return True
         body = on_failure_message(
-            records, shard.shard_id, self.stream_arn, condition, shard.attempts + 1, self.function_name, self.region
+            records, shard.shard_id, self.stream_arn, condition, lane.attempts + 1, self.function_name, self.region
         )
         try:
             self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(body))
@@ -404,61 +475,112 @@ class EventSourceRunner:
             return False
         return True
 
-    def _advance(self, shard: ShardState, n: int, *, done: bool = True) -> None:
-        """Move the checkpoint past the first n buffered records (processed or discarded)."""
+    def _advance(self, shard: ShardState, lane: Lane, n: int, *, done: bool = True) -> None:
+        """The first n records of the lane are finished (processed or discarded): move the
+        shard's checkpoint past every record that is finished in all lanes."""
         if n <= 0:
             return
-        self.checkpoints.set(shard.shard_id, shard.buffer[n - 1]["SequenceNumber"])
+        for record in lane.buffer[:n]:
+            entry = shard.finished_at.pop(record["SequenceNumber"], None)
+            if entry is not None:
+                entry[1] = True
         if done:
             self.stats.records_done += n
-        del shard.buffer[:n]
-        shard.first_buffered = time.monotonic() if shard.buffer else None
+        del lane.buffer[:n]
+        lane.first_buffered = time.monotonic() if lane.buffer else None
+        last = None
+        while shard.pending and shard.pending[0][1]:
+            last = shard.pending.popleft()[0]
+        if last is not None:
+            self.checkpoints.set(shard.shard_id, last)
 
-    def _expire(self, shard: ShardState) -> None:
+    def _expire(self, shard: ShardState, lane: Lane) -> None:
         max_age = self.settings.maximum_record_age_in_seconds
-        if max_age < 0 or not shard.buffer:
+        if max_age < 0 or not lane.buffer:
             return
         now = time.time()
         expired = 0
-        for record in shard.buffer:
+        for record in lane.buffer:
             arrival = record["ApproximateArrivalTimestamp"]
             arrival = arrival.timestamp() if isinstance(arrival, datetime) else float(arrival)
             if now - arrival <= max_age:
                 break
             expired += 1
-        if expired and self._discard(shard, shard.buffer[:expired], "RecordAgeExceeded"):
-            self._advance(shard, expired, done=False)
+        if expired and self._discard(shard, lane, lane.buffer[:expired], "RecordAgeExceeded"):
+            self._advance(shard, lane, expired, done=False)
+
+    def _batch(self, shard: ShardState, lane: Lane) -> list[dict]:
+        """The lane's next batch: its size (or the bisected size), cut to fit Lambda's payload."""
+        size = min(len(lane.buffer), lane.limit or self.settings.batch_size)
+        total = len('{"Records": []}')
+        for i, record in enumerate(lane.buffer[:size]):
+            total += self._event_record_size(shard, record) + 2
+            if total > MAX_EVENT_BYTES:
+                self.stats.payload_cuts += 1
+                return lane.buffer[: max(1, i)]
+        return lane.buffer[:size]
+
+    def _event_record_size(self, shard: ShardState, record: dict) -> int:
+        if self._record_overhead is None:
+            empty = {"PartitionKey": "", "SequenceNumber": "", "Data": b"", "ApproximateArrivalTimestamp": 0.0}
+            self._record_overhead = len(
+                json.dumps(kinesis_event_record(empty, shard.shard_id, self.stream_arn, self.region))
+            )
+        data = len(record["Data"])
+        return (
+            self._record_overhead
+            + 4 * ((data + 2) // 3)
+            + len(json.dumps(record["PartitionKey"]))
+            + 2 * len(record["SequenceNumber"])
+            + 24  # the arrival timestamp's digits
+        )
 
     def process_shard(self, shard: ShardState) -> bool:
-        """Run one batch if one is ready; True if something happened."""
-        self._expire(shard)
-        if not self._ready(shard):
+        """Run the next batch of every lane that has one ready (at once); True if something
+        happened."""
+        work = []
+        for lane in shard.lanes:
+            self._expire(shard, lane)
+            if self._ready(shard, lane):
+                work.append((lane, self._batch(shard, lane)))
+        if not work:
             return False
-        size = min(len(shard.buffer), shard.limit or self.settings.batch_size)
-        outcome, done = self._invoke(shard, shard.buffer[:size])
-        self._advance(shard, done)
-        shard.split_left = max(0, shard.split_left - done)
+        if len(work) == 1:
+            lane, batch = work[0]
+            outcomes = [self._invoke(shard, batch)]
+        else:
+            events = [self._event(shard, batch) for _, batch in work]
+            names = [f"{self.function_name}-{shard.shard_id}-{lane.index}" for lane, _ in work]
+            with ThreadPoolExecutor(len(work)) as pool:
+                results = list(pool.map(self._call, events, names))
+            outcomes = [self._judge(shard, batch, done) for (_, batch), done in zip(work, results, strict=True)]
+        for (lane, batch), (outcome, done) in zip(work, outcomes, strict=True):
+            self._settle(shard, lane, len(batch), outcome, done)
+        return True
+
+    def _settle(self, shard: ShardState, lane: Lane, size: int, outcome: Outcome, done: int) -> None:
+        self._advance(shard, lane, done)
+        lane.split_left = max(0, lane.split_left - done)
         if outcome is Outcome.OK:
-            shard.attempts = 0
-            if not shard.split_left:
-                shard.limit = None
-            return True
+            lane.attempts = 0
+            if not lane.split_left:
+                lane.limit = None
+            return
         if outcome is Outcome.ERROR and self.settings.bisect_batch_on_function_error and size > 1:
             # Retry each half separately; splitting does not use up a retry.
-            shard.split_left = shard.split_left or size
-            shard.limit = max(1, size // 2)
-            return True
-        shard.attempts += 1
+            lane.split_left = lane.split_left or size
+            lane.limit = max(1, size // 2)
+            return
+        lane.attempts += 1
         retries = self.settings.maximum_retry_attempts
-        if retries != -1 and shard.attempts > retries:
+        if retries != -1 and lane.attempts > retries:
             remaining = size - done
-            if self._discard(shard, shard.buffer[:remaining], "RetryAttemptsExhausted"):
-                self._advance(shard, remaining, done=False)
-                shard.attempts = 0
-                shard.split_left = max(0, shard.split_left - remaining)
-                if not shard.split_left:
-                    shard.limit = None
-        return True
+            if self._discard(shard, lane, lane.buffer[:remaining], "RetryAttemptsExhausted"):
+                self._advance(shard, lane, remaining, done=False)
+                lane.attempts = 0
+                lane.split_left = max(0, lane.split_left - remaining)
+                if not lane.split_left:
+                    lane.limit = None
 
     # -- the loop ---------------------------------------------------------------------------
     def run_once(self) -> bool:
