@@ -35,7 +35,7 @@ class UsesAWS(click.Command):
 
             info = read_info()
             if info is not None:
-                os.environ.update(info.env())
+                info.apply_to(os.environ)  # an explicit setting (RIDES_WEB_AUTH=api-key) wins
                 click.echo(f"(using the local stack at {info.endpoint})", err=True)
         return super().invoke(ctx)
 

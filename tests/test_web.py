@@ -225,3 +225,32 @@ def test_the_routed_endpoint_answers_like_the_fast_path(service):
     for payload in (ride(1), [ride(1), ride(2, distance=9.0)], {"ride_id": 1, "ride": {}}):
         a, b = routed.post("/predict", json=payload), fast.post("/predict", json=payload)
         assert (a.status_code, a.json()) == (b.status_code, b.json())
+
+
+def test_on_the_local_stack_an_explicit_api_key_setting_wins_over_its_defaults(monkeypatch):
+    """`rides serve` with RIDES_WEB_AUTH=api-key and keys, a local stack running, no
+    AWS_ENDPOINT_URL: the stack's endpoint is used, and authentication stays on."""
+    import click
+    from click.testing import CliRunner
+
+    from rides import cli
+    from rides.local.backend import StackInfo
+    from rides.web_auth import from_env, new_key
+
+    key, entry = new_key("backend")
+    monkeypatch.setenv("RIDES_WEB_AUTH", "api-key")
+    monkeypatch.setenv("RIDES_API_KEYS", orjson.dumps(entry).decode())
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr("rides.local.stack.read_info", lambda: StackInfo("moto", "http://127.0.0.1:4566", 1, "log"))
+    seen = {}
+
+    @click.command(cls=cli.UsesAWS)
+    def probe():
+        seen.update(endpoint=os.environ["AWS_ENDPOINT_URL"], auth=from_env(os.environ))
+
+    assert CliRunner().invoke(probe, []).exit_code == 0
+    assert seen["endpoint"] == "http://127.0.0.1:4566"
+    assert seen["auth"] is not None and seen["auth"].client([(b"x-api-key", key.encode())]).name == "backend"
+    monkeypatch.delenv("RIDES_WEB_AUTH")  # without a setting, the stack's default: no keys
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert CliRunner().invoke(probe, []).exit_code == 0 and seen["auth"] is None

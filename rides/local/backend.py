@@ -37,17 +37,25 @@ class StackInfo:
     # evaluation function's environment points at it (AWS_ENDPOINT_URL_DYNAMODB), nothing else does.
     dynamodb_endpoint: str | None = None
 
-    def env(self) -> dict[str, str]:
+    def connection(self) -> dict[str, str]:
+        """What points boto3 (and MLflow) at this stack: these replace the caller's."""
         # MLflow caches its S3 client by MLFLOW_S3_ENDPOINT_URL: without it a client built
         # earlier in the process (for another endpoint) would upload models to real S3.
-        # The web service serves without API keys only here, on the local stack (rides.web_auth).
-        env = {
-            **LOCAL_ENV,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
-            "RIDES_WEB_AUTH": "none",
-        }
-        return env
+        return {**LOCAL_ENV, "AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+    def defaults(self) -> dict[str, str]:
+        """The local stack's defaults: they fill in, and never replace what the user set.
+        The web service serves without API keys only here, on the local stack (rides.web_auth)."""
+        return {"RIDES_WEB_AUTH": "none"}
+
+    def env(self) -> dict[str, str]:
+        return {**self.defaults(), **self.connection()}
+
+    def apply_to(self, environ) -> None:
+        """Point a process's environment at this stack, keeping every setting the user made."""
+        environ.update(self.connection())
+        for key, value in self.defaults().items():
+            environ.setdefault(key, value)
 
     def evaluations_env(self) -> dict[str, str]:
         """env() for what reads or writes the evaluations table."""
