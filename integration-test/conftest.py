@@ -16,7 +16,7 @@ import pytest
 
 from rides.local.backend import LOCAL_ENV, StackInfo, clients, stop_process
 from rides.local.stack import StackNames, create_resources, start_emulator
-from tests.conftest import onnx_model_dir, trained, trips  # noqa: F401 - shared fixtures
+from tests.conftest import onnx_model_dir, quick_model_dir, trained, trips  # noqa: F401 - shared fixtures
 from tests.helpers import upload_dir
 
 ROOT = Path(__file__).resolve().parents[1]

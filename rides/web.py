@@ -20,6 +20,7 @@ Same loader, feature function and publisher as the consumer; OpenAPI docs at /do
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ from rides.web_auth import ANONYMOUS, ApiKeys, Client
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RIDES_PER_REQUEST = 1000
 # Longest wait a request may ask for: under the function's timeout on AWS (infra/modules/web_service).
-MAX_WAIT_SECONDS = 25.0
+MAX_WAIT_SECONDS = float(os.environ.get("RIDES_MAX_WAIT_SECONDS") or 25.0)  # lower it to test waits quickly
 # How often a waiting request reads the decisions table: quickly at first, then every half second.
 FIRST_POLL_SECONDS, MAX_POLL_SECONDS = 0.05, 0.5
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -75,6 +76,72 @@ class PredictionOut(BaseModel):
     model: str
     version: str
     stream: Streamed | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: list[FieldError]
+
+
+class StreamStateOut(BaseModel):
+    """What the stream made of a ride (the decisions table), or `pending` when nothing yet."""
+
+    model_config = ConfigDict(extra="allow")
+    ride_id: str
+    status: str = Field(description="pending, collecting, decided or published")
+    predictions: dict[str, dict] = Field(description="model → field, value, version")
+    decision: dict | None
+
+
+# One server-sent event: its name, and its data (JSON text): `quick` and `enhanced` a prediction
+# ({ride_id, ride_duration, model, version, after_ms}), `decision` the decision record, `timeout`
+# {ride_id, waited_s, known}.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["quick", "enhanced", "decision", "timeout"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
+def _documented(*statuses: int, events: bool = False, ok: type | None = None) -> dict:
+    """The OpenAPI `responses` of a route: every status it sends, with its body."""
+    what = {
+        200: "the answer",
+        202: "the wait ran out: what is known so far",
+        401: "no API key, or not a known one",
+        403: "the API key lacks the scope this needs",
+        404: "nothing stored for this ride yet, or no decisions table configured",
+        413: f"more than {MAX_RIDES_PER_REQUEST} rides, or a body over {MAX_BODY_BYTES} bytes",
+        422: "a ride or a parameter breaks the contract: `loc` names the field",
+    }
+    out: dict = {}
+    for status in statuses:
+        if status == 422:
+            model = ValidationErrorOut
+        elif status in (200, 202):
+            model = ok
+        else:
+            model = ErrorOut
+        entry: dict = {"description": what[status]}
+        if model is not None:
+            entry["model"] = model
+        if status == 200 and events:
+            entry["content"] = {"text/event-stream": {"schema": SSE_EVENT}}
+        out[status] = entry
+    return out
 
 
 class ORJSONResponse(JSONResponse):
@@ -149,7 +216,21 @@ class RideService:
         if repeated:
             message = f"ride_id {repeated[0]} is sent to the stream more than once in this request"
             return (*_error(422, ["body"], message), [])
-        durations = self.predict(events)
+        # Before anything goes on the stream: what the consumers would dead-letter (a ride that
+        # breaks the feature function, or that no model can give a finite number for) is the
+        # caller's 422 here, never a queued ride and never a `null` duration.
+        try:
+            durations = self.predict(events)
+        except Exception:
+            return (*self._unfeaturable(events, single), [])
+        for i, duration in enumerate(durations):
+            if not math.isfinite(duration):
+                where = ["body"] if single else ["body", i]
+                message = (
+                    f"no finite duration for ride {events[i].ride_id} (the model gives {duration}): "
+                    f"ride.trip_distance {events[i].trip_distance:g} is out of any useful range"
+                )
+                return (*_error(422, [*where, "ride", "trip_distance"], message), [])
         streamed: dict[int, Streamed] = {}
         if wanted:
             # boto3 blocks: keep the event loop free for other requests meanwhile.
@@ -171,6 +252,16 @@ class RideService:
 
     def predict(self, events: list[RideEvent]) -> list[float]:
         return self.model.predict(features_from_events(events)).tolist()
+
+    def _unfeaturable(self, events: list[RideEvent], single: bool) -> tuple[int, bytes]:
+        """The first ride the feature function (or the model) cannot take, as a 422."""
+        for i, event in enumerate(events):
+            try:
+                self.predict([event])
+            except Exception as exc:
+                where = ["body"] if single else ["body", i]
+                return _error(422, [*where, "ride"], f"cannot build features: {type(exc).__name__}: {exc}")
+        raise RuntimeError("the batch failed but no single ride does")  # a real bug: a 500 with its trace
 
     def queue(self, events: list[RideEvent]) -> list[Streamed]:
         if self.publisher is None:
@@ -263,7 +354,7 @@ def _fastapi_app(service: RideService) -> FastAPI:
         description="Ride duration predictions: instant over HTTP, richer over the stream.",
     )
 
-    @app.get("/health")
+    @app.get("/health", responses=_documented(200))
     def health() -> dict:
         model = service.model
         return {"status": "ok", "model": model.name, "version": model.version, "flavor": model.flavor}
@@ -271,6 +362,7 @@ def _fastapi_app(service: RideService) -> FastAPI:
     @app.post(
         "/predict",
         response_model=PredictionOut | list[PredictionOut],
+        responses=_documented(200, 401, 403, 413, 422, events=True),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -299,7 +391,8 @@ def _fastapi_app(service: RideService) -> FastAPI:
         if not _wants_events(request.scope) or status != 200:
             return Response(content, status_code=status, media_type="application/json")
         if len(answers) != 1:
-            raise HTTPException(422, detail="server-sent events answer one ride per request")
+            content = _error(422, ["body"], "server-sent events answer one ride per request")[1]
+            return Response(content, status_code=422, media_type="application/json")
         [quick] = answers
         if service.decisions is None or not quick.get("stream", {}).get("queued"):
             return StreamingResponse(_once(_sse("quick", quick)), media_type="text/event-stream")
@@ -307,7 +400,11 @@ def _fastapi_app(service: RideService) -> FastAPI:
             service.events(str(quick["ride_id"]), wait, quick), media_type="text/event-stream", headers=NO_BUFFERING
         )
 
-    @app.get("/predictions/{ride_id}")
+    @app.get(
+        "/predictions/{ride_id}",
+        response_model=StreamStateOut,
+        responses=_documented(200, 202, 401, 403, 404, 422, ok=StreamStateOut),
+    )
     async def streamed_predictions(
         ride_id: str,
         request: Request,
@@ -327,7 +424,11 @@ def _fastapi_app(service: RideService) -> FastAPI:
         )
         return Response(json_bytes(body), status_code=200 if done else 202, media_type="application/json")
 
-    @app.get("/predictions/{ride_id}/events")
+    @app.get(
+        "/predictions/{ride_id}/events",
+        response_class=StreamingResponse,
+        responses=_documented(200, 401, 403, 404, 422, events=True),
+    )
     async def streamed_events(
         ride_id: str, request: Request, wait: float = Query(MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     ):
@@ -344,6 +445,15 @@ def _fastapi_app(service: RideService) -> FastAPI:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             body = RideEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
             schema["components"]["schemas"].update({"RideEventIn": body, **body.pop("$defs", {})})
+            # Every route but /health needs a key (RidesApp checks it before routing).
+            schema["components"]["securitySchemes"] = {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            }
+            for path, operations in schema["paths"].items():
+                if path not in PUBLIC_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}, {"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -82,6 +82,19 @@ def onnx_model_dir(trained, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def quick_model_dir(trained, tmp_path_factory) -> Path:
+    """The web service's quick model (the course's linear baseline in ONNX), as training logs it."""
+    import mlflow.onnx
+
+    from rides.stream.features import QUICK_FEATURES
+
+    path = tmp_path_factory.mktemp("models") / "quick"
+    metadata = {"rides_features": list(QUICK_FEATURES), "kind": "quick"}
+    mlflow.onnx.save_model(trained.quick_onnx, str(path), metadata=metadata)
+    return path
+
+
 @pytest.fixture(scope="session", params=["cloudpickle", "pickle", "skops"])
 def zoomcamp_model_dir(request, trained, tmp_path_factory) -> Path:
     """A course-style model: DictVectorizer + LinearRegression, sklearn flavor, in each of
