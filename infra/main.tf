@@ -441,7 +441,7 @@ locals {
       { name = "version", type = "string" },
       { name = "role", type = "string" },
       { name = "prediction", type = "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double>" },
-      { name = "source", type = "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double>" },
+      { name = "source", type = "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double,sub_sequence_number:int>" },
     ]
     decisions = [
       { name = "decision_id", type = "string" },

@@ -18,6 +18,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rides.stream.kpl import expand
+
 # The columns per archived stream, as Glue types (Terraform's tables use these, tests/test_infra.py checks).
 COLUMNS = {
     "predictions": [
@@ -25,7 +27,11 @@ COLUMNS = {
         ("version", "string"),
         ("role", "string"),
         ("prediction", "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double>"),
-        ("source", "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double>"),
+        (
+            "source",
+            "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double,"
+            "sub_sequence_number:int>",
+        ),
     ],
     "decisions": [
         ("decision_id", "string"),
@@ -101,7 +107,7 @@ def write_archive(s3, bucket: str, stream: str, kind: str, records: list[dict], 
     A record that is not JSON is left out (it is a dead letter on its way already)."""
     by_hour: dict[str, list[dict]] = {}
     names: dict[str, tuple[str, str]] = {}
-    for record in records:
+    for record in expand(records):  # Firehose deaggregates KPL records too
         try:
             body = orjson.loads(record["Data"])
         except orjson.JSONDecodeError:

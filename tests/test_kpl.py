@@ -155,3 +155,42 @@ def test_pack_fills_records_to_the_byte_without_passing_the_limit(records, limit
 def test_a_record_too_large_to_aggregate_is_refused_before_anything_is_built():
     with pytest.raises(ValueError, match="does not fit"):
         pack([("k", b"x" * 5000)], 4096)
+
+
+def test_readers_see_the_rides_of_an_aggregate_as_the_kcl_and_firehose_do():
+    from rides.stream.kpl import expand
+
+    good = aggregate(rides(3))
+    corrupt = good[:-1] + bytes([good[-1] ^ 1])
+    base = {"SequenceNumber": "9", "ApproximateArrivalTimestamp": 1.0, "PartitionKey": "outer"}
+    out = expand([{**base, "Data": b'{"ride_id": 0}'}, {**base, "Data": good}, {**base, "Data": corrupt}])
+    assert [(r["PartitionKey"], r.get("SubSequenceNumber"), r["SequenceNumber"]) for r in out] == [
+        ("outer", None, "9"),
+        ("1", 0, "9"),
+        ("2", 1, "9"),
+        ("3", 2, "9"),
+        ("outer", None, "9"),  # one that cannot be trusted stays whole
+    ]
+    assert [r["Data"] for r in out[1:4]] == [data for _, data in rides(3)]
+
+
+def test_the_archive_holds_each_ride_of_an_aggregated_completion_record():
+    from datetime import UTC, datetime
+
+    import boto3
+    from moto import mock_aws
+
+    from rides.archive import read_archive, write_archive
+    from rides.stream.events import completion_json
+
+    completions = [
+        (str(i), completion_json(i, datetime(2021, 2, 3, 8, i), duration_minutes=10.0 + i)) for i in range(5)
+    ]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="archive-bucket")
+        arrival = datetime(2026, 12, 2, 3, tzinfo=UTC)
+        record = {"Data": aggregate(completions), "SequenceNumber": "1", "ApproximateArrivalTimestamp": arrival}
+        write_archive(s3, "archive-bucket", "ride-completions", "completions", [record])
+        table = read_archive(s3, "archive-bucket", "ride-completions")
+    assert sorted(table.column("ride_id").to_pylist()) == ["0", "1", "2", "3", "4"]

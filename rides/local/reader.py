@@ -8,6 +8,8 @@ from datetime import datetime
 
 import orjson
 
+from rides.stream.kpl import expand
+
 
 class StreamReader:
     def __init__(self, kinesis, stream_name: str, *, start: str = "TRIM_HORIZON"):
@@ -36,7 +38,7 @@ class StreamReader:
             self.iterators[shard_id] = response.get("NextShardIterator")
             for record in response["Records"]:
                 record["ShardId"] = shard_id
-            records.extend(response["Records"])
+            records.extend(expand(response["Records"]))  # KPL aggregates: their rides, one by one
         return records
 
     def follow(self, *, until: Callable[[], bool] | None = None, idle_s: float = 0.2) -> Iterator[dict]:

@@ -132,6 +132,33 @@ def deaggregate(raw: bytes) -> list[UserRecord]:
     return records
 
 
+def expand(records: Iterable[dict]) -> list[dict]:
+    """GetRecords' records (boto3's shape) with each aggregate replaced by its user records, as
+    the KCL and Firehose see them: the outer record's SequenceNumber and arrival, their own
+    PartitionKey and Data, and a SubSequenceNumber. One that cannot be trusted stays whole."""
+    out: list[dict] = []
+    for record in records:
+        data = record.get("Data")
+        if not isinstance(data, bytes | bytearray) or data[:4] != MAGIC:
+            out.append(record)
+            continue
+        try:
+            users = deaggregate(bytes(data))
+        except AggregateError:
+            out.append(record)
+            continue
+        for user in users:
+            out.append(
+                {
+                    **record,
+                    "PartitionKey": user.partition_key,
+                    "Data": bytes(user.data),
+                    "SubSequenceNumber": user.sub_sequence_number,
+                }
+            )
+    return out
+
+
 def aggregate(records: Sequence[tuple[str, bytes]]) -> bytes:
     """One aggregated record holding (partition key, data) user records, in order."""
     if not records:
