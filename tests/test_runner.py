@@ -279,7 +279,7 @@ class ReshardedKinesis:
                 for n in records
             ],
             "NextShardIterator": None if closed else f"{shard}:{end}",
-            "MillisBehindLatest": 0,
+            "MillisBehindLatest": 0 if end >= len(self.records[shard]) else 1000,  # as Kinesis: behind while more wait
         }
 
 

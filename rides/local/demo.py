@@ -221,8 +221,8 @@ def run_demo(
             contracts={names.completions_stream: "completion"},
         )
         result.produce_seconds = produced.last_sent.get(names.input_stream, produced.seconds)
-        result.aggregated_in = produced.aggregated
-        result.kinesis_records_in = produced.kinesis_records
+        result.aggregated_in = produced.aggregated.get(names.input_stream, 0)
+        result.kinesis_records_in = produced.records_by_stream.get(names.input_stream, 0)
 
         ride_ids = {key for key, _ in good}
         models = [spec.model_name for spec in CONSUMERS.values()]
@@ -329,8 +329,8 @@ def format_summary(result: DemoResult) -> str:
         "rides: end-to-end summary",
         "-------------------------",
         f"events in            {result.events_in:>10,}  (+ {result.malformed_in} malformed)",
-        f"  of which aggregated {result.aggregated_in:>9,}  (KPL format; rides and completions took "
-        f"{result.kinesis_records_in:,} Kinesis records)",
+        f"  aggregated          {result.aggregated_in:>10,}  rides in KPL-aggregated records; all "
+        f"{result.events_in + result.malformed_in:,} events took {result.kinesis_records_in:,} Kinesis records",
         f"predictions out      {result.predictions_out:>10,}  ({by_model})",
         f"rides complete       {result.unique_rides:>10,}  (a prediction from every model)",
         f"lost                 {result.lost:>10,}",

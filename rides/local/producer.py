@@ -47,7 +47,8 @@ class ProduceResult:
     seconds: float = 0.0
     last_sent: dict[str, float] = field(default_factory=dict)  # stream → seconds to its last record
     kinesis_records: int = 0  # Kinesis records the events took (fewer when aggregated)
-    aggregated: int = 0  # events sent inside KPL-aggregated records
+    aggregated: dict[str, int] = field(default_factory=dict)  # stream → events sent inside KPL aggregates
+    records_by_stream: dict[str, int] = field(default_factory=dict)  # stream → Kinesis records put
     malformed: int = 0  # events put as they are, on purpose (allow_malformed)
 
     @property
@@ -78,6 +79,7 @@ class Sender:
             result.sent += outcome.sent
             result.malformed += outcome.sent
             result.kinesis_records += outcome.sent
+            result.records_by_stream[self.stream] = result.records_by_stream.get(self.stream, 0) + outcome.sent
             result.failed += len(outcome.failed)
             skip = set(malformed)
             events = [data for i, data in enumerate(events) if i not in skip]
@@ -86,7 +88,9 @@ class Sender:
         report: SendReport = (self.aggregating if aggregate else self.plain).send(events)
         result.sent += report.sent
         result.kinesis_records += report.kinesis_records
-        result.aggregated += report.sent if aggregate else 0
+        result.records_by_stream[self.stream] = result.records_by_stream.get(self.stream, 0) + report.kinesis_records
+        if aggregate:
+            result.aggregated[self.stream] = result.aggregated.get(self.stream, 0) + report.sent
         result.failed += len(report.unsent)
         if report.unsent:
             raise RuntimeError(
@@ -144,6 +148,7 @@ def _send(kinesis, stream_name, sender: Sender, chunk, mode, result, aggregate: 
             kinesis.put_record(StreamName=stream_name, PartitionKey=key, Data=data)
             result.sent += 1
             result.kinesis_records += 1
+        result.records_by_stream[stream_name] = result.records_by_stream.get(stream_name, 0) + len(chunk)
         return
     sender.send(chunk, result, aggregate=aggregate)
 

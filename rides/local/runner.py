@@ -20,8 +20,9 @@ the event shape Lambda sends, and applies the same failure semantics:
   lanes, each its own sequence of batches (retries, bisecting), up to N invocations of one
   shard at once, in order per partition key; the shard's checkpoint moves only past records
   that every lane has finished;
-- a shard is read once a second while it is idle (Lambda's base rate; every reader of a shard
-  shares AWS's 5 GetRecords a second), and again at once while reads come back with records.
+- a shard is read once a second once the runner has caught up with it (Lambda's base rate;
+  every reader of a shard shares AWS's 5 GetRecords a second), and again at once while it is
+  behind (MillisBehindLatest > 0, or a read that came back full).
 
 Shards take turns; the lanes of one shard run at once, like one Lambda container each.
 """
@@ -44,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.settings import EventSourceSettings
@@ -252,7 +254,11 @@ class EventSourceRunner:
         self.function_name = function_name
         self.function_timeout_s = function_timeout_s
         self.on_failure_queue_url = on_failure_queue_url
-        self.kinesis = kinesis or boto3.client("kinesis")
+        # Few retries inside botocore: a throttled read is retried by the runner's own backoff
+        # for that shard, instead of botocore's sleeping holding up every other shard.
+        self.kinesis = kinesis or boto3.client(
+            "kinesis", config=Config(retries={"mode": "standard", "max_attempts": 2})
+        )
         self.sqs = sqs or (boto3.client("sqs") if on_failure_queue_url else None)
         self.region = self.kinesis.meta.region_name
         description = self.kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
@@ -345,9 +351,8 @@ class EventSourceRunner:
         try:
             if shard.iterator is None:
                 shard.iterator = self._iterator(shard)
-            response = self.kinesis.get_records(
-                ShardIterator=shard.iterator, Limit=min(10_000, self.settings.batch_size * 2)
-            )
+            limit = min(10_000, self.settings.batch_size * 2)
+            response = self.kinesis.get_records(ShardIterator=shard.iterator, Limit=limit)
         except (ClientError, BotoCoreError) as exc:
             self._read_failed(shard, exc)
             return
@@ -357,8 +362,11 @@ class EventSourceRunner:
         if shard.iterator is None:
             shard.closed = True
         records = response["Records"]
-        if not records:
+        if not shard.millis_behind and len(records) < limit:
+            # Caught up: the next read in a second (Lambda's base rate), not at once; every
+            # reader of a shard shares its 5 reads a second. Behind (or a full read): at once.
             shard.retry_at = time.monotonic() + self.read_interval_s
+        if not records:
             return
         shard.last_read = records[-1]["SequenceNumber"]
         now = time.monotonic()
