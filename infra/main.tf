@@ -566,19 +566,21 @@ resource "aws_sns_topic_subscription" "alarm_email" {
   endpoint  = var.alarm_email
 }
 
-# What a producer's role attaches: put ride events on this environment's input stream, and
-# nothing else (no reads, no other stream).
+# What a producer's role attaches: put ride events and their completions on this environment's
+# two input streams, and nothing else (no reads, no other stream). ListShards: rides.producer
+# groups KPL-aggregated rides by the shard each one's own key hashes to (tests/test_iam_calls.py
+# records its calls).
 resource "aws_iam_policy" "producer" {
   name        = "rides-producer${local.suffix}"
-  description = "Put ride events on ${local.names.input_stream}, nothing else."
+  description = "Put rides on ${local.names.input_stream} and completions on ${local.names.completions_stream}, nothing else."
   policy      = data.aws_iam_policy_document.producer.json
 }
 
 data "aws_iam_policy_document" "producer" {
   statement {
-    sid       = "PutRideEvents"
-    actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
-    resources = [module.input_stream.arn]
+    sid       = "PutRidesAndCompletions"
+    actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"]
+    resources = [module.input_stream.arn, module.completions_stream.arn]
   }
 }
 

@@ -171,3 +171,25 @@ def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypat
     evaluation = named(load_dir(INFRA)["module"])["evaluation"]
     missing = recorded - allowed_actions(evaluation)
     assert not missing, f"the evaluation function calls {sorted(missing)}, which its role in infra/ does not allow"
+
+
+def test_the_producer_policy_allows_every_call_the_producer_library_makes(aws, recorded):
+    """rides.producer, plain, aggregated and for completions: what a backend's role needs."""
+    from datetime import datetime
+
+    from rides.producer import RideProducer
+    from rides.stream.events import completion_json
+
+    for stream in ("ride-events", "ride-completions"):
+        aws["kinesis"].create_stream(StreamName=stream, ShardCount=2)
+    recorded.clear()
+    rides = [ride(i) for i in range(20)]
+    assert RideProducer("ride-events", kinesis=aws["kinesis"]).send(rides).sent == 20
+    assert RideProducer("ride-events", kinesis=aws["kinesis"], aggregate=True).send(rides).sent == 20
+    completion = completion_json(1, datetime(2021, 2, 3, 8, 30), duration_minutes=9.0)
+    assert RideProducer("ride-completions", kinesis=aws["kinesis"], contract="completion").send([completion]).sent == 1
+    assert {"kinesis:PutRecords", "kinesis:ListShards"} <= recorded
+
+    [statement] = blocks_of(INFRA, "data")["aws_iam_policy_document"]["producer"]["statement"]
+    missing = recorded - set(statement["actions"])
+    assert not missing, f"rides.producer calls {sorted(missing)}, which the producer policy does not allow"

