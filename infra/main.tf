@@ -4,6 +4,7 @@
 
 module "input_stream" {
   source          = "./modules/kinesis_stream"
+  kms_key_id      = local.stream_kms_key
   name            = local.names.input_stream
   shard_count     = var.input_shard_count
   retention_hours = var.stream_retention_hours
@@ -11,6 +12,7 @@ module "input_stream" {
 
 module "predictions_stream" {
   source          = "./modules/kinesis_stream"
+  kms_key_id      = local.stream_kms_key
   name            = local.names.predictions_stream
   shard_count     = local.predictions_shard_count
   retention_hours = var.stream_retention_hours
@@ -20,6 +22,7 @@ module "predictions_stream" {
 # ride-events: the consumers would otherwise be invoked for (and skip) as many records again.
 module "completions_stream" {
   source          = "./modules/kinesis_stream"
+  kms_key_id      = local.stream_kms_key
   name            = local.names.completions_stream
   shard_count     = var.input_shard_count
   retention_hours = var.stream_retention_hours
@@ -27,6 +30,7 @@ module "completions_stream" {
 
 module "decisions_stream" {
   source          = "./modules/kinesis_stream"
+  kms_key_id      = local.stream_kms_key
   name            = local.names.decisions_stream
   shard_count     = 1
   retention_hours = var.stream_retention_hours
@@ -34,8 +38,11 @@ module "decisions_stream" {
 
 module "model_bucket" {
   source = "./modules/model_bucket"
-  name   = var.model_bucket_name
+  name   = local.model_bucket_name
 }
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
 # MLflow's tracking server and registry for this environment. Prod has none of its own: in the
 # same account it shares staging's (and reads staging's bucket); in an account of its own it
@@ -85,15 +92,16 @@ module "batch_job" {
   source = "./modules/batch_job"
   count  = var.batch_image_tag != null && var.model_uri != "" ? 1 : 0
 
-  function_name      = local.names.batch_job
-  image_uri          = "${module.ecr.repository_url}:${coalesce(var.batch_image_tag, "none")}"
-  model_uri          = var.model_uri
-  model_version      = var.model_version
-  model_bucket_arn   = local.model_bucket_arn
-  output_bucket      = module.model_bucket.name
-  database           = one(module.batch_database[*].connection)
-  network            = one(module.batch_database[*].job_network)
-  log_retention_days = var.log_retention_days
+  function_name        = local.names.batch_job
+  image_uri            = local.image_of[coalesce(var.batch_image_tag, "none")]
+  model_uri            = var.model_uri
+  model_version        = var.model_version
+  model_bucket_arn     = local.model_bucket_arn
+  output_bucket        = module.model_bucket.name
+  reserved_concurrency = local.reserve ? 1 : null
+  database             = one(module.batch_database[*].connection)
+  network              = one(module.batch_database[*].job_network)
+  log_retention_days   = var.log_retention_days
 }
 
 # Where the batch job upserts its predictions (and, for the combined mode, where rides are read).
@@ -139,10 +147,36 @@ locals {
     var.predictions_shard_count != null ? var.predictions_shard_count :
     var.input_shard_count == null ? null : var.input_shard_count * length(local.stream_consumers)
   )
-  alarm_topic_arn  = var.alarm_topic_arn != null ? var.alarm_topic_arn : aws_sns_topic.alarms.arn
-  alarm_actions    = [local.alarm_topic_arn]
-  image_uri        = var.image_tag == null ? null : "${module.ecr.repository_url}:${var.image_tag}"
-  model_bucket_arn = var.model_artifact_bucket == null ? module.model_bucket.arn : "arn:aws:s3:::${var.model_artifact_bucket}"
+  alarm_topic_arn = var.alarm_topic_arn != null ? var.alarm_topic_arn : aws_sns_topic.alarms.arn
+  alarm_actions   = [local.alarm_topic_arn]
+  image_uri       = var.image_tag == null ? null : local.image_of[var.image_tag]
+  # Each image by digest where the deploy recorded one (what staging tested, byte for byte).
+  image_of = { for tag in toset(compact([var.image_tag, var.batch_image_tag, "web-${coalesce(var.image_tag, "none")}", "none"])) :
+    tag => lookup(var.image_digests, tag, null) == null ? "${module.ecr.repository_url}:${tag}" : "${module.ecr.repository_url}@${var.image_digests[tag]}"
+  }
+  model_bucket_arn = local.model_artifact_bucket == null ? module.model_bucket.arn : "arn:${local.partition}:s3:::${local.model_artifact_bucket}"
+  partition        = data.aws_partition.current.partition
+  account_id       = data.aws_caller_identity.current.account_id
+  # Bucket names are global: derived from the account and region unless given (the local stack's
+  # are plain). An environment's bucket name is the same rule, so prod finds staging's.
+  bucket_name = { for env in toset([var.environment, coalesce(var.model_artifact_environment, var.environment)]) :
+  env => "${var.name_prefix}-models-${env}-${local.account_id}-${var.aws_region}" }
+  model_bucket_name = coalesce(var.model_bucket_name, local.bucket_name[var.environment])
+  model_artifact_bucket = (
+    var.model_artifact_bucket != null ? var.model_artifact_bucket :
+    var.model_artifact_environment == null ? null : local.bucket_name[var.model_artifact_environment]
+  )
+  # Reservations only when asked for (var.reserve_concurrency): a new account refuses them.
+  reserve = var.reserve_concurrency
+  # The streams' key: customer-managed when given, and then every writer and reader is granted
+  # its use (an AWS-managed key's policy grants the account's IAM principals by itself).
+  stream_kms_key = coalesce(var.stream_kms_key_arn, "alias/aws/kinesis")
+  stream_key_writes = var.stream_kms_key_arn == null ? [] : [
+    { sid = "EncryptStreamRecords", actions = ["kms:GenerateDataKey"], resources = [var.stream_kms_key_arn] }
+  ]
+  stream_key_reads = var.stream_kms_key_arn == null ? [] : [
+    { sid = "DecryptStreamRecords", actions = ["kms:Decrypt"], resources = [var.stream_kms_key_arn] }
+  ]
 
   # The consumers on ride-events: one code path, one entry each (rides/settings.py holds the
   # same list; tests/test_infra.py keeps them equal). Adding a consumer is adding an entry.
@@ -221,7 +255,7 @@ module "consumer" {
   zip_package          = local.zip_package
   memory_mb            = var.consumer_memory_mb
   timeout_seconds      = var.consumer_timeout_seconds
-  reserved_concurrency = var.consumer_reserved_concurrency
+  reserved_concurrency = local.reserve ? var.consumer_reserved_concurrency : null
   log_retention_days   = var.log_retention_days
 
   # Exactly the variables the handler reads (tests/test_infra.py checks both ways).
@@ -238,25 +272,7 @@ module "consumer" {
     POWERTOOLS_SERVICE_NAME      = each.value.function_name
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }
-  policy_statements = [
-    {
-      sid       = "WritePredictions"
-      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
-      resources = [module.predictions_stream.arn]
-    },
-    {
-      sid       = "ReadModels"
-      actions   = ["s3:GetObject"]
-      resources = ["${local.model_bucket_arn}/mlflow/*"]
-    },
-    {
-      # Lets a missing model file answer 404 (a clear error) instead of 403.
-      sid       = "ListModelPrefix"
-      actions   = ["s3:ListBucket"]
-      resources = [local.model_bucket_arn]
-      s3_prefix = "mlflow/"
-    },
-  ]
+  policy_statements = concat(local.consumer_statements, local.stream_key_writes, local.stream_key_reads)
 
   input_stream_arn         = module.input_stream.arn
   enhanced_fan_out         = var.enhanced_fan_out
@@ -290,7 +306,7 @@ module "decision_service" {
   zip_package          = local.zip_package
   image_command        = ["lambda_function.decision_handler.lambda_handler"]
   memory_mb            = 512
-  reserved_concurrency = 5
+  reserved_concurrency = local.reserve ? 5 : null
   log_retention_days   = var.log_retention_days
 
   # Exactly the variables the decision handler reads (tests/test_infra.py checks both ways).
@@ -304,30 +320,7 @@ module "decision_service" {
     DECISION_RULES           = var.decision_rules_json
     POWERTOOLS_SERVICE_NAME  = local.names.decision_service
   }
-  policy_statements = [
-    {
-      sid       = "WriteDecisions"
-      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
-      resources = [module.decisions_stream.arn]
-    },
-    {
-      sid = "RideTable"
-      # Conditional PutItem/UpdateItem per ride (optimistic locking), the sweep's Query.
-      actions = [
-        "dynamodb:BatchGetItem",
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:Query",
-      ]
-      resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/due-index"]
-    },
-    {
-      sid       = "QueueForReview"
-      actions   = ["sqs:SendMessage"]
-      resources = [module.review_queue.arn]
-    },
-  ]
+  policy_statements = concat(local.decision_statements, local.stream_key_writes, local.stream_key_reads)
 
   input_stream_arn         = module.predictions_stream.arn
   dead_letter_queue_arn    = module.dead_letter_queue.arn
@@ -359,7 +352,7 @@ module "evaluation" {
   zip_package          = local.zip_package
   image_command        = ["lambda_function.evaluation_handler.lambda_handler"]
   memory_mb            = 512
-  reserved_concurrency = 5
+  reserved_concurrency = local.reserve ? 5 : null
   log_retention_days   = var.log_retention_days
 
   # Exactly the variables the evaluation handler reads (tests/test_infra.py checks both ways).
@@ -372,18 +365,7 @@ module "evaluation" {
     POWERTOOLS_SERVICE_NAME      = local.names.evaluation
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }
-  policy_statements = [
-    {
-      sid       = "EvaluationTable"
-      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"]
-      resources = [module.evaluations_table.arn]
-    },
-    {
-      sid       = "ReadDriftReference"
-      actions   = ["s3:GetObject"]
-      resources = ["${local.model_bucket_arn}/mlflow/*"]
-    },
-  ]
+  policy_statements = concat(local.evaluation_statements, local.stream_key_reads)
 
   input_stream_arn = module.predictions_stream.arn
   extra_input_streams = {
@@ -426,6 +408,7 @@ module "stream_archive" {
   prefix        = "archive/${each.value.name}"
   glue_database = aws_glue_catalog_database.archive[0].name
   columns       = local.archive_columns[each.key]
+  kms_key_arn   = var.stream_kms_key_arn
 }
 
 locals {
@@ -554,9 +537,53 @@ resource "aws_cloudwatch_metric_alarm" "operator" {
 }
 
 # Where every alarm of this environment notifies (subscribe on-call to it, or set alarm_email).
+# Encrypted with a key of our own whose policy lets CloudWatch use it: under the AWS-managed SNS
+# key (alias/aws/sns) CloudWatch's publishes fail, since that key's policy cannot be changed to
+# grant cloudwatch.amazonaws.com, and no alarm e-mail would ever arrive.
 resource "aws_sns_topic" "alarms" {
   name              = "rides-alarms${local.suffix}"
-  kms_master_key_id = "alias/aws/sns"
+  kms_master_key_id = aws_kms_key.alarms.arn
+}
+
+resource "aws_kms_key" "alarms" {
+  description             = "rides alarm notifications (${var.environment}): CloudWatch publishes with it"
+  enable_key_rotation     = true
+  deletion_window_in_days = 7
+  policy                  = data.aws_iam_policy_document.alarms_key.json
+}
+
+resource "aws_kms_alias" "alarms" {
+  name          = "alias/rides-alarms${local.suffix}"
+  target_key_id = aws_kms_key.alarms.key_id
+}
+
+data "aws_iam_policy_document" "alarms_key" {
+  #checkov:skip=CKV_AWS_109:A key policy's resource is the key itself ("*"); the account administers its own key.
+  #checkov:skip=CKV_AWS_111:A key policy's resource is the key itself ("*"); the account administers its own key.
+  #checkov:skip=CKV_AWS_356:A key policy's resource is the key itself ("*").
+  statement {
+    sid       = "AccountAdministersTheKey"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+  statement {
+    sid       = "CloudWatchAlarmsPublish"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
 }
 
 resource "aws_sns_topic_subscription" "alarm_email" {
@@ -582,6 +609,14 @@ data "aws_iam_policy_document" "producer" {
     actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"]
     resources = [module.input_stream.arn, module.completions_stream.arn]
   }
+  dynamic "statement" {
+    for_each = local.stream_key_writes
+    content {
+      sid       = statement.value.sid
+      actions   = statement.value.actions
+      resources = statement.value.resources
+    }
+  }
 }
 
 # The web service (rides serve) as a Lambda behind an IAM-authenticated function URL, once its
@@ -591,11 +626,12 @@ module "web_service" {
   count  = var.web_service && local.image_uri != null && var.quick_model_uri != "" ? 1 : 0
 
   function_name        = local.names.web_service
-  image_uri            = "${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}"
+  image_uri            = local.image_of["web-${coalesce(var.image_tag, "none")}"]
+  policy_statements    = local.stream_key_writes
   input_stream_arn     = module.input_stream.arn
   decisions_table_arn  = module.decisions_table.arn
   model_bucket_arn     = local.model_bucket_arn
-  reserved_concurrency = var.web_reserved_concurrency
+  reserved_concurrency = local.reserve ? var.web_reserved_concurrency : null
   log_retention_days   = var.log_retention_days
   alarm_name_prefix    = "rides-${var.environment}"
   alarm_topic_arn      = local.alarm_topic_arn
@@ -655,4 +691,63 @@ resource "aws_iam_role_policy_attachment" "codedeploy" {
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AWSCodeDeployRoleForLambdaLimited"
 }
 
-data "aws_partition" "current" {}
+# What each stream function may do besides reading its stream (modules/stream_function) and the
+# streams' customer-managed key when there is one: named so tests/test_iam_calls.py can hold them
+# to the calls the code makes.
+locals {
+  consumer_statements = [
+    {
+      sid       = "WritePredictions"
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      resources = [module.predictions_stream.arn]
+    },
+    {
+      sid       = "ReadModels"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.model_bucket_arn}/mlflow/*"]
+    },
+    {
+      # Lets a missing model file answer 404 (a clear error) instead of 403.
+      sid       = "ListModelPrefix"
+      actions   = ["s3:ListBucket"]
+      resources = [local.model_bucket_arn]
+      s3_prefix = "mlflow/"
+    },
+  ]
+  decision_statements = [
+    {
+      sid       = "WriteDecisions"
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      resources = [module.decisions_stream.arn]
+    },
+    {
+      sid = "RideTable"
+      # Conditional PutItem/UpdateItem per ride (optimistic locking), the sweep's Query.
+      actions = [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+      ]
+      resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/due-index"]
+    },
+    {
+      sid       = "QueueForReview"
+      actions   = ["sqs:SendMessage"]
+      resources = [module.review_queue.arn]
+    },
+  ]
+  evaluation_statements = [
+    {
+      sid       = "EvaluationTable"
+      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"]
+      resources = [module.evaluations_table.arn]
+    },
+    {
+      sid       = "ReadDriftReference"
+      actions   = ["s3:GetObject"]
+      resources = ["${local.model_bucket_arn}/mlflow/*"]
+    },
+  ]
+}

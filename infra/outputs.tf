@@ -53,6 +53,7 @@ output "deployed" {
   value = {
     image_tag       = var.image_tag
     batch_image_tag = var.batch_image_tag
+    image_digests   = var.image_digests
     # keyed as scripts/deploy.sh's MODELS: the stream models, the web's quick model, the shadow
     models = merge(
       { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } },

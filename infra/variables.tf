@@ -15,7 +15,17 @@ variable "plain_names" {
 
 variable "aws_region" {
   type        = string
-  description = "AWS region for every resource of this environment."
+  description = "AWS region for every resource of this environment. No default and in no tfvars: scripts/deploy.sh passes AWS_REGION (the CLI's and the pipeline's), so one setting says where everything goes."
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "First part of the names that are global (S3 buckets): <prefix>-models-<env>-<account id>-<region>. Change it when the account already holds buckets by these names."
+  default     = "rides"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name_prefix))
+    error_message = "name_prefix must be 2-20 lowercase letters, digits or dashes, starting with a letter."
+  }
 }
 
 # -- names: the base names; each environment adds its suffix (local.names). With an empty
@@ -112,12 +122,19 @@ variable "decisions_table_name" {
 
 variable "model_bucket_name" {
   type        = string
-  description = "S3 bucket for MLflow artifacts (models under mlflow/). Globally unique."
+  description = "S3 bucket for MLflow artifacts (models under mlflow/). Null (the default): <name_prefix>-models-<env>-<account id>-<region>, unique without a choice (bucket names are global)."
+  default     = null
 }
 
 variable "model_artifact_bucket" {
   type        = string
-  description = "Bucket the MLflow registry's artifacts live in, when not this environment's own (one MLflow for both environments)."
+  description = "Bucket the MLflow registry's artifacts live in, when not this environment's own (one MLflow for both environments). Prefer model_artifact_environment."
+  default     = null
+}
+
+variable "model_artifact_environment" {
+  type        = string
+  description = "The environment whose model bucket (in this account and region, by its derived name) holds the registry's artifacts, when not this one's: prod in staging's account reads stg's."
   default     = null
 }
 
@@ -157,6 +174,12 @@ variable "image_tag" {
   type        = string
   description = "Tag of the consumer image in ECR (the CD workflow passes the commit SHA)."
   default     = null
+}
+
+variable "image_digests" {
+  type        = map(string)
+  description = "Image tag → its digest (sha256:...), as scripts/deploy.sh records them: the functions then run exactly that image (repository@digest), which is how prod runs the image staging tested. Without an entry, a function runs repository:tag."
+  default     = {}
 }
 
 variable "batch_image_tag" {
@@ -258,9 +281,15 @@ variable "consumer_timeout_seconds" {
   default     = 60
 }
 
+variable "reserve_concurrency" {
+  type        = bool
+  description = "Reserve Lambda concurrency per function (consumer_reserved_concurrency each stream consumer, 5 the decision service and the evaluation, web_reserved_concurrency the web service, 1 the batch job). Off by default: Lambda keeps 100 of an account's concurrency unreserved, and a new account's quota (often 10 until raised) refuses any reservation. On, the sum must fit: aws lambda get-account-settings."
+  default     = false
+}
+
 variable "consumer_reserved_concurrency" {
   type        = number
-  description = "Reserved concurrency of the consumer (at least shards x parallelization factor)."
+  description = "With reserve_concurrency: reserved concurrency of each stream consumer (at least shards x parallelization factor)."
   default     = 10
 }
 
@@ -344,7 +373,7 @@ variable "enhanced_fan_out" {
     a shard's 5 GetRecords/s and 2 MB/s: the three consumers take 3 of the 5 (4 with a shadow
     model), and AWS gives ~200 ms propagation with one polling reader, ~1,000 ms with five; with
     enhanced fan-out records are pushed in ~70 ms and readers never throttle each other. It costs
-    per consumer-shard-hour plus per GB read (us-east-1 list prices when written: $0.015 and
+    per consumer-shard-hour plus per GB read (list prices in N. Virginia when written: $0.015 and
     $0.013; see the Kinesis pricing page): 3 consumers x 4 shards x 730 h = ~$131/month for
     prod. Off for staging (2 shards, no shadow), on for prod.
   EOT
@@ -359,7 +388,7 @@ variable "web_service" {
 
 variable "web_reserved_concurrency" {
   type        = number
-  description = "Concurrent web requests at most; beyond it the function URL answers 429 (the throttle)."
+  description = "With reserve_concurrency: concurrent web requests at most; beyond it the function URL answers 429 (the throttle)."
   default     = 20
 }
 
@@ -378,5 +407,11 @@ variable "mlflow_tracking_server" {
 variable "lambda_zip" {
   type        = string
   description = "Deploy the consumers and the decision service from this zip (python -m rides.packaging build/lambda.zip) instead of the container image; null: the image (the default on AWS)."
+  default     = null
+}
+
+variable "stream_kms_key_arn" {
+  type        = string
+  description = "A customer-managed KMS key for every stream of this environment; null: the AWS-managed key (alias/aws/kinesis). With a key, every role that writes a stream gets kms:GenerateDataKey on it and every reader kms:Decrypt (the AWS-managed key needs neither grant); the key's policy must let the account's IAM decide."
   default     = null
 }

@@ -152,49 +152,6 @@ def test_concurrent_producers_lose_nothing(stack, consumer, rides_frame):
     assert expected <= by_ride.keys()
 
 
-def test_smoke_command_sees_its_ride_through_the_consumer(stack, consumer):
-    import subprocess
-    import sys
-
-    consumer()
-    env = {
-        **stack["env"],
-        "RIDES_INPUT_STREAM": stack["names"].input_stream,
-        "RIDES_PREDICTIONS_STREAM": stack["names"].predictions_stream,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "rides.cli", "smoke", "--timeout", "60"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    body = orjson.loads(result.stdout.strip().splitlines()[-1])
-    assert body["prediction"]["ride_id"].startswith("smoke-")
-    assert body["prediction"]["ride_duration"] > 0
-
-
-def test_smoke_command_fails_clearly_without_a_consumer(stack):
-    import subprocess
-    import sys
-
-    env = {
-        **stack["env"],
-        "RIDES_INPUT_STREAM": stack["names"].input_stream,
-        "RIDES_PREDICTIONS_STREAM": stack["names"].predictions_stream,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "rides.cli", "smoke", "--timeout", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "no prediction for smoke-" in result.stderr
-
-
 def test_all_consumers_and_the_decision_service_at_once(stack, consumer, promoted_everywhere, rides_frame):
     """Three consumers (one process) and the decision service (another) on one stream."""
     from rides.local.reader import collect_decisions

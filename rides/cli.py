@@ -276,16 +276,37 @@ def resolve(model, missing_ok) -> None:
 
 
 @main.command(cls=UsesAWS)
-@click.option("--timeout", type=float, default=120.0, show_default=True)
-def smoke(timeout) -> None:
-    """Put one ride on the input stream and wait for its prediction (deploy check)."""
+@click.option("--timeout", type=float, default=180.0, show_default=True)
+@click.option(
+    "--record",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A deploy record: each model must answer from the version it names (default: any version).",
+)
+@click.option("--web-url", default=None, help="The web service's URL (a function URL: the request is SigV4-signed).")
+@click.option(
+    "--evaluation/--no-evaluation", default=True, show_default=True, help="Also wait for the live evaluation's join."
+)
+def smoke(timeout, record, web_url, evaluation) -> None:
+    """One ride through everything deployed: every production model's prediction (from the
+    recorded versions), its decision, the evaluation's join of its completion, and a web answer."""
+    from pathlib import Path
+
     import boto3
 
-    from rides.smoke import smoke_test
+    from rides.smoke import Expected, smoke_test
 
-    names = StackNames.from_env()
-    body = smoke_test(boto3.client("kinesis"), names.input_stream, names.predictions_stream, timeout=timeout)
-    click.echo(json.dumps(body))
+    expected = Expected.from_record(json.loads(Path(record).read_text())) if record else None
+    report = smoke_test(
+        {"kinesis": boto3.client("kinesis"), "dynamodb": boto3.client("dynamodb")},
+        StackNames.from_env(),
+        expected,
+        web_url=web_url,
+        web_api_key=os.environ.get("RIDES_SMOKE_API_KEY"),
+        evaluation=evaluation,
+        timeout=timeout,
+    )
+    click.echo(json.dumps(report.as_dict()))
 
 
 @main.group()

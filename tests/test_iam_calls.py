@@ -16,7 +16,7 @@ import pytest
 from rides.local.reader import drain_queue
 from rides.local.stack import decisions_table_spec
 from tests.helpers import FakeContext, kinesis_event, kinesis_record, ride
-from tests.test_infra import INFRA, blocks_of, load_dir, locals_of, named
+from tests.test_infra import INFRA, blocks_of, caller_statements, load_dir, locals_of, named
 
 # Calls that IAM authorizes under another action's name.
 AUTHORIZED_AS = {
@@ -53,7 +53,7 @@ def allowed_actions(function_module: dict) -> set[str]:
     actions |= {
         a for statement in locals_of(modules / "stream_function")["read_statements"] for a in statement["actions"]
     }
-    return actions | {a for s in function_module["policy_statements"] for a in s["actions"]}
+    return actions | {a for s in caller_statements(function_module) for a in s["actions"]}
 
 
 def test_the_consumers_role_allows_every_call_the_consumer_makes(consumer_stack, recorded):
@@ -112,7 +112,7 @@ def test_the_check_fails_when_a_policy_loses_an_action():
         **consumer,
         "policy_statements": [
             {**statement, "actions": [a for a in statement["actions"] if a != "kinesis:PutRecords"]}
-            for statement in consumer["policy_statements"]
+            for statement in caller_statements(consumer)
         ],
     }
     assert "kinesis:PutRecords" in allowed_actions(consumer)

@@ -100,10 +100,28 @@ def test_root_variables_used_exist():
 def test_tfvars_set_every_variable_without_a_default(env):
     values = tfvars(env)
     declared = variables(INFRA)
-    required = {name for name, body in declared.items() if "default" not in body}
+    # The region is the one setting no tfvars holds: scripts/deploy.sh passes AWS_REGION.
+    required = {name for name, body in declared.items() if "default" not in body} - {"aws_region"}
     assert required <= values.keys(), required - values.keys()
     assert values.keys() <= declared.keys(), values.keys() - declared.keys()
     assert values["environment"] == env.split("-")[0]
+    assert "aws_region" in declared and "default" not in declared["aws_region"]
+    assert "aws_region" not in values and "model_bucket_name" not in values  # derived, not written
+
+
+def test_no_region_partition_or_global_name_is_written_into_the_configuration():
+    """A first apply in another region, partition or account than the one this was written in."""
+    for path in INFRA.rglob("*"):
+        if path.suffix in (".tf", ".tfvars", ".hcl") and ".terraform" not in path.parts:
+            text = path.read_text()
+            if path.name != "localstack.tfvars":  # the emulator's, which has one region
+                assert "us-east-1" not in text, path
+            assert '"arn:aws:' not in text, f"{path}: ARNs take data.aws_partition"
+            if path.name != "localstack.tfvars":  # the local stack's own bucket name
+                assert "rides-terraform-state" not in text and "rides-models-" not in text, path
+    # a bucket name is derived from the prefix, the environment, the account and the region
+    bucket = locals_of(INFRA)["bucket_name"]
+    assert "${var.name_prefix}-models-${env}-${local.account_id}-${var.aws_region}" in bucket
 
 
 def _handler_reads(module: str = "handler.py") -> set[str]:
@@ -134,8 +152,9 @@ def test_lambda_environment_is_exactly_what_the_handler_reads():
 
 
 def _terraform_names() -> dict[str, str]:
+    """The names an apply for the local stack gives (stg.tfvars, then localstack.tfvars)."""
     defaults = {name: body.get("default") for name, body in variables(INFRA).items()}
-    return {**defaults, **tfvars("stg")}
+    return {**defaults, **tfvars("stg"), **tfvars("localstack")}
 
 
 def test_with_an_empty_suffix_terraforms_names_are_the_local_stack_names():
@@ -217,6 +236,17 @@ def test_event_source_mapping_defaults_are_the_runners():
         assert consumer[name] == f"${{var.{name}}}", name  # the root passes the runner's settings on
 
 
+def caller_statements(module: dict) -> list[dict]:
+    """A stream function's `policy_statements` as written: a list, or concat() of the root's
+    locals (the key grants, conditional on a customer-managed key, are left out here)."""
+    value = module["policy_statements"]
+    if isinstance(value, list):
+        return value
+    root = locals_of(INFRA)
+    found = [root[name] for name in re.findall(r"local\.([a-z_]+)", value)]
+    return [statement for part in found if isinstance(part, list) for statement in part]
+
+
 def function_statements() -> list[dict]:
     """Every IAM statement a function's role gets, as written: ../lambda_function's own, the
     stream functions' reads, the web service's and scoring job's, and the root's per caller."""
@@ -231,7 +261,7 @@ def function_statements() -> list[dict]:
     web = [*web_locals["statements"], web_locals["api_key_statement"]]
     job = locals_of(modules / "batch_job")
     root = named(load_dir(INFRA)["module"])
-    callers = [st for name in ("consumer", "decision_service") for st in root[name]["policy_statements"]]
+    callers = [st for name in ("consumer", "decision_service") for st in caller_statements(root[name])]
     return own + stream + web + job["statements"] + callers
 
 
@@ -416,7 +446,8 @@ def resource_names(environment: str, tfvars_values: dict) -> set[str]:
     resources = blocks_of(INFRA, "resource")
     assert resources["aws_codedeploy_app"]["this"]["name"] == "rides${local.suffix}"
     assert resources["aws_iam_role"]["codedeploy"]["name"] == "rides-codedeploy${local.suffix}"
-    return names | functions | derived | alarms | own | {values["model_bucket_name"]}
+    bucket = values["model_bucket_name"] or f"{values['name_prefix']}-models-{environment}-123456789012-eu-west-1"
+    return names | functions | derived | alarms | own | {bucket}
 
 
 def test_every_module_takes_its_name_from_the_environments_names():
@@ -427,14 +458,14 @@ def test_every_module_takes_its_name_from_the_environments_names():
                 continue
             assert expression.startswith("${local.names.") or expression in (
                 "${each.value.function_name}",
-                "${var.model_bucket_name}",
+                "${local.model_bucket_name}",
             ), f"module {name}: {attribute} = {expression} does not carry the environment"
 
 
 def test_staging_prod_and_a_third_environment_share_no_resource_name():
     stg = resource_names("stg", tfvars("stg"))
     prod = resource_names("prod", tfvars("prod"))
-    qa = resource_names("qa", {"aws_region": "us-east-1", "model_bucket_name": "rides-models-qa"})
+    qa = resource_names("qa", {})
     assert len(stg) == len(prod) == len(qa) > 25
     assert not stg & prod and not stg & qa and not prod & qa
     assert "ride-events-stg" in stg and "ride-duration-consumer-prod" in prod and "ride-decisions-qa" in qa
@@ -444,7 +475,7 @@ def test_staging_prod_and_a_third_environment_share_no_resource_name():
 
 
 def test_the_local_stack_is_the_empty_suffix():
-    local = resource_names("stg", {**tfvars("stg"), "plain_names": True})
+    local = resource_names("stg", {**tfvars("stg"), **tfvars("localstack")})
     names = StackNames()
     assert {names.input_stream, names.predictions_stream, names.decisions_stream, names.decisions_table} <= local
     assert {names.dead_letter_queue, names.failed_batches_queue, names.consumer_function} <= local
@@ -459,10 +490,27 @@ def test_a_producer_policy_puts_on_the_two_input_streams_and_nothing_else():
     assert resource["name"] == "rides-producer${local.suffix}"
 
 
-def test_every_alarm_notifies_the_environments_topic():
+def test_every_alarm_notifies_the_environments_topic_and_cloudwatch_may_use_its_key():
+    """CloudWatch publishes to an encrypted topic only with a key whose policy lets it: not the
+    AWS-managed SNS key (its policy cannot be changed), but one this configuration owns."""
     resources = blocks_of(INFRA, "resource")
-    assert resources["aws_sns_topic"]["alarms"]["name"] == "rides-alarms${local.suffix}"
-    assert resources["aws_sns_topic"]["alarms"]["kms_master_key_id"] == "alias/aws/sns"
+    topic = resources["aws_sns_topic"]["alarms"]
+    assert topic["name"] == "rides-alarms${local.suffix}"
+    key_ref = re.fullmatch(r"\$\{aws_kms_key\.([a-z_]+)\.(arn|key_id|id)\}", topic.get("kms_master_key_id", ""))
+    assert key_ref, f"the alarm topic's key is {topic.get('kms_master_key_id')!r}, not a key of this configuration"
+    key = resources["aws_kms_key"][key_ref.group(1)]
+    assert key["enable_key_rotation"] is True
+    document = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.([a-z_]+)\.json\}", key["policy"]).group(1)
+    statements = blocks_of(INFRA, "data")["aws_iam_policy_document"][document]["statement"]
+    cloudwatch = [
+        s
+        for s in statements
+        if any(
+            p["type"] == "Service" and "cloudwatch.amazonaws.com" in p["identifiers"] for p in s.get("principals", [])
+        )
+    ]
+    granted = {a for s in cloudwatch for a in s["actions"]}
+    assert {"kms:Decrypt"} <= granted and ({"kms:GenerateDataKey*"} <= granted or {"kms:GenerateDataKey"} <= granted)
     assert locals_of(INFRA)["alarm_actions"] == ["${local.alarm_topic_arn}"]
     modules = named(load_dir(INFRA)["module"])
     assert modules["consumer"]["alarm_topic_arn"] == modules["decision_service"]["alarm_topic_arn"]
@@ -487,11 +535,12 @@ def test_enhanced_fan_out_reads_through_each_functions_own_stream_consumer():
 
 def test_prod_in_its_own_account_is_prod_without_reading_stagings_bucket():
     same_account, own_account = tfvars("prod"), tfvars("prod-account")
-    assert same_account["model_artifact_bucket"] == "rides-models-stg" and "model_artifact_bucket" not in own_account
-    assert {k: v for k, v in same_account.items() if k != "model_artifact_bucket"} == own_account
+    assert same_account["model_artifact_environment"] == "stg" and "model_artifact_environment" not in own_account
+    assert {k: v for k, v in same_account.items() if k != "model_artifact_environment"} == own_account
+    # The state bucket is named by the account (scripts/deploy.sh), so each account has its own;
+    # the backend files only say which state in it.
     backends = {name: (INFRA / "backend" / f"{name}.hcl").read_text() for name in ("stg", "prod", "prod-account")}
-    buckets = {name: re.search(r'bucket\s*=\s*"([^"]+)"', text).group(1) for name, text in backends.items()}
-    assert buckets["stg"] == buckets["prod"] != buckets["prod-account"]  # one state bucket per account
+    assert not any(re.search(r"^\s*(bucket|region)\s*=", text, re.M) for text in backends.values())
 
 
 def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read_decisions():
@@ -502,7 +551,9 @@ def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read
     assert function["source"] == "../lambda_function"
     assert function["reserved_concurrency"] == "${var.reserved_concurrency}"  # the throttle
     assert {a["metric"] for a in function["alarms"].values()} == {"Errors", "Throttles"}
-    assert function["policy_statements"] == "${concat(local.statements, local.api_key_statements)}"
+    assert (
+        function["policy_statements"] == "${concat(local.statements, local.api_key_statements, var.policy_statements)}"
+    )
     module_locals = locals_of(module)
     statements = {
         s["sid"]: (sorted(s["actions"]), s["resources"])
@@ -550,7 +601,7 @@ def test_the_web_service_gets_exactly_what_the_web_app_reads():
         'os.environ.get("MODEL_URI")' in source and "names.input_stream" in source and "names.decisions_table" in source
     )
     assert web["environment"]["RIDES_INPUT_STREAM"] == "${local.names.input_stream}"
-    assert web["image_uri"] == '${module.ecr.repository_url}:web-${coalesce(var.image_tag, "none")}'
+    assert web["image_uri"] == '${local.image_of["web-${coalesce(var.image_tag, "none")}"]}'
 
 
 # -- the rollout: versions, the `live` alias, CodeDeploy ------------------------------------------
@@ -704,11 +755,13 @@ def test_the_managed_mlflow_keeps_artifacts_where_the_functions_read_models():
     server = blocks_of(module, "resource")["aws_sagemaker_mlflow_tracking_server"]["this"]
     assert server["artifact_store_uri"] == "s3://${var.artifact_bucket}/mlflow"
     [artifacts, _listing] = blocks_of(module, "data")["aws_iam_policy_document"]["artifacts"]["statement"]
-    assert artifacts["resources"] == ["arn:aws:s3:::${var.artifact_bucket}/mlflow/*"]
+    assert artifacts["resources"] == [
+        "arn:${data.aws_partition.current.partition}:s3:::${var.artifact_bucket}/mlflow/*"
+    ]
     root = named(load_dir(INFRA)["module"])
     assert root["mlflow"]["artifact_bucket"] == "${module.model_bucket.name}"
     assert root["mlflow"]["name"] == "${local.names.mlflow_tracking_server}"
-    read = next(s for s in root["consumer"]["policy_statements"] if s["sid"] == "ReadModels")
+    read = next(s for s in caller_statements(root["consumer"]) if s["sid"] == "ReadModels")
     assert read["resources"] == ["${local.model_bucket_arn}/mlflow/*"]
     # Staging has its own; prod uses staging's; emulators without SageMaker use the local one.
     assert variables(INFRA)["mlflow_tracking_server"]["default"] is True and "mlflow_tracking_server" not in tfvars(
@@ -755,3 +808,53 @@ def test_every_handler_terraform_names_is_in_the_image():
         module = command.rsplit(".", 1)[0].replace(".", "/") + ".py"
         assert module in copied, f"{command}: {module} is not copied into the image"
         assert (ROOT / module).exists()
+
+
+def test_a_customer_managed_stream_key_is_granted_to_every_writer_and_reader():
+    """With stream_kms_key_arn, Kinesis needs kms:GenerateDataKey from whoever writes and
+    kms:Decrypt from whoever reads: every role that touches a stream gets its grant."""
+    root = named(load_dir(INFRA)["module"])
+    local = locals_of(INFRA)
+    for stream in ("input_stream", "predictions_stream", "completions_stream", "decisions_stream"):
+        assert root[stream]["kms_key_id"] == "${local.stream_kms_key}"
+    assert local["stream_kms_key"] == '${coalesce(var.stream_kms_key_arn, "alias/aws/kinesis")}'
+    assert '"kms:GenerateDataKey"' in local["stream_key_writes"] and '"kms:Decrypt"' in local["stream_key_reads"]
+    writes, reads = "local.stream_key_writes", "local.stream_key_reads"
+    # consumers and the decision service read one stream and write another; the evaluation reads
+    assert writes in root["consumer"]["policy_statements"] and reads in root["consumer"]["policy_statements"]
+    assert (
+        writes in root["decision_service"]["policy_statements"]
+        and reads in root["decision_service"]["policy_statements"]
+    )
+    assert reads in root["evaluation"]["policy_statements"]
+    assert root["web_service"]["policy_statements"] == "${local.stream_key_writes}"  # puts rides with consent
+    assert root["stream_archive"]["kms_key_arn"] == "${var.stream_kms_key_arn}"  # Firehose reads
+    archive = (INFRA / "modules" / "stream_archive" / "main.tf").read_text()
+    assert '"kms:Decrypt"' in archive and "var.kms_key_arn == null ? [] :" in archive
+    producer = blocks_of(INFRA, "data")["aws_iam_policy_document"]["producer"]
+    assert producer["dynamic"][0]["statement"]["for_each"] == "${local.stream_key_writes}"
+
+
+def test_reservations_are_off_unless_asked_for_so_a_new_account_can_apply():
+    """Lambda keeps 100 of the account's concurrency unreserved; a new account's quota (often
+    10 until raised) refuses any reservation at all."""
+    assert variables(INFRA)["reserve_concurrency"]["default"] is False
+    for env in ("stg", "prod", "prod-account"):
+        assert tfvars(env).get("reserve_concurrency", False) is False
+    root = named(load_dir(INFRA)["module"])
+    reserved = {name: m.get("reserved_concurrency") for name, m in root.items() if "reserved_concurrency" in m}
+    assert set(reserved) == {"consumer", "decision_service", "evaluation", "web_service", "batch_job"}
+    assert all(value.startswith("${local.reserve ?") and value.endswith(": null}") for value in reserved.values())
+    assert locals_of(INFRA)["reserve"] == "${var.reserve_concurrency}"
+
+
+def test_functions_run_an_image_by_its_recorded_digest_when_there_is_one():
+    """Prod runs the images staging tested: scripts/deploy.sh passes image_digests (tag → digest)
+    and every function's image is repository@digest for a tag that has one."""
+    image_of = locals_of(INFRA)["image_of"]
+    assert '"${module.ecr.repository_url}@${var.image_digests[tag]}"' in image_of
+    assert "lookup(var.image_digests, tag, null) == null" in image_of
+    root = named(load_dir(INFRA)["module"])
+    assert root["batch_job"]["image_uri"] == '${local.image_of[coalesce(var.batch_image_tag, "none")]}'
+    assert locals_of(INFRA)["image_uri"] == "${var.image_tag == null ? null : local.image_of[var.image_tag]}"
+    assert "image_digests" in blocks_of(INFRA, "output") or "image_digests" in (INFRA / "outputs.tf").read_text()

@@ -3,6 +3,7 @@ can be had (scripts/terraform_check.py finds them); skipped, with the reason, wh
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -44,6 +45,7 @@ def test_a_mirror_named_by_tf_plugin_mirror_is_used_and_an_empty_one_is_not(tmp_
 
 # -- a whole environment planned against moto: every part listed, held against the code ----------
 MODELS = {
+    "aws_region": "eu-west-1",  # scripts/deploy.sh passes AWS_REGION: no tfvars holds a region
     "image_tag": "abc123",
     "batch_image_tag": "batch-abc123",
     "model_uri": "s3://rides-models-stg/mlflow/1/ride-duration",
@@ -57,6 +59,11 @@ MODELS = {
     "shadow_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-v4",
     "shadow_model_version": "4",
 }
+
+
+# What scripts/deploy.sh records and prod runs: each image by digest.
+DIGESTS = {"abc123": "sha256:" + "a" * 64, "batch-abc123": "sha256:" + "b" * 64, "web-abc123": "sha256:" + "c" * 64}
+BUCKET_STG = "rides-models-stg-123456789012-eu-west-1"  # derived: prefix, environment, account, region
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +81,9 @@ def plans(tmp_path_factory):
         endpoint = f"http://{host}:{port}"
         plans = {
             env: terraform_check.plan(
-                terraform, endpoint, [f"vars/{env}.tfvars"], MODELS, tmp_path_factory.mktemp(f"plan-{env}")
+                terraform, endpoint, [f"vars/{env}.tfvars"], models, tmp_path_factory.mktemp(f"plan-{env}")
             )
-            for env in ("stg", "prod")
+            for env, models in (("stg", MODELS), ("prod", {**MODELS, "image_digests": json.dumps(DIGESTS)}))
         }
         # The zip variant (rides.packaging; the code alone is enough to plan).
         from rides.packaging import code_zip
@@ -145,7 +152,7 @@ def test_the_plan_lists_every_part_of_an_environment(plans):
     }
     # Staging runs MLflow for both; prod has none of its own.
     assert [s["artifact_store_uri"] for s in of_type(stg, "aws_sagemaker_mlflow_tracking_server")] == [
-        "s3://rides-models-stg/mlflow"
+        f"s3://{BUCKET_STG}/mlflow"
     ]
     assert of_type(prod, "aws_sagemaker_mlflow_tracking_server") == []
     [cluster] = of_type(prod, "aws_rds_cluster")
@@ -214,7 +221,7 @@ def test_the_zip_variant_deploys_the_stream_functions_from_the_package(plans):
     # Through S3: the API itself takes at most 50 MB zipped, and the package with its
     # dependencies is ~62 MB (rides.packaging).
     [package] = of_type(plans["stg-zip"], "aws_s3_object")
-    assert package["bucket"] == "rides-models-stg" and package["source"].endswith("lambda.zip")
+    assert package["bucket"] == BUCKET_STG and package["source"].endswith("lambda.zip")
     for function in (consumer, decisions):
         assert function["package_type"] == "Zip" and function["runtime"] == "python3.12"
         assert function["image_uri"] is None and function["filename"] is None
@@ -224,3 +231,20 @@ def test_the_zip_variant_deploys_the_stream_functions_from_the_package(plans):
     # The image stays the default.
     stg = {f["function_name"]: f for f in of_type(plans["stg"], "aws_lambda_function")}
     assert stg["ride-duration-consumer-stg"]["package_type"] == "Image"
+
+
+def test_a_first_apply_in_a_new_account_names_buckets_by_it_reserves_nothing_and_alarms_can_publish(plans):
+    stg, prod = plans["stg"], plans["prod"]
+    buckets = {
+        env: [b["bucket"] for b in of_type(plan, "aws_s3_bucket")] for env, plan in (("stg", stg), ("prod", prod))
+    }
+    assert buckets == {"stg": [BUCKET_STG], "prod": ["rides-models-prod-123456789012-eu-west-1"]}
+    for plan in (stg, prod):
+        functions = of_type(plan, "aws_lambda_function")
+        assert all(f["reserved_concurrent_executions"] in (-1, None) for f in functions)  # a new account's quota
+        [topic] = of_type(plan, "aws_sns_topic")
+        [key] = of_type(plan, "aws_kms_key")
+        assert key["enable_key_rotation"] and "cloudwatch.amazonaws.com" in key["policy"]
+        [change] = [r["change"] for r in created(plan) if r["type"] == "aws_sns_topic"]
+        assert change["after_unknown"].get("kms_master_key_id") is True  # the key created beside it
+        assert topic.get("kms_master_key_id") != "alias/aws/sns"

@@ -1,7 +1,6 @@
-# Prod in an account of its own: terraform init -backend-config=backend/prod-account.hcl
-# The state bucket lives in the prod account (a bucket name is global: one per account).
-bucket       = "rides-terraform-state-prod"
+# Prod in an account of its own: terraform init -backend-config=backend/prod-account.hcl plus the
+# bucket and region (scripts/deploy.sh). The state bucket's name carries the account id, so the
+# prod account's is its own without naming it here.
 key          = "rides/prod/terraform.tfstate"
-region       = "us-east-1"
 encrypt      = true
 use_lockfile = true

@@ -1,6 +1,5 @@
-# terraform init -backend-config=backend/prod.hcl
-bucket       = "rides-terraform-state"
+# terraform init -backend-config=backend/prod.hcl -backend-config=bucket=<state bucket> -backend-config=region=<region>
+# (scripts/deploy.sh passes both: the account's state bucket, AWS_REGION.)
 key          = "rides/prod/terraform.tfstate"
-region       = "us-east-1"
 encrypt      = true
 use_lockfile = true

@@ -88,6 +88,14 @@ variable "log_retention_days" {
   default     = 30
 }
 
+variable "reserved_concurrency" {
+  type        = number
+  description = "Reserved concurrency (1: one run at a time), or null for none. Runs at once are safe without it: the database path queues on its watermark row, parquet parts are written whole and upserts are keyed."
+  default     = null
+}
+
+data "aws_partition" "current" {}
+
 module "function" {
   source = "../lambda_function"
 
@@ -95,7 +103,7 @@ module "function" {
   image_uri            = var.image_uri
   memory_mb            = var.memory_mb
   timeout_seconds      = 900
-  reserved_concurrency = 1 # one run at a time: parts and upserts stay consistent
+  reserved_concurrency = var.reserved_concurrency
   log_retention_days   = var.log_retention_days
   network              = var.network
   # Exactly what lambda_function/scoring_handler.py and rides/database.py read (tests/test_infra.py).
@@ -130,13 +138,13 @@ locals {
       # size removes the parts past its end.
       sid       = "ReadWritePredictions"
       actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-      resources = ["arn:aws:s3:::${var.output_bucket}/${var.output_prefix}/*"]
+      resources = ["arn:${data.aws_partition.current.partition}:s3:::${var.output_bucket}/${var.output_prefix}/*"]
       s3_prefix = null
     },
     {
       sid       = "ListOwnOutputPrefix"
       actions   = ["s3:ListBucket"]
-      resources = ["arn:aws:s3:::${var.output_bucket}"]
+      resources = ["arn:${data.aws_partition.current.partition}:s3:::${var.output_bucket}"]
       s3_prefix = "${var.output_prefix}/"
     },
     {

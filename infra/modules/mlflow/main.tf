@@ -25,6 +25,8 @@ variable "mlflow_version" {
   default     = null
 }
 
+data "aws_partition" "current" {}
+
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -45,12 +47,12 @@ data "aws_iam_policy_document" "artifacts" {
   statement {
     sid       = "Artifacts"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = ["arn:aws:s3:::${var.artifact_bucket}/mlflow/*"]
+    resources = ["arn:${data.aws_partition.current.partition}:s3:::${var.artifact_bucket}/mlflow/*"]
   }
   statement {
     sid       = "ListArtifacts"
     actions   = ["s3:ListBucket", "s3:GetBucketLocation"]
-    resources = ["arn:aws:s3:::${var.artifact_bucket}"]
+    resources = ["arn:${data.aws_partition.current.partition}:s3:::${var.artifact_bucket}"]
   }
 }
 

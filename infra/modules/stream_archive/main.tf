@@ -39,8 +39,15 @@ variable "buffer_seconds" {
   default     = 300
 }
 
+variable "kms_key_arn" {
+  type        = string
+  description = "The stream's customer-managed KMS key, if it has one: Firehose then needs kms:Decrypt on it."
+  default     = null
+}
+
 data "aws_region" "current" {}
 data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
 resource "aws_glue_catalog_table" "this" {
   name          = replace(var.name, "-", "_")
@@ -95,7 +102,12 @@ resource "aws_iam_role_policy" "this" {
   role = aws_iam_role.this.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat(var.kms_key_arn == null ? [] : [{
+      Sid      = "DecryptStreamRecords"
+      Effect   = "Allow"
+      Action   = ["kms:Decrypt"]
+      Resource = var.kms_key_arn
+      }], [
       {
         Sid      = "ReadStream"
         Effect   = "Allow"
@@ -113,12 +125,12 @@ resource "aws_iam_role_policy" "this" {
         Effect = "Allow"
         Action = ["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"]
         Resource = [
-          "arn:aws:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:catalog",
-          "arn:aws:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:database/${var.glue_database}",
-          "arn:aws:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:table/${var.glue_database}/${aws_glue_catalog_table.this.name}",
+          "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:catalog",
+          "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:database/${var.glue_database}",
+          "arn:${data.aws_partition.current.partition}:glue:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:table/${var.glue_database}/${aws_glue_catalog_table.this.name}",
         ]
       },
-    ]
+    ])
   })
 }
 

@@ -29,7 +29,7 @@ module "function" {
     } : {
     RIDES_API_KEYS_SECRET_ARN = aws_secretsmanager_secret.api_keys[0].arn
   })
-  policy_statements = concat(local.statements, local.api_key_statements)
+  policy_statements = concat(local.statements, local.api_key_statements, var.policy_statements)
   alarms = {
     errors    = { metric = "Errors", statistic = "Sum", period = 300, periods = 1, threshold = 0, what = "failing requests" }
     throttles = { metric = "Throttles", statistic = "Sum", period = 300, periods = 1, threshold = 0, what = "throttling requests (reserved concurrency reached)" }

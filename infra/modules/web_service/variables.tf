@@ -74,3 +74,13 @@ variable "api_keys" {
   description = "Clients' API keys (hashes and scopes, rides.web_auth); empty: IAM auth alone."
   default     = {}
 }
+
+variable "policy_statements" {
+  type = list(object({
+    sid       = string
+    actions   = list(string)
+    resources = list(string)
+  }))
+  description = "What the function may do besides its own (e.g. the streams' customer-managed key)."
+  default     = []
+}
