@@ -149,9 +149,17 @@ provider "aws" {
 class Workspace:
     """A copy of infra/ pointed at an emulator, with its own local state: one environment."""
 
-    def __init__(self, terraform: Terraform, endpoint: str, into: Path, endpoints: dict[str, str] | None = None):
+    def __init__(
+        self,
+        terraform: Terraform,
+        endpoint: str,
+        into: Path,
+        endpoints: dict[str, str] | None = None,
+        directory: str | None = None,
+    ):
         self.terraform = terraform
-        self.workdir = copy_infra(into)
+        # infra/ itself, or one of its stand-alone configurations (directory="bootstrap")
+        self.workdir = copy_infra(into) / directory if directory else copy_infra(into)
         (self.workdir / "zz_emulator_override.tf").write_text(EMULATOR_OVERRIDE)
         self.env = {**terraform.env(into), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
         for service, url in (endpoints or {}).items():
@@ -240,11 +248,24 @@ def main(argv: list[str]) -> int:
         workdir = copy_infra(Path(tmp))
         try:
             run(terraform, workdir, "fmt", "-check", "-recursive", "-diff")
-            run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
-            run(terraform, workdir, "validate", "-no-color")
+            # infra/ (the environments) and infra/bootstrap (the state bucket, the deploy roles)
+            for directory in (workdir, workdir / "bootstrap"):
+                run(terraform, directory, "init", "-backend=false", "-input=false", "-no-color")
+                run(terraform, directory, "validate", "-no-color")
         except subprocess.CalledProcessError as exc:
             print(f"terraform {exc.cmd[1]} failed ({terraform.describe()})", file=sys.stderr)
             return 1
+        github = workdir / "bootstrap" / "github"
+        try:  # its provider (integrations/github) is in no mirror here: the registry, or CI
+            run(terraform, github, "init", "-backend=false", "-input=false", "-no-color")
+        except subprocess.CalledProcessError:
+            print("infra/bootstrap/github: formatted; not validated (integrations/github is in no mirror here)")
+        else:
+            try:
+                run(terraform, github, "validate", "-no-color")
+            except subprocess.CalledProcessError:
+                print("terraform validate of infra/bootstrap/github failed", file=sys.stderr)
+                return 1
     print(f"terraform fmt and validate passed ({terraform.describe()})")
     return 0
 
