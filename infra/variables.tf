@@ -415,3 +415,9 @@ variable "stream_kms_key_arn" {
   description = "A customer-managed KMS key for every stream of this environment; null: the AWS-managed key (alias/aws/kinesis). With a key, every role that writes a stream gets kms:GenerateDataKey on it and every reader kms:Decrypt (the AWS-managed key needs neither grant); the key's policy must let the account's IAM decide."
   default     = null
 }
+
+variable "image_reader_accounts" {
+  type        = list(string)
+  description = "Accounts that may pull this environment's images: staging's lists prod's account when prod has one of its own (prod copies staging's images by digest)."
+  default     = []
+}

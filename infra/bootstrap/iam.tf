@@ -89,7 +89,7 @@ data "aws_iam_policy_document" "deploy" {
     # Prod copies staging's images by digest (docker buildx imagetools create).
     sid       = "PullStagingsImages"
     actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:DescribeImages"]
-    resources = ["${local.arn}:ecr:${local.region}:${local.account}:repository/ride-duration-consumer-stg"]
+    resources = ["${local.arn}:ecr:${local.region}:${coalesce(var.staging_account_id, local.account)}:repository/ride-duration-consumer-stg"]
   }
   statement {
     sid       = "Monitoring"

@@ -34,3 +34,9 @@ variable "create_github_oidc_provider" {
   description = "Create the account's GitHub Actions OIDC provider (one per account: false when it exists)."
   default     = true
 }
+
+variable "staging_account_id" {
+  type        = string
+  description = "Prod in an account of its own: staging's account, whose images prod's deploy role copies by digest. Null: this account."
+  default     = null
+}

@@ -4,6 +4,12 @@ variable "name" {
   description = "Repository name."
 }
 
+variable "reader_accounts" {
+  type        = list(string)
+  description = "Other AWS accounts that may pull from this repository (prod in an account of its own copies staging's images by digest)."
+  default     = []
+}
+
 variable "keep_images" {
   type        = number
   description = "How many images to keep (older ones expire)."
@@ -62,9 +68,24 @@ data "aws_iam_policy_document" "lambda_pull" {
   }
 }
 
+data "aws_iam_policy_document" "pull" {
+  source_policy_documents = [data.aws_iam_policy_document.lambda_pull.json]
+  dynamic "statement" {
+    for_each = length(var.reader_accounts) > 0 ? [1] : []
+    content {
+      sid     = "OtherAccountsCopyImages"
+      actions = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:DescribeImages"]
+      principals {
+        type        = "AWS"
+        identifiers = [for account in var.reader_accounts : "arn:${local.arn_parts[1]}:iam::${account}:root"]
+      }
+    }
+  }
+}
+
 resource "aws_ecr_repository_policy" "this" {
   repository = aws_ecr_repository.this.name
-  policy     = data.aws_iam_policy_document.lambda_pull.json
+  policy     = data.aws_iam_policy_document.pull.json
 }
 
 output "repository_url" {
