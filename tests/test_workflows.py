@@ -58,4 +58,4 @@ def test_every_image_is_pinned_by_digest_or_built_from_a_digest_the_deploy_resol
                 continue  # built here, from the pinned Dockerfile
             assert pinned.search(image), f"{path.name}: {image} is not pinned by digest"
     deploy = (ROOT / "scripts" / "deploy.sh").read_text()
-    assert 'docker build --build-arg "BASE_IMAGE=${base}"' in deploy
+    assert 'docker build --platform linux/amd64 --provenance=false --build-arg "BASE_IMAGE=${base}"' in deploy
