@@ -14,25 +14,20 @@ from dataclasses import asdict
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.evaluation.drift import PREDICTION, DriftCounter, load_reference
 from rides.stream.evaluation.service import EvaluationConfig, process_records
 from rides.stream.evaluation.store import EvaluationStore
 from rides.stream.model import read_metadata
+from rides.stream.runtime import Clients, deadline, function_name
+from rides.stream.runtime import handler_for as _handler_for
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ride-evaluation"))
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides")
-_clients: dict[str, object] = {}
+# The function's own environment may name its DynamoDB endpoint (the local runner's emulators
+# serve the evaluations table from a process of its own).
+_clients = Clients(("sqs", "dynamodb"), own_endpoints=True)
 _references: dict[str, dict] = {}
-
-
-def _client(service: str, env=os.environ):
-    if not _clients:
-        # the function's own environment may name its DynamoDB endpoint (the local runner's
-        # emulators serve the evaluations table from a process of its own)
-        _clients.update(lean_clients(("sqs", "dynamodb"), LAMBDA_CLIENT_CONFIG, endpoints=env))
-    return _clients[service]
 
 
 def _reference(uri: str | None) -> dict:
@@ -49,24 +44,19 @@ def lambda_handler(event, context):
 
 def handler_for(env: dict[str, str]):
     """A handler configured from `env` (the local runner's way)."""
-
-    def handler(event, context):
-        return handle(event, context, env)
-
-    return handler
+    return _handler_for(handle, env)
 
 
 def handle(event, context, env):
     config = EvaluationConfig.from_env(env)
-    store = EvaluationStore(_client("dynamodb", env), config.table_name, window_seconds=config.window_seconds)
+    aws = _clients.of(function_name(context, env), env)
+    store = EvaluationStore(aws["dynamodb"], config.table_name, window_seconds=config.window_seconds)
     reference = _reference(config.drift_reference_uri)
-    drift = DriftCounter(_client("dynamodb", env), config.table_name, reference) if reference else None
+    drift = DriftCounter(aws["dynamodb"], config.table_name, reference) if reference else None
     dead_letters = DeadLetterSink(
-        _client("sqs", env) if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+        aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
-
-    def time_left() -> float:
-        return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
+    time_left = deadline(context)
 
     response, report = process_records(
         event.get("Records", []),

@@ -11,24 +11,18 @@ import os
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
 from rides.stream.consumer import ConsumerConfig, process_records
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.model import ModelLoadError, get_model
 from rides.stream.publish import KinesisPublisher
+from rides.stream.runtime import Clients, deadline, function_name
+from rides.stream.runtime import handler_for as _handler_for
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides"))
 
-_clients: dict[str, object] = {}
-
-
-def _client(service: str):
-    # Both at once, from one session whose parsed data files are then freed (rides.stream.aws).
-    # AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
-    if not _clients:
-        _clients.update(lean_clients(("kinesis", "sqs"), LAMBDA_CLIENT_CONFIG))
-    return _clients[service]
+# AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
+_clients = Clients(("kinesis", "sqs"))
 
 
 def warm_up(env) -> bool:
@@ -62,35 +56,25 @@ def lambda_handler(event, context):
 
 
 def handler_for(env: dict[str, str]):
-    """A handler reading its configuration from `env` instead of the process environment: the
-    local runner serves several consumers (duration, fare, tip) in one process this way."""
-
-    def handler(event, context):
-        return handle(event, context, env)
-
-    return handler
+    """A handler reading its configuration from `env` (the local runner's several consumers)."""
+    return _handler_for(handle, env)
 
 
 def handle(event, context, env):
     # Read per invocation: the local runner changes MODEL_URI on promotion without a restart.
     config = ConsumerConfig.from_env(env)
     records = event.get("Records") or []
+    aws = _clients.of(function_name(context, env))
     publisher = (
         None
         if config.dry_run
-        else KinesisPublisher(
-            _client("kinesis"), config.predictions_stream_name, concurrency=config.publish_concurrency
-        )
+        else KinesisPublisher(aws["kinesis"], config.predictions_stream_name, concurrency=config.publish_concurrency)
     )
     dead_letters = DeadLetterSink(
-        _client("sqs") if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
+        aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
-
-    def time_left() -> float:
-        return context.get_remaining_time_in_millis() / 1000.0 - RESERVE_SECONDS
-
     response, report = process_records(
-        records, config, publisher=publisher, dead_letters=dead_letters, time_left=time_left
+        records, config, publisher=publisher, dead_letters=dead_letters, time_left=deadline(context)
     )
     logger.info("batch processed", extra={"batch": report.as_dict(), "model_uri": config.model_uri})
     metrics.add_dimension(name="model", value=config.model_name)

@@ -183,15 +183,19 @@ def test_every_call_of_the_lambda_clients_ends_within_the_reserve():
     config = LAMBDA_CLIENT_CONFIG
     attempts = config.retries["total_max_attempts"]
     assert attempts * (config.connect_timeout + config.read_timeout) < RESERVE_SECONDS
-    assert handler_module.RESERVE_SECONDS == RESERVE_SECONDS
+    from rides.stream import runtime
+
+    assert runtime.RESERVE_SECONDS == RESERVE_SECONDS  # what every handler's deadline keeps back
 
 
 def test_the_handler_builds_its_clients_with_the_bounded_configuration(stack):
     from rides.stream.aws import LAMBDA_CLIENT_CONFIG
 
-    client = handler_module._client("kinesis")
+    client = handler_module._clients.of("ride-fare-consumer-stg")["kinesis"]
     assert client.meta.config.read_timeout == LAMBDA_CLIENT_CONFIG.read_timeout
     assert client.meta.config.retries["total_max_attempts"] == 1
+    # the calls name their function (CloudTrail, the local stack's request meter)
+    assert "rides-function/ride-fare-consumer-stg" in client.meta.config.user_agent_extra
 
 
 def test_what_the_consumer_publishes_is_what_the_decision_service_parses(stack):

@@ -8,6 +8,7 @@ prediction and decision → summary → stop everything started (Ctrl-C safe).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import threading
@@ -49,6 +50,7 @@ class DemoResult:
     web: object = None  # rides.local.web_demo.WebDemo
     evaluation: object = None  # rides.local.evaluation_demo.EvaluationDemo
     review_queued: int = 0  # rides waiting in the review queue (one per decision_id)
+    costs: list = field(default_factory=list)  # rides.local.costs.Line: what the run would cost on AWS
     aggregated_in: int = 0  # ride events that went inside KPL-aggregated records
     kinesis_records_in: int = 0  # Kinesis records the ride events took
 
@@ -268,6 +270,7 @@ def run_demo(
         from rides.local.web_demo import run_web_rides
 
         result.web = run_web_rides(frame, aws=aws, names=names)
+        result.costs = count_costs(info, [*runners, deciding, *evaluating], names)
         return result
     finally:
         stop.set()
@@ -275,6 +278,31 @@ def run_demo(
             thread.join(timeout=10)
         stop_process(info.pid)
         proc.wait(timeout=10)
+
+
+def count_costs(info, runners, names) -> list:
+    """What the run's AWS calls and invocations would cost: the emulators' meters (every call,
+    by the function that made it) and the runners' invocation times at Terraform's memory."""
+    import urllib.request
+
+    from rides.local.costs import MEMORY_MB, cost_lines, function_kind
+
+    usage = []
+    for endpoint in filter(None, (info.endpoint, info.dynamodb_endpoint)):
+        with urllib.request.urlopen(f"{endpoint}/_rides/meter", timeout=10) as answer:
+            usage += json.loads(answer.read())["usage"]
+    # The producer's puts count (they are the rides); the demo's own reads and queue drains do not.
+    usage = [u for u in usage if u["function"] != "(no function)" or u["service"] == "kinesis"]
+    invocations: dict[str, dict] = {}
+    for runner in runners:
+        run = invocations.setdefault(
+            runner.function_name,
+            {"invocations": 0, "seconds": 0.0, "memory_mb": MEMORY_MB.get(function_kind(runner.function_name), 1024)},
+        )
+        run["invocations"] += runner.stats.invocations
+        run["seconds"] += runner.stats.invoked_seconds
+    archived = {names.predictions_stream, names.decisions_stream, names.completions_stream}
+    return cost_lines(usage, invocations, archived)
 
 
 def _summarise(result: DemoResult, by_ride: dict, decisions: dict, models: list[str]) -> None:
@@ -370,4 +398,8 @@ def format_summary(result: DemoResult) -> str:
         from rides.local.web_demo import format_web_demo
 
         lines += format_web_demo(result.web)
+    if result.costs:
+        from rides.local.costs import format_costs
+
+        lines += format_costs(result.costs, result.events_in)
     return "\n".join(lines)

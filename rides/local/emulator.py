@@ -30,9 +30,21 @@ import time
 
 from rides.local.backend import alive
 from rides.local.limits import TARGET, KinesisLimits, Refused, body_json, shard_iterator_parts
+from rides.local.meter import (
+    DynamoTables,
+    Meter,
+    dynamodb_before,
+    dynamodb_units,
+    firehose_billed_bytes,
+    function_of,
+    put_payload_units,
+    sqs_requests,
+)
 
+DYNAMODB = "DynamoDB_20120810."
 HEALTH_PATH = "/_rides/health"
 FAULTS_PATH = "/_rides/faults"
+METER_PATH = "/_rides/meter"  # GET: what each function's calls would bill on AWS; DELETE: start again
 
 
 class SerializingMiddleware:
@@ -46,6 +58,7 @@ class SerializingMiddleware:
         self.requests = 0
         self.faults = FaultInjector()
         self.limits = KinesisLimits(enabled=aws_limits)
+        self.meter = Meter()
 
     def lock_for(self, environ) -> threading.Lock:
         # JSON-protocol services name themselves in X-Amz-Target (Kinesis_20131202.PutRecords);
@@ -57,6 +70,10 @@ class SerializingMiddleware:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") == FAULTS_PATH:
             return self.faults.admin(environ, start_response)
+        if environ.get("PATH_INFO") == METER_PATH:
+            if environ.get("REQUEST_METHOD") == "DELETE":
+                self.meter.clear()
+            return _json(start_response, {"usage": self.meter.snapshot()})
         injected = self.faults.intercept(environ, start_response)
         if injected is not None:
             return injected
@@ -78,7 +95,68 @@ class SerializingMiddleware:
             # Materialise the body inside the lock: moto does its work while iterating.
             if target.startswith(TARGET):
                 return self.kinesis(environ, start_response, target[len(TARGET) :])
+            if target.startswith(DYNAMODB):
+                return self.dynamodb(environ, start_response, target[len(DYNAMODB) :])
+            if target.startswith("AmazonSQS.SendMessage"):
+                self._meter_sqs(environ, target.split(".", 1)[1])
             return list(self.app(environ, start_response))
+
+    # -- the meter -------------------------------------------------------------------------------
+    def dynamodb(self, environ, start_response, operation: str):
+        """Answer a DynamoDB call and count what it would bill: item sizes before and after."""
+        request = body_json(_read_body(environ))
+        tables = DynamoTables(self._dynamodb_backend(environ))
+        try:
+            before = dynamodb_before(tables, operation, request)
+        except Exception:  # a request moto will refuse anyway: counted as one request
+            before = {}
+        captured: list = []
+
+        def capture(status, headers, exc_info=None):
+            captured.append(status)
+            return start_response(status, headers, exc_info)
+
+        answer = list(self.app(environ, capture))
+        try:
+            response = json.loads(b"".join(answer) or b"{}")
+            units = dynamodb_units(tables, operation, request, before, response if isinstance(response, dict) else {})
+        except Exception:
+            units = {}
+        table = request.get("TableName") or ",".join(sorted(request.get("RequestItems") or {}))
+        self.meter.add(function_of(environ.get("HTTP_USER_AGENT", "")), "dynamodb", f"{operation}:{table}", **units)
+        return answer
+
+    def _meter_kinesis(self, environ, operation: str, stream: str, request: dict) -> None:
+        records = request.get("Records") if operation == "PutRecords" else [request]
+        sizes = [self.limits._record_size(r) for r in records or []]
+        self.meter.add(
+            function_of(environ.get("HTTP_USER_AGENT", "")),
+            "kinesis",
+            f"{operation}:{stream}",
+            put_payload_units=sum(put_payload_units(n) for n in sizes),
+            records=len(sizes),
+            firehose_bytes=sum(firehose_billed_bytes(n) for n in sizes),
+        )
+
+    def _meter_sqs(self, environ, operation: str) -> None:
+        request = body_json(_read_body(environ))
+        entries = request.get("Entries") or [request]
+        payload = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries)
+        queue = str(request.get("QueueUrl", "")).rsplit("/", 1)[-1]
+        self.meter.add(
+            function_of(environ.get("HTTP_USER_AGENT", "")),
+            "sqs",
+            f"{operation}:{queue}",
+            sqs_requests=sqs_requests(payload),
+        )
+
+    @staticmethod
+    def _dynamodb_backend(environ):
+        from moto.dynamodb.models import dynamodb_backends
+        from moto.iam.models import get_account_id_from
+
+        key, region = _credential(environ)
+        return dynamodb_backends[get_account_id_from(key)][region]
 
     # -- Kinesis, with AWS's limits ------------------------------------------------------------
     def kinesis(self, environ, start_response, operation: str):
@@ -94,9 +172,12 @@ class SerializingMiddleware:
                 return _json(start_response, {})
             elif operation == "PutRecord":
                 self.limits.put_record(stream, request, lambda record: self._shard_of(environ, stream, record))
+                self._meter_kinesis(environ, operation, stream, request)
             elif operation == "PutRecords":
                 verdict = self.limits.put_records(stream, request, lambda r: self._shard_of(environ, stream, r))
                 failed = {**verdict.failed, **self.faults.throttled_entries(request)}
+                stored = [r for i, r in enumerate(request.get("Records") or []) if i not in failed]
+                self._meter_kinesis(environ, operation, stream, {"Records": stored})
                 if failed:
                     return put_records_failing(self.app, environ, start_response, request, failed)
             elif operation == "GetRecords":
@@ -120,10 +201,7 @@ class SerializingMiddleware:
         from moto.iam.models import get_account_id_from
         from moto.kinesis.models import kinesis_backends
 
-        auth = environ.get("HTTP_AUTHORIZATION") or ""
-        # "AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/kinesis/aws4_request, ..."
-        credential = auth.partition("Credential=")[2].split(",")[0].split("/")
-        key, region = (credential[0], credential[2]) if len(credential) > 2 else ("", "us-east-1")
+        key, region = _credential(environ)
         try:
             return kinesis_backends[get_account_id_from(key)][region].streams.get(name)
         except Exception:
@@ -217,6 +295,13 @@ class FaultInjector:
         with self.lock:
             self.hits["throttled_entry_count"] = self.hits.get("throttled_entry_count", 0) + len(failed)
         return failed
+
+
+def _credential(environ) -> tuple[str, str]:
+    """(access key, region) of a request's SigV4 signature:
+    "AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/<service>/aws4_request, ..."."""
+    credential = (environ.get("HTTP_AUTHORIZATION") or "").partition("Credential=")[2].split(",")[0].split("/")
+    return (credential[0], credential[2]) if len(credential) > 2 else ("", "us-east-1")
 
 
 def _read_body(environ) -> bytes:

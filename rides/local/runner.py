@@ -186,6 +186,7 @@ class RunnerStats:
     read_errors: int = 0
     discarded: int = 0
     payload_cuts: int = 0  # batches cut short to stay within Lambda's 6 MB payload
+    invoked_seconds: float = 0.0  # the invocations' durations, what Lambda bills (GB-s with the memory)
     started: float = field(default_factory=time.monotonic)
 
     def as_dict(self, shards: dict[str, ShardState]) -> dict:
@@ -416,9 +417,12 @@ class EventSourceRunner:
         # Lambda ends the invocation as an error, and so do we (the thread is abandoned, as
         # Lambda abandons the container; what it still publishes is an identifiable duplicate).
         worker = threading.Thread(target=call, name=thread_name, daemon=True)
+        started = time.perf_counter()
         worker.start()
         worker.join(self.function_timeout_s)
-        return {"timeout": True} if worker.is_alive() else done
+        # What Lambda bills: the invocation's duration (up to the timeout).
+        seconds = min(time.perf_counter() - started, self.function_timeout_s)
+        return {"timeout": True, "seconds": seconds} if worker.is_alive() else {**done, "seconds": seconds}
 
     def _invoke(self, shard: ShardState, batch: list[dict]) -> tuple[Outcome, int]:
         """→ (outcome, how many leading records are done)."""
@@ -428,6 +432,7 @@ class EventSourceRunner:
 
     def _judge(self, shard: ShardState, batch: list[dict], done: dict) -> tuple[Outcome, int]:
         self.stats.invocations += 1
+        self.stats.invoked_seconds += done.get("seconds", 0.0)
         self.stats.records_in += len(batch)
         if done.get("timeout"):
             log.error(
