@@ -270,6 +270,7 @@ module "consumer" {
     DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
     DRY_RUN                      = "false"
     PUBLISH_CONCURRENCY          = tostring(var.publish_concurrency)
+    PUBLISH_AGGREGATED           = tostring(var.publish_aggregated)
     POWERTOOLS_SERVICE_NAME      = each.value.function_name
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }
@@ -319,6 +320,7 @@ module "decision_service" {
     REQUIRED_MODELS          = join(",", [for consumer in local.consumers : consumer.model_name])
     DECISION_TIMEOUT_SECONDS = tostring(var.decision_timeout_seconds)
     DECISION_RULES           = var.decision_rules_json
+    PUBLISH_AGGREGATED       = tostring(var.publish_aggregated)
     POWERTOOLS_SERVICE_NAME  = local.names.decision_service
   }
   policy_statements = concat(local.decision_statements, local.stream_key_writes, local.stream_key_reads)
@@ -699,7 +701,7 @@ locals {
   consumer_statements = [
     {
       sid       = "WritePredictions"
-      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"]
       resources = [module.predictions_stream.arn]
     },
     {
@@ -718,7 +720,7 @@ locals {
   decision_statements = [
     {
       sid       = "WriteDecisions"
-      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"]
+      actions   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary", "kinesis:ListShards"]
       resources = [module.decisions_stream.arn]
     },
     {

@@ -421,3 +421,9 @@ variable "image_reader_accounts" {
   description = "Accounts that may pull this environment's images: staging's lists prod's account when prod has one of its own (prod copies staging's images by digest)."
   default     = []
 }
+
+variable "publish_aggregated" {
+  type        = bool
+  description = "Consumers and the decision service put their records on ride-predictions and ride-decisions KPL-aggregated (docs/contracts.md): a PUT payload unit per 25 KB instead of one per record, and Firehose's 5 KB minimum per aggregate. Every reader here deaggregates; a reader of your own must too (false keeps one record per prediction)."
+  default     = true
+}

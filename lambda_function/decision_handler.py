@@ -35,7 +35,9 @@ def handle(event, context, env):
     config = DecisionConfig.from_env(env)
     aws = _clients.of(function_name(context, env))
     store = DecisionStore(aws["dynamodb"], config.table_name)
-    publisher = KinesisPublisher(aws["kinesis"], config.decisions_stream_name, concurrency=2)
+    publisher = KinesisPublisher(
+        aws["kinesis"], config.decisions_stream_name, concurrency=2, aggregate=config.publish_aggregated
+    )
     # Rides decided `review` also go to the review queue, for a person to act on (`rides review`).
     reviews = (
         QueueSender(aws["sqs"], config.review_queue_url, logger=logger, what="review queue")

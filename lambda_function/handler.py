@@ -68,7 +68,12 @@ def handle(event, context, env):
     publisher = (
         None
         if config.dry_run
-        else KinesisPublisher(aws["kinesis"], config.predictions_stream_name, concurrency=config.publish_concurrency)
+        else KinesisPublisher(
+            aws["kinesis"],
+            config.predictions_stream_name,
+            concurrency=config.publish_concurrency,
+            aggregate=config.publish_aggregated,
+        )
     )
     dead_letters = DeadLetterSink(
         aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger

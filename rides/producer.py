@@ -30,8 +30,6 @@ What it promises:
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +39,9 @@ import orjson
 
 from rides import RidesError
 from rides.stream.events import InvalidEvent, completion_from, decode_json, validate_event
-from rides.stream.kpl import pack
+from rides.stream.publish import AGGREGATE_BYTES as KPL_DEFAULT_AGGREGATE_BYTES
 from rides.stream.publish import MAX_BYTES_PER_RECORD, KinesisPublisher
 from rides.stream.retry import Backoff
-
-KPL_DEFAULT_AGGREGATE_BYTES = 51_200  # the KPL's AggregationMaxSize default
 
 
 class InvalidRide(RidesError, ValueError):
@@ -95,40 +91,6 @@ def _completion(event: Any) -> Any:
 CONTRACTS: dict[str, Callable[[Any], Any]] = {"ride": _ride, "completion": _completion}
 
 
-class ShardMap:
-    """Which open shard a partition key hashes to (Kinesis: the MD5 of the key, as a 128-bit
-    number, falls in one shard's hash key range)."""
-
-    def __init__(self, kinesis, stream_name: str, refresh_seconds: float):
-        self.kinesis, self.stream_name, self.refresh_seconds = kinesis, stream_name, refresh_seconds
-        self._starts: list[int] = []
-        self._shards: list[str] = []
-        self._read_at = -float("inf")
-
-    def _refresh(self) -> None:
-        shards, token = [], None
-        while True:
-            page = self.kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": self.stream_name}))
-            shards += page["Shards"]
-            token = page.get("NextToken")
-            if not token:
-                break
-        open_shards = sorted(
-            (int(s["HashKeyRange"]["StartingHashKey"]), s["ShardId"])
-            for s in shards
-            if not s.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
-        )
-        self._starts = [start for start, _ in open_shards]
-        self._shards = [shard for _, shard in open_shards]
-        self._read_at = time.monotonic()
-
-    def shard_of(self, partition_key: str) -> str:
-        if time.monotonic() - self._read_at > self.refresh_seconds or not self._shards:
-            self._refresh()
-        point = int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
-        return self._shards[max(0, bisect.bisect_right(self._starts, point) - 1)]
-
-
 class RideProducer:
     def __init__(
         self,
@@ -142,7 +104,6 @@ class RideProducer:
         retry_seconds: float = 30.0,
         max_attempts: int = 12,
         concurrency: int = 4,
-        shard_map_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if contract not in CONTRACTS:
@@ -162,8 +123,14 @@ class RideProducer:
         self.retry_seconds = retry_seconds
         self.max_attempts = max_attempts
         self.sleep = sleep
-        self.publisher = KinesisPublisher(kinesis, stream_name, concurrency=concurrency, backoff=self._backoff)
-        self.shards = ShardMap(kinesis, stream_name, shard_map_seconds) if aggregate else None
+        self.publisher = KinesisPublisher(
+            kinesis,
+            stream_name,
+            concurrency=concurrency,
+            backoff=self._backoff,
+            aggregate=aggregate,
+            aggregate_bytes=aggregate_max_bytes,
+        )
 
     def _backoff(self, time_left=None) -> Backoff:
         return Backoff(base=0.1, cap=5.0, max_attempts=self.max_attempts, time_left=time_left, sleep=self.sleep)
@@ -198,7 +165,7 @@ class RideProducer:
         """Validate every event, then put them on the stream; → what was sent and what not."""
         started = time.monotonic()
         records = self.records(events)
-        report = self._send_aggregated(records) if self.aggregate else self._send_plain(records)
+        report = self._send(records)
         report.seconds = time.monotonic() - started
         return report
 
@@ -209,7 +176,7 @@ class RideProducer:
 
     def _publish(self, records: list[tuple[str, bytes]], report: SendReport) -> list[int]:
         result = self.publisher.publish(records, self._time_left())
-        report.kinesis_records += result.sent
+        report.kinesis_records += result.kinesis_records
         report.retries += result.retries
         for code, n in result.errors.items():
             report.errors[code] = report.errors.get(code, 0) + n
@@ -218,32 +185,10 @@ class RideProducer:
     def _last_error(self, report: SendReport) -> str:
         return max(report.errors, key=report.errors.get) if report.errors else "Unknown"
 
-    def _send_plain(self, records: list[tuple[str, bytes]]) -> SendReport:
+    def _send(self, records: list[tuple[str, bytes]]) -> SendReport:
         report = SendReport()
         failed = self._publish(records, report)
         report.sent = len(records) - len(failed)
         error = self._last_error(report)
         report.unsent = [Unsent(i, records[i][0], error) for i in failed]
-        return report
-
-    def _send_aggregated(self, records: list[tuple[str, bytes]]) -> SendReport:
-        by_shard: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(records):
-            by_shard.setdefault(self.shards.shard_of(key), []).append(i)
-        outer: list[tuple[str, bytes]] = []
-        members: list[list[int]] = []
-        for indices in by_shard.values():
-            group = [records[i] for i in indices]
-            # One partition key for all of a shard's aggregates: the publisher then sends them
-            # one after another, so a ride spread over two aggregates keeps its order.
-            shard_key = group[0][0]
-            for _, data, held in pack(group, self.aggregate_max_bytes):
-                outer.append((shard_key, data))
-                members.append([indices[j] for j in held])
-        report = SendReport()
-        failed = self._publish(outer, report)
-        error = self._last_error(report)
-        lost = sorted(i for o in failed for i in members[o])
-        report.sent = len(records) - len(lost)
-        report.unsent = [Unsent(i, records[i][0], error) for i in lost]
         return report

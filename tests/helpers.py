@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 
 from rides.local.runner import kinesis_event_record
+from rides.stream.kpl import expand
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events"
 
@@ -82,7 +83,7 @@ def read_stream(kinesis, stream: str) -> list[dict]:
         )["ShardIterator"]
         while iterator:
             response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            out.extend(orjson.loads(r["Data"]) for r in response["Records"])
+            out.extend(orjson.loads(r["Data"]) for r in expand(response["Records"]))  # KPL aggregates opened
             if not response["Records"]:
                 break
             iterator = response["NextShardIterator"]

@@ -246,3 +246,31 @@ def test_the_evaluation_joins_aggregated_predictions_and_completions_and_counts_
     assert sorted((e.ride_id for e in evaluated), key=int) == [str(i) for i in range(30)]  # each pair once
     assert sorted(round(e.error, 6) for e in evaluated) == sorted(round(10.0 + i - 12.0, 6) for i in range(30))
     assert len(drain_queue(evaluation["sqs"], evaluation["dlq"])) == 2  # the junk, once per delivery
+
+
+def test_a_consumer_publishing_aggregated_predictions_feeds_the_decision_service_every_one_once(
+    consumer_stack, decision, monkeypatch
+):
+    """PUBLISH_AGGREGATED (Terraform's default): predictions go out KPL-aggregated, each on the
+    shard its ride id hashes to, and the decision service reads each one once."""
+    from rides.stream.kpl import MAGIC
+
+    monkeypatch.setenv("PUBLISH_AGGREGATED", "true")
+    kinesis = consumer_stack["kinesis"]
+    response = lambda_handler(event([ride(i) for i in range(1, 201)]), FakeContext())
+    assert response == {"batchItemFailures": []}
+    stored = []
+    for shard in kinesis.list_shards(StreamName="ride-predictions")["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName="ride-predictions", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        stored += kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert all(r["Data"][:4] == MAGIC for r in stored) and len(stored) < 5  # 200 predictions, a few records
+    as_event = {"Records": [kinesis_record(r["Data"], i + 1, key=r["PartitionKey"]) for i, r in enumerate(stored)]}
+    assert decision["handler"](as_event, FakeContext()) == {"batchItemFailures": []}
+    from rides.stream.decision import DecisionStore
+
+    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    states = store.get_many([str(i) for i in range(1, 201)])
+    assert len(states) == 200 and all("ride-duration" in s.predictions for s in states.values())
+    assert drain_queue(decision["sqs"], decision["dlq"]) == []  # nothing unreadable

@@ -62,7 +62,17 @@ def test_the_consumers_role_allows_every_call_the_consumer_makes(consumer_stack,
     recorded.clear()  # what the test's own set-up called does not count
     response = handler_module.lambda_handler(kinesis_event([ride(1), b"{not json", ride(2)]), FakeContext())
     assert response == {"batchItemFailures": []}
-    assert {"kinesis:PutRecords", "sqs:SendMessage", "s3:GetObject"} <= recorded  # every path was taken
+    # ... and publishing KPL-aggregated, as Terraform has it (PUBLISH_AGGREGATED)
+    import os
+
+    os.environ["PUBLISH_AGGREGATED"] = "true"
+    try:
+        assert handler_module.lambda_handler(kinesis_event([ride(3)], start=9), FakeContext()) == {
+            "batchItemFailures": []
+        }
+    finally:
+        del os.environ["PUBLISH_AGGREGATED"]
+    assert {"kinesis:PutRecords", "kinesis:ListShards", "sqs:SendMessage", "s3:GetObject"} <= recorded
 
     consumer = named(load_dir(INFRA)["module"])["consumer"]
     missing = recorded - allowed_actions(consumer)

@@ -45,8 +45,9 @@ class StackInfo:
 
     def defaults(self) -> dict[str, str]:
         """The local stack's defaults: they fill in, and never replace what the user set.
-        The web service serves without API keys only here, on the local stack (rides.web_auth)."""
-        return {"RIDES_WEB_AUTH": "none"}
+        The web service serves without API keys only here, on the local stack (rides.web_auth);
+        the consumers and the decision service publish KPL-aggregated, as Terraform has them."""
+        return {"RIDES_WEB_AUTH": "none", "PUBLISH_AGGREGATED": "true"}
 
     def env(self) -> dict[str, str]:
         return {**self.defaults(), **self.connection()}

@@ -188,6 +188,7 @@ def deploy_consumer(
         "DEAD_LETTER_QUEUE_URL": queue_urls[names.dead_letter_queue],
         "DRY_RUN": "false",
         "PUBLISH_CONCURRENCY": "4",
+        "PUBLISH_AGGREGATED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         **(extra_env or {}),
     }

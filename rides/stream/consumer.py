@@ -41,6 +41,9 @@ class ConsumerConfig:
     prediction_field: str = "ride_duration"
     publish_concurrency: int = 4
     model_role: str = "production"  # "shadow": a challenger beside production (rides promote --as shadow)
+    # Predictions KPL-aggregated on the stream (rides.stream.publish): a PUT payload unit per
+    # 25 KB instead of one per prediction, and Firehose's 5 KB minimum per aggregate.
+    publish_aggregated: bool = False
 
     # The variables, in one place: tests check the Terraform against this list.
     ENV_VARS = (
@@ -53,6 +56,7 @@ class ConsumerConfig:
         "DRY_RUN",
         "PUBLISH_CONCURRENCY",
         "MODEL_ROLE",
+        "PUBLISH_AGGREGATED",
     )
 
     @classmethod
@@ -71,6 +75,7 @@ class ConsumerConfig:
             prediction_field=env.get("PREDICTION_FIELD") or "ride_duration",
             publish_concurrency=int(env.get("PUBLISH_CONCURRENCY") or 4),
             model_role=_role(env.get("MODEL_ROLE") or "production"),
+            publish_aggregated=env.get("PUBLISH_AGGREGATED", "false").strip().lower() in TRUE_WORDS,
         )
 
 

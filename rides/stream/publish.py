@@ -4,10 +4,22 @@ Per-key order: PutRecords does not promise order inside one call, and a retry of
 entry would land after entries that followed it. So each wave sends at most one record per
 partition key; a key's next record goes out only once the previous one is stored. With
 unique ride ids (the usual case) everything goes in the first wave.
+
+Aggregated (`aggregate=True`): the records are packed in the Kinesis Producer Library's format
+(rides.stream.kpl), grouped by the shard each one's own partition key hashes to (ListShards,
+kept a minute per stream), so each lands where it would alone; a shard's aggregates share one
+partition key, so they too go out in order. Kinesis then takes a shard's 1,000 records a second
+as ~5,000 rides, bills a PUT payload unit per 25 KB instead of one per record, and Firehose
+bills its 5 KB minimum per aggregate instead of per record. Readers deaggregate
+(rides.stream.kinesis_batch). A failed aggregate fails every record in it.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +30,56 @@ from rides.stream.retry import Backoff, error_code, is_retryable
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
 MAX_BYTES_PER_RECORD = 1024 * 1024
+AGGREGATE_BYTES = 51_200  # the KPL's default AggregationMaxSize
+SHARD_MAP_SECONDS = 60.0
+
+
+class ShardMap:
+    """Which open shard a partition key hashes to (the MD5 of the key, as a 128-bit number,
+    falls in one shard's hash key range), read with ListShards and kept `refresh_seconds`."""
+
+    def __init__(self, kinesis, stream_name: str, refresh_seconds: float = SHARD_MAP_SECONDS):
+        self.kinesis, self.stream_name, self.refresh_seconds = kinesis, stream_name, refresh_seconds
+        self._starts: list[int] = []
+        self._shards: list[str] = []
+        self._read_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        shards, token = [], None
+        while True:
+            page = self.kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": self.stream_name}))
+            shards += page["Shards"]
+            token = page.get("NextToken")
+            if not token:
+                break
+        open_shards = sorted(
+            (int(s["HashKeyRange"]["StartingHashKey"]), s["ShardId"])
+            for s in shards
+            if not s.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
+        )
+        self._starts = [start for start, _ in open_shards]
+        self._shards = [shard for _, shard in open_shards]
+        self._read_at = time.monotonic()
+
+    def shard_of(self, partition_key: str) -> str:
+        with self._lock:
+            if time.monotonic() - self._read_at > self.refresh_seconds or not self._shards:
+                self._refresh()
+        point = int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+        return self._shards[max(0, bisect.bisect_right(self._starts, point) - 1)]
+
+
+# One map per stream and client for the container's life: a publisher is made per invocation.
+_shard_maps: dict[tuple[int, str], ShardMap] = {}
+
+
+def shard_map(kinesis, stream_name: str) -> ShardMap:
+    key = (id(kinesis), stream_name)
+    found = _shard_maps.get(key)
+    if found is None or found.kinesis is not kinesis:
+        found = _shard_maps[key] = ShardMap(kinesis, stream_name)
+    return found
 
 
 @dataclass
@@ -26,6 +88,7 @@ class PublishResult:
     failed: list[int] = field(default_factory=list)  # indices into the input, in order
     retries: int = 0  # entries sent again after a failure
     errors: dict[str, int] = field(default_factory=dict)  # error code → count
+    kinesis_records: int = 0  # Kinesis records the sent ones took (fewer when aggregated)
 
     def count(self, code: str, n: int = 1) -> None:
         self.errors[code] = self.errors.get(code, 0) + n
@@ -48,11 +111,22 @@ def chunk(indices: Sequence[int], sizes: Sequence[int]) -> list[list[int]]:
 
 
 class KinesisPublisher:
-    def __init__(self, client, stream_name: str, *, concurrency: int = 4, backoff: Callable[..., Backoff] = Backoff):
+    def __init__(
+        self,
+        client,
+        stream_name: str,
+        *,
+        concurrency: int = 4,
+        backoff: Callable[..., Backoff] = Backoff,
+        aggregate: bool = False,
+        aggregate_bytes: int = AGGREGATE_BYTES,
+    ):
         self.client = client
         self.stream_name = stream_name
         self.concurrency = max(1, concurrency)
         self.backoff = backoff
+        self.aggregate = aggregate
+        self.aggregate_bytes = aggregate_bytes
 
     def _put(self, records: Sequence[tuple[str, bytes]], indices: list[int]) -> dict[int, str | None]:
         """One PutRecords call; returns index → None (stored) or error code."""
@@ -67,8 +141,37 @@ class KinesisPublisher:
     ) -> PublishResult:
         """Publish (partition key, data) pairs; never drops one silently.
 
-        Every index ends up either sent or in `result.failed`.
+        Every index ends up either sent or in `result.failed` (`sent` counts records, and
+        `kinesis_records` what they took).
         """
+        if self.aggregate and records:
+            return self._publish_aggregated(records, time_left)
+        result = self._publish(records, time_left)
+        result.kinesis_records = result.sent
+        return result
+
+    def _publish_aggregated(self, records: Sequence[tuple[str, bytes]], time_left) -> PublishResult:
+        from rides.stream.kpl import pack
+
+        shards = shard_map(self.client, self.stream_name)
+        by_shard: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(records):
+            by_shard.setdefault(shards.shard_of(key), []).append(i)
+        outer: list[tuple[str, bytes]] = []
+        members: list[list[int]] = []
+        for indices in by_shard.values():
+            group = [records[i] for i in indices]
+            shard_key = group[0][0]  # one key per shard: its aggregates go out in order
+            for _, data, held in pack(group, self.aggregate_bytes):
+                outer.append((shard_key, data))
+                members.append([indices[j] for j in held])
+        sent = self._publish(outer, time_left)
+        result = PublishResult(retries=sent.retries, errors=sent.errors, kinesis_records=sent.sent)
+        result.failed = sorted(i for o in sent.failed for i in members[o])
+        result.sent = len(records) - len(result.failed)
+        return result
+
+    def _publish(self, records: Sequence[tuple[str, bytes]], time_left) -> PublishResult:
         result = PublishResult()
         sizes = [len(data) + len(key.encode()) for key, data in records]
         # The wave to send (the oldest unsent record of each key) and, only for keys that

@@ -42,6 +42,7 @@ class DecisionConfig:
     timeout_seconds: float = 60.0
     retention_days: int = 7
     rules: tuple[Rule, ...] = field(default_factory=lambda: load_rules(None))
+    publish_aggregated: bool = False  # decisions KPL-aggregated on their stream (rides.stream.publish)
 
     ENV_VARS = (
         "DECISIONS_TABLE",
@@ -51,6 +52,7 @@ class DecisionConfig:
         "REQUIRED_MODELS",
         "DECISION_TIMEOUT_SECONDS",
         "DECISION_RULES",
+        "PUBLISH_AGGREGATED",
     )
 
     @classmethod
@@ -64,6 +66,7 @@ class DecisionConfig:
             required_models=required or DEFAULT_REQUIRED_MODELS,
             timeout_seconds=float(env.get("DECISION_TIMEOUT_SECONDS") or 60),
             rules=load_rules(env.get("DECISION_RULES")),
+            publish_aggregated=env.get("PUBLISH_AGGREGATED", "false").strip().lower() in ("1", "true", "yes", "on"),
         )
 
 
