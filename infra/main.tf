@@ -330,9 +330,9 @@ module "decision_service" {
   failed_batches_queue_arn = module.failed_batches_queue.arn
 
   batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  maximum_batching_window_in_seconds = var.decision_batching_window_seconds
   starting_position                  = var.starting_position
-  parallelization_factor             = 1 # one writer per ride: see rides/decision.py
+  parallelization_factor             = 1 # one writer per ride: see rides/stream/decision/store.py
   bisect_batch_on_function_error     = var.bisect_batch_on_function_error
   maximum_retry_attempts             = var.maximum_retry_attempts
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds

@@ -318,6 +318,17 @@ variable "maximum_batching_window_in_seconds" {
   default     = 1
 }
 
+variable "decision_batching_window_seconds" {
+  type        = number
+  description = "How long the decision service's mapping gathers predictions before invoking (0-300 s): long enough that a ride's three predictions mostly share a batch and cost one write (README, \"What a ride costs\")."
+  default     = 2
+
+  validation {
+    condition     = var.decision_batching_window_seconds >= 0 && var.decision_batching_window_seconds <= 300 && floor(var.decision_batching_window_seconds) == var.decision_batching_window_seconds
+    error_message = "decision_batching_window_seconds must be a whole number of seconds, 0-300."
+  }
+}
+
 variable "starting_position" {
   type        = string
   description = "Where a new mapping starts reading: TRIM_HORIZON or LATEST."

@@ -195,7 +195,7 @@ def decision(aws):
     decision_handler._clients.clear()
 
 
-def test_the_decision_service_decides_each_ride_of_aggregated_predictions_once_even_when_retried(decision):
+def test_the_decision_service_gives_each_ride_of_aggregated_predictions_one_decision_id_even_when_retried(decision):
     predictions = [prediction(f"r{i}", model, 10.0 + i) for i in range(20) for model in FIELDS]
     predictions.insert(7, {"model": "ride-fare", "prediction": {"ride_id": "bad", "fare_amount": "x"}})
     parts = aggregated(predictions, max_size=2500)
@@ -204,7 +204,10 @@ def test_the_decision_service_decides_each_ride_of_aggregated_predictions_once_e
     assert decision["handler"](batch, FakeContext()) == {"batchItemFailures": []}
     assert decision["handler"](batch, FakeContext()) == {"batchItemFailures": []}  # Lambda's retry
     out = read_stream(decision["kinesis"], "ride-decisions")
-    assert sorted(d["ride_id"] for d in out) == sorted(f"r{i}" for i in range(20))
+    # the retry repeats each ride's stored decision: identical copies, one decision_id per ride
+    distinct = {d["decision_id"]: d for d in out}
+    assert len(out) == 40 and all(distinct[d["decision_id"]] == d for d in out)
+    assert sorted(d["ride_id"] for d in distinct.values()) == sorted(f"r{i}" for i in range(20))
     assert all(d["complete"] for d in out)
     letters = drain_queue(decision["sqs"], decision["dlq"])
     assert [m["error"] for m in letters] == ["prediction.fare_amount must be a finite number"] * 2  # once per delivery

@@ -89,11 +89,29 @@ def test_one_decision_once_all_three_predictions_arrived_in_any_order(service):
     assert decision["predictions"]["ride-fare"] == {"field": "fare_amount", "value": 12.0, "version": "1"}
 
 
-def test_duplicates_are_absorbed(service):
+def test_duplicates_are_absorbed_and_a_redelivery_repeats_the_same_decision(service):
     batch = [prediction("r1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
     send(service, batch + batch)  # the whole batch delivered twice
-    send(service, batch, start=100)  # and redelivered after a retry
     assert len(decisions(service)) == 1
+    # redelivered after a retry: the stored decision goes out again (its batch cannot know
+    # whether the first copy did), the same record, which readers drop by decision_id
+    send(service, batch, start=100)
+    first, again = decisions(service)
+    assert first == again and len(distinct_decisions(service)) == 1
+    stored = decisions_stored(service, "r1")
+    assert stored.version == 1 and stored.due_at is None  # one write, and never in the sweep's index
+
+
+def test_a_batch_that_completes_a_ride_already_stored_merges_into_it(service):
+    send(service, [prediction("r3", "ride-tip", 2.0, seq=7)])
+    assert decisions_stored(service, "r3").due_at is not None  # collecting: the sweep would time it out
+    everything = [prediction("r3", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 2.0))]
+    assert send(service, everything, start=10) == {"batchItemFailures": []}
+    [decision] = decisions(service)
+    assert decision["reason"] == "complete" and decision["decision_id"] == "r3:2"
+    stored = decisions_stored(service, "r3")
+    assert stored.status == "decided" and stored.due_at is None
+    assert stored.predictions == {m: {"field": FIELDS[m], "value": v, "version": "1"} for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 2.0))}
 
 
 def test_rules_flag_a_ride_for_review(service):
@@ -123,13 +141,12 @@ def test_only_review_decisions_are_queued_and_a_queue_outage_loses_none(service)
     response = send(service, accept + review)
     # the accepted ride is done; the ride to review is reported and stays decided, not published
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in (4, 5, 6)]
-    assert decisions_stored(service, "ok").status == "published"
+    assert decisions_stored(service, "ok").status == "decided"
     assert decisions_stored(service, "long").status == "decided"
     service["sqs"].create_queue(QueueName="ride-review")
     assert send(service, review, start=4) == {"batchItemFailures": []}  # Lambda's retry
     [queued] = drain_queue(service["sqs"], service["review"])
     assert queued["ride_id"] == "long" and queued["flags"] == ["long_ride"]
-    assert decisions_stored(service, "long").status == "published"
     # the stream may carry the decision twice (published, then the queue failed): one decision_id
     assert {d["decision_id"] for d in decisions(service) if d["ride_id"] == "long"} == {queued["decision_id"]}
 
@@ -183,8 +200,8 @@ def test_a_failed_publication_is_retried_and_published_once(service):
     service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     assert send(service, batch) == {"batchItemFailures": []}
     assert len(decisions(service)) == 1
-    send(service, batch, start=200)
-    assert len(decisions(service)) == 1
+    send(service, batch, start=200)  # delivered once more: the same decision again, no other
+    assert len(distinct_decisions(service)) == 1
 
 
 def test_unreachable_table_reports_the_records(service, monkeypatch):
@@ -268,8 +285,10 @@ def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service
     monkeypatch.setattr(decision_service, "_publish", real)
     assert decisions(service) == [] and decisions_stored(service, "r7").status == "decided"
     service["clock"].now += 61
-    assert sweep_now(service)["published"] == 1
-    send(service, batch)  # Lambda's retry of the batch that crashed: nothing new
+    # not the sweep's to publish: a decision the stream made is out of its index (one write per
+    # ride); the batch that crashed is retried by Lambda (or redriven), and that publishes it
+    assert sweep_now(service)["published"] == 0
+    assert send(service, batch) == {"batchItemFailures": []}
     [decision] = decisions(service)
     assert (
         decision["reason"] == "complete"
@@ -278,14 +297,18 @@ def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service
 
 
 def test_a_crash_between_publishing_and_marking_repeats_the_same_decision_id(service, monkeypatch):
+    """The sweep's timeout decisions wait in its index until marked published."""
     from rides.stream.decision.store import DecisionStore, WriteOutcome
 
-    monkeypatch.setattr(DecisionStore, "mark_published", lambda self, states, time_left=None: WriteOutcome())
-    batch = [prediction("r8", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
-    send(service, batch)
-    monkeypatch.undo()
+    send(service, [prediction("r8", "ride-duration", 10.0)])
     service["clock"].now += 61
-    sweep_now(service)
+    with monkeypatch.context() as patched:
+        patched.setattr(DecisionStore, "mark_published", lambda self, states, time_left=None: WriteOutcome())
+        assert sweep_now(service)["published"] == 1
+    assert decisions_stored(service, "r8").status == "decided"
+    service["clock"].now += 61
+    assert sweep_now(service)["published"] == 1
+    assert decisions_stored(service, "r8").status == "published"
     first, second = decisions(service)
     assert first == second  # the duplicate a downstream consumer drops by decision_id
     assert len(distinct_decisions(service)) == 1
@@ -317,7 +340,7 @@ def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service
     [decision] = distinct_decisions(service)
     assert decision["reason"] == "complete" and decision["predictions"]["ride-tip"]["value"] == 2.0
     stored = decisions_stored(service, "r2")
-    assert stored.predictions["ride-tip"]["value"] == 2.0 and stored.status == "published"
+    assert stored.predictions["ride-tip"]["value"] == 2.0 and stored.status == "decided"
 
 
 def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(service):
@@ -465,3 +488,21 @@ def test_rides_review_lists_the_queue_once_per_decision_and_removes_only_when_do
     again = runner.invoke(main, ["review", "--queue-url", service["review"], "--done"])
     assert "1 rides to review (removed from the queue)" in again.output
     assert "0 rides to review" in runner.invoke(main, ["review", "--queue-url", service["review"]]).output
+
+
+def test_a_decided_ride_with_a_challengers_prediction_is_one_write_unit():
+    """The item's size by DynamoDB's rules (rides.local.meter): under 1 KB, so each write of a
+    ride costs one write unit, not two (a 26-character ride id, full-precision values)."""
+    from rides.local.meter import item_size, write_units
+    from rides.stream.decision.service import merged
+    from rides.stream.events import prediction_from
+
+    ride_id = "2021-02-17T08:15:00-000123"
+    values = {m: 12.345678901234567 for m in FIELDS}
+    predictions = [
+        prediction_from({**prediction(ride_id, m, v), "version": "123", "role": "production"})
+        for m, v in values.items()
+    ] + [prediction_from({**prediction(ride_id, "ride-duration", 11.234567890123456), "version": "124", "role": "shadow"})]
+    state = merged(None, predictions, 1_700_000_000.123456, DecisionConfig.from_env({}))
+    assert state.status == "decided" and state.shadow
+    assert write_units(item_size(state.to_item())) == 1

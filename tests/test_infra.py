@@ -326,6 +326,16 @@ def test_decision_service_environment_is_exactly_what_its_handler_reads():
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
 
 
+def test_the_decision_mapping_batches_as_long_as_the_local_runner_does():
+    """A ride's predictions sharing a batch is what makes it one write: the window is the
+    decision service's own, not the consumers' (which is latency)."""
+    from rides.local.services import DECISION_BATCHING_WINDOW_SECONDS
+
+    decision = named(load_dir(INFRA)["module"])["decision_service"]
+    assert decision["maximum_batching_window_in_seconds"] == "${var.decision_batching_window_seconds}"
+    assert variables(INFRA)["decision_batching_window_seconds"]["default"] == DECISION_BATCHING_WINDOW_SECONDS
+
+
 def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     from rides.archive import COLUMNS
     from rides.stream.evaluation.service import EvaluationConfig

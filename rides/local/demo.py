@@ -43,6 +43,7 @@ class DemoResult:
     dead_letters: int = 0
     dead_letter_reasons: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    decision_latencies_ms: list[float] = field(default_factory=list)  # ride arrival → its decision's
     seconds: float = 0.0
     produce_seconds: float = 0.0
     models: dict[str, str] = field(default_factory=dict)  # model → "v1 (RMSE … vs baseline …)"
@@ -232,13 +233,15 @@ def run_demo(
         by_ride = collect_predictions(
             StreamReader(aws["kinesis"], names.predictions_stream), ride_ids, timeout, models=models
         )
+        decided_at: dict[str, float] = {}
         decisions = collect_decisions(
             StreamReader(aws["kinesis"], names.decisions_stream),
             ride_ids,
             max(30.0, timeout - (time.monotonic() - started)),
+            arrivals=decided_at,
         )
         result.seconds = time.monotonic() - started
-        _summarise(result, by_ride, decisions, models)
+        _summarise(result, by_ride, decisions, models, decided_at)
 
         letters = drain_queue(aws["sqs"], created[f"sqs:{names.dead_letter_queue}"])
         result.dead_letters = len(letters)
@@ -305,14 +308,20 @@ def count_costs(info, runners, names) -> list:
     return cost_lines(usage, invocations, archived)
 
 
-def _summarise(result: DemoResult, by_ride: dict, decisions: dict, models: list[str]) -> None:
+def _summarise(
+    result: DemoResult, by_ride: dict, decisions: dict, models: list[str], decided_at: dict[str, float]
+) -> None:
     result.predictions_out = sum(len(seen) for seen in by_ride.values())
     per_model: Counter = Counter()
-    for seen in by_ride.values():
+    for ride_id, seen in by_ride.items():
         per_model.update({prediction_label(body) for body, _ in seen})
         first = next(((body, arrived) for body, arrived in seen if prediction_label(body) == "ride-duration"), None)
         if first and first[0]["source"].get("approximate_arrival_timestamp"):
-            result.latencies_ms.append((first[1] - first[0]["source"]["approximate_arrival_timestamp"]) * 1000)
+            ride_arrived = first[0]["source"]["approximate_arrival_timestamp"]
+            result.latencies_ms.append((first[1] - ride_arrived) * 1000)
+            # only rides decided complete: a timeout decision's latency is the timeout
+            if ride_id in decided_at and decisions[ride_id]["reason"] == "complete":
+                result.decision_latencies_ms.append((decided_at[ride_id] - ride_arrived) * 1000)
     result.predictions_by_model = dict(per_model)
     result.unique_rides = sum(1 for seen in by_ride.values() if {prediction_label(b) for b, _ in seen} >= set(models))
     result.decisions = len(decisions)
@@ -347,9 +356,12 @@ def _sample(result: DemoResult, frame, by_ride: dict) -> None:
         )
 
 
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    return tuple(np.percentile(np.array(values) if values else np.array([np.nan]), [50, 95, 99]))
+
+
 def format_summary(result: DemoResult) -> str:
-    lat = np.array(result.latencies_ms) if result.latencies_ms else np.array([np.nan])
-    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    p50, p95, p99 = _percentiles(result.latencies_ms)
     rate = result.events_in / result.produce_seconds if result.produce_seconds else 0.0
     by_model = ", ".join(f"{model} {n:,}" for model, n in sorted(result.predictions_by_model.items()))
     lines = [
@@ -366,6 +378,9 @@ def format_summary(result: DemoResult) -> str:
         + ", ".join(f"{k} {v:,}" for k, v in sorted(result.decision_counts.items())),
         f"dead letters         {result.dead_letters:>10,}",
         f"latency p50/p95/p99  {p50:>8.0f} / {p95:.0f} / {p99:.0f} ms  (event arrival → duration prediction)",
+        "                     {:>8.0f} / {:.0f} / {:.0f} ms  (event arrival → its decision)".format(
+            *_percentiles(result.decision_latencies_ms)
+        ),
         f"produce rate         {rate:>10,.0f} events/s",
         f"total time           {result.seconds:>10.1f} s",
         "models:",

@@ -102,15 +102,22 @@ def collect_predictions(
     return by_ride
 
 
-def collect_decisions(reader: StreamReader, expected: set[str], timeout: float = 120.0) -> dict[str, dict]:
-    """Poll the decisions stream until each expected ride has its decision (first one kept)."""
+def collect_decisions(
+    reader: StreamReader, expected: set[str], timeout: float = 120.0, arrivals: dict[str, float] | None = None
+) -> dict[str, dict]:
+    """Poll the decisions stream until each expected ride has its decision (first one kept;
+    when to `arrivals`, ride id → when that first copy arrived on the stream)."""
     decisions: dict[str, dict] = {}
     deadline = time.monotonic() + timeout
     while not expected <= decisions.keys() and time.monotonic() < deadline:
         records = reader.poll()
         for record in records:
             body = orjson.loads(record["Data"])
-            decisions.setdefault(str(body["ride_id"]), body)
+            ride_id = str(body["ride_id"])
+            if ride_id not in decisions:
+                decisions[ride_id] = body
+                if arrivals is not None:
+                    arrivals[ride_id] = arrival_seconds(record)
         if not records:
             time.sleep(0.1)
     return decisions

@@ -23,6 +23,10 @@ EVALUATION_FUNCTION = "ride-evaluation"
 # key) then mostly share a batch, and the evaluation writes the ride once instead of once per
 # model. Evaluation is not latency-bound. Terraform's evaluation mappings use the same.
 EVALUATION_BATCHING = {"batch_size": 2000, "maximum_batching_window_in_seconds": 5}
+# The decision service's window: long enough that a ride's three predictions (from three
+# consumers polling on their own) mostly share a batch, written once instead of merged
+# (README, "What a ride costs"). Terraform's decision_batching_window_seconds.
+DECISION_BATCHING_WINDOW_SECONDS = int(os.environ.get("RIDES_DECISION_BATCHING_WINDOW_SECONDS") or 2)
 
 
 class NoModel(RidesError):
@@ -180,7 +184,7 @@ class LocalDeployment:
         return EventSourceRunner(
             self.names.predictions_stream,
             handler=handler,
-            settings=self.settings,
+            settings=replace(self.settings, maximum_batching_window_in_seconds=DECISION_BATCHING_WINDOW_SECONDS),
             function_name=DECISION_FUNCTION,
             function_timeout_s=function_timeout_s,
             kinesis=self.kinesis,

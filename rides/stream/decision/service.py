@@ -72,33 +72,48 @@ class DecisionConfig:
 
 # -- the state transitions ----------------------------------------------------------------------
 def merged(state: RideState | None, predictions: Sequence[PredictionIn], now: float, config: DecisionConfig):
-    """The ride with these predictions added (a duplicate changes nothing) and, if that made
-    its set complete, decided. → the new state, or the given one when nothing changed."""
+    """The ride with these predictions added (a duplicate changes nothing; a shadow's is kept
+    apart, never decided on) and, if that made its set complete, decided. → the new state, or
+    the given one when nothing changed."""
+    production = [p for p in predictions if p.role != "shadow"]
     if state is None:
         state = RideState(
             ride_id=predictions[0].ride_id,
             first_seen=now,
             expires_at=int(now + config.retention_days * 86400),
-            due_at=now + config.timeout_seconds,
+            # a ride the sweep must time out if its set stays incomplete (not a shadow-only one)
+            due_at=now + config.timeout_seconds if production else None,
         )
+    elif production and state.status == COLLECTING and state.due_at is None:
+        state = replace(state, due_at=state.first_seen + config.timeout_seconds)
     stored = dict(state.predictions)
-    for prediction in predictions:
+    for prediction in production:
         stored[prediction.model] = {
             "field": prediction.field,
             "value": prediction.value,
             "version": prediction.version,
-            "sequence_number": str(prediction.source.get("sequence_number") or ""),
         }
-    changed = stored != state.predictions
+    shadow = dict(state.shadow)
+    for prediction in predictions:
+        if prediction.role == "shadow":
+            shadow[prediction.model] = {
+                "field": prediction.field,
+                "value": prediction.value,
+                "version": prediction.version,
+            }
+    changed = stored != state.predictions or shadow != state.shadow
     if state.status == COLLECTING and set(config.required_models) <= set(stored):
-        return decided(state, config, "complete", now, predictions=stored)
-    return state.next_version(predictions=stored) if changed else state
+        return decided(state, config, "complete", now, predictions=stored, shadow=shadow)
+    return state.next_version(predictions=stored, shadow=shadow) if changed else state
 
 
-def decided(state: RideState, config: DecisionConfig, reason: str, now: float, **changes) -> RideState:
-    """The ride with its one decision, due for re-publication by the sweep until it is marked
-    published. `decision_id` names the version that stores it, so it is the same however often
-    the record is published."""
+def decided(
+    state: RideState, config: DecisionConfig, reason: str, now: float, *, by_sweep: bool = False, **changes
+) -> RideState:
+    """The ride with its one decision. `decision_id` names the version that stores it, so it is
+    the same however often the record is published. The stream's decision leaves the sweep's
+    index (a failed publication is retried with its batch); the sweep's stays in it, due again
+    a timeout later, until it is marked published."""
     state = state.next_version(**changes)
     values = {p["field"]: p["value"] for p in state.predictions.values()}
     flags, not_evaluated = evaluate(values, config.rules)
@@ -116,7 +131,7 @@ def decided(state: RideState, config: DecisionConfig, reason: str, now: float, *
         },
         "decided_at": now,
     }
-    return replace(state, decision=decision, due_at=now + config.timeout_seconds)
+    return replace(state, decision=decision, due_at=now + config.timeout_seconds if by_sweep else None)
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -151,12 +166,23 @@ def process_predictions(
     batch = KinesisBatch(records, logger=logger or log)
     by_ride: dict[str, list[BatchRecord]] = {}
     for item in batch.parse(read_prediction):
-        if item.value.role == "shadow":
-            continue  # a challenger's prediction: evaluated, never decided on (done as it is)
         by_ride.setdefault(item.value.ride_id, []).append(item)
 
-    states = _merge_and_save(batch, by_ride, config, store, now, deadline, report)
-    todo = [state for ride_id, state in states.items() if state.status == DECIDED and ride_id in by_ride]
+    # A ride whose every required prediction is in this batch is most likely new: written once,
+    # decided, without reading it first. The others (and those it turns out exist) are read and
+    # merged. The decision mapping batches over a few seconds for this (infra/: decision_batching).
+    complete = {
+        ride_id: items
+        for ride_id, items in by_ride.items()
+        if set(config.required_models) <= {i.value.model for i in items if i.value.role != "shadow"}
+    }
+    states, done = _save_new(batch, complete, config, store, now, deadline, report)
+    rest = {ride_id: items for ride_id, items in by_ride.items() if ride_id not in done}
+    states.update(_merge_and_save(batch, rest, config, store, now, deadline, report))
+    # Every decided ride a production prediction touched goes out (again, after a failure or a
+    # crash: the stored decision, the same decision_id); a shadow's alone decides nothing.
+    production = {r for r, items in by_ride.items() if any(i.value.role != "shadow" for i in items)}
+    todo = [state for ride_id, state in states.items() if state.status == DECIDED and ride_id in production]
     failed = _publish(todo, store, publisher, deadline, report, reviews)
     batch.report((item for ride_id in failed for item in by_ride[ride_id]), "PublishFailed")
 
@@ -166,6 +192,42 @@ def process_predictions(
     response = batch.response()
     report.failed = batch.failed
     return response, report
+
+
+def _save_new(
+    batch: KinesisBatch,
+    by_ride: dict[str, list[BatchRecord]],
+    config: DecisionConfig,
+    store: DecisionStore,
+    now: float,
+    deadline,
+    report: DecisionReport,
+) -> tuple[dict[str, RideState], set[str]]:
+    """Rides decided by this batch alone, each stored with one write if it is new (the write's
+    condition: no such ride yet). → (the states stored, every ride dealt with here); a ride
+    that exists already is left to the merge."""
+    states: dict[str, RideState] = {}
+    done: set[str] = set()
+    fresh = []
+    for ride_id, items in by_ride.items():
+        try:
+            fresh.append(merged(None, [item.value for item in items], now, config))
+        except Exception as exc:  # a bug in merging: retried later, and its traceback logged once
+            batch.log_unexpected(exc, "merging a ride's predictions", items)
+            batch.report(items, type(exc).__name__)
+            done.add(ride_id)
+    if not fresh:
+        return states, done
+    outcome = store.save(fresh, deadline)
+    for state in outcome.written:
+        states[state.ride_id] = state
+        done.add(state.ride_id)
+        report.stored += 1
+        report.decided += 1
+    for ride_id, code in outcome.failed.items():
+        batch.report(by_ride[ride_id], code)
+        done.add(ride_id)
+    return states, done
 
 
 def _merge_and_save(
@@ -243,7 +305,9 @@ def _publish(
         failed |= unsent
         out = [state for state in out if state.ride_id not in unsent]
     report.published += len(out)
-    marked = store.mark_published(out, deadline)
+    # Only the sweep's decisions wait in the index to be marked: the stream's are retried with
+    # their batch, and marking them would cost a write per ride (the index write besides).
+    marked = store.mark_published([state for state in out if state.due_at is not None], deadline)
     if marked.failed or marked.conflicts:
         log.warning(
             "%d published decisions not marked (%s); the sweep publishes them again",
@@ -286,7 +350,7 @@ def sweep(
                 raise  # the table is gone or refuses us: an error the function's alarm sees
             break
         overdue = [
-            decided(state, config, "timeout", now)
+            decided(state, config, "timeout", now, by_sweep=True)
             for state in states.values()
             if state.status == COLLECTING and state.due_at is not None and state.due_at <= now
         ]

@@ -2,27 +2,31 @@
 
 The item is a small state machine, in the shape of Powertools' idempotency record:
 
-    collecting ──(every required prediction, or the timeout)──▶ decided ──(on the stream)──▶ published
+    collecting ──(every required prediction, or the timeout)──▶ decided ──(sweep's, on the stream)──▶ published
 
 - `version` is an optimistic lock: every write expects the version it read and stores the
-  next one, so the stream processor and the timeout sweep can never overwrite each other's
-  work (a write that lost the race re-reads the ride and merges again).
+  next one (the first, that there is none), so the stream processor and the timeout sweep can
+  never overwrite each other's work (a write that lost the race re-reads the ride and merges).
 - A ride is decided once: the decision is stored (with its `decision_id`, derived from the
-  ride id and the version that stored it) before it is published, and marked published
-  after. A crash or failed publication between the two leaves it `decided`, where the next
-  batch of that ride or the sweep finds it and publishes it again; downstream consumers drop
-  the duplicate by `decision_id`.
+  ride id and the version that stored it) before it is published. Which write units that
+  costs is the point of the design (docs/design-notes.md, "What a ride costs"):
+  - a ride whose predictions all arrive in one batch is written once, decided, and never
+    enters the sweep's index: one write. If its publication fails or the function dies before
+    it, the batch is retried (or redriven), finds the ride decided and publishes the stored
+    decision again; every copy has the same `decision_id`, which downstream consumers drop;
+  - a ride whose predictions arrive over batches is `collecting` in between, in the index;
+    deciding it takes it out of the index (the stream's decision, retried the same way);
+  - the sweep's timeout decisions stay in the index until marked published: no batch of theirs
+    would retry them.
 - `due_shard`/`due_at` form a sparse index of what needs the sweep's attention: collecting
-  rides (due at first_seen + timeout) and decided, unpublished ones (due a timeout after the
-  decision). Published rides leave the index.
+  rides (due at first_seen + timeout) and the sweep's decided, unpublished ones.
+- A challenger's (the shadow's) predictions are kept in `shadow`, never decided on: the live
+  evaluation reads them beside production's from the same item.
 
-Write sharding of that index: every ride enters it, changes its key once (decided) and leaves
-it (published), three index writes per ride. One partition key value takes at most 1,000
-writes/s, so a single value (the old `pending = "1"`) caps the service at ~330 rides/s; and
-with `due_at` growing with time, DynamoDB cannot split that hot key by its sort key either.
-INDEX_SHARDS values spread by a hash of the ride id take 8,000 writes/s, ~2,600 rides/s
-(prod's 4 input shards take up to 4,000 rides/s of writes before the consumers' limits), and
-cost the sweep 8 small queries a minute.
+Write sharding of that index: one partition key value takes at most 1,000 writes/s, so a
+single value (the old `pending = "1"`) would cap the service; and with `due_at` growing with
+time, DynamoDB cannot split that hot key by its sort key either. INDEX_SHARDS values spread by a
+hash of the ride id take 8,000 writes/s, and cost the sweep 8 small queries a minute.
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ class RideState:
     ride_id: str
     first_seen: float
     expires_at: int
-    predictions: dict[str, dict] = field(default_factory=dict)  # model → field, value, version, sequence_number
+    predictions: dict[str, dict] = field(default_factory=dict)  # model → field, value, version
     decision: dict | None = None
+    shadow: dict[str, dict] = field(default_factory=dict)  # a challenger's: model → field, value, version
     published: bool = False
     due_at: float | None = None  # when the sweep should look at it; None once published
     version: int = 0  # 0: not stored yet
@@ -92,10 +97,15 @@ class RideState:
             "first_seen": self.first_seen,
             "expires_at": self.expires_at,
             "predictions": self.predictions,
-            "published": self.published,
         }
+        # Every byte counts: a decided ride (with a challenger's prediction) stays under 1 KB,
+        # one write unit per write instead of two. `published` is only ever stored true.
+        if self.published:
+            item["published"] = True
         if self.decision is not None:
             item["decision"] = self.decision
+        if self.shadow:
+            item["shadow"] = self.shadow
         if self.due_at is not None:
             item["due_shard"] = self.due_shard
             item["due_at"] = self.due_at
@@ -110,6 +120,7 @@ class RideState:
             expires_at=int(plain.get("expires_at", 0)),
             predictions=plain.get("predictions") or {},
             decision=plain.get("decision"),
+            shadow=plain.get("shadow") or {},
             published=bool(plain.get("published", False)),
             due_at=plain.get("due_at"),
             version=int(plain.get("version", 0)),
