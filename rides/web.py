@@ -99,7 +99,8 @@ class StreamStateOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     ride_id: str
     status: str = Field(
-        description="pending, collecting, decided (the decision is made and sent) or published (a timeout decision the sweep sent)"
+        description="pending, collecting, decided (the decision is made and sent) "
+        "or published (a timeout decision the sweep sent)"
     )
     predictions: dict[str, dict] = Field(description="model → field, value, version")
     decision: dict | None

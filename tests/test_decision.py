@@ -111,7 +111,10 @@ def test_a_batch_that_completes_a_ride_already_stored_merges_into_it(service):
     assert decision["reason"] == "complete" and decision["decision_id"] == "r3:2"
     stored = decisions_stored(service, "r3")
     assert stored.status == "decided" and stored.due_at is None
-    assert stored.predictions == {m: {"field": FIELDS[m], "value": v, "version": "1"} for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 2.0))}
+    assert stored.predictions == {
+        m: {"field": FIELDS[m], "value": v, "version": "1"}
+        for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 2.0))
+    }
 
 
 def test_rules_flag_a_ride_for_review(service):
@@ -502,7 +505,11 @@ def test_a_decided_ride_with_a_challengers_prediction_is_one_write_unit():
     predictions = [
         prediction_from({**prediction(ride_id, m, v), "version": "123", "role": "production"})
         for m, v in values.items()
-    ] + [prediction_from({**prediction(ride_id, "ride-duration", 11.234567890123456), "version": "124", "role": "shadow"})]
+    ] + [
+        prediction_from(
+            {**prediction(ride_id, "ride-duration", 11.234567890123456), "version": "124", "role": "shadow"}
+        )
+    ]
     state = merged(None, predictions, 1_700_000_000.123456, DecisionConfig.from_env({}))
     assert state.status == "decided" and state.shadow
     assert write_units(item_size(state.to_item())) == 1
