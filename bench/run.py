@@ -542,7 +542,8 @@ def format_results(r: dict) -> str:
         lines += [
             "",
             f"Live evaluation, one core, DynamoDB answered in memory (our code per record): "
-            f"{e['evaluation_records_per_s']:,.0f} records/s over {e['records']:,} predictions and completions. "
+            f"{e['evaluation_records_per_s']:,.0f} completions/s over {e['records']:,} completions, each joined "
+            "with its ride's production and shadow predictions. "
             f"A shadow model costs {e['shadow_own_function_us_per_ride']:.1f} µs a ride as its own function "
             f"(the whole fast path again) and {e['shadow_in_consumer_us_per_ride']:.1f} µs as a second model "
             "in the production consumer (predict and encode only).",

@@ -135,6 +135,7 @@ locals {
     ecr_repository         = "${var.ecr_repository_name}${local.suffix}"
     decision_service       = "ride-decision-service${local.suffix}"
     decision_sweep         = "ride-decision-sweep${local.suffix}"
+    evaluation_sweep       = "ride-evaluation-sweep${local.suffix}"
     batch_job              = "ride-duration-batch${local.suffix}"
     batch_database         = "rides-predictions${local.suffix}"
     mlflow_tracking_server = "rides${local.suffix}"
@@ -343,9 +344,9 @@ module "decision_service" {
   rollout               = local.rollout
 }
 
-# Live evaluation: joins every prediction with its ride's outcome and watches drift; one
-# function, three mappings (rides/stream/evaluation/service.py reads which is which from each
-# record). Its metrics: EvaluatedRides, SquaredError, AbsoluteError, Error per model, version and
+# Live evaluation: joins every ride's outcome with the predictions the decision service stored
+# for it, and watches drift; one function, two mappings (rides/stream/evaluation/service.py
+# reads which is which from each record) and a sweep for outcomes that came before the decision. Its metrics: EvaluatedRides, SquaredError, AbsoluteError, Error per model, version and
 # role; FeatureDrift per feature; MaxFeatureDrift (the drift alarm below).
 module "evaluation" {
   source = "./modules/stream_function"
@@ -360,30 +361,33 @@ module "evaluation" {
 
   # Exactly the variables the evaluation handler reads (tests/test_infra.py checks both ways).
   environment = {
-    EVALUATIONS_TABLE            = module.evaluations_table.name
-    DEAD_LETTER_QUEUE_URL        = module.dead_letter_queue.url
-    EVALUATION_WINDOW_HOURS      = tostring(var.evaluation_window_hours)
-    DRIFT_REFERENCE_URI          = var.model_uri
-    DRIFT_MODEL                  = "ride-duration"
+    EVALUATIONS_TABLE       = module.evaluations_table.name
+    DECISIONS_TABLE         = module.decisions_table.name
+    DEAD_LETTER_QUEUE_URL   = module.dead_letter_queue.url
+    EVALUATION_WINDOW_HOURS = tostring(var.evaluation_window_hours)
+    DRIFT_REFERENCE_URI     = var.model_uri
+    DRIFT_MODEL             = "ride-duration"
+    # a ride is counted once the challenger (if one runs) has predicted it too, or after 15 min
+    SHADOW_MODELS                = var.shadow_model_uri == "" ? "" : "ride-duration"
+    SHADOW_WAIT_SECONDS          = "900"
     POWERTOOLS_SERVICE_NAME      = local.names.evaluation
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }
   policy_statements = concat(local.evaluation_statements, local.stream_key_reads)
 
-  input_stream_arn = module.predictions_stream.arn
+  input_stream_arn = module.completions_stream.arn
   extra_input_streams = {
-    completions = module.completions_stream.arn
-    rides       = module.input_stream.arn
+    rides = module.input_stream.arn
   }
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   failed_batches_queue_arn = module.failed_batches_queue.arn
 
-  # Big batches over a few seconds (rides/local/services.py EVALUATION_BATCHING): a ride's
-  # predictions share a shard and then mostly a batch, written once, not once per model.
+  # Big batches over a few seconds (rides/local/services.py EVALUATION_BATCHING): the sums of a
+  # batch's completions are one transaction, so the more per batch the fewer writes per ride.
   batch_size                         = 2000
   maximum_batching_window_in_seconds = 5
   starting_position                  = var.starting_position
-  parallelization_factor             = 1
+  parallelization_factor             = 1 # one invocation per shard: the shard's mark (store.py)
   bisect_batch_on_function_error     = var.bisect_batch_on_function_error
   maximum_retry_attempts             = var.maximum_retry_attempts
   maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
@@ -459,6 +463,18 @@ module "decision_sweep" {
   function_name       = module.decision_service.function_name
   alias_arn           = module.decision_service.alias_arn
   alias_name          = module.decision_service.alias_name
+  input               = jsonencode({ sweep = true })
+}
+
+module "evaluation_sweep" {
+  source = "./modules/lambda_schedule"
+
+  name                = local.names.evaluation_sweep
+  description         = "Join the completions that came before their ride's decision."
+  schedule_expression = "rate(1 minute)"
+  function_name       = module.evaluation.function_name
+  alias_arn           = module.evaluation.alias_arn
+  alias_name          = module.evaluation.alias_name
   input               = jsonencode({ sweep = true })
 }
 
@@ -743,9 +759,22 @@ locals {
   ]
   evaluation_statements = [
     {
-      sid       = "EvaluationTable"
-      actions   = ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"]
+      sid = "EvaluationTable"
+      # The sums, marks and waiting completions: written in transactions (TransactWriteItems
+      # is authorized action by action), read with GetItem and Query; drift counts: UpdateItem.
+      actions = [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+      ]
       resources = [module.evaluations_table.arn]
+    },
+    {
+      sid       = "ReadRidePredictions"
+      actions   = ["dynamodb:BatchGetItem"]
+      resources = [module.decisions_table.arn]
     },
     {
       sid       = "ReadDriftReference"

@@ -1,7 +1,8 @@
 """AWS Lambda entry point of the evaluation consumer: a thin adapter to `rides.stream.evaluation`.
 
-Mapped to `ride-predictions`, `ride-completions` and `ride-events`. Emits, per model, version and
-role, the new evaluated pairs' count and error sums (CloudWatch: RMSE = sqrt(SquaredError /
+Mapped to `ride-completions` and `ride-events`, and invoked by a schedule (no `Records`: the
+sweep of completions that came before their ride's decision). Emits, per model, version and
+role, the newly evaluated pairs' count and error sums (CloudWatch: RMSE = sqrt(SquaredError /
 EvaluatedRides) in metric math), and each feature's drift (PSI) this hour, with the largest as
 `MaxFeatureDrift` for the alarm.
 """
@@ -16,17 +17,14 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.evaluation.drift import PREDICTION, DriftCounter, load_reference
-from rides.stream.evaluation.service import EvaluationConfig, process_records
-from rides.stream.evaluation.store import EvaluationStore
+from rides.stream.evaluation.service import EvaluationConfig, process_records, sweep
 from rides.stream.model import read_metadata
 from rides.stream.runtime import Clients, deadline, function_name
 from rides.stream.runtime import handler_for as _handler_for
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ride-evaluation"))
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides")
-# The function's own environment may name its DynamoDB endpoint (the local runner's emulators
-# serve the evaluations table from a process of its own).
-_clients = Clients(("sqs", "dynamodb"), own_endpoints=True)
+_clients = Clients(("sqs", "dynamodb"))
 _references: dict[str, dict] = {}
 
 
@@ -49,15 +47,20 @@ def handler_for(env: dict[str, str]):
 
 def handle(event, context, env):
     config = EvaluationConfig.from_env(env)
-    aws = _clients.of(function_name(context, env), env)
-    store = EvaluationStore(aws["dynamodb"], config.table_name, window_seconds=config.window_seconds)
+    aws = _clients.of(function_name(context, env))
+    store = config.store(aws["dynamodb"])
     reference = _reference(config.drift_reference_uri)
     drift = DriftCounter(aws["dynamodb"], config.table_name, reference) if reference else None
+    time_left = deadline(context)
+    if "Records" not in (event or {}):  # the schedule
+        report = sweep(config, store=store, drift=drift, time_left=time_left, logger=logger)
+        _emit(report, env)
+        result = {"pairs": len(report.evaluated), "waiting": report.waiting}
+        logger.info("sweep", extra={"sweep": result})
+        return result
     dead_letters = DeadLetterSink(
         aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
     )
-    time_left = deadline(context)
-
     response, report = process_records(
         event.get("Records", []),
         config,

@@ -668,7 +668,7 @@ def evaluate(hours, html_path, open_browser, drift_reference, from_archive) -> N
         rows = evaluate_archive(
             boto3.client("s3"), names.model_bucket, names.predictions_stream, names.completions_stream
         )
-        report = evaluation_report.build(_ArchivedRows(rows))
+        report = evaluation_report.build(evaluation_report.RowFigures(rows))
         click.echo(evaluation_report.format_table(report, hours))
         return
 
@@ -699,19 +699,6 @@ def evaluate(hours, html_path, open_browser, drift_reference, from_archive) -> N
         click.echo(f"report: {path}")
         if open_browser:
             webbrowser.open(path.resolve().as_uri())
-
-
-class _ArchivedRows:
-    """The archive's evaluated pairs, read like the evaluations table."""
-
-    def __init__(self, rows: dict):
-        self.rows = rows
-
-    def versions(self):
-        return list(self.rows)
-
-    def evaluated(self, model, version, role):
-        return self.rows.get((model, version, role), [])
 
 
 @main.command(cls=UsesAWS)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rides.stream.evaluation.metrics import Summary, by_hour, paired, summarize
+from rides.stream.evaluation.metrics import Summary, summarize
 
 
 @dataclass
@@ -40,18 +40,41 @@ class Report:
     drift: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)  # hour → name → (PSI, n)
 
 
+class RowFigures:
+    """Evaluated pairs (the archive's recomputation: (model, version, role) → rows with
+    ride_id, hour, predicted, actual), read like the evaluations table."""
+
+    def __init__(self, rows: dict):
+        self.rows = rows
+
+    def versions(self):
+        return list(self.rows)
+
+    def hours(self, model, version, role) -> dict[str, Summary]:
+        by_hour: dict[str, list] = {}
+        for row in self.rows.get((model, version, role), []):
+            by_hour.setdefault(row.hour, []).append(row)
+        return {hour: summarize(by_hour[hour]) for hour in sorted(by_hour)}
+
+    def paired(self, model, challenger, incumbent) -> tuple[Summary, Summary]:
+        mine = {r.ride_id: r for r in self.rows.get((model, challenger, "shadow"), [])}
+        theirs = {r.ride_id: r for r in self.rows.get((model, incumbent, "production"), [])}
+        common = sorted(mine.keys() & theirs.keys())
+        return summarize([mine[r] for r in common]), summarize([theirs[r] for r in common])
+
+
 def build(store, drift_counter=None, *, drift_hours: int = 24, now: datetime | None = None) -> Report:
     report = Report()
-    rows = {}
-    for model, version, role in sorted(store.versions()):
-        rows[(model, version, role)] = evaluated = store.evaluated(model, version, role)
-        report.versions.append(VersionFigures(model, version, role, summarize(evaluated), by_hour(evaluated)))
-    for (model, version, role), shadow_rows in rows.items():
+    versions = sorted(store.versions())
+    for model, version, role in versions:
+        hours = store.hours(model, version, role)
+        report.versions.append(VersionFigures(model, version, role, Summary.total(hours.values()), hours))
+    for model, version, role in versions:
         if role != "shadow":
             continue
-        for (other_model, production, other_role), production_rows in rows.items():
+        for other_model, production, other_role in versions:
             if other_model == model and other_role == "production":
-                mine, theirs = paired(shadow_rows, production_rows)
+                mine, theirs = store.paired(model, version, production)
                 report.comparisons.append(Comparison(model, version, production, mine, theirs))
     if drift_counter is not None:
         now = now or datetime.now(UTC)

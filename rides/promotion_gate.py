@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rides.stream.evaluation.metrics import Summary, paired
+from rides.stream.evaluation.metrics import Summary
 
 MIN_RIDES = 500
 MAX_WORSE = 0.02
@@ -41,9 +41,7 @@ def judge(
         return Verdict(True, f"no version of {model_name} serves in production yet: nothing to compare with")
     if candidate == production:
         return Verdict(True, f"version {candidate} already serves in production")
-    challenger, incumbent = paired(
-        store.evaluated(model_name, candidate, "shadow"), store.evaluated(model_name, production, "production")
-    )
+    challenger, incumbent = store.paired(model_name, candidate, production)
     figures = (
         f"on the same {challenger.count:,} rides: RMSE {challenger.rmse:.3f} vs {incumbent.rmse:.3f}, "
         f"MAE {challenger.mae:.3f} vs {incumbent.mae:.3f}, bias {challenger.bias:+.3f} vs {incumbent.bias:+.3f}"

@@ -25,6 +25,7 @@ import orjson
 
 from rides import RidesError
 from rides.local.reader import StreamReader
+from rides.stream.evaluation.store import TRACE_PREFIX, EvaluationStore
 from rides.stream.events import completion_json, json_bytes
 
 STREAM_MODELS = ("ride-duration", "ride-fare", "ride-tip")
@@ -110,7 +111,7 @@ def smoke_test(
     decisions = StreamReader(kinesis, names.decisions_stream, start="LATEST")
     predictions.poll()  # take the iterators now, so nothing can slip past them
     decisions.poll()
-    ride_id = f"smoke-{uuid.uuid4().hex[:12]}"
+    ride_id = f"{TRACE_PREFIX}{uuid.uuid4().hex[:12]}"  # a probe: the evaluation keeps its join
     report = SmokeReport(ride_id)
     event, completion = _ride(ride_id)
     started = time.monotonic()
@@ -163,16 +164,15 @@ def _missing(report: SmokeReport, expected: Expected, web_url: str | None) -> li
 
 
 def _joined(dynamodb, table: str, ride_id: str, expected: Expected) -> bool:
-    from rides.stream.evaluation.store import pairs
-
+    """Whether the evaluation joined the smoke ride's completion with its production duration
+    prediction (of the deployed version): probe rides leave a trace (rides.stream.evaluation.store)."""
     try:
-        item = dynamodb.get_item(TableName=table, Key={"pk": {"S": f"ride#{ride_id}"}, "sk": {"S": "#"}}).get("Item")
+        pairs = EvaluationStore(dynamodb, table).trace(ride_id) or []
     except Exception:  # the table unreadable: reported as not joined, with the rest
         return False
     want = expected.models.get("ride-duration")
     return any(
-        p.model == "ride-duration" and p.role == "production" and (want is None or p.version == want)
-        for p in pairs(ride_id, item or {})
+        p.model == "ride-duration" and p.role == "production" and (want is None or p.version == want) for p in pairs
     )
 
 

@@ -218,14 +218,26 @@ def test_the_decision_service_gives_each_ride_of_aggregated_predictions_one_deci
 @pytest.fixture
 def evaluation(aws):
     boto3.client("dynamodb").create_table(**evaluations_table_spec("ride-evaluations"))
+    boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
-    env = {"EVALUATIONS_TABLE": "ride-evaluations", "DEAD_LETTER_QUEUE_URL": dlq, "POWERTOOLS_METRICS_DISABLED": "true"}
+    env = {
+        "EVALUATIONS_TABLE": "ride-evaluations",
+        "DECISIONS_TABLE": "ride-decisions",
+        "DEAD_LETTER_QUEUE_URL": dlq,
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
     evaluation_handler._clients.clear()
     yield {**aws, "dlq": dlq, "handler": evaluation_handler.handler_for(env)}
     evaluation_handler._clients.clear()
 
 
-def test_the_evaluation_joins_aggregated_predictions_and_completions_and_counts_a_retry_once(evaluation, monkeypatch):
+def test_the_evaluation_joins_aggregated_completions_and_counts_a_retry_once(evaluation, monkeypatch):
+    """Completions KPL-aggregated: each user record's place is (sequence, sub-sequence), and
+    the shard's mark skips exactly the ones counted when the batch comes again."""
+    from rides.stream.decision import DecisionConfig, DecisionStore
+    from rides.stream.decision.service import merged
+    from rides.stream.events import prediction_from
+
     evaluated = []
     real = evaluation_handler.process_records
 
@@ -235,18 +247,35 @@ def test_the_evaluation_joins_aggregated_predictions_and_completions_and_counts_
         return response, report
 
     monkeypatch.setattr(evaluation_handler, "process_records", recording)
-    predictions = [
-        {"model": "ride-duration", "version": "1", "prediction": {"ride_id": i, "ride_duration": 10.0 + i}}
-        for i in range(30)
-    ]
+    config = DecisionConfig.from_env({"REQUIRED_MODELS": "ride-duration"})
+    DecisionStore(boto3.client("dynamodb"), "ride-decisions").save(
+        [
+            merged(
+                None,
+                [
+                    prediction_from(
+                        {
+                            "model": "ride-duration",
+                            "version": "1",
+                            "prediction": {"ride_id": i, "ride_duration": 10.0 + i},
+                        }
+                    )
+                ],
+                0.0,
+                config,
+            )
+            for i in range(30)
+        ]
+    )
     completions = [
         orjson.loads(completion_json(i, datetime(2021, 2, 3, 8, 30), duration_minutes=12.0)) for i in range(30)
     ]
-    parts = aggregated(predictions, max_size=1500) + aggregated(completions, max_size=1500)
+    parts = aggregated(completions, max_size=1500)
+    assert len(parts) > 1
     batch = event([*parts, b"junk"])
     assert evaluation["handler"](batch, FakeContext()) == {"batchItemFailures": []}
     assert evaluation["handler"](batch, FakeContext()) == {"batchItemFailures": []}  # Lambda's retry
-    assert sorted((e.ride_id for e in evaluated), key=int) == [str(i) for i in range(30)]  # each pair once
+    assert sorted((e.ride_id for e in evaluated), key=int) == [str(i) for i in range(30)]  # each ride once
     assert sorted(round(e.error, 6) for e in evaluated) == sorted(round(10.0 + i - 12.0, 6) for i in range(30))
     assert len(drain_queue(evaluation["sqs"], evaluation["dlq"])) == 2  # the junk, once per delivery
 

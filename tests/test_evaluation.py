@@ -1,8 +1,10 @@
-"""Live evaluation: predictions joined with outcomes in any order, with duplicates and late,
-give the same figures as an offline computation on the same rows; each pair counts once."""
+"""Live evaluation: outcomes joined with the predictions the decision service stored, in any
+order, delivered again, before their ride's decision or across many hours, give the same
+figures as an offline computation on the same rides; each ride counts once."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -11,114 +13,249 @@ from datetime import datetime, timedelta
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ClientError
 
-from rides.local.stack import evaluations_table_spec
+from rides.local.stack import decisions_table_spec, evaluations_table_spec
 from rides.stream.deadletter import DeadLetterSink
+from rides.stream.decision import DecisionConfig, DecisionStore
+from rides.stream.decision.service import merged
 from rides.stream.evaluation.drift import DriftCounter, counts, psi, reference
-from rides.stream.evaluation.metrics import Summary, by_hour, paired, summarize
-from rides.stream.evaluation.service import EvaluationConfig, process_records
+from rides.stream.evaluation.metrics import Summary, summarize
+from rides.stream.evaluation.service import EvaluationConfig, process_records, sweep
 from rides.stream.evaluation.store import EvaluationStore
-from rides.stream.events import completion_json
+from rides.stream.events import completion_from, completion_json, prediction_from
 from tests.helpers import kinesis_record
 
-CONFIG = EvaluationConfig("ride-evaluations")
+CONFIG = EvaluationConfig("ride-evaluations", decisions_table="ride-decisions")
 NOW = 1_764_000_000.0
+FIELDS = {"ride-duration": "ride_duration", "ride-fare": "fare_amount", "ride-tip": "tip_amount"}
 
 
 @pytest.fixture
 def store(aws):
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(**evaluations_table_spec("ride-evaluations"))
-    return EvaluationStore(dynamodb, "ride-evaluations")
+    dynamodb.create_table(**decisions_table_spec("ride-decisions"))
+    return EvaluationStore(dynamodb, "ride-evaluations", decisions_table="ride-decisions")
 
 
-def prediction(ride_id, value, version="1", role="production", model="ride-duration", field="ride_duration"):
-    record = {"model": model, "version": version, "prediction": {"ride_id": ride_id, field: value}}
+def prediction(ride_id, value, version="1", role="production", model="ride-duration"):
+    record = {"model": model, "version": version, "prediction": {"ride_id": ride_id, FIELDS[model]: value}}
     if role != "production":
         record["role"] = role
     return record
+
+
+def decide(store, payloads, required=("ride-duration",)):
+    """Store rides' predictions as the decision service does (merged into each ride's item,
+    decided once every required model's prediction is there)."""
+    config = DecisionConfig.from_env({"REQUIRED_MODELS": ",".join(required)})
+    rides = DecisionStore(store.client, "ride-decisions")
+    by_ride: dict[str, list] = {}
+    for payload in payloads:
+        p = prediction_from(payload)
+        by_ride.setdefault(p.ride_id, []).append(p)
+    for ride_id, predictions in by_ride.items():
+        state = merged(rides.get(ride_id), predictions, NOW, config)
+        assert not rides.save([state]).failed
 
 
 def completion(ride_id, minutes, dropoff=datetime(2021, 2, 3, 8, 30), fare=None):
     return completion_json(ride_id, dropoff, duration_minutes=minutes, fare_amount=fare)
 
 
-def feed(store, payloads, batch_size=37, now=NOW):
-    """Through the consumer, as Lambda would deliver them, in batches."""
+def deliver(store, payloads, start=1, now=NOW, shard="shardId-000000000000"):
+    """One batch, as Lambda delivers it (records numbered from `start` on one shard)."""
+    records = [kinesis_record(p, start + i, shard=shard) for i, p in enumerate(payloads)]
+    return process_records(
+        records, CONFIG, store=store, drift=None, dead_letters=DeadLetterSink(None, None), clock=lambda: now
+    )
+
+
+def feed(store, payloads, batch_size=37, now=NOW, start=1):
+    """Through the consumer in batches; → the pairs evaluated."""
     evaluated = []
-    for start in range(0, len(payloads), batch_size):
-        chunk = payloads[start : start + batch_size]
-        records = [kinesis_record(p, start + i + 1) for i, p in enumerate(chunk)]
-        response, report = process_records(
-            records, CONFIG, store=store, drift=None, dead_letters=DeadLetterSink(None, None), clock=lambda: now
-        )
+    for first in range(0, len(payloads), batch_size):
+        response, report = deliver(store, payloads[first : first + batch_size], start + first, now)
         assert response == {"batchItemFailures": []}
         evaluated += report.evaluated
     return evaluated
 
 
-def test_any_order_duplicates_and_late_outcomes_give_the_offline_figures(store):
+def test_any_order_redeliveries_and_early_outcomes_give_the_offline_figures(store):
     rng = random.Random(7)
     rides = [(f"r{i}", rng.uniform(3, 50)) for i in range(300)]
     v1 = {ride: actual + rng.gauss(0, 4) for ride, actual in rides}
     v2 = {ride: actual + rng.gauss(1, 6) for ride, actual in rides}
-    payloads = (
-        [prediction(r, v1[r]) for r, _ in rides]
-        + [prediction(r, v2[r], version="2", role="shadow") for r, _ in rides]
-        + [completion(r, a, dropoff=datetime(2021, 2, 3, 8) + timedelta(minutes=i)) for i, (r, a) in enumerate(rides)]
-    )
-    payloads += rng.sample(payloads, 150)  # at-least-once delivery: repeats
-    rng.shuffle(payloads)
-    late = [p for p in payloads if isinstance(p, bytes)][:40]  # some outcomes arrive much later
-    on_time = [p for p in payloads if not (isinstance(p, bytes) and p in late)]
-    live = feed(store, on_time) + feed(store, late, now=NOW + 3600 * 20)
+    early = {ride for ride, _ in rides[:40]}  # outcomes that come before their ride's decision
+    decide(store, [prediction(r, v1[r]) for r, _ in rides if r not in early])
+    decide(store, [prediction(r, v2[r], version="2", role="shadow") for r, _ in rides])  # the challenger, after
+    completions = [
+        completion(r, a, dropoff=datetime(2021, 2, 3, 8) + timedelta(minutes=i)) for i, (r, a) in enumerate(rides)
+    ]
+    rng.shuffle(completions)
+    live = feed(store, completions[:148])
+    live += feed(store, completions[148:], now=NOW + 3600, start=149)  # an hour later
+    live += feed(store, completions[:100], now=NOW + 3600)  # Lambda delivers the first batches again
+    assert store.waiting() == 40
+    decide(store, [prediction(r, v1[r]) for r, _ in rides if r in early])
+    swept = sweep(CONFIG, store=store, clock=lambda: NOW + 7200)
+    live += swept.evaluated
+    assert store.waiting() == 0 and swept.waiting == 0
 
     actual = dict(rides)
     for version, predicted, role in (("1", v1, "production"), ("2", v2, "shadow")):
         mine = [e for e in live if e.version == version]
-        assert len(mine) == len({e.ride_id for e in mine}) == 300  # each pair exactly once
+        assert len(mine) == len({e.ride_id for e in mine}) == 300  # each ride exactly once
         assert {e.role for e in mine} == {role}
         offline = Summary.of(predicted[r] - actual[r] for r, _ in rides)
-        online = summarize(store.evaluated("ride-duration", version, role))
+        online = store.summary("ride-duration", version, role)
         assert online.count == offline.count == store.count("ride-duration", version, role) == 300
         for name in ("rmse", "mae", "bias"):
             assert getattr(online, name) == pytest.approx(getattr(offline, name), rel=1e-12)
         assert summarize(mine).rmse == pytest.approx(offline.rmse, rel=1e-12)  # the metrics emitted
-    # per hour, by drop-off hour
-    hours = by_hour(store.evaluated("ride-duration", "1", "production"))
-    assert sum(s.count for s in hours.values()) == 300 and len(hours) == 5
-    # the same rides compared, and the catalog of what predicted
-    challenger, incumbent = paired(
-        store.evaluated("ride-duration", "2", "shadow"), store.evaluated("ride-duration", "1", "production")
-    )
+    # per hour counted: the two feeds' and the sweep's
+    hours = store.hours("ride-duration", "1", "production")
+    assert sum(s.count for s in hours.values()) == 300 and len(hours) == 3
+    # the same rides compared (every ride has both), and what has been evaluated
+    challenger, incumbent = store.paired("ride-duration", "2", "1")
     assert challenger.count == incumbent.count == 300
+    assert challenger.rmse == pytest.approx(Summary.of(v2[r] - a for r, a in rides).rmse, rel=1e-12)
     assert sorted(store.versions()) == [("ride-duration", "1", "production"), ("ride-duration", "2", "shadow")]
 
 
-def test_each_field_pairs_with_its_own_outcome_and_repeats_add_nothing(store):
-    feed(store, [prediction("a", 10.0), prediction("a", 12.0, model="ride-fare", field="fare_amount")])
-    evaluated = feed(store, [completion("a", 11.0, fare=15.0)])
+def test_each_field_pairs_with_its_own_outcome_and_a_ride_counts_once(store):
+    decide(store, [prediction("a", 10.0), prediction("a", 12.0, model="ride-fare")])
+    evaluated = feed(store, [completion("a", 11.0, fare=15.0), completion("a", 11.0, fare=15.0)])
     assert sorted((e.model, e.error) for e in evaluated) == [("ride-duration", -1.0), ("ride-fare", -3.0)]
-    assert feed(store, [completion("a", 11.0, fare=15.0), prediction("a", 10.0)]) == []  # repeats: nothing new
-    assert feed(store, [prediction("b", 5.0)], batch_size=5) == []
-    assert feed(store, [completion("b", 5.0, fare=None)], batch_size=5)[0].error == 0.0
+    # the same records again (Lambda's retry): nothing new
+    assert feed(store, [completion("a", 11.0, fare=15.0), completion("a", 11.0, fare=15.0)]) == []
+    decide(store, [prediction("b", 5.0)])
+    assert feed(store, [completion("b", 5.0, fare=None)], start=10)[0].error == 0.0
+    assert store.count("ride-duration", "1", "production") == 2 and store.count("ride-fare", "1", "production") == 1
+    # production only: nothing to compare
+    assert store.paired("ride-duration", "2", "1")[0].count == 0
 
 
 def test_bad_records_are_dead_letters_and_a_missing_table_reports_the_records(aws):
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
-    store = EvaluationStore(boto3.client("dynamodb"), "no-such-table")
+    store = EvaluationStore(boto3.client("dynamodb"), "no-such-table", decisions_table="no-such-table")
     records = [
         kinesis_record(b"{not json", 1),
         kinesis_record({"type": "ride-completed", "ride_id": "x"}, 2),
-        kinesis_record(prediction("r1", 3.0), 3),
+        kinesis_record(completion("r1", 3.0), 3),
         kinesis_record({"something": "else"}, 4),
+        kinesis_record(prediction("r1", 3.0), 5),  # the old mapping's: done as it is
     ]
     response, report = process_records(
         records, CONFIG, store=store, drift=None, dead_letters=DeadLetterSink(aws["sqs"], dlq)
     )
-    # the prediction is retried (the table is missing); the three unreadable ones are letters
+    # the completion is retried (the table is missing); the three unreadable ones are letters
     assert response == {"batchItemFailures": [{"itemIdentifier": f"{3:056d}"}]}
-    assert report.dead_lettered == 3
+    assert report.dead_lettered == 3 and report.predictions == 1
+
+
+def test_outcomes_of_many_versions_take_several_transactions_and_count_once(store):
+    """More sums than one transaction takes (100 items): the batch is cut in chunks, each with
+    the shard's mark; a retry after the second chunk failed counts only what was not."""
+    rides = [(f"h{i}", 10.0 + i % 5) for i in range(150)]
+    decide(store, [prediction(r, a + 2.0, version=str(i)) for i, (r, a) in enumerate(rides)])
+    completions = [completion(r, a) for r, a in rides]
+    real = store.client.transact_write_items
+    calls = []
+
+    def second_fails(**kwargs):
+        calls.append(len(kwargs["TransactItems"]))
+        if len(calls) == 2:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, "TransactWriteItems")
+        return real(**kwargs)
+
+    store.client.transact_write_items = second_fails
+    response, report = deliver(store, completions)
+    failed = [int(f["itemIdentifier"]) for f in response["batchItemFailures"]]
+    assert calls[0] == 100 and min(failed) == 100  # 99 hours + the mark in the first: ride 100 on is retried
+    assert len(report.evaluated) == 99
+    store.client.transact_write_items = real
+    response, report = deliver(store, completions)  # Lambda's retry (here: the whole batch)
+    assert response == {"batchItemFailures": []} and len(report.evaluated) == 51
+    assert sum(store.count("ride-duration", str(i), "production") for i in range(150)) == 150
+    assert {store.summary("ride-duration", str(i), "production").bias for i in (0, 99, 100, 149)} == {2.0}
+
+
+def test_a_transaction_that_went_through_but_whose_answer_was_lost_counts_once(store):
+    """The call times out after DynamoDB applied it: the retry finds the mark moved, reads it
+    again and skips what was counted."""
+    decide(store, [prediction(f"t{i}", 10.0) for i in range(5)])
+    real = store.client.transact_write_items
+    lost = []
+
+    def applied_then_lost(**kwargs):
+        real(**kwargs)
+        if not lost:
+            lost.append(1)
+            raise ClientError({"Error": {"Code": "RequestTimeout", "Message": "lost"}}, "TransactWriteItems")
+
+    store.client.transact_write_items = applied_then_lost
+    response, _ = deliver(store, [completion(f"t{i}", 9.0) for i in range(5)])
+    assert response == {"batchItemFailures": []}
+    assert store.count("ride-duration", "1", "production") == 5
+
+
+def test_waiting_outcomes_are_joined_by_the_sweep_once_and_dropped_after_the_window(store):
+    feed(store, [completion("w1", 10.0), completion("w2", 12.0)])
+    assert store.waiting() == 2 and store.count("ride-duration", "1", "production") == 0
+    assert sweep(CONFIG, store=store, clock=lambda: NOW + 10).evaluated == []  # nothing decided yet
+    decide(store, [prediction("w1", 11.0)])
+    # two sweeps at once: the waiting item's version lets one of them count it
+    first = store.sweep(now=NOW + 20)
+    second = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions").sweep(now=NOW + 20)
+    assert len(first.evaluated) == 1 and second.evaluated == []
+    assert store.count("ride-duration", "1", "production") == 1 and store.waiting() == 1
+    late = store.sweep(now=NOW + 3 * 86400)  # w2's ride never got a decision within the window
+    assert late.expired == 1 and store.waiting() == 0
+
+
+def test_a_ride_waits_for_the_challengers_prediction_that_lags_production(store):
+    """The shadow's consumer reads on its own and may be behind: a ride decided by production
+    waits for its challenger's prediction (both compared on it), or for the wait to pass."""
+    lagging = EvaluationStore(
+        store.client,
+        "ride-evaluations",
+        decisions_table="ride-decisions",
+        shadow_models=("ride-duration",),
+        shadow_wait_seconds=600,
+    )
+    decide(store, [prediction("s1", 10.0), prediction("s2", 10.0)])
+    outcome = lagging.add("ride-completions#shard-0", [((1, 0), completion_from_json("s1", 12.0))], now=NOW)
+    outcome2 = lagging.add("ride-completions#shard-0", [((2, 0), completion_from_json("s2", 12.0))], now=NOW)
+    assert outcome.evaluated == outcome2.evaluated == [] and lagging.waiting() == 2
+    decide(store, [prediction("s1", 13.0, version="2", role="shadow")])  # the challenger catches up on s1
+    swept = lagging.sweep(now=NOW + 60)
+    assert sorted((e.ride_id, e.role) for e in swept.evaluated) == [("s1", "production"), ("s1", "shadow")]
+    challenger, incumbent = lagging.paired("ride-duration", "2", "1")
+    assert (challenger.count, challenger.bias, incumbent.bias) == (1, 1.0, -2.0)
+    # s2's challenger never predicts it: production's error is counted once the wait is over
+    assert lagging.sweep(now=NOW + 300).evaluated == []
+    assert [(e.ride_id, e.role) for e in lagging.sweep(now=NOW + 600).evaluated] == [("s2", "production")]
+    assert lagging.waiting() == 0 and lagging.count("ride-duration", "1", "production") == 2
+
+
+def completion_from_json(ride_id, minutes):
+    return completion_from(json.loads(completion(ride_id, minutes)))
+
+
+def test_a_probe_ride_leaves_a_trace_of_its_join(store):
+    decide(store, [prediction("smoke-1", 10.0), prediction("plain", 10.0)])
+    feed(store, [completion("smoke-1", 12.0), completion("plain", 12.0)])
+    [pair] = store.trace("smoke-1")
+    assert (pair.model, pair.version, pair.role, pair.predicted, pair.actual) == (
+        "ride-duration",
+        "1",
+        "production",
+        10.0,
+        12.0,
+    )
+    assert store.trace("plain") is None  # only probes: a trace per ride is what the sums save
 
 
 def test_drift_is_zero_on_the_reference_and_large_on_a_shifted_sample(aws):
@@ -194,7 +331,7 @@ def test_rides_evaluate_prints_the_table_and_writes_the_report(store, tmp_path):
     from rides.cli import main
 
     rides = [(f"e{i}", 10.0 + i % 7) for i in range(60)]
-    feed(
+    decide(
         store,
         [prediction(r, a + 1.0) for r, a in rides]
         + [prediction(r, a + 3.0, version="2", role="shadow") for r, a in rides],
@@ -208,47 +345,3 @@ def test_rides_evaluate_prints_the_table_and_writes_the_report(store, tmp_path):
     assert "shadow v2 vs production v1 of ride-duration, on the same 60 rides:" in result.output
     page = report.read_text()
     assert "<svg" in page and "polyline" in page and "ride-duration v2 shadow" in page
-
-
-def test_unprocessed_rows_are_sent_again_and_reported_when_they_never_go(store):
-    """BatchWriteItem may leave items unprocessed (throttling): they go again, and rides whose
-    rows never go are returned for their records to be retried."""
-    from rides.stream.evaluation.store import Evaluated
-
-    rows = [
-        Evaluated(f"u{i}", "ride-duration", "1", "production", "ride_duration", 10.0, 9.0, "2021-02-03T08")
-        for i in range(30)
-    ]
-    real = store.client
-
-    class Flaky:  # the first call leaves its last 5 items unprocessed
-        calls = 0
-
-        def batch_write_item(self, RequestItems):
-            Flaky.calls += 1
-            [(table, requests)] = RequestItems.items()
-            if Flaky.calls == 1:
-                real.batch_write_item(RequestItems={table: requests[:-5]})
-                return {"UnprocessedItems": {table: requests[-5:]}}
-            return real.batch_write_item(RequestItems=RequestItems)
-
-    class Never:
-        def batch_write_item(self, RequestItems):
-            return {"UnprocessedItems": RequestItems}
-
-    class TwoTries:
-        def __init__(self, time_left=None):
-            self.tries = 0
-
-        def wait(self):
-            self.tries += 1
-            return self.tries < 2
-
-    store.client, store.backoff = Flaky(), TwoTries
-    assert store._write_rows(rows, NOW, None) == {}
-    assert Flaky.calls == 3  # 25 + 5 items, then the 5 left over
-    store.client = real
-    assert store.count("ride-duration", "1", "production") == 30
-    store.client = Never()
-    failed = store._write_rows(rows[:3], NOW, None)
-    assert failed == {"u0": "RetriesExhausted", "u1": "RetriesExhausted", "u2": "RetriesExhausted"}

@@ -27,6 +27,13 @@ AUTHORIZED_AS = {
     "dynamodb:BatchWriteItem": "dynamodb:BatchWriteItem",
 }
 
+TRANSACTION_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
 
 @pytest.fixture
 def recorded(monkeypatch):
@@ -37,7 +44,10 @@ def recorded(monkeypatch):
     def record(self, operation_name, api_params):
         prefix = self.meta.service_model.metadata.get("signingName") or self.meta.service_model.endpoint_prefix
         action = f"{prefix}:{operation_name}"
-        calls.add(AUTHORIZED_AS.get(action, action))
+        if action == "dynamodb:TransactWriteItems":  # IAM authorizes each of its items' actions
+            calls.update(TRANSACTION_ITEM_ACTIONS[next(iter(item))] for item in api_params["TransactItems"])
+        else:
+            calls.add(AUTHORIZED_AS.get(action, action))
         return original(self, operation_name, api_params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
@@ -130,16 +140,31 @@ def test_the_check_fails_when_a_policy_loses_an_action():
 
 
 def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypatch, recorded, onnx_model_dir):
-    """Predictions, completions and ride events (drift, with its reference read from the model)."""
+    """Completions joined with a decided ride and one waiting for its decision, the sweep, and
+    ride events (drift, with its reference read from the model)."""
     import mlflow.onnx
 
     from lambda_function import evaluation_handler
     from rides.local.stack import evaluations_table_spec
+    from rides.stream.decision import DecisionConfig, DecisionStore
+    from rides.stream.decision.service import merged
     from rides.stream.evaluation.drift import REFERENCE_KEY, reference
-    from rides.stream.events import completion_json
+    from rides.stream.events import completion_json, prediction_from
     from tests.helpers import upload_dir
 
     boto3.client("dynamodb").create_table(**evaluations_table_spec("ride-evaluations"))
+    boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
+    fields = {"ride-duration": "ride_duration", "ride-fare": "fare_amount", "ride-tip": "tip_amount"}
+    decided = merged(
+        None,
+        [
+            prediction_from({"model": m, "version": "1", "prediction": {"ride_id": "1", f: 9.0}})
+            for m, f in fields.items()
+        ],
+        1_700_000_000.0,
+        DecisionConfig.from_env({}),
+    )
+    DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([decided])
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
     aws["s3"].create_bucket(Bucket="rides-models-stg")
     import tempfile
@@ -156,27 +181,51 @@ def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypat
         metadata={REFERENCE_KEY: reference({"trip_distance": np.arange(100.0)}, np.arange(100.0))},
     )
     uri = upload_dir(aws["s3"], model_dir, "rides-models-stg", "mlflow/m", create=False)
-    env = {"EVALUATIONS_TABLE": "ride-evaluations", "DEAD_LETTER_QUEUE_URL": dlq, "DRIFT_REFERENCE_URI": uri}
+    env = {
+        "EVALUATIONS_TABLE": "ride-evaluations",
+        "DECISIONS_TABLE": "ride-decisions",
+        "DEAD_LETTER_QUEUE_URL": dlq,
+        "DRIFT_REFERENCE_URI": uri,
+    }
     evaluation_handler._clients.clear()
     evaluation_handler._references.clear()
     handler = evaluation_handler.handler_for(env)
     from datetime import datetime
 
     records = [
-        kinesis_record(
-            {"model": "ride-duration", "version": "1", "prediction": {"ride_id": 1, "ride_duration": 9.0}}, 1
-        ),
-        kinesis_record(completion_json(1, datetime(2021, 2, 3, 8), duration_minutes=10.0), 2),
+        kinesis_record(completion_json(1, datetime(2021, 2, 3, 8), duration_minutes=10.0), 1),
+        kinesis_record(completion_json(2, datetime(2021, 2, 3, 8), duration_minutes=10.0), 2),  # not decided yet
         kinesis_record(ride(1), 3),
         kinesis_record(b"{poison", 4),
     ]
     recorded.clear()
     try:
         assert handler({"Records": records}, FakeContext()) == {"batchItemFailures": []}
+        later = merged(
+            None,
+            [
+                prediction_from(
+                    {"model": "ride-duration", "version": "1", "prediction": {"ride_id": "2", "ride_duration": 9.0}}
+                )
+            ],
+            1_700_000_000.0,
+            DecisionConfig.from_env({"REQUIRED_MODELS": "ride-duration"}),
+        )
+        DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([later])
+        assert handler({}, FakeContext())["pairs"] == 1  # the sweep joins the waiting one
     finally:
         evaluation_handler._clients.clear()
         evaluation_handler._references.clear()
-    assert {"dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "sqs:SendMessage", "s3:GetObject"} <= recorded
+    assert {
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "sqs:SendMessage",
+        "s3:GetObject",
+    } <= recorded
 
     evaluation = named(load_dir(INFRA)["module"])["evaluation"]
     missing = recorded - allowed_actions(evaluation)

@@ -346,12 +346,12 @@ def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     source = (ROOT / "rides" / "stream" / "evaluation" / "service.py").read_text()
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(EvaluationConfig.ENV_VARS)
     assert evaluation["image_command"] == ["lambda_function.evaluation_handler.lambda_handler"]
-    # one function on the three streams: predictions, completions, ride events (drift)
-    assert evaluation["input_stream_arn"] == "${module.predictions_stream.arn}"
-    assert evaluation["extra_input_streams"] == {
-        "completions": "${module.completions_stream.arn}",
-        "rides": "${module.input_stream.arn}",
-    }
+    # one function on two streams: completions (the predictions are read from the decisions
+    # table), ride events (drift); and a schedule for the completions that came before the decision
+    assert evaluation["input_stream_arn"] == "${module.completions_stream.arn}"
+    assert evaluation["extra_input_streams"] == {"rides": "${module.input_stream.arn}"}
+    assert evaluation["environment"]["DECISIONS_TABLE"] == "${module.decisions_table.name}"
+    assert blocks["evaluation_sweep"]["function_name"] == "${module.evaluation.function_name}"
     assert evaluation["environment"]["DRIFT_REFERENCE_URI"] == "${var.model_uri}"
     from rides.local.services import EVALUATION_BATCHING
 
@@ -464,7 +464,9 @@ def test_every_module_takes_its_name_from_the_environments_names():
     for name, module in named(load_dir(INFRA)["module"]).items():
         for attribute in ("name", "function_name"):
             expression = module.get(attribute)
-            if expression is None or (name in ("model_bucket", "decision_sweep") and attribute == "function_name"):
+            if expression is None or (
+                name in ("model_bucket", "decision_sweep", "evaluation_sweep") and attribute == "function_name"
+            ):
                 continue
             assert expression.startswith("${local.names.") or expression in (
                 "${each.value.function_name}",

@@ -82,3 +82,37 @@ def test_a_request_is_counted_against_the_function_its_client_names():
     agent = "Boto3/1.44.8 md/Botocore#1.44.8 ua/2.1 os/linux rides-function/ride-fare-consumer-stg"
     assert function_of(agent) == "ride-fare-consumer-stg"
     assert function_of("aws-cli/2.0") == "(no function)"
+
+
+def test_a_transaction_costs_two_write_units_per_kb_of_each_item():
+    """DynamoDB's rule for TransactWriteItems: each item written costs twice a standard write."""
+    from rides.local.meter import dynamodb_before, dynamodb_units, tables_named
+
+    stored = {"sums#a": {"pk": {"S": "sums"}, "sk": {"S": "a"}, "n": {"N": "3"}}}
+
+    class Tables:  # what the emulator sees of the table, after the writes below
+        def keys(self, name):
+            return ("pk", "sk")
+
+        def indexes(self, name):
+            return []
+
+        def item(self, name, key):
+            return stored.get(f"{key['pk']['S']}#{key['sk']['S']}")
+
+    big = {"pk": {"S": "waiting"}, "sk": {"S": "w"}, "entries": {"S": "x" * 1500}}
+    request = {
+        "TransactItems": [
+            {"Put": {"TableName": "t", "Item": big}},
+            {"Update": {"TableName": "t", "Key": {"pk": {"S": "sums"}, "sk": {"S": "a"}}}},
+        ]
+    }
+    assert tables_named(request) == "t"  # the meter's row names the table the actions write
+    before = dynamodb_before(Tables(), "TransactWriteItems", request)
+    stored["waiting#w"] = big
+    assert dynamodb_units(Tables(), "TransactWriteItems", request, before, {}) == {
+        "write_units": 2 * 2 + 2 * 1,
+        "read_units": 0.0,
+    }
+    cancelled = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"}
+    assert dynamodb_units(Tables(), "TransactWriteItems", request, before, cancelled)["write_units"] == 6

@@ -8,16 +8,24 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
+from rides.evaluation_report import RowFigures
 from rides.promotion_gate import judge
 from rides.stream.evaluation.store import Evaluated
 
 
-class FakeStore:
-    def __init__(self, rows):
-        self.rows = rows
+class FakeStore(RowFigures):
+    """Evaluated pairs read like the evaluations table (its paired sums: the rides both saw)."""
 
-    def evaluated(self, model, version, role):
-        return [r for r in self.rows if (r.model, r.version, r.role) == (model, version, role)]
+    def __init__(self, rows):
+        super().__init__({})
+        self.rows_list = []
+        self.add(rows)
+
+    def add(self, rows):
+        self.rows_list += rows
+        self.rows = {}
+        for r in self.rows_list:
+            self.rows.setdefault((r.model, r.version, r.role), []).append(r)
 
 
 def rows(version, role, errors, start=0):
@@ -43,7 +51,7 @@ def test_too_few_rides_side_by_side_is_refused_with_the_counts():
     assert not verdict.allowed and "300 rides evaluated beside production version 1" in verdict.reason
     assert "needs 500" in verdict.reason
     # rides only one of them saw do not count: 600 shadow rides, 300 of them shared
-    store.rows += rows("2", "shadow", noise(300, 3, 3), start=1000)
+    store.add(rows("2", "shadow", noise(300, 3, 3), start=1000))
     assert "300 rides evaluated" in judge(store, "ride-duration", "2", "1").reason
     assert judge(store, "ride-duration", "2", "1", min_rides=300).allowed
 
@@ -64,13 +72,14 @@ def test_a_worse_shadow_is_refused_and_a_better_or_equal_one_accepted():
 
 @pytest.fixture
 def two_versions(aws, tmp_path, monkeypatch, trained):
-    from rides.local.stack import evaluations_table_spec
+    from rides.local.stack import decisions_table_spec, evaluations_table_spec
     from rides.registry import log_training
     from rides.settings import StackNames
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     aws["s3"].create_bucket(Bucket=StackNames().model_bucket)
     boto3.client("dynamodb").create_table(**evaluations_table_spec("ride-evaluations"))
+    boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
     for _ in range(2):
         log_training(trained, train_source="2021-01", val_source="2021-02")
     return tmp_path
@@ -92,12 +101,39 @@ def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
     refused = runner.invoke(main, ["promote", "--version", "2"])
     assert refused.exit_code == 1 and "refused: version 2 has 0 rides evaluated" in refused.output
 
-    store = EvaluationStore(boto3.client("dynamodb"), "ride-evaluations")
-    # as the evaluation consumer writes them
-    assert (
-        store._write_rows(rows("1", "production", noise(600, 4, 7)) + rows("2", "shadow", noise(600, 6, 8)), 0, None)
-        == {}
+    # the evaluation consumer joins 600 rides' outcomes with both versions' predictions
+    from datetime import datetime
+
+    from rides.stream.decision import DecisionConfig, DecisionStore
+    from rides.stream.decision.service import merged
+    from rides.stream.events import RideCompleted, prediction_from
+
+    rides = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    errors = zip(noise(600, 4, 7), noise(600, 6, 8), strict=True)
+    rides.save(
+        [
+            merged(
+                None,
+                [
+                    prediction_from(
+                        {
+                            "model": "ride-duration",
+                            "version": v,
+                            "role": role,
+                            "prediction": {"ride_id": i, "ride_duration": 20.0 + e},
+                        }
+                    )
+                    for v, role, e in (("1", "production", mine), ("2", "shadow", theirs))
+                ],
+                0.0,
+                DecisionConfig.from_env({"REQUIRED_MODELS": "ride-duration"}),
+            )
+            for i, (mine, theirs) in enumerate(errors)
+        ]
     )
+    store = EvaluationStore(boto3.client("dynamodb"), "ride-evaluations", decisions_table="ride-decisions")
+    outcomes = [(None, RideCompleted(str(i), datetime(2021, 2, 3, 8), {"ride_duration": 20.0})) for i in range(600)]
+    assert len(store.add("ride-completions#shardId-0", outcomes, now=0.0).evaluated) == 1200
     worse = runner.invoke(main, ["promote", "--version", "2"])
     assert worse.exit_code == 1 and "is worse than production version 1 on the same 600 rides" in worse.output
     forced = runner.invoke(main, ["promote", "--version", "2", "--force"])

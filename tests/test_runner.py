@@ -465,3 +465,22 @@ def test_an_idle_shard_is_read_once_a_second(aws, tmp_path):
         runner.run_once()
     # the read with records, the empty one after it, then one a second
     assert 3 <= len(reads) <= 5
+
+
+def test_a_failing_scheduled_call_is_logged_and_the_records_still_flow(stream, tmp_path, caplog):
+    """on_poll stands for what a schedule invokes (a sweep) or a promotion watcher: its failure
+    is that call's failure, as on AWS, never the end of the mapping's loop."""
+    from rides.local.runner import run_all
+
+    recorder = Recorder()
+    runner = make_runner(stream, recorder, tmp_path, batch_size=5)
+    calls = []
+
+    def failing_sweep():
+        calls.append(1)
+        raise TimeoutError("the table did not answer")
+
+    runner.on_poll = failing_sweep
+    run_all([runner], until=lambda: sum(len(b) for b in recorder.batches) >= 20 or len(calls) > 50)
+    assert sum(len(b) for b in recorder.batches) == 20
+    assert "TimeoutError: the table did not answer" in caplog.text

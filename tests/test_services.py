@@ -103,10 +103,9 @@ def test_the_shadow_and_the_evaluation_are_wired_as_terraform_wires_them(queues,
     assert (shadow.stream_name, shadow.function_name) == (names.input_stream, SHADOW.function_name)
     assert "ride-duration-shadow-consumer: ride-duration from" in local.describe()
     runners = local.evaluation()
-    assert [r.stream_name for r in runners] == [names.predictions_stream, names.completions_stream, names.input_stream]
+    assert [r.stream_name for r in runners] == [names.completions_stream, names.input_stream]
     assert {r.settings.batch_size for r in runners} == {2000}
     env = local.evaluation_env()
     assert env["EVALUATIONS_TABLE"] == names.evaluations_table
+    assert env["DECISIONS_TABLE"] == names.decisions_table  # the rides' predictions are read there
     assert env["DRIFT_REFERENCE_URI"] == str(onnx_model_dir)  # the production duration model's training data
-    local.evaluations_endpoint = {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9"}
-    assert local.evaluation_env()["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:9"

@@ -132,9 +132,9 @@ def test_the_plan_lists_every_part_of_an_environment(plans):
     assert len(of_type(stg, "aws_lambda_alias")) == 8
     groups = of_type(stg, "aws_codedeploy_deployment_group")
     assert len(groups) == 7  # the batch job's alias moves directly
-    # the evaluation's three mappings, the archive's three delivery streams into parquet
-    # consumers, the shadow, decisions, the evaluation's three
-    assert len(of_type(stg, "aws_lambda_event_source_mapping")) == 3 + 1 + 1 + 3
+    # the evaluation's two mappings, the archive's three delivery streams into parquet
+    # consumers, the shadow, decisions, the evaluation's two (completions, ride events)
+    assert len(of_type(stg, "aws_lambda_event_source_mapping")) == 3 + 1 + 1 + 2
     archives = of_type(stg, "aws_kinesis_firehose_delivery_stream")
     assert sorted(a["name"] for a in archives) == [
         "rides-archive-stg-completions",

@@ -1,11 +1,11 @@
-"""The evaluation consumer's records/s, and what a shadow model costs per ride as its own
+"""The evaluation consumer's completions/s, and what a shadow model costs per ride as its own
 function (the whole fast path again) against a second model in the production consumer
 (prediction and encoding only).
 
     python -m bench.probes.evaluation MODEL_DIR MONTH      (prints one JSON object)
 
 The evaluation runs against an in-memory stand-in for DynamoDB that answers at once: what is
-measured is our code per record (decode, parse, join, pairs, rows), not a network.
+measured is our code per completion (decode, parse, join with the ride's item, sums), not a network.
 """
 
 import base64
@@ -16,28 +16,33 @@ import time
 
 
 class InstantTable:
-    """update_item (ALL_OLD), batch_write_item, put_item and query over a dict."""
+    """What the evaluation calls, over a dict, answering at once: the rides' items
+    (batch_get_item), the shard's mark (get_item), the sums (transact_write_items, ADD)."""
 
-    def __init__(self):
+    def __init__(self, rides: dict[str, dict]):
+        self.rides = rides  # ride id → the decision item (DynamoDB JSON)
         self.items: dict[tuple[str, str], dict] = {}
 
-    def update_item(self, Key, ExpressionAttributeNames, ExpressionAttributeValues, **_):
-        key = (Key["pk"]["S"], Key["sk"]["S"])
-        old = dict(self.items.get(key, {}))
-        item = self.items.setdefault(key, {**Key})
-        for alias, name in ExpressionAttributeNames.items():
-            item[name] = ExpressionAttributeValues[":v" + alias[2:]]
-        return {"Attributes": old}
+    def batch_get_item(self, RequestItems):
+        [(table, request)] = RequestItems.items()
+        found = [self.rides[k["ride_id"]["S"]] for k in request["Keys"] if k["ride_id"]["S"] in self.rides]
+        return {"Responses": {table: found}}
 
-    def batch_write_item(self, RequestItems):
-        for requests in RequestItems.values():
-            for request in requests:
-                item = request["PutRequest"]["Item"]
-                self.items[(item["pk"]["S"], item["sk"]["S"])] = item
-        return {}
+    def get_item(self, Key, **_):
+        item = self.items.get((Key["pk"]["S"], Key["sk"]["S"]))
+        return {"Item": item} if item else {}
 
-    def put_item(self, Item, **_):
-        self.items[(Item["pk"]["S"], Item["sk"]["S"])] = Item
+    def transact_write_items(self, TransactItems):
+        for action in TransactItems:
+            kind, op = next(iter(action.items()))
+            if kind == "Put":
+                self.items[(op["Item"]["pk"]["S"], op["Item"]["sk"]["S"])] = op["Item"]
+            elif kind == "Update":
+                item = self.items.setdefault((op["Key"]["pk"]["S"], op["Key"]["sk"]["S"]), dict(op["Key"]))
+                for name, value in op["ExpressionAttributeValues"].items():
+                    if name != ":ttl":
+                        before = float(item.get(name[1:], {"N": "0"})["N"])
+                        item[name[1:]] = {"N": repr(before + float(value["N"]))}
         return {}
 
     def query(self, **_):
@@ -65,9 +70,11 @@ def main(model_dir: str, month: str) -> None:
     from rides.local.producer import completion_events, ride_events
     from rides.stream.consumer import ConsumerConfig, _features, _predict
     from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.decision import DecisionConfig
+    from rides.stream.decision.service import merged
     from rides.stream.evaluation.service import EvaluationConfig, process_records
     from rides.stream.evaluation.store import EvaluationStore
-    from rides.stream.events import read_ride
+    from rides.stream.events import prediction_from, read_ride
     from rides.stream.kinesis_batch import KinesisBatch
     from rides.stream.model import load_model
 
@@ -77,22 +84,32 @@ def main(model_dir: str, month: str) -> None:
     from rides.stream.features import features_from_frame
 
     predicted = model.predict(features_from_frame(frame)).tolist()
-    payloads = []
+    # every ride decided, with production's prediction and the shadow's, as the decision service stores them
+    config = DecisionConfig.from_env({"REQUIRED_MODELS": "ride-duration"})
+    items = {}
     for ride, value in zip(rides, predicted, strict=True):
-        for version, role in (("1", "production"), ("2", "shadow")):
-            record = {
-                "model": "ride-duration",
-                "version": version,
-                "prediction": {"ride_id": ride["ride_id"], "ride_duration": value},
-            }
-            if role == "shadow":
-                record["role"] = "shadow"
-            payloads.append(record)
-    payloads += [data for _, data, _ in completion_events(frame)]
+        state = merged(
+            None,
+            [
+                prediction_from(
+                    {
+                        "model": "ride-duration",
+                        "version": v,
+                        "role": role,
+                        "prediction": {"ride_id": ride["ride_id"], "ride_duration": value},
+                    }
+                )
+                for v, role in (("1", "production"), ("2", "shadow"))
+            ],
+            1_700_000_000.0,
+            config,
+        )
+        items[state.ride_id] = state.to_item()
+    payloads = [data for _, data, _ in completion_events(frame)]
     batches = [records_of(payloads[i : i + 500]) for i in range(0, len(payloads), 500)]
     best = 0.0
     for _ in range(3):
-        store = EvaluationStore(InstantTable(), "bench")
+        store = EvaluationStore(InstantTable(items), "bench", decisions_table="decisions")
         started = time.perf_counter()
         pairs = 0
         for batch in batches:

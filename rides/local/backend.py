@@ -33,9 +33,6 @@ class StackInfo:
     endpoint: str
     pid: int
     log: str
-    # A second DynamoDB (rides.local.emulator --dynamodb-port) for the evaluations table: the
-    # evaluation function's environment points at it (AWS_ENDPOINT_URL_DYNAMODB), nothing else does.
-    dynamodb_endpoint: str | None = None
 
     def connection(self) -> dict[str, str]:
         """What points boto3 (and MLflow) at this stack: these replace the caller's."""
@@ -57,11 +54,6 @@ class StackInfo:
         environ.update(self.connection())
         for key, value in self.defaults().items():
             environ.setdefault(key, value)
-
-    def evaluations_env(self) -> dict[str, str]:
-        """env() for what reads or writes the evaluations table."""
-        extra = {"AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint} if self.dynamodb_endpoint else {}
-        return {**self.env(), **extra}
 
 
 def free_port() -> int:

@@ -117,16 +117,13 @@ def run_demo(
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
     _say("starting the local AWS emulator (moto, 127.0.0.1)")
-    # The evaluations table in an emulator process of its own: the evaluation writes DynamoDB as
-    # much as the decision service does, and one Python process is one core.
-    info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log", dynamodb_process=True)
+    info, proc = start_emulator(parent_pid=os.getpid(), log_path=demo_home / "emulator.log")
     stop = threading.Event()
     runner_threads: list[threading.Thread] = []
     try:
         os.environ.update(info.env())
-        created = create_resources(info.env(), names, evaluations_env=info.evaluations_env())
+        created = create_resources(info.env(), names)
         aws = clients(info.env())
-        evaluations_dynamodb = clients(info.evaluations_env())["dynamodb"]
         _say(f"emulator at {info.endpoint}; created {', '.join(sorted(created))}")
 
         train_frame, val_frame = read_trips(train_month), read_trips(val_month)
@@ -178,9 +175,6 @@ def run_demo(
 
         env = {key: value for key, value in os.environ.items() if key != "DRY_RUN"}
         local = LocalDeployment.on_stack(aws["sqs"], env=env, names=names, kinesis=aws["kinesis"])
-        local.evaluations_endpoint = {
-            k: v for k, v in info.evaluations_env().items() if k == "AWS_ENDPOINT_URL_DYNAMODB"
-        }
         runners = [local.consumer(spec) for spec in CONSUMERS.values()] + [local.shadow_consumer()]
         deciding = local.decision_service()
         evaluating = local.evaluation()
@@ -256,7 +250,7 @@ def run_demo(
         from rides.stream.evaluation.store import EvaluationStore
         from rides.stream.model import read_metadata
 
-        store = EvaluationStore(evaluations_dynamodb, names.evaluations_table)
+        store = EvaluationStore(aws["dynamodb"], names.evaluations_table)
         wait_for_evaluations(
             store,
             "ride-duration",
@@ -266,7 +260,7 @@ def run_demo(
         )
         reference = load_reference(production_duration.uri, read_metadata)
         result.evaluation = compare(
-            store, frame, served, DriftCounter(evaluations_dynamodb, names.evaluations_table, reference)
+            store, frame, served, DriftCounter(aws["dynamodb"], names.evaluations_table, reference)
         )
 
         _say("the combined mode: a few rides through the web service, with consent")
@@ -284,16 +278,14 @@ def run_demo(
 
 
 def count_costs(info, runners, names) -> list:
-    """What the run's AWS calls and invocations would cost: the emulators' meters (every call,
+    """What the run's AWS calls and invocations would cost: the emulator's meter (every call,
     by the function that made it) and the runners' invocation times at Terraform's memory."""
     import urllib.request
 
     from rides.local.costs import MEMORY_MB, cost_lines, function_kind
 
-    usage = []
-    for endpoint in filter(None, (info.endpoint, info.dynamodb_endpoint)):
-        with urllib.request.urlopen(f"{endpoint}/_rides/meter", timeout=10) as answer:
-            usage += json.loads(answer.read())["usage"]
+    with urllib.request.urlopen(f"{info.endpoint}/_rides/meter", timeout=10) as answer:
+        usage = json.loads(answer.read())["usage"]
     # The producer's puts count (they are the rides); the demo's own reads and queue drains do not.
     usage = [u for u in usage if u["function"] != "(no function)" or u["service"] == "kinesis"]
     invocations: dict[str, dict] = {}

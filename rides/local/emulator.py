@@ -9,11 +9,7 @@ other client.
 AWS's Kinesis limits (record size, PutRecords size and count, per-shard write and read rates)
 are enforced in front of moto (rides.local.limits); --no-aws-limits turns them off.
 
-With --dynamodb-port, a second moto process serves DynamoDB there (what AWS_ENDPOINT_URL_DYNAMODB
-points at): the demo keeps the evaluations table in it, as a Python process uses one core and
-the live evaluation writes DynamoDB as much as the decision service does.
-
-Run: python -m rides.local.emulator --port 4566 [--dynamodb-port 4567] [--no-aws-limits] [--parent-pid PID]
+Run: python -m rides.local.emulator --port 4566 [--no-aws-limits] [--parent-pid PID]
      [--max-lifetime S]
 """
 
@@ -39,9 +35,11 @@ from rides.local.meter import (
     function_of,
     put_payload_units,
     sqs_requests,
+    tables_named,
 )
 
 DYNAMODB = "DynamoDB_20120810."
+SLOW_SECONDS = 0.5
 HEALTH_PATH = "/_rides/health"
 FAULTS_PATH = "/_rides/faults"
 METER_PATH = "/_rides/meter"  # GET: what each function's calls would bill on AWS; DELETE: start again
@@ -91,15 +89,25 @@ class SerializingMiddleware:
         target = environ.get("HTTP_X_AMZ_TARGET") or ""
         if target == "AmazonSQS.ReceiveMessage":
             return self.app(environ, start_response)
+        waited = time.monotonic()
         with self.lock_for(environ):
-            # Materialise the body inside the lock: moto does its work while iterating.
-            if target.startswith(TARGET):
-                return self.kinesis(environ, start_response, target[len(TARGET) :])
-            if target.startswith(DYNAMODB):
-                return self.dynamodb(environ, start_response, target[len(DYNAMODB) :])
-            if target.startswith("AmazonSQS.SendMessage"):
-                self._meter_sqs(environ, target.split(".", 1)[1])
-            return list(self.app(environ, start_response))
+            started = time.monotonic()
+            try:
+                # Materialise the body inside the lock: moto does its work while iterating.
+                if target.startswith(TARGET):
+                    return self.kinesis(environ, start_response, target[len(TARGET) :])
+                if target.startswith(DYNAMODB):
+                    return self.dynamodb(environ, start_response, target[len(DYNAMODB) :])
+                if target.startswith("AmazonSQS.SendMessage"):
+                    self._meter_sqs(environ, target.split(".", 1)[1])
+                return list(self.app(environ, start_response))
+            finally:
+                took = time.monotonic() - started
+                if took > SLOW_SECONDS:  # what makes clients time out: named in the emulator's log
+                    print(
+                        f"slow: {target or environ.get('PATH_INFO')} took {took:.2f}s (queued {started - waited:.2f}s)",
+                        flush=True,
+                    )
 
     # -- the meter -------------------------------------------------------------------------------
     def dynamodb(self, environ, start_response, operation: str):
@@ -122,7 +130,7 @@ class SerializingMiddleware:
             units = dynamodb_units(tables, operation, request, before, response if isinstance(response, dict) else {})
         except Exception:
             units = {}
-        table = request.get("TableName") or ",".join(sorted(request.get("RequestItems") or {}))
+        table = tables_named(request)
         self.meter.add(function_of(environ.get("HTTP_USER_AGENT", "")), "dynamodb", f"{operation}:{table}", **units)
         return answer
 
@@ -388,7 +396,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4566)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--max-lifetime", type=float, default=None)
-    parser.add_argument("--dynamodb-port", type=int, default=None, help="Serve DynamoDB from a second process here.")
     parser.add_argument(
         "--no-aws-limits",
         dest="aws_limits",
@@ -397,14 +404,6 @@ def main(argv: list[str] | None = None) -> None:
         help="Do not enforce Kinesis's record size, request size and per-shard rates (RIDES_AWS_LIMITS=off).",
     )
     args = parser.parse_args(argv)
-    child = None
-    if args.dynamodb_port:
-        import subprocess
-
-        # Its own process (and core), stopped with this one: it watches our pid.
-        command = [sys.executable, "-m", "rides.local.emulator", "--host", args.host]
-        command += ["--port", str(args.dynamodb_port), "--parent-pid", str(os.getpid())]
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
@@ -424,9 +423,6 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=_watch, args=(args.parent_pid, args.max_lifetime, stop), daemon=True).start()
     print(f"moto emulator listening on http://{args.host}:{server.server_port}", flush=True)
     server.serve_forever()
-    if child is not None:
-        child.terminate()
-        child.wait(timeout=10)
     sys.exit(0)
 
 

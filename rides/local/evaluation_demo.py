@@ -54,12 +54,12 @@ def wait_for_evaluations(store, model: str, expected: dict[tuple[str, str], int]
 
 def compare(store, frame, versions: dict[tuple[str, str], tuple[str, str]], drift_counter=None) -> EvaluationDemo:
     """`versions`: (version, role) → (model URI, what it was trained on). The offline figures
-    score `frame` (the rides that were produced, ride id = position + 1) with the same model
-    files and compare with their real durations, on the rides live evaluation has seen."""
+    score every ride of `frame` (the rides that were produced) with the same model files and
+    compare with their real durations: live equals offline only if live evaluation counted
+    each ride exactly once."""
     from datetime import UTC, datetime
 
     from rides import promotion_gate
-    from rides.stream.evaluation.metrics import summarize
     from rides.stream.features import features_from_frame
     from rides.stream.model import load_model
 
@@ -67,17 +67,16 @@ def compare(store, frame, versions: dict[tuple[str, str], tuple[str, str]], drif
     features = features_from_frame(frame)
     actual = frame["duration"].to_numpy()
     for (version, role), (uri, trained_on) in versions.items():
-        live_rows = store.evaluated("ride-duration", version, role)
         predicted = load_model(uri, version=version).predict(features)
-        seen = [int(r.ride_id) - 1 for r in live_rows]  # the rides evaluated live
-        offline = Summary.of(float(predicted[i]) - float(actual[i]) for i in seen)
-        out.versions.append(LiveVersusOffline(version, role, trained_on, summarize(live_rows), offline))
+        offline = Summary.of(float(p) - float(a) for p, a in zip(predicted, actual, strict=True))
+        live = store.summary("ride-duration", version, role)
+        out.versions.append(LiveVersusOffline(version, role, trained_on, live, offline))
     production = next(v for (v, r) in versions if r == "production")
     shadow = next(v for (v, r) in versions if r == "shadow")
     verdict = promotion_gate.judge(store, "ride-duration", shadow, production)
     out.verdict, out.allowed = verdict.reason, verdict.allowed
     for model, field_version in (("ride-fare", "1"), ("ride-tip", "1")):
-        out.evaluated_other[model] = len(store.evaluated(model, field_version, "production"))
+        out.evaluated_other[model] = store.count(model, field_version, "production")
     if drift_counter is not None:
         hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
         out.drift = drift_counter.hours([hour]).get(hour, {})

@@ -223,6 +223,15 @@ class DynamoTables:
         return found.to_json()["Attributes"] if found is not None else None
 
 
+def tables_named(request: dict) -> str:
+    """The table(s) a DynamoDB request names, for the meter's rows."""
+    if request.get("TableName"):
+        return request["TableName"]
+    names = set(request.get("RequestItems") or {})
+    names |= {op.get("TableName", "") for action in request.get("TransactItems") or [] for op in action.values()}
+    return ",".join(sorted(names - {""}))
+
+
 def dynamodb_before(tables: DynamoTables, operation: str, request: dict) -> dict:
     """What a write will replace: table → [(key, old item)], read before the request runs."""
     out: dict[str, list] = {}
@@ -236,13 +245,27 @@ def dynamodb_before(tables: DynamoTables, operation: str, request: dict) -> dict
                 put, delete = write.get("PutRequest"), write.get("DeleteRequest")
                 key = (delete or {}).get("Key") or {k: (put or {}).get("Item", {}).get(k) for k in tables.keys(name)}
                 out.setdefault(name, []).append((key, tables.item(name, key)))
+    elif operation == "TransactWriteItems":
+        for action in request.get("TransactItems") or []:
+            (op,) = action.values()
+            name = op.get("TableName", "")
+            key = op.get("Key") or {k: op.get("Item", {}).get(k) for k in tables.keys(name)}
+            out.setdefault(name, []).append((key, tables.item(name, key), op.get("Item")))
     return out
 
 
 def dynamodb_units(tables: DynamoTables, operation: str, request: dict, before: dict, response: dict) -> dict:
     """The request units one DynamoDB call costs: {"write_units": ..., "read_units": ...}."""
     write = read = 0.0
-    if operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"):
+    if operation == "TransactWriteItems":
+        # Two write units per KB of each item (ConditionCheck too); a cancelled one is billed too.
+        for name, entries in before.items():
+            table_keys, indexes = tables.keys(name), tables.indexes(name)
+            for key, old, put in entries:
+                new = tables.item(name, key) if "__type" not in response else (put or old)
+                write += 2 * write_units(max(item_size(old), item_size(new)))
+                write += index_writes(indexes, table_keys, old, new)
+    elif operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"):
         for name, pairs in before.items():
             table_keys, indexes = tables.keys(name), tables.indexes(name)
             for key, old in pairs:

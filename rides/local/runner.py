@@ -617,9 +617,18 @@ class EventSourceRunner:
         return self.stats
 
     def step(self) -> bool:
-        """One round: apply promotions, poll and invoke each shard once; True if busy."""
+        """One round: apply promotions (or sweep), poll and invoke each shard once; True if busy."""
         if self.on_poll:
-            self.on_poll()
+            try:
+                self.on_poll()
+            except Exception as exc:  # that call failed, as a scheduled invocation can; the mapping goes on
+                log.warning(
+                    "%s: %s between batches failed: %s: %s",
+                    self.function_name,
+                    getattr(self.on_poll, "__name__", "on_poll"),
+                    type(exc).__name__,
+                    exc,
+                )
         return self.run_once()
 
 

@@ -78,8 +78,6 @@ class LocalDeployment:
     kinesis: Any = None
     sqs: Any = None
     served: dict[str, str] = field(default_factory=dict)  # function → where its model came from
-    # {"AWS_ENDPOINT_URL_DYNAMODB": ...} when the evaluations table has an emulator of its own
-    evaluations_endpoint: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def on_stack(
@@ -126,22 +124,36 @@ class LocalDeployment:
         return self.consumer(SHADOW, function_timeout_s=function_timeout_s)
 
     def evaluation_env(self) -> dict:
-        env = {"EVALUATIONS_TABLE": self.names.evaluations_table, **self.env, **self.evaluations_endpoint}
+        env = {
+            "EVALUATIONS_TABLE": self.names.evaluations_table,
+            "DECISIONS_TABLE": self.names.decisions_table,
+            **self.env,
+        }
+        from rides.promote import read_local_model
+
         if "DRIFT_REFERENCE_URI" not in env:
             # the production duration model's training data is the drift reference
-            from rides.promote import read_local_model
-
             promoted = read_local_model(CONSUMERS["duration"].control_name) or {}
             if promoted.get("MODEL_URI") or env.get("MODEL_URI"):
                 env["DRIFT_REFERENCE_URI"] = promoted.get("MODEL_URI") or env["MODEL_URI"]
+        if "SHADOW_MODELS" not in env and (read_local_model(SHADOW.control_name) or {}).get("MODEL_URI"):
+            env["SHADOW_MODELS"] = SHADOW.model_name  # as Terraform sets it when a challenger runs
         return env
 
-    def evaluation(self, *, function_timeout_s: float = 60.0) -> list:
-        """The evaluation consumer, one runner per stream it is mapped to (as its three event
-        source mappings on AWS): predictions, completions, ride events (drift)."""
+    def evaluation(self, *, sweep_every_s: float = 5.0, function_timeout_s: float = 60.0) -> list:
+        """The evaluation consumer, one runner per stream it is mapped to (as its two event
+        source mappings on AWS): completions, ride events (drift); the completions' runner
+        sweeps the waiting completions every few seconds (on AWS a schedule invokes it)."""
         from lambda_function.evaluation_handler import handler_for
 
         handler = handler_for(self.evaluation_env())
+        last = [0.0]
+
+        def sweep() -> None:
+            if time.monotonic() - last[0] >= sweep_every_s:
+                last[0] = time.monotonic()
+                handler({}, LambdaContext(f"{EVALUATION_FUNCTION}-sweep", function_timeout_s, "local"))
+
         return [
             EventSourceRunner(
                 stream,
@@ -152,8 +164,9 @@ class LocalDeployment:
                 kinesis=self.kinesis,
                 sqs=self.sqs,
                 on_failure_queue_url=self.failures_url,
+                on_poll=sweep if stream == self.names.completions_stream else None,
             )
-            for stream in (self.names.predictions_stream, self.names.completions_stream, self.names.input_stream)
+            for stream in (self.names.completions_stream, self.names.input_stream)
         ]
 
     def decision_env(self) -> dict:

@@ -57,20 +57,13 @@ def start_emulator(
     parent_pid: int | None = None,
     max_lifetime: float | None = None,
     log_path: Path | None = None,
-    dynamodb_process: bool = False,
     aws_limits: bool | None = None,
 ) -> tuple[StackInfo, subprocess.Popen]:
     """Start `python -m rides.local.emulator` in the background and wait for its health check.
-    `dynamodb_process`: DynamoDB in a second process (rides.local.emulator), for heavy writers.
     `aws_limits`: enforce Kinesis's limits (rides.local.limits); None: RIDES_AWS_LIMITS, else on."""
     port = port or free_port()
     log_path = log_path or state_dir() / "emulator.log"
     command = [sys.executable, "-m", "rides.local.emulator", "--host", "127.0.0.1", "--port", str(port)]
-    dynamodb_endpoint = None
-    if dynamodb_process:
-        dynamodb_port = free_port()
-        command += ["--dynamodb-port", str(dynamodb_port)]
-        dynamodb_endpoint = f"http://127.0.0.1:{dynamodb_port}"
     if parent_pid:
         command += ["--parent-pid", str(parent_pid)]
     if max_lifetime:
@@ -89,12 +82,10 @@ def start_emulator(
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(endpoint, proc=proc)
-        if dynamodb_endpoint:
-            wait_healthy(dynamodb_endpoint, proc=proc)
     except StackError:
         proc.kill()
         raise StackError(f"the emulator did not start; see {log_path}") from None
-    return StackInfo("moto", endpoint, proc.pid, str(log_path), dynamodb_endpoint), proc
+    return StackInfo("moto", endpoint, proc.pid, str(log_path)), proc
 
 
 def _load_info() -> StackInfo | None:
@@ -191,10 +182,8 @@ def create_resources(
     *,
     shards: int = 2,
     decisions_table: bool = True,
-    evaluations_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """What Terraform creates, by the same names; safe to run again. `evaluations_env`: where
-    the evaluations table is served, when not with the rest (StackInfo.evaluations_env)."""
+    """What Terraform creates, by the same names; safe to run again."""
     c = clients(env)
     created: dict[str, str] = {}
     from rides.settings import CONSUMERS
@@ -228,12 +217,12 @@ def create_resources(
         )["QueueUrl"]
     if not decisions_table:  # LocalStack's DynamoDB needs a download this machine cannot make
         return created
-    for table, spec, dynamodb in (
-        (names.decisions_table, decisions_table_spec, c["dynamodb"]),
-        (names.evaluations_table, evaluations_table_spec, clients(evaluations_env or env)["dynamodb"]),
+    for table, spec in (
+        (names.decisions_table, decisions_table_spec),
+        (names.evaluations_table, evaluations_table_spec),
     ):
         try:
-            dynamodb.create_table(**spec(table))
+            c["dynamodb"].create_table(**spec(table))
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise

@@ -12,7 +12,7 @@ clients here, and the model loader drops its S3 client once the model is on disk
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import boto3
 from botocore.config import Config
@@ -33,26 +33,12 @@ LAMBDA_CLIENT_CONFIG = Config(
 RESERVE_SECONDS = LAMBDA_CALL_SECONDS + 0.5
 
 
-def lean_clients(
-    services: Iterable[str], config: Config | None = None, endpoints: Mapping[str, str] | None = None
-) -> dict[str, object]:
+def lean_clients(services: Iterable[str], config: Config | None = None) -> dict[str, object]:
     """{service: client} for `services`, from a session of their own whose parsed data files
-    are released.
-
-    `AWS_ENDPOINT_URL` and the other standard variables apply as for `boto3.client`;
-    `endpoints` may hold boto3's per-service variables (AWS_ENDPOINT_URL_DYNAMODB, ...) of a
-    function's own environment, where the local runner runs several functions in one process.
-    """
+    are released. `AWS_ENDPOINT_URL` and the other standard variables apply as for
+    `boto3.client`."""
     session = boto3.session.Session()
-    endpoints = endpoints or {}
-    made = {
-        service: session.client(
-            service,
-            config=config,
-            **({"endpoint_url": url} if (url := endpoints.get(f"AWS_ENDPOINT_URL_{service.upper()}")) else {}),
-        )
-        for service in services
-    }
+    made = {service: session.client(service, config=config) for service in services}
     for client in made.values():
         _release_parsed_files(client)
     del session

@@ -251,6 +251,12 @@ class KinesisBatch:
         self.dead_lettered = len(self.letters) - len(undelivered)
         self.report((self.letters[i][0] for i in undelivered), "DeadLetterUndelivered")
 
+    def stream_name(self, item: BatchRecord) -> str:
+        """The name of the stream a record was read from (its event's eventSourceARN), or ""."""
+        record = self.records[item.position] if item.position < len(self.records) else None
+        arn = record.get("eventSourceARN") if isinstance(record, Mapping) else None
+        return arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
+
     def _origin(self, item: BatchRecord) -> dict:
         """Where a dead letter came from: its position on the stream, and the stream itself, so
         `rides redrive --dead-letters` can put it back where it was read."""

@@ -40,20 +40,16 @@ def function_name(context, env: Mapping[str, str] = os.environ) -> str:
 
 class Clients:
     """A function's clients for `services`, made on first use, from one session whose parsed
-    data files are then freed (rides.stream.aws). With `own_endpoints`, a function's own
-    environment may send a service elsewhere (AWS_ENDPOINT_URL_DYNAMODB, ...)."""
+    data files are then freed (rides.stream.aws)."""
 
-    def __init__(self, services: Iterable[str], *, own_endpoints: bool = False):
+    def __init__(self, services: Iterable[str]):
         self.services = tuple(services)
-        self.own_endpoints = own_endpoints
-        self._made: dict[tuple, dict[str, object]] = {}
+        self._made: dict[str, dict[str, object]] = {}
 
-    def of(self, function: str, env: Mapping[str, str] = os.environ) -> dict[str, object]:
-        endpoints = {k: v for k, v in env.items() if k.startswith("AWS_ENDPOINT_URL_")} if self.own_endpoints else {}
-        key = (function, tuple(sorted(endpoints.items())))
-        made = self._made.get(key)
+    def of(self, function: str) -> dict[str, object]:
+        made = self._made.get(function)
         if made is None:
-            made = self._made[key] = lean_clients(self.services, client_config(function), endpoints=endpoints)
+            made = self._made[function] = lean_clients(self.services, client_config(function))
         return made
 
     def clear(self) -> None:

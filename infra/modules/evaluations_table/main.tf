@@ -1,6 +1,8 @@
-# Live evaluation's table (rides/stream/evaluation/store.py): per ride its predictions and its
-# outcome (pk ride#<id>), each evaluated pair once (pk eval#<model>#<version>#<role>#<shard>),
-# the drift counts per hour (pk drift#<hour>) and the catalog of versions. Items expire (TTL).
+# Live evaluation's table (rides/stream/evaluation/store.py): running error sums per model
+# version, role and drop-off hour (pk sums), the same on the rides a challenger and production
+# both predicted (pk paired), each completions shard's mark (pk mark), completions waiting for
+# their ride's decision (pk waiting), probe rides' joins (pk trace) and the drift counts per
+# hour (pk drift#<hour>). Items expire (TTL).
 variable "name" {
   type        = string
   description = "Table name."

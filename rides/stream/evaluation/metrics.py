@@ -25,6 +25,17 @@ class Summary:
             absolute += abs(error)
         return cls(int(n), total, squared, absolute)
 
+    @classmethod
+    def total(cls, parts: Iterable[Summary]) -> Summary:
+        """The figures of the union of disjoint sets (hours, say) from theirs."""
+        count = total = squared = absolute = 0.0
+        for s in parts:
+            count += s.count
+            total += s.sum_error
+            squared += s.sum_squared
+            absolute += s.sum_absolute
+        return cls(int(count), total, squared, absolute)
+
     @property
     def rmse(self) -> float:
         return math.sqrt(self.sum_squared / self.count) if self.count else math.nan
@@ -41,18 +52,3 @@ class Summary:
 def summarize(rows: Sequence) -> Summary:
     """rows: anything with `.predicted` and `.actual` (rides.stream.evaluation.store.Evaluated)."""
     return Summary.of(r.predicted - r.actual for r in rows)
-
-
-def by_hour(rows: Sequence) -> dict[str, Summary]:
-    hours: dict[str, list] = {}
-    for row in rows:
-        hours.setdefault(row.hour, []).append(row)
-    return {hour: summarize(hours[hour]) for hour in sorted(hours)}
-
-
-def paired(challenger: Sequence, incumbent: Sequence) -> tuple[Summary, Summary]:
-    """Both versions' figures on the rides both were evaluated on (a fair comparison)."""
-    mine = {r.ride_id: r for r in challenger}
-    theirs = {r.ride_id: r for r in incumbent}
-    common = sorted(mine.keys() & theirs.keys())
-    return summarize([mine[r] for r in common]), summarize([theirs[r] for r in common])

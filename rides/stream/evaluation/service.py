@@ -1,15 +1,18 @@
-"""The evaluation consumer: one function on three streams.
+"""The evaluation consumer: one function on two streams, and a sweep.
 
-- `ride-predictions` and `ride-completions`: each prediction joined with its ride's outcome in
-  the evaluations table (rides.stream.evaluation.store), in any order, duplicated or late
-  within the window; every pair evaluated once, and its error emitted as metrics per model,
-  version and role (production or shadow).
-- `ride-events` (and the predictions): each input feature's (and the production model's
-  predictions') distribution this hour against the training data's (rides.stream.evaluation.drift).
+- `ride-completions`: each ride's outcome joined with the predictions the decision service
+  stored for the ride (production's and a challenger's), the errors added to running sums per
+  model, version, role and hour, exactly once (rides.stream.evaluation.store), and
+  emitted as metrics. A completion that comes before its ride's decision waits; the sweep
+  (a schedule on AWS, every few seconds locally) joins it once the ride is decided.
+- `ride-events`: each input feature's distribution this hour against the training data's, and
+  the production model's joined predictions' (rides.stream.evaluation.drift).
 
 Which stream a record came from is read from its content (a ride event has `ride`, a
-prediction `model`, a completion `"type": "ride-completed"`), so the local runner and Lambda's
-mappings call the same handler the same way. A record none of these can read is a dead letter.
+completion `"type": "ride-completed"`), so the local runner and Lambda's mappings call the same
+handler the same way. A prediction record (the function was mapped to `ride-predictions`
+before the join read the decisions table) is done as it is; a record none of these can read is
+a dead letter.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.evaluation.drift import PREDICTION, DriftCounter
 from rides.stream.evaluation.metrics import Summary
-from rides.stream.evaluation.store import Evaluated, EvaluationStore, EvaluationUnavailable
+from rides.stream.evaluation.store import Evaluated, EvaluationStore
 from rides.stream.events import (
     COMPLETED,
     InvalidEvent,
@@ -39,7 +42,7 @@ from rides.stream.events import (
     validate_event,
 )
 from rides.stream.features import features_from_events
-from rides.stream.kinesis_batch import KinesisBatch, PartialBatchResponse, as_deadline
+from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
 
 log = logging.getLogger("rides.stream.evaluation")
 
@@ -47,27 +50,48 @@ log = logging.getLogger("rides.stream.evaluation")
 @dataclass(frozen=True)
 class EvaluationConfig:
     table_name: str
+    decisions_table: str | None = None  # where the rides' predictions are (the decision service's table)
     dead_letter_queue_url: str | None = None
     window_seconds: float = 48 * 3600
     drift_reference_uri: str | None = None  # the production model, whose training data is the reference
     drift_model: str = "ride-duration"  # whose production predictions are compared with that reference
+    # Models whose challenger runs as the shadow: a ride is counted once its item has the
+    # challenger's prediction too (it may lag production's), or when the wait has passed.
+    shadow_models: tuple[str, ...] = ()
+    shadow_wait_seconds: float = 900.0
 
     ENV_VARS = (
         "EVALUATIONS_TABLE",
+        "DECISIONS_TABLE",
         "DEAD_LETTER_QUEUE_URL",
         "EVALUATION_WINDOW_HOURS",
         "DRIFT_REFERENCE_URI",
         "DRIFT_MODEL",
+        "SHADOW_MODELS",
+        "SHADOW_WAIT_SECONDS",
     )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EvaluationConfig:
         return cls(
             table_name=env.get("EVALUATIONS_TABLE") or "ride-evaluations",
+            decisions_table=env.get("DECISIONS_TABLE") or "ride-decisions",
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL") or None,
             window_seconds=float(env.get("EVALUATION_WINDOW_HOURS") or 48) * 3600,
             drift_reference_uri=env.get("DRIFT_REFERENCE_URI") or None,
             drift_model=env.get("DRIFT_MODEL") or "ride-duration",
+            shadow_models=tuple(m.strip() for m in (env.get("SHADOW_MODELS") or "").split(",") if m.strip()),
+            shadow_wait_seconds=float(env.get("SHADOW_WAIT_SECONDS") or 900),
+        )
+
+    def store(self, client) -> EvaluationStore:
+        return EvaluationStore(
+            client,
+            self.table_name,
+            decisions_table=self.decisions_table,
+            window_seconds=self.window_seconds,
+            shadow_models=self.shadow_models,
+            shadow_wait_seconds=self.shadow_wait_seconds,
         )
 
 
@@ -78,6 +102,8 @@ class EvaluationReport:
     completions: int = 0
     ride_events: int = 0
     evaluated: list[Evaluated] = field(default_factory=list)  # pairs evaluated by this batch
+    waiting: int = 0  # completions that came before their ride's decision (the sweep joins them)
+    repeated: int = 0  # completions counted before (a redelivery)
     drift: dict[str, float] = field(default_factory=dict)  # feature or "prediction" → PSI this hour
     dead_lettered: int = 0
     failed: int = 0
@@ -120,28 +146,29 @@ def process_records(
     report = EvaluationReport(records=len(records))
     batch = KinesisBatch(records, logger=logger or log)
     items = batch.parse(parse_any)
-    predictions = [i for i in items if isinstance(i.value, PredictionIn)]
     completions = [i for i in items if isinstance(i.value, RideCompleted)]
     rides = [i for i in items if isinstance(i.value, RideEvent)]
-    report.predictions, report.completions, report.ride_events = len(predictions), len(completions), len(rides)
+    report.completions, report.ride_events = len(completions), len(rides)
+    report.predictions = sum(isinstance(i.value, PredictionIn) for i in items)
 
-    if predictions or completions:
+    by_shard: dict[str, list[BatchRecord]] = {}
+    for item in completions:
+        by_shard.setdefault(f"{batch.stream_name(item)}#{item.shard_id}", []).append(item)
+    for shard, shard_items in by_shard.items():
         try:
-            evaluated, failed = store.record(
-                [i.value for i in predictions], [i.value for i in completions], now=now, time_left=deadline
-            )
-        except EvaluationUnavailable as exc:
-            evaluated, failed = [], {i.value.ride_id: exc.code for i in predictions + completions}
-        except Exception as exc:  # the table is gone or refuses us: the whole join is retried
-            batch.log_unexpected(exc, "storing predictions and outcomes", predictions + completions)
-            evaluated, failed = [], {i.value.ride_id: type(exc).__name__ for i in predictions + completions}
-        report.evaluated = evaluated
-        for item in predictions + completions:
-            if item.value.ride_id in failed:
-                batch.report([item], failed[item.value.ride_id])
+            outcome = store.add(shard, [(_position(i), i.value) for i in shard_items], now=now, time_left=deadline)
+        except Exception as exc:  # a bug, or the table refuses us in a way we do not know: retried
+            batch.log_unexpected(exc, "counting completions", shard_items)
+            batch.report(shard_items, type(exc).__name__)
+            continue
+        report.evaluated += outcome.evaluated
+        report.waiting += outcome.waiting
+        report.repeated += outcome.repeated
+        for index, code in outcome.failed.items():
+            batch.report([shard_items[index]], code)
 
     if drift is not None:
-        report.drift = _drift(drift, rides, predictions, config, now, logger or log)
+        report.drift = _drift(drift, rides, report.evaluated, config, now, logger or log)
 
     batch.send_dead_letters(dead_letters, deadline)
     report.dead_lettered = batch.dead_lettered
@@ -151,16 +178,47 @@ def process_records(
     return response, report
 
 
-def _drift(drift: DriftCounter, rides, predictions, config: EvaluationConfig, now: float, logger) -> dict[str, float]:
-    """This hour's PSI per feature (from the ride events) and of the production predictions.
-    A failure here costs a statistic, not a record: logged, not retried."""
+def sweep(
+    config: EvaluationConfig,
+    *,
+    store: EvaluationStore,
+    drift: DriftCounter | None = None,
+    time_left: Callable[[], float] | None = None,
+    clock: Callable[[], float] = time.time,
+    logger: logging.Logger | None = None,
+) -> EvaluationReport:
+    """Join the completions that came before their ride's decision (the scheduled invocation)."""
+    now = clock()
+    outcome = store.sweep(now=now, time_left=time_left)
+    report = EvaluationReport(evaluated=outcome.evaluated, waiting=outcome.waiting)
+    if outcome.expired:
+        (logger or log).warning(
+            "%d completions dropped: their ride had no decision within %.0f h",
+            outcome.expired,
+            config.window_seconds / 3600,
+        )
+    if drift is not None and outcome.evaluated:
+        report.drift = _drift(drift, [], outcome.evaluated, config, now, logger or log)
+    return report
+
+
+def _position(item: BatchRecord) -> tuple[int, int] | None:
+    """Where a record is in its shard: (sequence number, sub-sequence number)."""
+    if not item.sequence_number:
+        return None
+    return int(item.sequence_number), item.sub_sequence_number or 0
+
+
+def _drift(
+    drift: DriftCounter, rides, evaluated: Sequence[Evaluated], config: EvaluationConfig, now: float, logger
+) -> dict[str, float]:
+    """This hour's PSI per feature (from the ride events) and of the production predictions
+    (those joined now). A failure here costs a statistic, not a record: logged, not retried."""
     values: dict[str, np.ndarray] = {}
     if rides:
         features = features_from_events([i.value for i in rides])
         values.update({name: column for name, column in features.columns.items()})
-    production = [
-        i.value.value for i in predictions if i.value.model == config.drift_model and i.value.role == "production"
-    ]
+    production = [e.predicted for e in evaluated if e.model == config.drift_model and e.role == "production"]
     if production:
         values[PREDICTION] = np.asarray(production, dtype=np.float64)
     if not values:

@@ -1,38 +1,62 @@
-"""Live evaluation's table: predictions and outcomes joined per ride, each (ride, model version,
-role) evaluated exactly once.
+"""Live evaluation's table: running error sums per model version, role and hour, every ride's
+outcome counted exactly once.
 
-One DynamoDB table, two kinds of item (and a catalog):
+The evaluation joins each ride-completed event with the ride's item in the decisions table,
+where the decision service already keeps production's predictions and a challenger's beside
+them (rides.stream.decision.store), and adds the errors to sums (DynamoDB ADD). Items:
 
-- ride item `pk = ride#<ride_id>`: one attribute per prediction (`p|<model>|<version>|<role>|<field>`)
-  and per outcome (`o|<field>`, with `dropoff`). Written with UpdateItem SET (a repeat sets the
-  same value; predictions and outcomes from concurrent invocations never overwrite each
-  other), which returns the item as it now is. Kept for the evaluation window (TTL): an outcome
-  later than that finds nothing to join.
-- evaluation item `pk = eval#<model>#<version>#<role>#<shard>`, `sk = <hour>#<ride_id>`: the
-  prediction and the outcome, keyed by the pair, so writing it again changes nothing. Which
-  update completed a pair is read from that update's old image (ALL_OLD): one update only, so
-  the metrics count each pair once, whatever the order, the duplicates or the delay.
-  Sharded over EVAL_SHARDS partition keys so one version's writes are not one hot key.
-- catalog `pk = catalog`, `sk = <model>#<version>#<role>`: which versions have predictions.
+- `pk = sums`, `sk = <model>#<version>#<role>#<hour>`: n and the sums of the error, its square
+  and its absolute value: RMSE, MAE and bias of any set of hours, exactly (metrics.Summary).
+  The hour is the one the outcome was counted in (in production about its drop-off hour, as a
+  ride's outcome is sent when it ends): a batch's completions share it, so one sums item per
+  model version and batch, whatever the batch size. Not the drop-off time the event carries:
+  a replay of an old month would spread a batch over hundreds of hours, an item each.
+- `pk = paired`, `sk = <model>#<challenger>#<incumbent>#<hour>`: the same sums for both sides,
+  on the rides both predicted: the promotion gate's comparison on the same rides.
+- `pk = mark`, `sk = <stream>#<shard>`: the position (sequence, sub-sequence) of the last
+  completion counted from that shard.
+- `pk = waiting`, `sk = <stream>#<shard>#<position>`: completions whose ride was not decided
+  yet (or not predicted yet by the challenger in the shadow), as one item per chunk; the sweep
+  joins them again until the window passes.
+- `pk = trace`, `sk = <ride id>`: what was joined for a probe ride (`smoke-…`): how the smoke
+  test sees its one ride evaluated among the others.
+
+Exactly once. ADD is not idempotent, and a batch can be delivered again (a retry, a redrive).
+So the sums of a chunk of completions, its waiting completions and the shard's new mark are
+one transaction, on the condition that the mark is still what this invocation read: a
+completion at or before the mark was counted, and is skipped. A shard is read by one
+invocation at a time (parallelization factor 1), so the condition only fails when something
+else moved the mark: the chunk is then read again. A waiting item is resolved the same way:
+its sums and its rewrite (or deletion) in one transaction, on its version.
+
+What it costs: one read per completion (eventually consistent, half a unit), and per chunk of
+up to ~100 sums a transaction (two write units per item): at a few hundred completions per
+batch, well under a tenth of a write unit per ride, where a row per ride and version cost six.
 """
 
 from __future__ import annotations
 
-import zlib
+import json
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rides.stream.events import OUTCOME_FIELDS, PredictionIn, RideCompleted
+from rides.stream.decision.store import DecisionStore, RideState, StoreUnavailable
+from rides.stream.evaluation.metrics import Summary
+from rides.stream.events import RideCompleted
 from rides.stream.kinesis_batch import as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
-EVAL_SHARDS = 8
-WRITE_CONCURRENCY = 8
+MAX_ACTIONS = 100  # TransactWriteItems' limit
+TRACE_PREFIX = "smoke-"  # rides the smoke test sends: their join is kept, per ride
+SUMS_DAYS = 30  # how long an hour's sums are kept (TTL)
+TRACE_DAYS = 7
 RETRYABLE = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+
+Position = tuple[int, int]  # (sequence number, sub-sequence number) in a shard
 
 
 @dataclass(frozen=True)
@@ -46,11 +70,49 @@ class Evaluated:
     field: str
     predicted: float
     actual: float
-    hour: str  # the drop-off hour, YYYY-MM-DDTHH
+    hour: str  # the hour it was counted in, YYYY-MM-DDTHH (UTC)
 
     @property
     def error(self) -> float:
         return self.predicted - self.actual
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A completion whose ride was not decided when it came."""
+
+    ride_id: str
+    outcomes: dict[str, float]
+    since: float  # when it first waited
+
+    def to_list(self) -> list:
+        return [self.ride_id, self.outcomes, self.since]
+
+    @classmethod
+    def from_list(cls, entry: list) -> Waiting:
+        ride_id, outcomes, since = entry
+        return cls(str(ride_id), {k: float(v) for k, v in outcomes.items()}, float(since))
+
+    @classmethod
+    def of(cls, completion: RideCompleted, now: float) -> Waiting:
+        return cls(completion.ride_id, dict(completion.outcomes), now)
+
+
+@dataclass
+class CountOutcome:
+    evaluated: list[Evaluated] = field(default_factory=list)  # pairs counted now
+    waiting: int = 0  # completions left for the sweep (their ride was not decided yet)
+    repeated: int = 0  # completions counted before (at or before the shard's mark)
+    failed: dict[int, str] = field(default_factory=dict)  # index in the given list → error code
+
+
+@dataclass
+class SweepOutcome:
+    evaluated: list[Evaluated] = field(default_factory=list)
+    resolved: int = 0  # waiting completions joined now
+    expired: int = 0  # waiting completions whose ride never got a decision within the window
+    waiting: int = 0  # still waiting
+    conflicts: int = 0  # waiting items someone else resolved meanwhile
 
 
 class EvaluationUnavailable(RuntimeError):
@@ -59,247 +121,419 @@ class EvaluationUnavailable(RuntimeError):
         self.code = code
 
 
-def _shard(ride_id: str) -> int:
-    return zlib.crc32(ride_id.encode()) % EVAL_SHARDS
-
-
-def _key(item: dict) -> tuple[str, str]:
-    return item["pk"]["S"], item["sk"]["S"]
-
-
 def _hour(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H")
 
 
+def _position_text(position: Position) -> str:
+    return f"{position[0]}/{position[1]}"
+
+
+def _position_of(text: str) -> Position:
+    sequence, sub = text.split("/")
+    return int(sequence), int(sub)
+
+
+def joined(ride: RideState, waiting: Waiting, now: float) -> list[Evaluated]:
+    """Every prediction the ride's item holds (production's and a challenger's) whose field
+    has an outcome, with that outcome, in the hour it is counted."""
+    hour = _hour(now)
+    out = []
+    for role, predictions in (("production", ride.predictions), ("shadow", ride.shadow)):
+        for model, p in sorted(predictions.items()):
+            actual = waiting.outcomes.get(p["field"])
+            if actual is not None:
+                out.append(
+                    Evaluated(ride.ride_id, model, str(p["version"]), role, p["field"], float(p["value"]), actual, hour)
+                )
+    return out
+
+
+class _Sums:
+    """The ADDs of a set of pairs: one update per sums item and per paired item."""
+
+    def __init__(self):
+        self.sums: dict[str, list[float]] = {}  # sk → n, se, sse, sae
+        self.paired: dict[str, list[float]] = {}  # sk → n, then se, sse, sae of the challenger, of the incumbent
+        self.traces: dict[str, list[Evaluated]] = {}
+
+    def keys_after(self, pairs: Sequence[Evaluated]) -> int:
+        """How many items would be written with these pairs added."""
+        sums, paired, traces = set(self.sums), set(self.paired), set(self.traces)
+        for sk, kind in self._keys(pairs):
+            (sums if kind == "sums" else paired if kind == "paired" else traces).add(sk)
+        return len(sums) + len(paired) + len(traces)
+
+    @staticmethod
+    def _keys(pairs: Sequence[Evaluated]):
+        for e in pairs:
+            yield f"{e.model}#{e.version}#{e.role}#{e.hour}", "sums"
+            if e.ride_id.startswith(TRACE_PREFIX):
+                yield e.ride_id, "trace"
+        for challenger, incumbent in _sides(pairs):
+            yield f"{challenger.model}#{challenger.version}#{incumbent.version}#{challenger.hour}", "paired"
+
+    def add(self, pairs: Sequence[Evaluated]) -> None:
+        for e in pairs:
+            error = e.error
+            row = self.sums.setdefault(f"{e.model}#{e.version}#{e.role}#{e.hour}", [0, 0.0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += error
+            row[2] += error * error
+            row[3] += abs(error)
+            if e.ride_id.startswith(TRACE_PREFIX):
+                self.traces.setdefault(e.ride_id, []).append(e)
+        for challenger, incumbent in _sides(pairs):
+            sk = f"{challenger.model}#{challenger.version}#{incumbent.version}#{challenger.hour}"
+            row = self.paired.setdefault(sk, [0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            row[0] += 1
+            for offset, e in ((1, challenger), (4, incumbent)):
+                row[offset] += e.error
+                row[offset + 1] += e.error * e.error
+                row[offset + 2] += abs(e.error)
+
+    def actions(self, table: str, now: float) -> list[dict]:
+        ttl = {"N": str(int(now + SUMS_DAYS * 86400))}
+        out = []
+        for pk, rows, names in (
+            ("sums", self.sums, ("n", "se", "sse", "sae")),
+            ("paired", self.paired, ("n", "c_se", "c_sse", "c_sae", "i_se", "i_sse", "i_sae")),
+        ):
+            for sk, row in rows.items():
+                out.append(
+                    {
+                        "Update": {
+                            "TableName": table,
+                            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
+                            "UpdateExpression": "SET expires_at = :ttl ADD "
+                            + ", ".join(f"{name} :{name}" for name in names),
+                            "ExpressionAttributeValues": {
+                                ":ttl": ttl,
+                                **{f":{name}": {"N": repr(value)} for name, value in zip(names, row, strict=True)},
+                            },
+                        }
+                    }
+                )
+        for ride_id, pairs in self.traces.items():
+            body = [[e.model, e.version, e.role, e.field, e.predicted, e.actual] for e in pairs]
+            out.append(
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {
+                            "pk": {"S": "trace"},
+                            "sk": {"S": ride_id},
+                            "pairs": {"S": json.dumps(body)},
+                            "expires_at": {"N": str(int(now + TRACE_DAYS * 86400))},
+                        },
+                    }
+                }
+            )
+        return out
+
+
+def _sides(pairs: Sequence[Evaluated]):
+    """(challenger, incumbent) pairs of one ride: the shadow's and production's of one model."""
+    production = {(e.ride_id, e.model): e for e in pairs if e.role == "production"}
+    for e in pairs:
+        if e.role == "shadow" and (e.ride_id, e.model) in production:
+            yield e, production[(e.ride_id, e.model)]
+
+
 class EvaluationStore:
-    def __init__(self, client, table_name: str, *, window_seconds: float = 2 * 86400, backoff=Backoff):
+    def __init__(
+        self,
+        client,
+        table_name: str,
+        *,
+        decisions_table: str | None = None,
+        window_seconds: float = 2 * 86400,
+        shadow_models: Sequence[str] = (),
+        shadow_wait_seconds: float = 900.0,
+        backoff=Backoff,
+    ):
         self.client = client
         self.table_name = table_name
+        self.decisions = DecisionStore(client, decisions_table) if decisions_table else None
         self.window_seconds = window_seconds
+        self.shadow_models = tuple(shadow_models)
+        self.shadow_wait_seconds = shadow_wait_seconds
         self.backoff = backoff
 
-    # -- writing ----------------------------------------------------------------------------
-    def record(
+    def ready(self, ride: RideState | None, entry: Waiting, now: float) -> bool:
+        """Whether a completion can be counted: its ride is decided and each challenger running
+        in the shadow has predicted it too, or has had `shadow_wait_seconds` to. The shadow's
+        consumer reads the events on its own and may lag production's; a ride is counted once,
+        so a challenger's prediction stored after it would never be compared."""
+        if ride is None or ride.decision is None:
+            return False
+        if all(model in ride.shadow for model in self.shadow_models):
+            return True
+        return now - entry.since >= self.shadow_wait_seconds
+
+    # -- counting completions -----------------------------------------------------------------
+    def add(
         self,
-        predictions: Sequence[PredictionIn],
-        completions: Sequence[RideCompleted],
+        shard: str,
+        completions: Sequence[tuple[Position | None, RideCompleted]],
         *,
         now: float,
         time_left: Callable[[], float] | None = None,
-    ) -> tuple[list[Evaluated], dict[str, str]]:
-        """Store a batch's predictions and outcomes; → (the pairs this batch completed, ride id →
-        error code for rides whose records must be retried).
-
-        One UpdateItem per ride returns the item as it was before (ALL_OLD): a pair is new
-        exactly when it is complete now and was not before, which DynamoDB's serialized writes
-        to an item make true for one update only, whatever the order, the repeats or the races.
-        The evaluation rows of every pair this batch touched are (re)written, idempotently by
-        their key, so a retry after a failed row write stores them; the metrics count new pairs."""
-        updates: dict[str, dict[str, float]] = {}
-        for p in predictions:
-            updates.setdefault(p.ride_id, {})[f"p|{p.model}|{p.version}|{p.role}|{p.field}"] = p.value
-        for c in completions:
-            values = updates.setdefault(c.ride_id, {})
-            values.update({f"o|{field}": value for field, value in c.outcomes.items()})
-            # naive TLC times are New York wall-clock times; as UTC they only label the hour
-            values["dropoff"] = c.dropoff_datetime.replace(tzinfo=UTC).timestamp()
-        self._catalog({(p.model, p.version, p.role) for p in predictions}, time_left)
-        before, failed = self._run(
-            {ride_id: self._update_request(ride_id, values, now) for ride_id, values in updates.items()},
-            self.client.update_item,
-            time_left,
-        )
-        new: list[Evaluated] = []
-        rows: list[Evaluated] = []
-        for ride_id, old in before.items():
-            values = updates[ride_id]
-            after = {**old, **{name: {"N": repr(float(v))} for name, v in values.items()}}
-            had = {self._eval_key(e) for e in pairs(ride_id, old)}
-            for pair in pairs(ride_id, after):
-                prediction = f"p|{pair.model}|{pair.version}|{pair.role}|{pair.field}"
-                if prediction in values or f"o|{pair.field}" in values:
-                    rows.append(pair)
-                if self._eval_key(pair) not in had:
-                    new.append(pair)
-        failed.update(self._write_rows(rows, now, time_left))
-        return new, failed
-
-    def _write_rows(self, rows: list[Evaluated], now: float, time_left) -> dict[str, str]:
-        """BatchWriteItem, 25 at a time, unprocessed items again with backoff. → ride id → code."""
+    ) -> CountOutcome:
+        """Join a shard's completions (in stream order, each with its position) with their
+        rides' predictions and add them to the sums, exactly once. `shard`: `<stream>#<shard
+        id>`. A completion whose ride is not decided yet waits for the sweep. → what was
+        counted, and the completions (by index) whose records must be retried."""
         deadline = as_deadline(time_left)
-        failed: dict[str, str] = {}
-        # by the item's key, which is how DynamoDB names the unprocessed ones
-        requests: dict[tuple[str, str], tuple[str, dict]] = {}
-        for e in rows:
-            item = self._eval_item(e, now)
-            requests[_key(item)] = (e.ride_id, {"PutRequest": {"Item": item}})
-        pending = list(requests)
-        backoff = self.backoff(time_left=deadline)
-        while pending:
-            if deadline.passed:
-                failed.update({requests[k][0]: "DeadlinePassed" for k in pending})
-                break
-            retry = []
-            for start in range(0, len(pending), 25):
-                chunk = pending[start : start + 25]
-                try:
-                    response = self.client.batch_write_item(
-                        RequestItems={self.table_name: [requests[k][1] for k in chunk]}
-                    )
-                except ClientError as exc:
-                    if not (error_code(exc) in RETRYABLE or is_retryable(exc)):
-                        failed.update({requests[k][0]: error_code(exc) for k in chunk})
-                        continue
-                    retry += chunk
-                    continue
-                except BotoCoreError:
-                    retry += chunk
-                    continue
-                unprocessed = response.get("UnprocessedItems", {}).get(self.table_name, [])
-                retry += [_key(u["PutRequest"]["Item"]) for u in unprocessed]
-            if retry and not backoff.wait():
-                failed.update({requests[k][0]: "RetriesExhausted" for k in retry})
-                retry = []
-            pending = retry
-        return failed
-
-    def _update_request(self, ride_id: str, values: dict[str, float], now: float) -> dict:
-        names = {f"#a{i}": name for i, name in enumerate(values)}
-        sets = [f"#a{i} = :v{i}" for i in range(len(values))]
-        return {
-            "TableName": self.table_name,
-            "Key": {"pk": {"S": f"ride#{ride_id}"}, "sk": {"S": "#"}},
-            "UpdateExpression": "SET " + ", ".join([*sets, "expires_at = if_not_exists(expires_at, :ttl)"]),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {
-                **{f":v{i}": {"N": repr(float(v))} for i, v in enumerate(values.values())},
-                ":ttl": {"N": str(int(now + self.window_seconds))},
-            },
-            "ReturnValues": "ALL_OLD",
-        }
-
-    def _eval_key(self, e: Evaluated) -> str:
-        return f"{e.model}#{e.version}#{e.role}#{e.ride_id}"
-
-    def _eval_item(self, e: Evaluated, now: float) -> dict:
-        return {
-            "pk": {"S": f"eval#{e.model}#{e.version}#{e.role}#{_shard(e.ride_id)}"},
-            "sk": {"S": f"{e.hour}#{e.ride_id}"},
-            "ride_id": {"S": e.ride_id},
-            "field": {"S": e.field},
-            "predicted": {"N": repr(e.predicted)},
-            "actual": {"N": repr(e.actual)},
-            "expires_at": {"N": str(int(now + 7 * 86400))},
-        }
-
-    def _catalog(self, triples, time_left) -> None:
-        """Record which (model, version, role) predicted; already there is fine."""
-        requests = {
-            f"{model}#{version}#{role}": {
-                "TableName": self.table_name,
-                "Item": {"pk": {"S": "catalog"}, "sk": {"S": f"{model}#{version}#{role}"}},
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-            for model, version, role in triples
-        }
-        _, failed = self._run(requests, self.client.put_item, time_left)
-        failed = {key: code for key, code in failed.items() if code != "Conditional"}
-        if failed:
-            raise EvaluationUnavailable(next(iter(failed.values())), f"catalog not written: {failed}")
-
-    def _run(self, requests: dict[str, dict], call, time_left) -> tuple[dict[str, dict], dict[str, str]]:
-        """Each request once, WRITE_CONCURRENCY at a time, throttled ones again with backoff
-        until the deadline. → (key → the call's Attributes for those that succeeded, key → code)."""
-        deadline = as_deadline(time_left)
-        done: dict[str, dict] = {}
-        failed: dict[str, str] = {}
-        pending = list(requests)
-        backoff = self.backoff(time_left=deadline)
-
-        def one(key: str):
+        outcome = CountOutcome()
+        left = list(enumerate(completions))  # not counted yet, in order
+        for _read in range(3):  # the mark moved under us: read it again (never in normal operation)
             try:
-                return call(**requests[key]).get("Attributes", {}), None
-            except ClientError as exc:
-                code = error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    return None, "Conditional"
-                return None, "Retryable" if code in RETRYABLE or is_retryable(exc) else code
-            except BotoCoreError:
-                return None, "Retryable"
-
-        with ThreadPoolExecutor(max(1, min(WRITE_CONCURRENCY, len(pending) or 1))) as pool:
-            while pending:
-                if deadline.passed:
-                    failed.update(dict.fromkeys(pending, "DeadlinePassed"))
+                mark = self._mark(shard)
+                todo = [(i, pos, c) for i, (pos, c) in left if pos is None or mark is None or pos > mark]
+                outcome.repeated += len(left) - len(todo)
+                rides = self._rides([c.ride_id for _, _, c in todo], deadline)
+            except EvaluationUnavailable as exc:
+                outcome.failed = {i: exc.code for i, _ in left}
+                return outcome
+            left = [(i, (pos, c)) for i, pos, c in todo]
+            moved = False
+            for chunk, sums, pairs, waiting in self._chunks(todo, rides, now):
+                actions = sums.actions(self.table_name, now)
+                positions = [pos for _, pos, _ in chunk if pos is not None]
+                if waiting:
+                    actions.append(self._waiting_put(shard, positions[0] if positions else None, waiting))
+                if positions:
+                    actions.append(self._mark_put(shard, mark, positions[-1]))
+                code = self._transact(actions, deadline)
+                if code == "Conflict":  # only the mark has a condition here
+                    moved = True
                     break
-                retry = []
-                for key, (attributes, code) in zip(pending, pool.map(one, pending), strict=True):
-                    if code is None:
-                        done[key] = attributes
-                    elif code == "Retryable":
-                        retry.append(key)
-                    else:
-                        failed[key] = code
-                if retry and not backoff.wait():
-                    failed.update(dict.fromkeys(retry, "RetriesExhausted"))
-                    retry = []
-                pending = retry
-        return done, failed
+                if code is not None:  # this chunk and every later one go with the retry
+                    outcome.failed = {i: code for i, _ in left}
+                    return outcome
+                mark = positions[-1] if positions else mark
+                outcome.evaluated += pairs
+                outcome.waiting += len(waiting)
+                counted = {i for i, _, _ in chunk}
+                left = [(i, item) for i, item in left if i not in counted]
+            if not moved:
+                return outcome
+        outcome.failed = {i: "MarkMoved" for i, _ in left}
+        return outcome
 
-    # -- reading ----------------------------------------------------------------------------
+    def _chunks(self, todo, rides: dict[str, RideState], now: float):
+        """Consecutive completions whose writes fit one transaction, joined: (chunk, sums,
+        pairs, waiting completions)."""
+        chunk: list = []
+        sums, pairs, waiting = _Sums(), [], []
+        seen: set[str] = set()
+        for i, pos, completion in todo:
+            if completion.ride_id in seen:  # sent twice in one batch: counted once (it moves the mark)
+                chunk.append((i, pos, completion))
+                continue
+            seen.add(completion.ride_id)
+            entry = Waiting.of(completion, now)
+            ride = rides.get(completion.ride_id)
+            found = joined(ride, entry, now) if self.ready(ride, entry, now) else None
+            # this chunk's items with it: its sums, the mark, and a waiting item if any waits
+            needed = sums.keys_after(found or []) + 1 + (1 if waiting or found is None else 0)
+            if chunk and needed > MAX_ACTIONS:
+                yield chunk, sums, pairs, waiting
+                chunk, sums, pairs, waiting = [], _Sums(), [], []
+            chunk.append((i, pos, completion))
+            if found is None:
+                waiting.append(entry)
+            else:
+                sums.add(found)
+                pairs += found
+        if chunk:
+            yield chunk, sums, pairs, waiting
+
+    def _rides(self, ride_ids: Sequence[str], deadline) -> dict[str, RideState]:
+        if self.decisions is None or not ride_ids:
+            return {}
+        try:
+            return self.decisions.get_many(ride_ids, deadline, consistent=False)
+        except StoreUnavailable as exc:
+            raise EvaluationUnavailable(exc.code, f"reading the rides' predictions: {exc}") from exc
+
+    def _mark(self, shard: str) -> Position | None:
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": "mark"}, "sk": {"S": shard}},
+                ConsistentRead=True,
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise EvaluationUnavailable(error_code(exc), f"reading the mark of {shard}: {exc}") from exc
+        return _position_of(item["position"]["S"]) if item else None
+
+    def _mark_put(self, shard: str, before: Position | None, after: Position) -> dict:
+        put = {
+            "TableName": self.table_name,
+            "Item": {"pk": {"S": "mark"}, "sk": {"S": shard}, "position": {"S": _position_text(after)}},
+        }
+        if before is None:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            put["ConditionExpression"] = "#p = :before"
+            put["ExpressionAttributeNames"] = {"#p": "position"}
+            put["ExpressionAttributeValues"] = {":before": {"S": _position_text(before)}}
+        return {"Put": put}
+
+    def _waiting_put(self, shard: str, first: Position | None, waiting: list[Waiting]) -> dict:
+        sk = f"{shard}#{_position_text(first) if first else time.time_ns()}"
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": {
+                    "pk": {"S": "waiting"},
+                    "sk": {"S": sk},
+                    "entries": {"S": json.dumps([w.to_list() for w in waiting])},
+                    "version": {"N": "1"},
+                },
+            }
+        }
+
+    def _transact(self, actions: list[dict], deadline) -> str | None:
+        """One transaction, again with backoff while it is throttled or races another one.
+        → None when written, "Conflict" when one of its conditions failed, else the code."""
+        if not actions:
+            return None
+        backoff = self.backoff(time_left=deadline)
+        while True:
+            if deadline.passed:
+                return "DeadlinePassed"
+            try:
+                self.client.transact_write_items(TransactItems=actions)
+                return None
+            except (ClientError, BotoCoreError) as exc:
+                code = error_code(exc)
+                response = getattr(exc, "response", None) or {}
+                reasons = {r.get("Code") for r in response.get("CancellationReasons", [])} - {None, "None"}
+                if "ConditionalCheckFailed" in reasons:
+                    return "Conflict"
+                # two transactions on one sums item at once: DynamoDB cancels one; it goes again
+                racing = code == "TransactionCanceledException" and reasons <= {
+                    "TransactionConflict",
+                    "ThrottlingError",
+                }
+                if not (racing or code in RETRYABLE or is_retryable(exc)):
+                    return code
+                if not backoff.wait():
+                    return "RetriesExhausted"
+
+    # -- the sweep: completions that came before their ride's decision -------------------------
+    def sweep(self, *, now: float, time_left: Callable[[], float] | None = None) -> SweepOutcome:
+        """Join the waiting completions again; count those whose ride is decided now, drop those
+        older than the window (their ride never got a decision: counted in `expired`)."""
+        deadline = as_deadline(time_left)
+        out = SweepOutcome()
+        for item in self._query("waiting"):
+            if deadline.passed:
+                break
+            entries = [Waiting.from_list(e) for e in json.loads(item["entries"]["S"])]
+            try:
+                rides = self._rides([w.ride_id for w in entries], deadline)
+            except EvaluationUnavailable:
+                break
+            sums, pairs, keep, expired = _Sums(), [], [], 0
+            for entry in entries:
+                ride = rides.get(entry.ride_id)
+                if self.ready(ride, entry, now):
+                    found = joined(ride, entry, now)
+                    if sums.keys_after(found) + 1 <= MAX_ACTIONS:  # + the waiting item
+                        sums.add(found)
+                        pairs.append(found)
+                        continue
+                if now - entry.since > self.window_seconds:
+                    expired += 1
+                    continue
+                keep.append(entry)
+            if not pairs and not expired:
+                out.waiting += len(keep)
+                continue
+            actions = [*sums.actions(self.table_name, now), self._waiting_rewrite(item, keep)]
+            code = self._transact(actions, deadline)
+            if code is None:
+                out.evaluated += [e for found in pairs for e in found]
+                out.resolved += len(pairs)
+                out.expired += expired
+                out.waiting += len(keep)
+            else:  # resolved by a sweep racing this one, or not written: the next sweep looks again
+                out.conflicts += code == "Conflict"
+                out.waiting += len(entries)
+        return out
+
+    def _waiting_rewrite(self, item: dict, keep: list[Waiting]) -> dict:
+        key = {"pk": item["pk"], "sk": item["sk"]}
+        condition = {
+            "ConditionExpression": "version = :v",
+            "ExpressionAttributeValues": {":v": item["version"]},
+        }
+        if not keep:
+            return {"Delete": {"TableName": self.table_name, "Key": key, **condition}}
+        new = {
+            **key,
+            "entries": {"S": json.dumps([w.to_list() for w in keep])},
+            "version": {"N": str(int(item["version"]["N"]) + 1)},
+        }
+        return {"Put": {"TableName": self.table_name, "Item": new, **condition}}
+
+    # -- reading --------------------------------------------------------------------------------
     def versions(self) -> list[tuple[str, str, str]]:
-        """(model, version, role) of everything that has predicted."""
-        items = self._query({":pk": {"S": "catalog"}}, "pk = :pk")
-        return [tuple(item["sk"]["S"].split("#", 2)) for item in items]
+        """(model, version, role) of everything evaluated (within the sums' TTL)."""
+        return sorted({tuple(item["sk"]["S"].split("#")[:3]) for item in self._query("sums")})
+
+    def hours(self, model: str, version: str, role: str) -> dict[str, Summary]:
+        """Drop-off hour → the figures of a model version in a role."""
+        out = {}
+        for item in self._query("sums", f"{model}#{version}#{role}#"):
+            hour = item["sk"]["S"].rsplit("#", 1)[1]
+            out[hour] = Summary(int(_n(item, "n")), _n(item, "se"), _n(item, "sse"), _n(item, "sae"))
+        return dict(sorted(out.items()))
+
+    def summary(self, model: str, version: str, role: str) -> Summary:
+        return Summary.total(self.hours(model, version, role).values())
 
     def count(self, model: str, version: str, role: str) -> int:
-        """How many pairs of a version in a role are evaluated (a COUNT query per shard: no items read back)."""
-        total = 0
-        for shard in range(EVAL_SHARDS):
-            start = None
-            while True:
-                page = self.client.query(
-                    TableName=self.table_name,
-                    KeyConditionExpression="pk = :pk",
-                    ExpressionAttributeValues={":pk": {"S": f"eval#{model}#{version}#{role}#{shard}"}},
-                    Select="COUNT",
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
-                total += page["Count"]
-                start = page.get("LastEvaluatedKey")
-                if not start:
-                    break
-        return total
+        """How many rides a model version in a role was evaluated on."""
+        return self.summary(model, version, role).count
 
-    def evaluated(self, model: str, version: str, role: str) -> list[Evaluated]:
-        """Every evaluated pair of a model version in a role (within the items' TTL)."""
-        rows = []
-        for shard in range(EVAL_SHARDS):
-            for item in self._query({":pk": {"S": f"eval#{model}#{version}#{role}#{shard}"}}, "pk = :pk"):
-                hour = item["sk"]["S"].split("#", 1)[0]
-                rows.append(
-                    Evaluated(
-                        item["ride_id"]["S"],
-                        model,
-                        version,
-                        role,
-                        item["field"]["S"],
-                        float(item["predicted"]["N"]),
-                        float(item["actual"]["N"]),
-                        hour,
-                    )
-                )
-        return rows
+    def paired(self, model: str, challenger: str, incumbent: str) -> tuple[Summary, Summary]:
+        """Both versions' figures on the rides both predicted (the challenger as the shadow)."""
+        mine, theirs = [], []
+        for item in self._query("paired", f"{model}#{challenger}#{incumbent}#"):
+            n = int(_n(item, "n"))
+            mine.append(Summary(n, _n(item, "c_se"), _n(item, "c_sse"), _n(item, "c_sae")))
+            theirs.append(Summary(n, _n(item, "i_se"), _n(item, "i_sse"), _n(item, "i_sae")))
+        return Summary.total(mine), Summary.total(theirs)
 
-    def _query(self, values: dict, condition: str) -> list[dict]:
+    def trace(self, ride_id: str) -> list[Evaluated] | None:
+        """What was joined for a probe ride (TRACE_PREFIX), or None before it was."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"pk": {"S": "trace"}, "sk": {"S": ride_id}}, ConsistentRead=True
+        ).get("Item")
+        if not item:
+            return None
+        return [
+            Evaluated(ride_id, model, version, role, field, predicted, actual, "")
+            for model, version, role, field, predicted, actual in json.loads(item["pairs"]["S"])
+        ]
+
+    def waiting(self) -> int:
+        """How many completions wait for their ride's decision."""
+        return sum(len(json.loads(item["entries"]["S"])) for item in self._query("waiting"))
+
+    def _query(self, pk: str, prefix: str | None = None) -> list[dict]:
+        condition = "pk = :pk" + (" AND begins_with(sk, :prefix)" if prefix else "")
+        values = {":pk": {"S": pk}, **({":prefix": {"S": prefix}} if prefix else {})}
         items, start = [], None
         while True:
             kwargs = {"ExclusiveStartKey": start} if start else {}
             page = self.client.query(
-                TableName=self.table_name,
-                KeyConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                **kwargs,
+                TableName=self.table_name, KeyConditionExpression=condition, ExpressionAttributeValues=values, **kwargs
             )
             items += page.get("Items", [])
             start = page.get("LastEvaluatedKey")
@@ -307,17 +541,6 @@ class EvaluationStore:
                 return items
 
 
-def pairs(ride_id: str, item: dict) -> list[Evaluated]:
-    """The (prediction, outcome) pairs a ride item holds: every prediction whose field has an outcome."""
-    if "dropoff" not in item:
-        return []
-    hour = _hour(float(item["dropoff"]["N"]))
-    out = []
-    for name, value in item.items():
-        if not name.startswith("p|"):
-            continue
-        _, model, version, role, field = name.split("|", 4)
-        outcome = item.get(f"o|{field}")
-        if outcome is not None and field in OUTCOME_FIELDS:
-            out.append(Evaluated(ride_id, model, version, role, field, float(value["N"]), float(outcome["N"]), hour))
-    return out
+def _n(item: dict, name: str) -> float:
+    value = item.get(name)
+    return float(value["N"]) if value else 0.0
