@@ -58,7 +58,10 @@ def test_bad_records_go_to_the_dead_letter_queue_and_never_fail_the_batch(stack)
     assert bad_json["source"]["sequence_number"] == f"{2:056d}"
 
 
-def test_missing_output_stream_reports_every_valid_record(stack):
+@pytest.mark.parametrize("aggregated", ["false", "true"])
+def test_missing_output_stream_reports_every_valid_record(stack, monkeypatch, aggregated):
+    # aggregated: the shard map's ListShards is what finds the stream missing
+    monkeypatch.setenv("PUBLISH_AGGREGATED", aggregated)
     stack["kinesis"].delete_stream(StreamName="ride-predictions")
     event = kinesis_event([ride(i) for i in range(1, 6)] + [b"junk"])
     response = lambda_handler(event, FakeContext())

@@ -155,8 +155,13 @@ class KinesisPublisher:
 
         shards = shard_map(self.client, self.stream_name)
         by_shard: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(records):
-            by_shard.setdefault(shards.shard_of(key), []).append(i)
+        try:
+            for i, (key, _) in enumerate(records):
+                by_shard.setdefault(shards.shard_of(key), []).append(i)
+        except Exception as exc:  # no shard map (a missing stream, ListShards refused): nothing sent
+            result = PublishResult(failed=list(range(len(records))))
+            result.count(error_code(exc), len(records))
+            return result
         outer: list[tuple[str, bytes]] = []
         members: list[list[int]] = []
         for indices in by_shard.values():
