@@ -311,7 +311,25 @@ def smoke(timeout, record, web_url, evaluation) -> None:
 
 @main.group()
 def models() -> None:
-    """Carry deployed models from one account to another (the two-account layout)."""
+    """Report on the models; carry deployed models from one account to another."""
+
+
+@models.command("report")
+@click.option("--train-month", default="2021-01", show_default=True)
+@click.option("--val-month", default="2021-02", show_default=True)
+@click.option("--held-out", "held_out", multiple=True, default=("2021-03",), show_default=True)
+@click.option("--write-readme", is_flag=True, help="Write the table into README.md's models section.")
+def models_report(train_month, val_month, held_out, write_readme) -> None:
+    """Each consumer's model against its baseline on held-out months (the README's table)."""
+    from pathlib import Path
+
+    from rides.model_report import format_rows, model_rows
+    from rides.model_report import write_readme as write
+
+    text = format_rows(model_rows(train_month, val_month, list(held_out)), train_month, val_month)
+    click.echo(text)
+    if write_readme:
+        write(text, Path(__file__).resolve().parent.parent / "README.md")
 
 
 @models.command("export")

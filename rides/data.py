@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rides import RidesError
+from rides.stream.events import PAYMENT_TYPES
 
 SHIPPED_DIR = Path(__file__).with_name("data")
 TLC_BASE_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
@@ -28,6 +29,7 @@ COLUMNS = [
     "DOLocationID",
     "trip_distance",
     "passenger_count",
+    "payment_type",
     "fare_amount",
     "tip_amount",
 ]
@@ -151,9 +153,19 @@ def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
     if "lpep_dropoff_datetime" in frame:
         frame["lpep_dropoff_datetime"] = pd.to_datetime(frame["lpep_dropoff_datetime"])
     # float64 holds both eras, NaN included; valid rows become int64 zones below.
-    for column in ("PULocationID", "DOLocationID", "trip_distance", "passenger_count", "fare_amount", "tip_amount"):
+    for column in (
+        "PULocationID",
+        "DOLocationID",
+        "trip_distance",
+        "passenger_count",
+        "payment_type",
+        "fare_amount",
+        "tip_amount",
+    ):
         if column in frame:
             frame[column] = frame[column].astype("float64")
+    if "payment_type" in frame:  # TLC's codes only; anything else (0, NaN) is not known
+        frame["payment_type"] = frame["payment_type"].where(frame["payment_type"].isin(list(PAYMENT_TYPES)))
     if "lpep_dropoff_datetime" in frame:
         frame["duration"] = (frame["lpep_dropoff_datetime"] - frame["lpep_pickup_datetime"]).dt.total_seconds() / 60.0
     return frame

@@ -148,3 +148,19 @@ def create_tables(engine, metadata) -> None:
         if engine.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
         metadata.create_all(connection)
+        add_missing_columns(connection, metadata)
+
+
+def add_missing_columns(connection, metadata) -> None:
+    """A table made by an older release gets the nullable columns added since (the rides
+    table's payment_type): ALTER TABLE … ADD COLUMN, existing rows NULL."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(connection)
+    for table in metadata.sorted_tables:
+        there = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in there and column.nullable and not column.primary_key:
+                kind = column.type.compile(dialect=connection.dialect)
+                name = connection.dialect.identifier_preparer.quote(column.name)
+                connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rides import RidesError
 from rides.settings import StackNames, state_dir
-from rides.stream.features import NUMERIC_FEATURES, QUICK_FEATURES
+from rides.stream.features import QUICK_FEATURES
 
 if TYPE_CHECKING:  # training pulls in pandas and scikit-learn; serving code imports this module
     from rides.training import TrainedModels
@@ -148,7 +148,7 @@ def log_training(
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy"],
             # The consumer builds the input matrix from these names, in this order.
             metadata={
-                "rides_features": list(NUMERIC_FEATURES),
+                "rides_features": list(trained.features),
                 "target": target,
                 # what live evaluation compares each hour's inputs and predictions with
                 "rides_drift_reference": trained.drift_reference,

@@ -61,6 +61,7 @@ class RidesTable:
             sa.Column("DOLocationID", sa.Float),
             sa.Column("trip_distance", sa.Float),
             sa.Column("passenger_count", sa.Float),
+            sa.Column("payment_type", sa.Float),  # added later: create_tables adds it to older tables
             sa.Column("fare_amount", sa.Float),
             sa.Column("tip_amount", sa.Float),
         )

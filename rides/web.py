@@ -56,6 +56,9 @@ class Ride(BaseModel):
     trip_distance: float = Field(ge=0, description="miles")
     lpep_pickup_datetime: str | None = Field(None, description="ISO 8601, New York time if naive")
     passenger_count: int | None = Field(None, ge=0)
+    payment_type: int | None = Field(
+        None, ge=1, le=6, description="TLC code: 1 card, 2 cash, 3 no charge, 4 dispute, 5 unknown, 6 voided"
+    )
 
 
 class RideEventIn(BaseModel):

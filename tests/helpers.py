@@ -11,6 +11,8 @@ import orjson
 from rides.local.runner import kinesis_event_record
 from rides.stream.kpl import expand
 
+ROOT = Path(__file__).resolve().parents[1]
+
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-events"
 
 

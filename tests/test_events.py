@@ -28,6 +28,7 @@ def test_optional_fields_and_unknown_fields():
                 "trip_distance": 0,
                 "lpep_pickup_datetime": "2021-01-01T08:30:00",
                 "passenger_count": 2,
+                "payment_type": 1,
                 "VendorID": 2,
                 "anything": [1, 2],
             },
@@ -35,18 +36,29 @@ def test_optional_fields_and_unknown_fields():
         }
     )
     assert event.pickup_datetime == datetime(2021, 1, 1, 8, 30)
-    assert event.passenger_count == 2
+    assert event.passenger_count == 2 and event.payment_type == 1
     assert event.trip_distance == 0.0
+    # an older producer's event: no payment type
+    assert (
+        validate_event({"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1}}).payment_type
+        is None
+    )
 
 
 def test_integral_floats_from_pandas_producers_are_accepted():
     event = validate_event(
         {
             "ride_id": 1,
-            "ride": {"PULocationID": 130.0, "DOLocationID": 205.0, "trip_distance": 1, "passenger_count": 1.0},
+            "ride": {
+                "PULocationID": 130.0,
+                "DOLocationID": 205.0,
+                "trip_distance": 1,
+                "passenger_count": 1.0,
+                "payment_type": 2.0,
+            },
         }
     )
-    assert (event.pu_location_id, event.do_location_id, event.passenger_count) == (130, 205, 1)
+    assert (event.pu_location_id, event.do_location_id, event.passenger_count, event.payment_type) == (130, 205, 1, 2)
 
 
 def test_timezone_aware_pickup_becomes_new_york_wall_clock():
@@ -109,6 +121,16 @@ def test_timezone_aware_pickup_becomes_new_york_wall_clock():
             ),
             "passenger_count",
         ),
+        *(
+            (
+                b64(
+                    b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1, '
+                    b'"payment_type": ' + code + b"}}"
+                ),
+                "payment_type must be a TLC payment code 1-6",
+            )
+            for code in (b"0", b"7", b"1.5", b"true", b'"card"')
+        ),
     ],
 )
 def test_every_class_of_bad_input_has_a_reason(data, reason):
@@ -124,6 +146,8 @@ def test_decode_rejects_non_ascii_base64():
 def test_round_trip_through_the_wire_format():
     event = RideEvent("r-1", 10, 20, 2.5, datetime(2023, 1, 5, 10, 0), 3)
     assert validate_event(__import__("orjson").loads(ride_event_json(event))) == event
+    paid = event._replace(payment_type=1)
+    assert validate_event(__import__("orjson").loads(ride_event_json(paid))) == paid
 
 
 def test_non_finite_numbers_from_other_decoders_are_rejected():

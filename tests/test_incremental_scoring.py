@@ -72,6 +72,27 @@ def test_loading_the_same_rows_again_adds_nothing_and_ids_are_stable(db_url):
     assert frame["id"].is_monotonic_increasing
 
 
+def test_a_rides_table_from_before_payment_type_gets_the_column_and_keeps_its_rides(db_url):
+    engine = sa.create_engine(db_url)
+    key = "INTEGER PRIMARY KEY" if engine.dialect.name == "sqlite" else "BIGSERIAL PRIMARY KEY"
+    with engine.begin() as connection:  # the table as the release before made it, one ride in it
+        connection.exec_driver_sql(
+            f"CREATE TABLE rides (id {key}, ride_id VARCHAR(64) NOT NULL UNIQUE, "
+            'lpep_pickup_datetime TIMESTAMP, lpep_dropoff_datetime TIMESTAMP, "PULocationID" FLOAT, '
+            '"DOLocationID" FLOAT, trip_distance FLOAT, passenger_count FLOAT, fare_amount FLOAT, tip_amount FLOAT)'
+        )
+        connection.exec_driver_sql(
+            'INSERT INTO rides (ride_id, "PULocationID", "DOLocationID", trip_distance) VALUES (\'old\', 7, 8, 1.5)'
+        )
+    engine.dispose()
+    load_rides(db_url, MONTH, limit=10)
+    table = RidesTable(db_url)
+    with table.engine.connect() as connection:
+        frame = table.after(connection, 0, 11)
+    assert frame["ride_id"].iloc[0] == "old" and frame["payment_type"].isna().iloc[0]
+    assert frame["payment_type"].iloc[1:].notna().any()  # the TLC file's payment types, loaded
+
+
 def test_only_new_rides_are_scored_and_rides_arriving_during_a_run_are_not_lost(db_url, model):
     load_rides(db_url, MONTH, limit=6000)
 

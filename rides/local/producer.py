@@ -19,17 +19,21 @@ from rides.stream.events import json_bytes
 from rides.stream.publish import KinesisPublisher
 
 
+OPTIONAL_COLUMNS = ("passenger_count", "payment_type")  # sent where the trip record has them
+
+
 def ride_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str, bytes]]:
     """(partition key, data) for each trip, in the ride event contract."""
     pickup = frame["lpep_pickup_datetime"].dt.strftime("%Y-%m-%dT%H:%M:%S").tolist()
-    passengers = frame["passenger_count"].tolist() if "passenger_count" in frame else [None] * len(frame)
-    for offset, (pu, do, dist, when, count) in enumerate(
+    passengers, payments = (frame[c].tolist() if c in frame else [None] * len(frame) for c in OPTIONAL_COLUMNS)
+    for offset, (pu, do, dist, when, count, payment) in enumerate(
         zip(
             frame["PULocationID"].tolist(),
             frame["DOLocationID"].tolist(),
             frame["trip_distance"].tolist(),
             pickup,
             passengers,
+            payments,
             strict=True,
         )
     ):
@@ -37,6 +41,8 @@ def ride_events(frame: pd.DataFrame, *, first_id: int = 1) -> Iterator[tuple[str
         ride = {"PULocationID": pu, "DOLocationID": do, "trip_distance": dist, "lpep_pickup_datetime": when}
         if count is not None and count == count:  # NaN != NaN: leave unknown counts out
             ride["passenger_count"] = int(count)
+        if payment is not None and payment == payment:
+            ride["payment_type"] = int(payment)
         yield str(ride_id), json_bytes({"ride_id": ride_id, "ride": ride})
 
 

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import orjson
 
 MIN_ZONE, MAX_ZONE = 1, 265
+# TLC's payment codes: how the rider pays is what tips depend on (cash tips are not recorded).
+PAYMENT_TYPES = {1: "credit card", 2: "cash", 3: "no charge", 4: "dispute", 5: "unknown", 6: "voided trip"}
 
 
 class InvalidEvent(ValueError):
@@ -27,6 +29,7 @@ class RideEvent(NamedTuple):
     trip_distance: float
     pickup_datetime: datetime | None
     passenger_count: int | None
+    payment_type: int | None = None  # TLC code (PAYMENT_TYPES); optional: older producers do not send it
 
     @property
     def partition_key(self) -> str:
@@ -123,6 +126,17 @@ def _passengers(ride: dict) -> int | None:
     return value
 
 
+def _payment_type(ride: dict) -> int | None:
+    value = ride.get("payment_type")
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in PAYMENT_TYPES:
+        raise InvalidEvent(f"ride.payment_type must be a TLC payment code 1-6, got {value!r}")
+    return value
+
+
 def validate_event(obj: Any) -> RideEvent:
     """Check one decoded event against the ride event contract (docs/contracts.md)."""
     if not isinstance(obj, dict):
@@ -149,7 +163,7 @@ def validate_event(obj: Any) -> RideEvent:
         do = _zone(ride, "DOLocationID")
     if type(distance) is not float or not 0 <= distance < math.inf:  # NaN fails both
         distance = _distance(ride)
-    return RideEvent(ride_id, pu, do, distance, _pickup(ride), _passengers(ride))
+    return RideEvent(ride_id, pu, do, distance, _pickup(ride), _passengers(ride), _payment_type(ride))
 
 
 def parse_record_data(data: str | bytes) -> RideEvent:
@@ -183,6 +197,8 @@ def ride_event_json(event: RideEvent) -> bytes:
         ride["lpep_pickup_datetime"] = event.pickup_datetime.isoformat()
     if event.passenger_count is not None:
         ride["passenger_count"] = event.passenger_count
+    if event.payment_type is not None:
+        ride["payment_type"] = event.payment_type
     return json_bytes({"ride_id": event.ride_id, "ride": ride})
 
 

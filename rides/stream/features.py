@@ -44,6 +44,8 @@ NUMERIC_FEATURES = (
     "airport",
     "passenger_count",
 )
+# Optional columns a model may add to NUMERIC_FEATURES (the tip model: rides.training.TARGET_FEATURES).
+PAYMENT_TYPE = "payment_type"
 # The quick model's input (rides.training.quick_onnx): the course's zones and distance.
 QUICK_FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
 
@@ -110,11 +112,12 @@ def build_features(
     trip_distance: np.ndarray,
     pickup_datetime: np.ndarray | None = None,
     passenger_count: np.ndarray | None = None,
+    payment_type: np.ndarray | None = None,
 ) -> RideFeatures:
     """The feature function. Arrays are aligned, one element per ride.
 
-    `pickup_datetime` is datetime64 (NaT where unknown); `passenger_count` float (NaN where
-    unknown).
+    `pickup_datetime` is datetime64 (NaT where unknown); `passenger_count` and `payment_type`
+    float (NaN where unknown).
     """
     pu = np.asarray(pu_location_id, dtype=np.int64)
     do = np.asarray(do_location_id, dtype=np.int64)
@@ -132,6 +135,7 @@ def build_features(
         hour = np.where(missing, np.nan, hour)
         dow = np.where(missing, np.nan, dow.astype(np.float64))
     passengers = np.full(n, np.nan) if passenger_count is None else np.asarray(passenger_count, dtype=np.float64)
+    payment = np.full(n, np.nan) if payment_type is None else np.asarray(payment_type, dtype=np.float64)
     return RideFeatures(
         {
             "trip_distance": np.asarray(trip_distance, dtype=np.float64),
@@ -144,6 +148,7 @@ def build_features(
             "same_zone": (pu == do).astype(np.float64),
             "airport": np.maximum(airports[pu], airports[do]),
             "passenger_count": passengers,
+            PAYMENT_TYPE: payment,
         }
     )
 
@@ -152,8 +157,11 @@ def features_from_events(events: Sequence[RideEvent]) -> RideFeatures:
     """Features for validated ride events (consumer, web service)."""
     if not events:
         return build_features(np.empty(0), np.empty(0), np.empty(0))
-    pu, do, dist, pickup, passengers = zip(
-        *((e.pu_location_id, e.do_location_id, e.trip_distance, e.pickup_datetime, e.passenger_count) for e in events),
+    pu, do, dist, pickup, passengers, payment = zip(
+        *(
+            (e.pu_location_id, e.do_location_id, e.trip_distance, e.pickup_datetime, e.passenger_count, e.payment_type)
+            for e in events
+        ),
         strict=True,
     )
     n = len(events)
@@ -167,6 +175,7 @@ def features_from_events(events: Sequence[RideEvent]) -> RideFeatures:
         np.fromiter(dist, dtype=np.float64, count=n),
         pickup_seconds.view("datetime64[s]"),
         np.fromiter((np.nan if p is None else p for p in passengers), dtype=np.float64, count=n),
+        np.fromiter((np.nan if p is None else p for p in payment), dtype=np.float64, count=n),
     )
 
 
@@ -180,8 +189,9 @@ def features_from_frame(frame) -> RideFeatures:
     pickup = (
         frame["lpep_pickup_datetime"].to_numpy(dtype="datetime64[s]") if ("lpep_pickup_datetime" in frame) else None
     )
-    passengers = (
-        frame["passenger_count"].to_numpy(dtype=np.float64, na_value=np.nan) if ("passenger_count" in frame) else None
+    passengers, payment = (
+        frame[column].to_numpy(dtype=np.float64, na_value=np.nan) if column in frame else None
+        for column in ("passenger_count", PAYMENT_TYPE)
     )
     return build_features(
         frame["PULocationID"].to_numpy(dtype=np.int64),
@@ -189,4 +199,5 @@ def features_from_frame(frame) -> RideFeatures:
         frame["trip_distance"].to_numpy(dtype=np.float64),
         pickup,
         passengers,
+        payment,
     )
