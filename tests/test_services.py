@@ -55,9 +55,19 @@ def test_model_uri_is_the_duration_models_and_the_others_serve_their_promotion_s
 
 
 def test_redrive_gets_each_functions_own_handler_and_an_unknown_one_is_refused(queues, onnx_model_dir):
-    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir)})
-    assert callable(local.handler("ride-duration-consumer"))
-    assert callable(local.handler("ride-decision-service"))
+    from rides.local.reader import drain_queue
+    from tests.helpers import FakeContext, kinesis_event, ride
+
+    local = LocalDeployment.on_stack(queues["sqs"], env={"MODEL_URI": str(onnx_model_dir)}, DRY_RUN="true")
+    event = kinesis_event([ride(1)])
+    # the consumer predicts the ride (dry run: nothing published) ...
+    answer = local.handler("ride-duration-consumer")(event, FakeContext())
+    assert answer["batchItemFailures"] == [] and answer["predictions"][0]["model"] == "ride-duration"
+    assert drain_queue(queues["sqs"], queues["dead"]) == []
+    # ... the decision service reads prediction records: a ride event is a dead letter there
+    assert local.handler("ride-decision-service")(event, FakeContext()) == {"batchItemFailures": []}
+    [letter] = drain_queue(queues["sqs"], queues["dead"])
+    assert letter["error"].startswith("model must be") and letter["source"]["sequence_number"] == f"{1:056d}"
     with pytest.raises(NoModel, match="no local function named nope"):
         local.handler("nope")
 

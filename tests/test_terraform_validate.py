@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.helpers import terraform_check
+from tests.test_infra import INFRA, load_dir, named
 
 
 def test_infra_is_formatted_and_valid_for_the_provider_found_here(capsys):
@@ -248,3 +249,30 @@ def test_a_first_apply_in_a_new_account_names_buckets_by_it_reserves_nothing_and
         [change] = [r["change"] for r in created(plan) if r["type"] == "aws_sns_topic"]
         assert change["after_unknown"].get("kms_master_key_id") is True  # the key created beside it
         assert topic.get("kms_master_key_id") != "alias/aws/sns"
+
+
+def test_the_drift_alarm_watches_the_metric_the_evaluation_emits(plans, capsys):
+    """The alarm's namespace, metric and dimensions against what the evaluation handler really
+    prints (EMF), configured with the environment the plan gives the function."""
+    from lambda_function.evaluation_handler import _emit
+    from rides.stream.evaluation.service import EvaluationReport
+
+    stg = plans["stg"]
+    [alarm] = [a for a in of_type(stg, "aws_cloudwatch_metric_alarm") if a["metric_name"] == "MaxFeatureDrift"]
+    [function] = [
+        f
+        for f in of_type(stg, "aws_lambda_function")
+        if f["image_config"] and "evaluation_handler" in str(f["image_config"])
+    ]
+    # its environment is unknown until apply (queue URLs); the service name is its own name
+    module = named(load_dir(INFRA)["module"])["evaluation"]
+    assert module["environment"]["POWERTOOLS_SERVICE_NAME"] == module["function_name"] == "${local.names.evaluation}"
+    env = {"POWERTOOLS_SERVICE_NAME": function["function_name"]}
+    capsys.readouterr()
+    _emit(EvaluationReport(drift={"trip_distance": 0.31, "PULocationID": 0.05, "prediction": 0.9}), env)
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    [metric] = [m for m in emitted if "MaxFeatureDrift" in m]
+    assert metric["MaxFeatureDrift"] == [0.31]  # the features' largest; the predictions' drift is its own metric
+    [directive] = metric["_aws"]["CloudWatchMetrics"]
+    assert alarm["namespace"] == directive["Namespace"]
+    assert alarm["dimensions"] == {name: metric[name] for name in directive["Dimensions"][0]}
