@@ -346,6 +346,55 @@ def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service
     assert stored.predictions["ride-tip"]["value"] == 2.0 and stored.status == "decided"
 
 
+def test_two_invocations_racing_on_a_new_ride_keep_both_predictions(service, monkeypatch):
+    """A `rides redrive` beside the live function: both read the ride before either wrote
+    it. The second write finds the ride there (attribute_not_exists fails), reads it again and
+    merges: neither prediction is lost and the ride is decided once."""
+    from rides.stream.decision import DecisionStore
+
+    real = DecisionStore.get_many
+    raced = []
+
+    def get_many(self, ride_ids, *args, **kwargs):
+        states = real(self, ride_ids, *args, **kwargs)
+        if "r9" in ride_ids and not raced:
+            raced.append(1)  # the other invocation writes the new ride between this read and its write
+            assert send(service, [prediction("r9", "ride-duration", 12.0)], start=50) == {"batchItemFailures": []}
+        return states
+
+    monkeypatch.setattr(DecisionStore, "get_many", get_many)
+    others = [prediction("r9", "ride-fare", 15.0, seq=60), prediction("r9", "ride-tip", 2.0, seq=61)]
+    assert send(service, others, start=60) == {"batchItemFailures": []}
+    stored = decisions_stored(service, "r9")
+    assert set(stored.predictions) == {"ride-duration", "ride-fare", "ride-tip"} and stored.status == "decided"
+    [decision] = distinct_decisions(service)
+    assert decision["reason"] == "complete"
+
+
+def test_two_invocations_merging_into_a_stored_ride_keep_both_predictions(service, monkeypatch):
+    """The optimistic lock: both read version 1 of the ride; the first writes version 2; the
+    second's write (expecting 1) fails, it reads again and merges on top."""
+    from rides.stream.decision import DecisionStore
+
+    send(service, [prediction("r10", "ride-duration", 12.0)])
+    real = DecisionStore.get_many
+    raced = []
+
+    def get_many(self, ride_ids, *args, **kwargs):
+        states = real(self, ride_ids, *args, **kwargs)
+        if "r10" in ride_ids and not raced:
+            raced.append(1)
+            assert send(service, [prediction("r10", "ride-fare", 15.0, seq=70)], start=70) == {"batchItemFailures": []}
+        return states
+
+    monkeypatch.setattr(DecisionStore, "get_many", get_many)
+    assert send(service, [prediction("r10", "ride-tip", 2.0, seq=80)], start=80) == {"batchItemFailures": []}
+    stored = decisions_stored(service, "r10")
+    assert set(stored.predictions) == {"ride-duration", "ride-fare", "ride-tip"} and stored.status == "decided"
+    [decision] = distinct_decisions(service)
+    assert decision["reason"] == "complete" and set(decision["predictions"]) == set(stored.predictions)
+
+
 def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(service):
     from rides.stream.decision import DecisionConfig, DecisionStore, sweep
     from rides.stream.publish import KinesisPublisher

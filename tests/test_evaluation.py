@@ -258,6 +258,28 @@ def test_a_probe_ride_leaves_a_trace_of_its_join(store):
     assert store.trace("plain") is None  # only probes: a trace per ride is what the sums save
 
 
+def test_prediction_drift_counts_productions_predictions_only(store):
+    """The reference is the production model's predictions on its training data: a
+    challenger's predictions (here 100x larger) must not count in the hour's prediction drift."""
+    decide(store, [prediction(f"d{i}", 10.0 + i) for i in range(5)])
+    decide(store, [prediction(f"d{i}", 1000.0 + i, version="2", role="shadow") for i in range(5)])
+
+    class Recording:
+        def __init__(self):
+            self.added = {}
+
+        def add(self, hour, values, *, expires_at):
+            self.added.update(values)
+            return {}
+
+    drift = Recording()
+    records = [kinesis_record(completion(f"d{i}", 10.0), i + 1) for i in range(5)]
+    process_records(
+        records, CONFIG, store=store, drift=drift, dead_letters=DeadLetterSink(None, None), clock=lambda: NOW
+    )
+    assert sorted(drift.added["prediction"].tolist()) == [10.0, 11.0, 12.0, 13.0, 14.0]
+
+
 def test_drift_is_zero_on_the_reference_and_large_on_a_shifted_sample(aws):
     rng = np.random.default_rng(1)
     train = rng.gamma(2.0, 1.5, 20_000)

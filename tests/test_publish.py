@@ -88,6 +88,15 @@ def test_gives_up_after_max_attempts_and_reports_every_unsent_record():
     assert result.sent == 4
     assert len(result.failed) == 1
     assert len(client.stored) == 4
+    assert len(client.calls) == 3  # max_attempts is the number of calls: the first and two retries
+    assert result.retries == 2
+
+
+def test_backoff_allows_exactly_max_attempts_with_growing_capped_delays():
+    slept = []
+    backoff = Backoff(base=0.1, cap=0.5, max_attempts=5, sleep=slept.append, rng=lambda: 1.0)
+    assert [backoff.wait() for _ in range(5)] == [True, True, True, True, False]  # 4 waits: 5 attempts
+    assert slept == [0.1, 0.2, 0.4, 0.5]
 
 
 def test_stops_retrying_when_time_runs_out():
