@@ -367,9 +367,11 @@ module "evaluation" {
     EVALUATION_WINDOW_HOURS = tostring(var.evaluation_window_hours)
     DRIFT_REFERENCE_URI     = var.model_uri
     DRIFT_MODEL             = "ride-duration"
-    # a ride is counted once the challenger (if one runs) has predicted it too, or after 15 min
+    # a ride is counted once every consumer and the challenger (if one runs) has predicted it,
+    # or after 15 min
+    EVALUATED_MODELS             = join(",", [for consumer in values(local.consumers) : consumer.model_name])
     SHADOW_MODELS                = var.shadow_model_uri == "" ? "" : "ride-duration"
-    SHADOW_WAIT_SECONDS          = "900"
+    JOIN_WAIT_SECONDS            = "900"
     POWERTOOLS_SERVICE_NAME      = local.names.evaluation
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }

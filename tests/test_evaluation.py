@@ -223,7 +223,7 @@ def test_a_ride_waits_for_the_challengers_prediction_that_lags_production(store)
         "ride-evaluations",
         decisions_table="ride-decisions",
         shadow_models=("ride-duration",),
-        shadow_wait_seconds=600,
+        join_wait_seconds=600,
     )
     decide(store, [prediction("s1", 10.0), prediction("s2", 10.0)])
     outcome = lagging.add("ride-completions#shard-0", [((1, 0), completion_from_json("s1", 12.0))], now=NOW)
@@ -238,6 +238,25 @@ def test_a_ride_waits_for_the_challengers_prediction_that_lags_production(store)
     assert lagging.sweep(now=NOW + 300).evaluated == []
     assert [(e.ride_id, e.role) for e in lagging.sweep(now=NOW + 600).evaluated] == [("s2", "production")]
     assert lagging.waiting() == 0 and lagging.count("ride-duration", "1", "production") == 2
+
+
+def test_a_ride_decided_by_the_timeout_waits_for_the_lagging_consumers_prediction(store):
+    """The decision service decided without the fare (its consumer lagged past the timeout);
+    the fare prediction is stored after. The outcome is compared with both."""
+    waiting = EvaluationStore(
+        store.client,
+        "ride-evaluations",
+        decisions_table="ride-decisions",
+        evaluated_models=("ride-duration", "ride-fare"),
+        join_wait_seconds=600,
+    )
+    decide(store, [prediction("t1", 10.0)])  # decided: duration was all that was required
+    late = completion_from(json.loads(completion("t1", 12.0, fare=20.0)))
+    assert waiting.add("ride-completions#shard-0", [((1, 0), late)], now=NOW).evaluated == []
+    decide(store, [prediction("t1", 18.0, model="ride-fare")])
+    swept = waiting.sweep(now=NOW + 30)
+    assert sorted((e.model, e.error) for e in swept.evaluated) == [("ride-duration", -2.0), ("ride-fare", -2.0)]
+    assert waiting.count("ride-fare", "1", "production") == 1 and waiting.waiting() == 0
 
 
 def completion_from_json(ride_id, minutes):

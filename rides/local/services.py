@@ -136,8 +136,10 @@ class LocalDeployment:
             promoted = read_local_model(CONSUMERS["duration"].control_name) or {}
             if promoted.get("MODEL_URI") or env.get("MODEL_URI"):
                 env["DRIFT_REFERENCE_URI"] = promoted.get("MODEL_URI") or env["MODEL_URI"]
+        # as Terraform sets them: the consumers' models, and the challenger's when one runs
+        env.setdefault("EVALUATED_MODELS", ",".join(spec.model_name for spec in CONSUMERS.values()))
         if "SHADOW_MODELS" not in env and (read_local_model(SHADOW.control_name) or {}).get("MODEL_URI"):
-            env["SHADOW_MODELS"] = SHADOW.model_name  # as Terraform sets it when a challenger runs
+            env["SHADOW_MODELS"] = SHADOW.model_name
         return env
 
     def evaluation(self, *, sweep_every_s: float = 5.0, function_timeout_s: float = 60.0) -> list:

@@ -55,10 +55,13 @@ class EvaluationConfig:
     window_seconds: float = 48 * 3600
     drift_reference_uri: str | None = None  # the production model, whose training data is the reference
     drift_model: str = "ride-duration"  # whose production predictions are compared with that reference
-    # Models whose challenger runs as the shadow: a ride is counted once its item has the
-    # challenger's prediction too (it may lag production's), or when the wait has passed.
+    # The models whose predictions a ride's outcome is compared with: production's (the
+    # consumers') and the challengers' in the shadow. A decided ride is counted once its item
+    # has all of them (a lagging consumer's prediction can come after a timeout decision), or
+    # when the wait has passed.
+    evaluated_models: tuple[str, ...] = ()
     shadow_models: tuple[str, ...] = ()
-    shadow_wait_seconds: float = 900.0
+    join_wait_seconds: float = 900.0
 
     ENV_VARS = (
         "EVALUATIONS_TABLE",
@@ -67,8 +70,9 @@ class EvaluationConfig:
         "EVALUATION_WINDOW_HOURS",
         "DRIFT_REFERENCE_URI",
         "DRIFT_MODEL",
+        "EVALUATED_MODELS",
         "SHADOW_MODELS",
-        "SHADOW_WAIT_SECONDS",
+        "JOIN_WAIT_SECONDS",
     )
 
     @classmethod
@@ -80,8 +84,9 @@ class EvaluationConfig:
             window_seconds=float(env.get("EVALUATION_WINDOW_HOURS") or 48) * 3600,
             drift_reference_uri=env.get("DRIFT_REFERENCE_URI") or None,
             drift_model=env.get("DRIFT_MODEL") or "ride-duration",
-            shadow_models=tuple(m.strip() for m in (env.get("SHADOW_MODELS") or "").split(",") if m.strip()),
-            shadow_wait_seconds=float(env.get("SHADOW_WAIT_SECONDS") or 900),
+            evaluated_models=_names(env.get("EVALUATED_MODELS")),
+            shadow_models=_names(env.get("SHADOW_MODELS")),
+            join_wait_seconds=float(env.get("JOIN_WAIT_SECONDS") or 900),
         )
 
     def store(self, client) -> EvaluationStore:
@@ -90,9 +95,14 @@ class EvaluationConfig:
             self.table_name,
             decisions_table=self.decisions_table,
             window_seconds=self.window_seconds,
+            evaluated_models=self.evaluated_models,
             shadow_models=self.shadow_models,
-            shadow_wait_seconds=self.shadow_wait_seconds,
+            join_wait_seconds=self.join_wait_seconds,
         )
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
 
 
 @dataclass

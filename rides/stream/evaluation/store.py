@@ -16,8 +16,8 @@ them (rides.stream.decision.store), and adds the errors to sums (DynamoDB ADD). 
 - `pk = mark`, `sk = <stream>#<shard>`: the position (sequence, sub-sequence) of the last
   completion counted from that shard.
 - `pk = waiting`, `sk = <stream>#<shard>#<position>`: completions whose ride was not decided
-  yet (or not predicted yet by the challenger in the shadow), as one item per chunk; the sweep
-  joins them again until the window passes.
+  yet (or not predicted yet by every consumer and challenger), as one item per chunk; the
+  sweep joins them again until the window passes.
 - `pk = trace`, `sk = <ride id>`: what was joined for a probe ride (`smoke-…`): how the smoke
   test sees its one ride evaluated among the others.
 
@@ -248,28 +248,33 @@ class EvaluationStore:
         *,
         decisions_table: str | None = None,
         window_seconds: float = 2 * 86400,
+        evaluated_models: Sequence[str] = (),
         shadow_models: Sequence[str] = (),
-        shadow_wait_seconds: float = 900.0,
+        join_wait_seconds: float = 900.0,
         backoff=Backoff,
     ):
         self.client = client
         self.table_name = table_name
         self.decisions = DecisionStore(client, decisions_table) if decisions_table else None
         self.window_seconds = window_seconds
+        self.evaluated_models = tuple(evaluated_models)
         self.shadow_models = tuple(shadow_models)
-        self.shadow_wait_seconds = shadow_wait_seconds
+        self.join_wait_seconds = join_wait_seconds
         self.backoff = backoff
 
     def ready(self, ride: RideState | None, entry: Waiting, now: float) -> bool:
-        """Whether a completion can be counted: its ride is decided and each challenger running
-        in the shadow has predicted it too, or has had `shadow_wait_seconds` to. The shadow's
-        consumer reads the events on its own and may lag production's; a ride is counted once,
-        so a challenger's prediction stored after it would never be compared."""
+        """Whether a completion can be counted: its ride is decided, and every evaluated model
+        and every challenger in the shadow has predicted it, or has had `join_wait_seconds`
+        to. Consumers read the events on their own mappings: one that lags can predict after
+        a timeout decision, and a ride is counted once, so a prediction stored after it would
+        never be compared."""
         if ride is None or ride.decision is None:
             return False
-        if all(model in ride.shadow for model in self.shadow_models):
+        if all(m in ride.predictions for m in self.evaluated_models) and all(
+            m in ride.shadow for m in self.shadow_models
+        ):
             return True
-        return now - entry.since >= self.shadow_wait_seconds
+        return now - entry.since >= self.join_wait_seconds
 
     # -- counting completions -----------------------------------------------------------------
     def add(
