@@ -18,7 +18,6 @@ from rides.producer import InvalidRide, RideProducer, SendReport
 from rides.stream.events import json_bytes
 from rides.stream.publish import KinesisPublisher
 
-
 OPTIONAL_COLUMNS = ("passenger_count", "payment_type")  # sent where the trip record has them
 
 
