@@ -31,7 +31,7 @@ BATCH = 10_000
 def lambda_event(frame) -> dict:
     """A 10,000-record Lambda event of real rides, built the way the local runner builds it."""
     from rides.local.producer import ride_events
-    from rides.local.runner import kinesis_event_record
+    from rides.stream.lambda_event import kinesis_event_record
 
     arn = "arn:aws:kinesis:us-east-1:000000000000:stream/ride-events"
     now = time.time()
@@ -52,8 +52,8 @@ def aggregated_event(frame, max_bytes: int) -> dict:
     """The same rides as `lambda_event`, as a KPL producer sends them: aggregated into records of
     up to `max_bytes` (the KPL's default 50 KiB holds ~250 rides)."""
     from rides.local.producer import ride_events
-    from rides.local.runner import kinesis_event_record
     from rides.stream.kpl import pack
+    from rides.stream.lambda_event import kinesis_event_record
 
     arn = "arn:aws:kinesis:us-east-1:000000000000:stream/ride-events"
     now = time.time()
@@ -201,8 +201,9 @@ def soak(env_stack, names, n_events: int) -> dict:
     from lambda_function.handler import lambda_handler
     from rides.data import read_trips
     from rides.local.producer import produce, ride_events
-    from rides.local.reader import StreamReader, collect_predictions
+    from rides.local.reader import collect_predictions
     from rides.local.runner import EventSourceRunner
+    from rides.operate.stream_reader import StreamReader
 
     frame = read_trips("2021-02")
     repeats = -(-n_events // len(frame))

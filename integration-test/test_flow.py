@@ -11,7 +11,8 @@ import pytest
 
 from rides.data import read_trips
 from rides.local.producer import produce, ride_events
-from rides.local.reader import StreamReader, collect_predictions, drain_queue
+from rides.local.reader import collect_predictions, drain_queue
+from rides.operate.stream_reader import StreamReader
 
 pytestmark = pytest.mark.integration
 

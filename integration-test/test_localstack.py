@@ -19,8 +19,9 @@ import pytest
 from rides.data import read_trips
 from rides.local.backend import clients
 from rides.local.producer import produce, ride_events
-from rides.local.reader import StreamReader, collect_predictions, drain_queue
+from rides.local.reader import collect_predictions, drain_queue
 from rides.local.stack import create_resources
+from rides.operate.stream_reader import StreamReader
 from rides.settings import EventSourceSettings, StackNames
 from tests.helpers import upload_dir
 

@@ -26,7 +26,8 @@ from botocore.config import Config
 
 from rides.data import read_trips
 from rides.local.producer import produce, ride_events
-from rides.local.reader import StreamReader, collect_decisions, collect_predictions
+from rides.local.reader import collect_decisions, collect_predictions
+from rides.operate.stream_reader import StreamReader
 from tests.helpers import terraform_check, upload_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.localstack]

@@ -861,7 +861,8 @@ def tail(stream, from_start, count) -> None:
     import boto3
     import orjson
 
-    from rides.local.reader import StreamReader, arrival_seconds
+    from rides.local.reader import arrival_seconds
+    from rides.operate.stream_reader import StreamReader
 
     stream = stream or StackNames.from_env().predictions_stream
     reader = StreamReader(boto3.client("kinesis"), stream, start="TRIM_HORIZON" if from_start else "LATEST")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from rides import RidesError
-from rides.local.runner import kinesis_event_record
+from rides.stream.lambda_event import kinesis_event_record
 
 # Lambda's synchronous invoke takes a 6 MB request: leave room for the event's own fields.
 MAX_INVOKE_BYTES = 5 * 1024 * 1024

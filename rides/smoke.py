@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from rides import RidesError
-from rides.local.reader import StreamReader
+from rides.operate.stream_reader import StreamReader
 from rides.stream.evaluation.store import TRACE_PREFIX, EvaluationStore
 from rides.stream.events import completion_json, json_bytes
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from rides.local.runner import kinesis_event_record
 from rides.stream.kpl import expand
+from rides.stream.lambda_event import kinesis_event_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

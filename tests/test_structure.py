@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("rides", "lambda_function")
 LAMBDA_PACKAGE = "rides.stream"
 # The handlers the Lambda images run on top of it.
-LAMBDA_HANDLERS = ("lambda_function.handler", "lambda_function.decision_handler")
+LAMBDA_HANDLERS = ("lambda_function.handler", "lambda_function.decision_handler", "lambda_function.evaluation_handler")
+# The local stack (emulator, runner, demo, chaos) is for laptops and tests: production code (what
+# runs in AWS or against it: the functions, the web service, the batch job, the operator's
+# commands) never imports it. Only the CLI, which starts the local stack, and the stack itself do.
+LOCAL_STACK = "rides.local"
+MAY_IMPORT_THE_LOCAL_STACK = ("rides.local", "rides.cli")
 
 
 def module_name(path: Path) -> str:
@@ -173,3 +178,23 @@ def test_the_package_check_catches_an_import_from_outside(tmp_path):
     copy.write_text(text)
     found = foreign_imports("rides.stream.features", copy, (LAMBDA_PACKAGE,))
     assert {"pandas", "rides.settings"} <= found
+
+
+def local_stack_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Modules outside the local stack and the CLI that import it, with what they import."""
+    return {
+        module: found
+        for module, targets in graph.items()
+        if not module.startswith(MAY_IMPORT_THE_LOCAL_STACK)
+        and (found := {t for t in targets if t == LOCAL_STACK or t.startswith(LOCAL_STACK + ".")})
+    }
+
+
+def test_production_code_never_imports_the_local_stack():
+    assert local_stack_imports(project_graph()) == {}
+
+
+def test_the_layering_check_finds_a_planted_import():
+    graph = project_graph()
+    graph["rides.recovery"] = graph["rides.recovery"] | {"rides.local.runner"}
+    assert local_stack_imports(graph) == {"rides.recovery": {"rides.local.runner"}}

@@ -260,7 +260,7 @@ class Collector:
     """Reads the streams and queues incrementally, so waiting does not re-read everything."""
 
     def __init__(self, aws: dict, names: StackNames, urls: dict[str, str]):
-        from rides.local.reader import StreamReader
+        from rides.operate.stream_reader import StreamReader
 
         self.aws, self.names, self.urls = aws, names, urls
         self.readers = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rides.local.costs import cost_lines
 from rides.local.reader import prediction_label
 from rides.settings import CONSUMERS, StackNames, state_dir
 
@@ -54,6 +55,9 @@ class DemoResult:
     costs: list = field(default_factory=list)  # rides.local.costs.Line: what the run would cost on AWS
     aggregated_in: int = 0  # ride events that went inside KPL-aggregated records
     kinesis_records_in: int = 0  # Kinesis records the ride events took
+    shards: int = 2  # the input stream's (the others sized from it, as Terraform does)
+    usage: list = field(default_factory=list)  # the emulator's meter rows (rides.local.meter)
+    invocations: dict = field(default_factory=dict)  # function → invocations, seconds, memory
 
     @property
     def lost(self) -> int:
@@ -92,14 +96,16 @@ def run_demo(
     rate: float | None = None,
     timeout: float = 600.0,
     progress: bool = True,
+    shards: int = 2,
 ) -> DemoResult:
     from rides.data import read_trips
     from rides.local.backend import clients, stop_process
     from rides.local.producer import completion_events, play, ride_events, schedule_rides
-    from rides.local.reader import StreamReader, collect_decisions, collect_predictions, drain_queue
+    from rides.local.reader import collect_decisions, collect_predictions, drain_queue
     from rides.local.runner import run_all
     from rides.local.services import LocalDeployment
     from rides.local.stack import create_resources, start_emulator
+    from rides.operate.stream_reader import StreamReader
     from rides.promote import promote
     from rides.registry import log_training
     from rides.training import train
@@ -122,7 +128,8 @@ def run_demo(
     runner_threads: list[threading.Thread] = []
     try:
         os.environ.update(info.env())
-        created = create_resources(info.env(), names)
+        created = create_resources(info.env(), names, shards=shards)
+        result.shards = shards
         aws = clients(info.env())
         _say(f"emulator at {info.endpoint}; created {', '.join(sorted(created))}")
 
@@ -267,7 +274,8 @@ def run_demo(
         from rides.local.web_demo import run_web_rides
 
         result.web = run_web_rides(frame, aws=aws, names=names)
-        result.costs = count_costs(info, [*runners, deciding, *evaluating], names)
+        result.usage, result.invocations = count_usage(info, [*runners, deciding, *evaluating])
+        result.costs = cost_lines(result.usage, result.invocations, archived_streams(names))
         return result
     finally:
         stop.set()
@@ -277,12 +285,12 @@ def run_demo(
         proc.wait(timeout=10)
 
 
-def count_costs(info, runners, names) -> list:
-    """What the run's AWS calls and invocations would cost: the emulator's meter (every call,
-    by the function that made it) and the runners' invocation times at Terraform's memory."""
+def count_usage(info, runners) -> tuple[list[dict], dict[str, dict]]:
+    """What the run's functions used on AWS's terms: the emulator's meter (every call, by the
+    function that made it) and the runners' invocations and their times at Terraform's memory."""
     import urllib.request
 
-    from rides.local.costs import MEMORY_MB, cost_lines, function_kind
+    from rides.local.costs import MEMORY_MB, function_kind
 
     with urllib.request.urlopen(f"{info.endpoint}/_rides/meter", timeout=10) as answer:
         usage = json.loads(answer.read())["usage"]
@@ -296,8 +304,12 @@ def count_costs(info, runners, names) -> list:
         )
         run["invocations"] += runner.stats.invocations
         run["seconds"] += runner.stats.invoked_seconds
-    archived = {names.predictions_stream, names.decisions_stream, names.completions_stream}
-    return cost_lines(usage, invocations, archived)
+    return usage, invocations
+
+
+def archived_streams(names) -> set[str]:
+    """The streams Terraform archives with Firehose."""
+    return {names.predictions_stream, names.decisions_stream, names.completions_stream}
 
 
 def _summarise(

@@ -1,63 +1,15 @@
-"""Read every shard of a stream: `rides tail`, the demo summary and the integration tests."""
+"""The demo's and the integration tests' views of the streams and queues (the reader itself:
+rides.operate.stream_reader)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
 
-from rides.stream.kpl import expand
-
-
-class StreamReader:
-    def __init__(self, kinesis, stream_name: str, *, start: str = "TRIM_HORIZON"):
-        self.kinesis = kinesis
-        self.stream_name = stream_name
-        self.start = start
-        self.iterators: dict[str, str | None] = {}
-
-    def _discover(self) -> None:
-        for page in self.kinesis.get_paginator("list_shards").paginate(StreamName=self.stream_name):
-            for shard in page["Shards"]:
-                if shard["ShardId"] not in self.iterators:
-                    self.iterators[shard["ShardId"]] = self.kinesis.get_shard_iterator(
-                        StreamName=self.stream_name, ShardId=shard["ShardId"], ShardIteratorType=self.start
-                    )["ShardIterator"]
-
-    def poll(self) -> list[dict]:
-        """One GetRecords round over all shards."""
-        if not self.iterators:
-            self._discover()
-        records: list[dict] = []
-        for shard_id, iterator in list(self.iterators.items()):
-            if iterator is None:
-                continue
-            response = self.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            self.iterators[shard_id] = response.get("NextShardIterator")
-            for record in response["Records"]:
-                record["ShardId"] = shard_id
-            records.extend(expand(response["Records"]))  # KPL aggregates: their rides, one by one
-        return records
-
-    def follow(self, *, until: Callable[[], bool] | None = None, idle_s: float = 0.2) -> Iterator[dict]:
-        while not (until and until()):
-            records = self.poll()
-            yield from records
-            if not records:
-                time.sleep(idle_s)
-
-    def read_all(self, expected: int, timeout: float = 60.0) -> list[dict]:
-        """Poll until `expected` records arrived or the timeout passed."""
-        got: list[dict] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < expected and time.monotonic() < deadline:
-            records = self.poll()
-            got.extend(records)
-            if not records:
-                time.sleep(0.1)
-        return got
+from rides.operate.stream_reader import StreamReader
 
 
 def arrival_seconds(record: dict) -> float:

@@ -29,7 +29,6 @@ Shards take turns; the lanes of one shard run at once, like one Lambda container
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import json
@@ -49,6 +48,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.settings import EventSourceSettings
+from rides.stream.lambda_event import kinesis_event_record
 from rides.stream.retry import error_code
 
 log = logging.getLogger("rides.runner")
@@ -209,27 +209,6 @@ class RunnerStats:
 def _lane_of(partition_key: str, lanes: int) -> int:
     """Lambda keeps a partition key's records in one of the shard's concurrent batches."""
     return int.from_bytes(hashlib.md5(partition_key.encode()).digest()[:8], "big") % lanes
-
-
-def kinesis_event_record(record: dict, shard_id: str, stream_arn: str, region: str) -> dict:
-    """One record of the event Lambda sends for Kinesis."""
-    arrival = record["ApproximateArrivalTimestamp"]
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": record["PartitionKey"],
-            "sequenceNumber": record["SequenceNumber"],
-            "data": base64.b64encode(record["Data"]).decode("ascii"),
-            "approximateArrivalTimestamp": arrival.timestamp() if isinstance(arrival, datetime) else arrival,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard_id}:{record['SequenceNumber']}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": f"arn:aws:iam::000000000000:role/{stream_arn.rsplit('/', 1)[-1]}-consumer",
-        "awsRegion": region,
-        "eventSourceARN": stream_arn,
-    }
 
 
 class EventSourceRunner:
