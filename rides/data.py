@@ -35,6 +35,9 @@ COLUMNS = [
 ]
 
 
+NUMERIC_COLUMNS = [c for c in COLUMNS if not c.startswith("lpep_")]
+
+
 class DataUnavailable(RidesError):
     """A month could not be found locally nor downloaded; the message lists what was tried."""
 
@@ -153,15 +156,7 @@ def cast_columns(frame: pd.DataFrame) -> pd.DataFrame:
     if "lpep_dropoff_datetime" in frame:
         frame["lpep_dropoff_datetime"] = pd.to_datetime(frame["lpep_dropoff_datetime"])
     # float64 holds both eras, NaN included; valid rows become int64 zones below.
-    for column in (
-        "PULocationID",
-        "DOLocationID",
-        "trip_distance",
-        "passenger_count",
-        "payment_type",
-        "fare_amount",
-        "tip_amount",
-    ):
+    for column in NUMERIC_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype("float64")
     if "payment_type" in frame:  # TLC's codes only; anything else (0, NaN) is not known

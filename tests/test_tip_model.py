@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lambda_function import handler as handler_module
 from lambda_function.handler import lambda_handler
 from rides import training
 from rides.data import DataUnavailable, read_trips
@@ -75,25 +74,17 @@ def test_with_the_payment_type_tips_are_predicted_better_and_without_it_as_befor
     assert now.metrics_without_payment.rmse == pytest.approx(before.metrics.rmse)
 
 
-def test_the_consumer_serves_the_tip_model_to_events_with_and_without_the_field(aws, tip_models, monkeypatch, tmp_path):
+def test_the_consumer_serves_the_tip_model_to_events_with_and_without_the_field(
+    consumer_stack, tip_models, monkeypatch, tmp_path
+):
     import mlflow.onnx
 
+    aws, dlq = consumer_stack, consumer_stack["dlq"]
     now, before = tip_models
     path = tmp_path / "tip"
     mlflow.onnx.save_model(now.onnx_model, str(path), metadata={"rides_features": list(now.features)})
-    handler_module._clients.clear()
-    aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
-    dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
     uri = upload_dir(aws["s3"], path, "rides-models-stg", "mlflow/3/models/m-tip/artifacts")
-    for key, value in {
-        "MODEL_URI": uri,
-        "MODEL_VERSION": "2",
-        "MODEL_NAME": "ride-tip",
-        "PREDICTION_FIELD": "tip_amount",
-        "PREDICTIONS_STREAM_NAME": "ride-predictions",
-        "DEAD_LETTER_QUEUE_URL": dlq,
-        "PUBLISH_CONCURRENCY": "1",
-    }.items():
+    for key, value in {"MODEL_URI": uri, "MODEL_NAME": "ride-tip", "PREDICTION_FIELD": "tip_amount"}.items():
         monkeypatch.setenv(key, value)
     rides = [
         ride("card", 74, 75, 2.0, lpep_pickup_datetime="2021-03-02T18:00:00", payment_type=1),
@@ -101,10 +92,7 @@ def test_the_consumer_serves_the_tip_model_to_events_with_and_without_the_field(
         ride("old", 74, 75, 2.0, lpep_pickup_datetime="2021-03-02T18:00:00"),
         ride("bad", 74, 75, 2.0, payment_type=9),
     ]
-    try:
-        assert lambda_handler(kinesis_event(rides), FakeContext()) == {"batchItemFailures": []}
-    finally:
-        handler_module._clients.clear()
+    assert lambda_handler(kinesis_event(rides), FakeContext()) == {"batchItemFailures": []}
     tips = {
         r["prediction"]["ride_id"]: r["prediction"]["tip_amount"]
         for r in read_stream(aws["kinesis"], "ride-predictions")
