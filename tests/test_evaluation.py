@@ -263,6 +263,18 @@ def completion_from_json(ride_id, minutes):
     return completion_from(json.loads(completion(ride_id, minutes)))
 
 
+def test_waiting_completions_are_kept_in_items_under_a_kilobyte(store):
+    """The sweep rewrites a waiting item as it resolves part of it: small items keep each
+    rewrite at 2 write units (a transaction's) instead of 2 per KB of the whole batch's."""
+    from rides.local.meter import item_size
+    from rides.stream.evaluation.store import WAITING_PER_ITEM
+
+    feed(store, [completion(f"ride-{i:05d}", 10.0 + i, fare=12.5 + i) for i in range(25)], batch_size=25)
+    items = store._query("waiting")
+    assert store.waiting() == 25 and len(items) == -(-25 // WAITING_PER_ITEM)
+    assert max(item_size(item) for item in items) <= 1024
+
+
 def test_a_probe_ride_leaves_a_trace_of_its_join(store):
     decide(store, [prediction("smoke-1", 10.0), prediction("plain", 10.0)])
     feed(store, [completion("smoke-1", 12.0), completion("plain", 12.0)])

@@ -142,10 +142,11 @@ class LocalDeployment:
             env["SHADOW_MODELS"] = SHADOW.model_name
         return env
 
-    def evaluation(self, *, sweep_every_s: float = 5.0, function_timeout_s: float = 60.0) -> list:
+    def evaluation(self, *, sweep_every_s: float = 15.0, function_timeout_s: float = 60.0) -> list:
         """The evaluation consumer, one runner per stream it is mapped to (as its two event
         source mappings on AWS): completions, ride events (drift); the completions' runner
-        sweeps the waiting completions every few seconds (on AWS a schedule invokes it)."""
+        sweeps the waiting completions every 15 s (on AWS a schedule invokes it every minute;
+        each sweep reads every waiting ride again, so more often costs reads)."""
         from lambda_function.evaluation_handler import handler_for
 
         handler = handler_for(self.evaluation_env())

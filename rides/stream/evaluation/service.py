@@ -4,7 +4,7 @@
   stored for the ride (production's and a challenger's), the errors added to running sums per
   model, version, role and hour, exactly once (rides.stream.evaluation.store), and
   emitted as metrics. A completion that comes before its ride's decision waits; the sweep
-  (a schedule on AWS, every few seconds locally) joins it once the ride is decided.
+  (a schedule on AWS, every 15 s locally) joins it once the ride is decided.
 - `ride-events`: each input feature's distribution this hour against the training data's, and
   the production model's joined predictions' (rides.stream.evaluation.drift).
 

@@ -16,8 +16,9 @@ them (rides.stream.decision.store), and adds the errors to sums (DynamoDB ADD). 
 - `pk = mark`, `sk = <stream>#<shard>`: the position (sequence, sub-sequence) of the last
   completion counted from that shard.
 - `pk = waiting`, `sk = <stream>#<shard>#<position>`: completions whose ride was not decided
-  yet (or not predicted yet by every consumer and challenger), as one item per chunk; the
-  sweep joins them again until the window passes.
+  yet (or not predicted yet by every consumer and challenger), up to WAITING_PER_ITEM an item
+  (under 1 KB: a rewrite by the sweep costs 2 write units); the sweep joins them again until
+  the window passes.
 - `pk = trace`, `sk = <ride id>`: what was joined for a probe ride (`smoke-…`): how the smoke
   test sees its one ride evaluated among the others.
 
@@ -51,6 +52,9 @@ from rides.stream.kinesis_batch import as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_ACTIONS = 100  # TransactWriteItems' limit
+# Completions per waiting item: ~90 bytes each, so an item stays under 1 KB and each
+# (transactional) write or rewrite of it costs 2 write units, not 2 per KB of a whole chunk's.
+WAITING_PER_ITEM = 10
 TRACE_PREFIX = "smoke-"  # rides the smoke test sends: their join is kept, per ride
 SUMS_DAYS = 30  # how long an hour's sums are kept (TTL)
 TRACE_DAYS = 7
@@ -306,8 +310,9 @@ class EvaluationStore:
             for chunk, sums, pairs, waiting in self._chunks(todo, rides, now):
                 actions = sums.actions(self.table_name, now)
                 positions = [pos for _, pos, _ in chunk if pos is not None]
-                if waiting:
-                    actions.append(self._waiting_put(shard, positions[0] if positions else None, waiting))
+                for first in range(0, len(waiting), WAITING_PER_ITEM):
+                    group = waiting[first : first + WAITING_PER_ITEM]
+                    actions.append(self._waiting_put(shard, group[0][0], [entry for _, entry in group]))
                 if positions:
                     actions.append(self._mark_put(shard, mark, positions[-1]))
                 code = self._transact(actions, deadline)
@@ -341,14 +346,15 @@ class EvaluationStore:
             entry = Waiting.of(completion, now)
             ride = rides.get(completion.ride_id)
             found = joined(ride, entry, now) if self.ready(ride, entry, now) else None
-            # this chunk's items with it: its sums, the mark, and a waiting item if any waits
-            needed = sums.keys_after(found or []) + 1 + (1 if waiting or found is None else 0)
+            # this chunk's items with it: its sums, the mark, and its waiting items
+            waits = len(waiting) + (found is None)
+            needed = sums.keys_after(found or []) + 1 + -(-waits // WAITING_PER_ITEM)
             if chunk and needed > MAX_ACTIONS:
                 yield chunk, sums, pairs, waiting
                 chunk, sums, pairs, waiting = [], _Sums(), [], []
             chunk.append((i, pos, completion))
             if found is None:
-                waiting.append(entry)
+                waiting.append((pos, entry))
             else:
                 sums.add(found)
                 pairs += found
