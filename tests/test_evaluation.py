@@ -273,6 +273,14 @@ def test_waiting_completions_are_kept_in_items_under_a_kilobyte(store):
     items = store._query("waiting")
     assert store.waiting() == 25 and len(items) == -(-25 // WAITING_PER_ITEM)
     assert max(item_size(item) for item in items) <= 1024
+    # once their rides are decided, one sweep resolves every item in one transaction: the sums'
+    # updates are paid once, not once per item
+    decide(store, [prediction(f"ride-{i:05d}", 11.0 + i) for i in range(25)])
+    real, calls = store.client.transact_write_items, []
+    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    swept = store.sweep(now=NOW + 30)
+    assert swept.resolved == 25 and store.waiting() == 0
+    assert calls == [1 + len(items)]  # the version's sums and the three items' deletions
 
 
 def test_a_probe_ride_leaves_a_trace_of_its_join(store):

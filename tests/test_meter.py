@@ -11,6 +11,7 @@ from rides.local.meter import (
     function_of,
     index_writes,
     item_size,
+    on_demand_kb,
     put_payload_units,
     read_units,
     sqs_requests,
@@ -76,6 +77,8 @@ def test_kinesis_firehose_and_sqs_bill_by_their_own_steps():
     assert [put_payload_units(n) for n in (1, 200, 25 * 1024, 25 * 1024 + 1)] == [1, 1, 1, 2]
     assert [firehose_billed_bytes(n) for n in (1, 200, 5 * 1024, 5 * 1024 + 1)] == [5120, 5120, 5120, 10240]
     assert [sqs_requests(n) for n in (10, 64 * 1024, 64 * 1024 + 1)] == [1, 1, 2]
+    # on-demand streams: "the size of each record rounded up to the nearest 1 KB"
+    assert [on_demand_kb(n) for n in (1, 1024, 1025, 4608)] == [1, 1, 2, 5]
 
 
 def test_a_request_is_counted_against_the_function_its_client_names():
@@ -116,3 +119,47 @@ def test_a_transaction_costs_two_write_units_per_kb_of_each_item():
     }
     cancelled = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"}
     assert dynamodb_units(Tables(), "TransactWriteItems", request, before, cancelled)["write_units"] == 6
+
+
+def test_the_emulator_backs_a_table_up_once_per_transaction_and_still_rolls_back(aws):
+    """moto deep-copied the table once per action of a transaction; the emulator's patch copies
+    it once, and a cancelled transaction still leaves the table as it was."""
+    import copy
+
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto.dynamodb import models
+
+    from rides.local.emulator import copy_each_table_once
+
+    copy_each_table_once()
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    copies = []
+    real = copy.deepcopy
+
+    def counting(obj, memo=None):
+        copies.extend([1] if isinstance(obj, models.Table) else [])
+        return real(obj, memo)
+
+    copy.deepcopy = counting
+    try:
+        puts = [{"Put": {"TableName": "t", "Item": {"k": {"S": str(i)}}}} for i in range(20)]
+        dynamodb.transact_write_items(TransactItems=puts)
+        assert len(copies) == 1
+        refused = [
+            *puts[:5],
+            {"Put": {"TableName": "t", "Item": {"k": {"S": "0"}}, "ConditionExpression": "attribute_not_exists(k)"}},
+        ]
+        with pytest.raises(ClientError, match="TransactionCanceled"):
+            dynamodb.transact_write_items(
+                TransactItems=[{"Put": {"TableName": "t", "Item": {"k": {"S": "new"}}}}, refused[-1]]
+            )
+    finally:
+        copy.deepcopy = real
+    assert dynamodb.scan(TableName="t")["Count"] == 20  # "new" rolled back

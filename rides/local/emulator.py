@@ -33,6 +33,7 @@ from rides.local.meter import (
     dynamodb_units,
     firehose_billed_bytes,
     function_of,
+    on_demand_kb,
     put_payload_units,
     sqs_requests,
     tables_named,
@@ -143,6 +144,7 @@ class SerializingMiddleware:
             f"{operation}:{stream}",
             put_payload_units=sum(put_payload_units(n) for n in sizes),
             records=len(sizes),
+            ingest_kb=sum(on_demand_kb(n) for n in sizes),
             firehose_bytes=sum(firehose_billed_bytes(n) for n in sizes),
         )
 
@@ -371,6 +373,47 @@ def _error(start_response, status: int, code: str, message: str):
     return _json(start_response, {"__type": code, "message": message}, f"{status} {reason}")
 
 
+def copy_each_table_once() -> None:
+    """moto backs a table up before a transaction by deep-copying it once per action: a
+    100-action TransactWriteItems on a table of a few thousand items copied it 100 times and
+    took seconds, which no DynamoDB table does, and held up every other call to the emulator.
+    One copy per table per transaction is the same backup (all are taken before any action
+    runs). The DynamoDB lock lets one request into moto at a time, so one memo serves."""
+    import copy
+
+    from moto.dynamodb import models
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "copies_each_table_once", False):
+        return
+
+    class _Copy:
+        memo: dict | None = None
+
+        def __getattr__(self, name):
+            return getattr(copy, name)
+
+        def deepcopy(self, obj, memo=None):
+            if self.memo is None or not isinstance(obj, models.Table):
+                return copy.deepcopy(obj, memo)
+            if id(obj) not in self.memo:
+                self.memo[id(obj)] = copy.deepcopy(obj)
+            return self.memo[id(obj)]
+
+    shim = _Copy()
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self, transact_items):
+        shim.memo = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            shim.memo = None
+
+    transact_write_items.copies_each_table_once = True
+    models.copy = shim
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 def make_app(*, aws_limits: bool = True):
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -407,6 +450,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
+
+    copy_each_table_once()
 
     os.environ.setdefault("MOTO_PORT", str(args.port))
     server = make_server(
