@@ -18,7 +18,7 @@ ENV ?= stg
 PROMOTE ?= 0
 DEPLOY_RECORD ?=
 
-.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench chaos deploy clean stack-up stack-down
+.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench bench-cost chaos deploy clean stack-up stack-down
 
 setup: $(VENV)/.installed .venv-checkov/.installed
 
@@ -88,8 +88,12 @@ CHAOS_RIDES ?= 20000
 chaos: setup
 	$(BIN)/rides chaos --rides $(CHAOS_RIDES)
 
-bench: setup  ## throughput, cold start, memory; writes bench/results.md
+bench: setup  ## throughput, cold start, memory, what a ride costs; writes bench/results.md, bench/cost.json
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.cost
+
+bench-cost: setup  ## what a ride costs on AWS, counted on make run's demo and at 1, 4, 16 shards
+	$(BIN)/python -m bench.cost
 
 stack-up: setup
 	$(BIN)/rides stack up

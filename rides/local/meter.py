@@ -119,6 +119,7 @@ class Usage:
     read_units: float = 0.0  # DynamoDB RRU
     put_payload_units: int = 0  # Kinesis
     records: int = 0  # Kinesis records put
+    ingest_kb: int = 0  # Kinesis on-demand data in: each record rounded up to 1 KB
     firehose_bytes: int = 0  # what Firehose would bill for these records (per record, 5 KB steps)
     gb_seconds: float = 0.0  # Lambda
     invocations: int = 0
@@ -168,6 +169,11 @@ def function_of(user_agent: str) -> str:
 
 def put_payload_units(size: int) -> int:
     return max(1, math.ceil(size / (25 * KB)))
+
+
+def on_demand_kb(size: int) -> int:
+    """Kinesis on-demand bills data in per record, rounded up to the next KB."""
+    return max(1, math.ceil(size / KB))
 
 
 def firehose_billed_bytes(size: int) -> int:
