@@ -49,7 +49,7 @@ class InstantTable:
         return {"Items": []}
 
 
-def records_of(payloads):
+def records_of(payloads, start: int = 1):
     return [
         {
             "eventID": f"shardId-000000000000:{i}",
@@ -60,7 +60,7 @@ def records_of(payloads):
                 "approximateArrivalTimestamp": 1_700_000_000.0,
             },
         }
-        for i, p in enumerate(payloads, 1)
+        for i, p in enumerate(payloads, start)
     ]
 
 
@@ -106,7 +106,8 @@ def main(model_dir: str, month: str) -> None:
         )
         items[state.ride_id] = state.to_item()
     payloads = [data for _, data, _ in completion_events(frame)]
-    batches = [records_of(payloads[i : i + 500]) for i in range(0, len(payloads), 500)]
+    # numbered on from batch to batch, as one shard's records are (the mark skips what is at or before it)
+    batches = [records_of(payloads[i : i + 500], i + 1) for i in range(0, len(payloads), 500)]
     best = 0.0
     for _ in range(3):
         store = EvaluationStore(InstantTable(items), "bench", decisions_table="decisions")
