@@ -129,7 +129,6 @@ def save_models(tmp: Path, trained) -> tuple[Path, Path]:
     import mlflow.onnx
     import mlflow.sklearn
 
-
     onnx_dir, sk_dir = tmp / "onnx", tmp / "sklearn"
     mlflow.onnx.save_model(trained.onnx_model, str(onnx_dir), metadata={"rides_features": list(trained.features)})
     mlflow.sklearn.save_model(trained.baseline, str(sk_dir), serialization_format="cloudpickle")
