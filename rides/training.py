@@ -56,8 +56,8 @@ class WithFallback:
     ride says how it is paid; `fallback`, trained as before the field existed, where it does
     not. A producer that never sends the field gets exactly the model it had."""
 
-    def __init__(self, known, fallback, column: int):
-        self.known, self.fallback, self.column = known, fallback, column
+    def __init__(self, known, fallback, column: int, floor: float):
+        self.known, self.fallback, self.column, self.floor = known, fallback, column, floor
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         matrix = np.asarray(matrix)
@@ -66,7 +66,7 @@ class WithFallback:
         if missing.any():
             out[missing] = self.fallback.predict(np.delete(matrix[missing], self.column, axis=1))
         if not missing.all():
-            out[~missing] = self.known.predict(matrix[~missing])
+            out[~missing] = np.maximum(self.known.predict(matrix[~missing]), self.floor)
         return out
 
 
@@ -116,9 +116,11 @@ def to_onnx(model, n_features: int):
     return convert_sklearn(model, initial_types=[("features", FloatTensorType([None, n_features]))])
 
 
-def fallback_onnx(known, fallback, column: int, n_features: int):
+def fallback_onnx(known, fallback, column: int, n_features: int, floor: float):
     """WithFallback as one ONNX graph on the same input: `known` on every column where the
-    given column is a number, `fallback` on the other columns where it is NaN."""
+    given column is a number (no lower than `floor`: trees fit to cash rides' $0 tips answer a
+    few cents below it, which the decision rules read as a negative tip share), `fallback` on
+    the other columns where it is NaN (unchanged: the model as it was)."""
     import onnx
     from onnx import TensorProto, compose, helper, numpy_helper
 
@@ -131,7 +133,8 @@ def fallback_onnx(known, fallback, column: int, n_features: int):
         helper.make_node("IsNaN", ["paid"], ["unpaid"]),
         *known.graph.node,
         *fallback.graph.node,
-        helper.make_node("Where", ["unpaid", "fallback_variable", "known_variable"], ["variable"]),
+        helper.make_node("Max", ["known_variable", "floor"], ["known_floored"]),
+        helper.make_node("Where", ["unpaid", "fallback_variable", "known_floored"], ["variable"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -143,6 +146,7 @@ def fallback_onnx(known, fallback, column: int, n_features: int):
             *fallback.graph.initializer,
             numpy_helper.from_array(others, "others"),
             numpy_helper.from_array(np.array([column], dtype=np.int64), "column"),
+            numpy_helper.from_array(np.array(floor, dtype=np.float32), "floor"),
         ],
     )
     opsets: dict[str, int] = {}
@@ -260,8 +264,9 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, *, target: str = "
         known_rows = ~np.isnan(train_features.columns[PAYMENT_TYPE])
         known = HistGradientBoostingRegressor(**HGB_PARAMS)
         known.fit(_mask_optional(train_features, np.random.default_rng(43), features)[known_rows], y_train[known_rows])
-        onnx_model = fallback_onnx(to_onnx(known, len(features)), onnx_model, column, len(features))
-        model = WithFallback(known, model, column)
+        floor = TARGET_RANGES[target][0]
+        onnx_model = fallback_onnx(to_onnx(known, len(features)), onnx_model, column, len(features), floor)
+        model = WithFallback(known, model, column, floor)
         unpaid = val_features.matrix(features)
         unpaid[:, column] = np.nan
         metrics_without_payment = regression_metrics(y_val, model.predict(unpaid))
