@@ -48,6 +48,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.settings import EventSourceSettings
+from rides.stream.aws import list_shards
 from rides.stream.lambda_event import kinesis_event_record
 from rides.stream.retry import error_code
 
@@ -278,13 +279,7 @@ class EventSourceRunner:
     def discover_shards(self) -> None:
         """Find new shards (a reshard adds children); a failure here is retried next round."""
         try:
-            shards, token = [], None
-            while True:
-                page = self.kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": self.stream_name}))
-                shards += page["Shards"]
-                token = page.get("NextToken")
-                if not token:
-                    break
+            shards = list_shards(self.kinesis, self.stream_name)
         except (ClientError, BotoCoreError) as exc:
             log.warning("cannot list the shards of %s (%s); trying again", self.stream_name, error_code(exc))
             return

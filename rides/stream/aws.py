@@ -58,3 +58,15 @@ def short_lived_client(service: str, config: Config | None = None):
     """A client from its own session, for a job done once (fetching a model at start-up):
     drop it and call `gc.collect()` and everything it loaded is freed."""
     return boto3.session.Session().client(service, config=config)
+
+
+def list_shards(kinesis, stream_name: str) -> list[dict]:
+    """Every shard of a stream, open and closed, page by page (ListShards takes the stream's
+    name on the first call only, then the token alone)."""
+    shards, token = [], None
+    while True:
+        page = kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": stream_name}))
+        shards += page["Shards"]
+        token = page.get("NextToken")
+        if not token:
+            return shards

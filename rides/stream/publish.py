@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from rides.stream.aws import list_shards
 from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_RECORDS_PER_CALL = 500
@@ -46,13 +47,7 @@ class ShardMap:
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
-        shards, token = [], None
-        while True:
-            page = self.kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": self.stream_name}))
-            shards += page["Shards"]
-            token = page.get("NextToken")
-            if not token:
-                break
+        shards = list_shards(self.kinesis, self.stream_name)
         open_shards = sorted(
             (int(s["HashKeyRange"]["StartingHashKey"]), s["ShardId"])
             for s in shards
