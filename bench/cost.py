@@ -153,7 +153,8 @@ def format_cost(r: dict) -> str:
         lines += [
             "",
             f"At scale: the same demo ({r['scale'][0]['rides']:,} rides) with "
-            f"{SCALE_RIDES_PER_SHARD_SECOND:.0f} rides/s per input shard, so each shard's batches stay the size "
+            f"{r['scale'][0]['rate'] / r['scale'][0]['shards']:.0f} rides/s per input shard, so each shard's batches "
+            "stay the size "
             "they would be; latency is this two-core machine's, where every function and the emulator share "
             "the cores, not Lambda's.",
             "",
