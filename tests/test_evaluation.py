@@ -22,7 +22,7 @@ from rides.stream.decision.service import merged
 from rides.stream.evaluation.drift import DriftCounter, counts, psi, reference
 from rides.stream.evaluation.metrics import Summary, summarize
 from rides.stream.evaluation.service import EvaluationConfig, process_records, sweep
-from rides.stream.evaluation.store import EvaluationStore
+from rides.stream.evaluation.store import RESOLVE_PARTIAL_AFTER_SECONDS, EvaluationStore
 from rides.stream.events import completion_from, completion_json, prediction_from
 from tests.helpers import kinesis_record
 
@@ -206,9 +206,11 @@ def test_waiting_outcomes_are_joined_by_the_sweep_once_and_dropped_after_the_win
     assert store.waiting() == 2 and store.count("ride-duration", "1", "production") == 0
     assert sweep(CONFIG, store=store, clock=lambda: NOW + 10).evaluated == []  # nothing decided yet
     decide(store, [prediction("w1", 11.0)])
-    # two sweeps at once: the waiting item's version lets one of them count it
-    first = store.sweep(now=NOW + 20)
-    second = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions").sweep(now=NOW + 20)
+    # w1 without w2 once the item has waited long enough; two sweeps at once: the waiting
+    # item's version lets one of them count it
+    later = NOW + RESOLVE_PARTIAL_AFTER_SECONDS
+    first = store.sweep(now=later)
+    second = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions").sweep(now=later)
     assert len(first.evaluated) == 1 and second.evaluated == []
     assert store.count("ride-duration", "1", "production") == 1 and store.waiting() == 1
     late = store.sweep(now=NOW + 3 * 86400)  # w2's ride never got a decision within the window
@@ -263,24 +265,77 @@ def completion_from_json(ride_id, minutes):
     return completion_from(json.loads(completion(ride_id, minutes)))
 
 
-def test_waiting_completions_are_kept_in_items_under_a_kilobyte(store):
-    """The sweep rewrites a waiting item as it resolves part of it: small items keep each
-    rewrite at 2 write units (a transaction's) instead of 2 per KB of the whole batch's."""
-    from rides.local.meter import item_size
-    from rides.stream.evaluation.store import WAITING_PER_ITEM
+def real_completions(n, seed=3):
+    """Completions as production sends them: UUID ride ids, durations from timestamps (seconds
+    / 60: long decimals), fares and tips in cents."""
+    import uuid
 
-    feed(store, [completion(f"ride-{i:05d}", 10.0 + i, fare=12.5 + i) for i in range(25)], batch_size=25)
+    rng, out = random.Random(seed), []
+    for _ in range(n):
+        ride_id = str(uuid.UUID(int=rng.getrandbits(128)))
+        minutes = rng.randint(60, 3600) / 60
+        out.append((ride_id, minutes, completion(ride_id, minutes, fare=rng.randint(300, 9000) / 100)))
+    return out
+
+
+def test_waiting_completions_are_packed_into_items_under_a_kilobyte(store):
+    """A waiting item is written in a transaction (2 write units per KB) and deleted by the
+    sweep the same way: as many real completions as fit in 1 KB go in one item."""
+    from rides.local.meter import item_size
+
+    rides = real_completions(100)
+    feed(store, [payload for _, _, payload in rides], batch_size=100)
     items = store._query("waiting")
-    assert store.waiting() == 25 and len(items) == -(-25 // WAITING_PER_ITEM)
+    assert store.waiting() == 100
     assert max(item_size(item) for item in items) <= 1024
+    assert len(items) <= 10  # ~70 bytes a UUID ride's entry, not ~130
     # once their rides are decided, one sweep resolves every item in one transaction: the sums'
     # updates are paid once, not once per item
-    decide(store, [prediction(f"ride-{i:05d}", 11.0 + i) for i in range(25)])
+    decide(store, [prediction(ride_id, minutes + 1) for ride_id, minutes, _ in rides])
     real, calls = store.client.transact_write_items, []
     store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
     swept = store.sweep(now=NOW + 30)
-    assert swept.resolved == 25 and store.waiting() == 0
-    assert calls == [1 + len(items)]  # the version's sums and the three items' deletions
+    assert swept.resolved == 100 and store.waiting() == 0
+    assert calls == [1 + len(items)]  # the version's sums and the items' deletions
+    assert sorted(e.actual for e in swept.evaluated) == sorted(minutes for _, minutes, _ in rides)
+
+
+def test_a_waiting_item_is_rewritten_only_once_all_its_rides_are_ready_or_it_is_old(store):
+    """Each rewrite of a waiting item costs its size again: while the item is young, the sweep
+    waits for all its rides instead of rewriting it as each one is decided."""
+    rides = real_completions(10)
+    feed(store, [payload for _, _, payload in rides], batch_size=10)
+    assert len(store._query("waiting")) == 1
+    decide(store, [prediction(ride_id, minutes) for ride_id, minutes, _ in rides[:6]])
+    writes = []
+    real = store.client.transact_write_items
+    store.client.transact_write_items = lambda **kw: writes.append(kw) or real(**kw)
+    young = store.sweep(now=NOW + 15)
+    assert (young.evaluated, young.waiting, writes) == ([], 10, [])
+    old = store.sweep(now=NOW + RESOLVE_PARTIAL_AFTER_SECONDS)
+    assert (len(old.evaluated), old.waiting, len(writes)) == (6, 4, 1)
+    decide(store, [prediction(ride_id, minutes) for ride_id, minutes, _ in rides[6:]])
+    last = store.sweep(now=NOW + RESOLVE_PARTIAL_AFTER_SECONDS + 15)
+    assert (len(last.evaluated), last.waiting, store.waiting()) == (4, 0, 0)
+    assert store.count("ride-duration", "1", "production") == 10
+
+
+def test_waiting_items_written_before_the_packed_form_are_still_joined(store):
+    """Items a previous version left (a list of [ride id, outcomes, since] per entry)."""
+    store.client.put_item(
+        TableName="ride-evaluations",
+        Item={
+            "pk": {"S": "waiting"},
+            "sk": {"S": "ride-completions#shardId-000000000000#1/0"},
+            "entries": {"S": json.dumps([["o1", {"ride_duration": 12.5}, NOW], ["o2", {"ride_duration": 8.0}, NOW]])},
+            "version": {"N": "1"},
+        },
+    )
+    assert store.waiting() == 2
+    decide(store, [prediction("o1", 10.0), prediction("o2", 9.0)])
+    swept = store.sweep(now=NOW + 30)
+    assert sorted((e.ride_id, e.error) for e in swept.evaluated) == [("o1", -2.5), ("o2", 1.0)]
+    assert store.waiting() == 0
 
 
 def test_a_probe_ride_leaves_a_trace_of_its_join(store):

@@ -16,9 +16,12 @@ them (rides.stream.decision.store), and adds the errors to sums (DynamoDB ADD). 
 - `pk = mark`, `sk = <stream>#<shard>`: the position (sequence, sub-sequence) of the last
   completion counted from that shard.
 - `pk = waiting`, `sk = <stream>#<shard>#<position>`: completions whose ride was not decided
-  yet (or not predicted yet by every consumer and challenger), up to WAITING_PER_ITEM an item
-  (under 1 KB: a rewrite by the sweep costs 2 write units); the sweep joins them again until
-  the window passes.
+  yet (or not predicted yet by every consumer and challenger), packed as rows (ride id and
+  outcomes, the field names and the time they came once an item) into items under 1 KB: each
+  transactional write or deletion of one costs 2 write units, shared by the ~12-25 completions
+  it holds. The sweep joins them again until the window passes, and rewrites an item only once
+  every ride in it is ready, or it has waited RESOLVE_PARTIAL_AFTER_SECONDS: a rewrite per
+  decided ride would cost the item's size each time.
 - `pk = trace`, `sk = <ride id>`: what was joined for a probe ride (`smoke-…`): how the smoke
   test sees its one ride evaluated among the others.
 
@@ -47,14 +50,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.stream.decision.store import DecisionStore, RideState, StoreUnavailable
 from rides.stream.evaluation.metrics import Summary
-from rides.stream.events import RideCompleted
+from rides.stream.events import OUTCOME_FIELDS, RideCompleted
 from rides.stream.kinesis_batch import as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_ACTIONS = 100  # TransactWriteItems' limit
-# Completions per waiting item: ~90 bytes each, so an item stays under 1 KB and each
-# (transactional) write or rewrite of it costs 2 write units, not 2 per KB of a whole chunk's.
-WAITING_PER_ITEM = 10
+# A waiting item's size (DynamoDB's: attribute names and values): under 1 KB, each
+# (transactional) write or deletion of it costs 2 write units.
+WAITING_ITEM_BYTES = 1024
+# Besides the rows and the shard's name: pk, version, fields, since, the attribute names, and
+# the position in sk (a Kinesis sequence number has up to 56 digits).
+WAITING_ITEM_OVERHEAD = 170
+# A waiting item part of whose rides are ready is rewritten without them only after this long:
+# before, the sweep waits for the rest (they came in one batch, and are decided at about the
+# same time).
+RESOLVE_PARTIAL_AFTER_SECONDS = 120.0
 SWEEP_READ_ITEMS = 10  # waiting items whose rides one BatchGetItem reads (100 keys)
 TRACE_PREFIX = "smoke-"  # rides the smoke test sends: their join is kept, per ride
 SUMS_DAYS = 30  # how long an hour's sums are kept (TTL)
@@ -101,6 +111,45 @@ class Waiting:
     @classmethod
     def of(cls, completion: RideCompleted, now: float) -> Waiting:
         return cls(completion.ride_id, dict(completion.outcomes), now)
+
+    def row(self) -> str:
+        """Its row in a packed item: ride id and the outcomes in OUTCOME_FIELDS' order."""
+        return json.dumps([self.ride_id, *(self.outcomes.get(name) for name in OUTCOME_FIELDS)], separators=(",", ":"))
+
+
+def packed(shard: str, waiting: Sequence[Waiting]) -> list[list[Waiting]]:
+    """The completions in groups whose items stay under WAITING_ITEM_BYTES, in order."""
+    room = WAITING_ITEM_BYTES - WAITING_ITEM_OVERHEAD - len(shard.encode())
+    groups: list[list[Waiting]] = []
+    used = room
+    for entry in waiting:
+        size = len(entry.row().encode()) + 1
+        if used + size > room:
+            groups.append([])
+            used = 1
+        groups[-1].append(entry)
+        used += size
+    return groups
+
+
+def pack(waiting: Sequence[Waiting]) -> dict:
+    """A waiting item's attributes holding these completions (which came at one time)."""
+    return {
+        "fields": {"S": json.dumps(list(OUTCOME_FIELDS))},
+        "since": {"N": repr(min(w.since for w in waiting))},
+        "rows": {"S": "[" + ",".join(w.row() for w in waiting) + "]"},
+    }
+
+
+def unpack(item: dict) -> list[Waiting]:
+    """A waiting item's completions, packed or in the form before (`entries`)."""
+    if "rows" not in item:
+        return [Waiting.from_list(e) for e in json.loads(item["entries"]["S"])]
+    fields, since = json.loads(item["fields"]["S"]), float(item["since"]["N"])
+    return [
+        Waiting(str(ride_id), {f: float(v) for f, v in zip(fields, values, strict=True) if v is not None}, since)
+        for ride_id, *values in json.loads(item["rows"]["S"])
+    ]
 
 
 @dataclass
@@ -308,12 +357,13 @@ class EvaluationStore:
                 return outcome
             left = [(i, (pos, c)) for i, pos, c in todo]
             moved = False
-            for chunk, sums, pairs, waiting in self._chunks(todo, rides, now):
+            for chunk, sums, pairs, waiting in self._chunks(shard, todo, rides, now):
                 actions = sums.actions(self.table_name, now)
                 positions = [pos for _, pos, _ in chunk if pos is not None]
-                for first in range(0, len(waiting), WAITING_PER_ITEM):
-                    group = waiting[first : first + WAITING_PER_ITEM]
-                    actions.append(self._waiting_put(shard, group[0][0], [entry for _, entry in group]))
+                first = 0
+                for group in packed(shard, [entry for _, entry in waiting]):
+                    actions.append(self._waiting_put(shard, waiting[first][0], group))
+                    first += len(group)
                 if positions:
                     actions.append(self._mark_put(shard, mark, positions[-1]))
                 code = self._transact(actions, deadline)
@@ -333,7 +383,7 @@ class EvaluationStore:
         outcome.failed = {i: "MarkMoved" for i, _ in left}
         return outcome
 
-    def _chunks(self, todo, rides: dict[str, RideState], now: float):
+    def _chunks(self, shard: str, todo, rides: dict[str, RideState], now: float):
         """Consecutive completions whose writes fit one transaction, joined: (chunk, sums,
         pairs, waiting completions)."""
         chunk: list = []
@@ -348,8 +398,8 @@ class EvaluationStore:
             ride = rides.get(completion.ride_id)
             found = joined(ride, entry, now) if self.ready(ride, entry, now) else None
             # this chunk's items with it: its sums, the mark, and its waiting items
-            waits = len(waiting) + (found is None)
-            needed = sums.keys_after(found or []) + 1 + -(-waits // WAITING_PER_ITEM)
+            waits = [entry for _, entry in waiting] + ([entry] if found is None else [])
+            needed = sums.keys_after(found or []) + 1 + len(packed(shard, waits))
             if chunk and needed > MAX_ACTIONS:
                 yield chunk, sums, pairs, waiting
                 chunk, sums, pairs, waiting = [], _Sums(), [], []
@@ -402,7 +452,7 @@ class EvaluationStore:
                 "Item": {
                     "pk": {"S": "waiting"},
                     "sk": {"S": sk},
-                    "entries": {"S": json.dumps([w.to_list() for w in waiting])},
+                    **pack(waiting),
                     "version": {"N": "1"},
                 },
             }
@@ -465,10 +515,7 @@ class EvaluationStore:
 
         items = self._query("waiting")
         for first in range(0, len(items), SWEEP_READ_ITEMS):
-            page = [
-                (item, [Waiting.from_list(e) for e in json.loads(item["entries"]["S"])])
-                for item in items[first : first + SWEEP_READ_ITEMS]
-            ]
+            page = [(item, unpack(item)) for item in items[first : first + SWEEP_READ_ITEMS]]
             if deadline.passed:
                 out.waiting += sum(len(entries) for _, entries in page)
                 continue
@@ -494,6 +541,11 @@ class EvaluationStore:
                 if not pairs and not expired:
                     out.waiting += len(keep)
                     continue
+                young = now - min(entry.since for entry in entries) < RESOLVE_PARTIAL_AFTER_SECONDS
+                probe = any(found[0].ride_id.startswith(TRACE_PREFIX) for found in pairs if found)
+                if keep and not expired and young and not probe:  # the rest is likely decided soon
+                    out.waiting += len(entries)
+                    continue
                 flat = [e for found in pairs for e in found]
                 if sums.keys_after(flat) + len(group) + 1 > MAX_ACTIONS:
                     flush()
@@ -510,11 +562,7 @@ class EvaluationStore:
         }
         if not keep:
             return {"Delete": {"TableName": self.table_name, "Key": key, **condition}}
-        new = {
-            **key,
-            "entries": {"S": json.dumps([w.to_list() for w in keep])},
-            "version": {"N": str(int(item["version"]["N"]) + 1)},
-        }
+        new = {**key, **pack(keep), "version": {"N": str(int(item["version"]["N"]) + 1)}}
         return {"Put": {"TableName": self.table_name, "Item": new, **condition}}
 
     # -- reading --------------------------------------------------------------------------------
@@ -560,7 +608,7 @@ class EvaluationStore:
 
     def waiting(self) -> int:
         """How many completions wait for their ride's decision."""
-        return sum(len(json.loads(item["entries"]["S"])) for item in self._query("waiting"))
+        return sum(len(unpack(item)) for item in self._query("waiting"))
 
     def _query(self, pk: str, prefix: str | None = None) -> list[dict]:
         condition = "pk = :pk" + (" AND begins_with(sk, :prefix)" if prefix else "")
