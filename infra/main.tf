@@ -743,12 +743,14 @@ locals {
     },
     {
       sid = "RideTable"
-      # Conditional PutItem/UpdateItem per ride (optimistic locking), the sweep's Query.
+      # Conditional PutItem/UpdateItem per ride (optimistic locking), the sweep's Query, and
+      # DeleteItem of the sweep's watch items once their rides are done.
       actions = [
         "dynamodb:BatchGetItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
         "dynamodb:Query",
       ]
       resources = [module.decisions_table.arn, "${module.decisions_table.arn}/index/due-index"]

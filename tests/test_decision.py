@@ -102,9 +102,20 @@ def test_duplicates_are_absorbed_and_a_redelivery_repeats_the_same_decision(serv
     assert stored.version == 1 and stored.due_at is None  # one write, and never in the sweep's index
 
 
+def watches(service) -> dict[str, list[str]]:
+    """Every watch item in the table: key → the rides it lists."""
+    from rides.stream.decision import DecisionStore
+    from rides.stream.decision.store import is_watch
+
+    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    keys = [k for page in store.due(float("inf")) for k in page if is_watch(k)]
+    return store.watched(keys)
+
+
 def test_a_batch_that_completes_a_ride_already_stored_merges_into_it(service):
     send(service, [prediction("r3", "ride-tip", 2.0, seq=7)])
-    assert decisions_stored(service, "r3").due_at is not None  # collecting: the sweep would time it out
+    # collecting: watched (the sweep would time it out), the ride itself not in the index
+    assert decisions_stored(service, "r3").due_at is None and list(watches(service).values()) == [["r3"]]
     everything = [prediction("r3", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 2.0))]
     assert send(service, everything, start=10) == {"batchItemFailures": []}
     [decision] = decisions(service)
@@ -260,21 +271,24 @@ def test_a_timeout_decision_whose_publication_failed_is_published_by_a_later_swe
     assert sweep_now(service)["published"] == 1
     [decision] = decisions(service)
     assert decision["ride_id"] == "r1" and decision["reason"] == "timeout"
-    assert decisions_stored(service, "r1").status == "published"
+    assert watches(service) == {}  # out: nothing left for a sweep to repeat
     service["clock"].now += 600
     assert sweep_now(service)["published"] == 0 and len(decisions(service)) == 1
 
 
-def test_a_stranded_decision_is_published_by_the_next_batch_of_that_ride(service):
+def test_a_stranded_timeout_decision_is_the_sweeps_to_publish_not_a_late_predictions(service):
     send(service, [prediction("r1", "ride-duration", 20.0)])
     service["clock"].now += 61
     service["kinesis"].delete_stream(StreamName="ride-decisions")
     sweep_now(service)
     service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     assert send(service, [prediction("r1", "ride-tip", 2.0)], start=5) == {"batchItemFailures": []}
+    assert decisions(service) == []  # stored, and watched again: the sweep publishes it
+    assert decisions_stored(service, "r1").predictions["ride-tip"]["value"] == 2.0
+    service["clock"].now += 61
+    assert sweep_now(service)["published"] == 1
     [decision] = decisions(service)
     assert decision["reason"] == "timeout" and "ride-tip" not in decision["predictions"]
-    assert decisions_stored(service, "r1").predictions["ride-tip"]["value"] == 2.0
 
 
 def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service, monkeypatch):
@@ -299,19 +313,18 @@ def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service
     )
 
 
-def test_a_crash_between_publishing_and_marking_repeats_the_same_decision_id(service, monkeypatch):
-    """The sweep's timeout decisions wait in its index until marked published."""
+def test_a_crash_between_publishing_and_unwatching_repeats_the_same_decision_id(service, monkeypatch):
+    """The sweep's timeout decisions stay watched until the watch item is deleted."""
     from rides.stream.decision.store import DecisionStore, WriteOutcome
 
     send(service, [prediction("r8", "ride-duration", 10.0)])
     service["clock"].now += 61
     with monkeypatch.context() as patched:
-        patched.setattr(DecisionStore, "mark_published", lambda self, states, time_left=None: WriteOutcome())
+        patched.setattr(DecisionStore, "unwatch", lambda self, keys, time_left=None: WriteOutcome())
         assert sweep_now(service)["published"] == 1
-    assert decisions_stored(service, "r8").status == "decided"
-    service["clock"].now += 61
+    assert decisions_stored(service, "r8").status == "decided" and watches(service) != {}
     assert sweep_now(service)["published"] == 1
-    assert decisions_stored(service, "r8").status == "published"
+    assert watches(service) == {}
     first, second = decisions(service)
     assert first == second  # the duplicate a downstream consumer drops by decision_id
     assert len(distinct_decisions(service)) == 1
@@ -400,8 +413,8 @@ def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(
     from rides.stream.publish import KinesisPublisher
 
     rides = [prediction(f"b{i}", "ride-duration", 10.0) for i in range(300)]
-    for start in range(0, 300, 150):
-        assert send(service, rides[start : start + 150], start=start + 1) == {"batchItemFailures": []}
+    for start in range(0, 300, 50):  # six watch items
+        assert send(service, rides[start : start + 50], start=start + 1) == {"batchItemFailures": []}
     service["clock"].now += 61
     store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
     publisher = KinesisPublisher(service["kinesis"], "ride-decisions")
@@ -562,3 +575,69 @@ def test_a_decided_ride_with_a_challengers_prediction_is_one_write_unit():
     state = merged(None, predictions, 1_700_000_000.123456, DecisionConfig.from_env({}))
     assert state.status == "decided" and state.shadow
     assert write_units(item_size(state.to_item())) == 1
+
+
+def test_a_ride_split_over_two_batches_is_two_writes_and_never_in_the_index(service):
+    """What a split ride costs: the batch that starts it writes one watch item for all the
+    rides it starts (one index entry), then the ride; the batch that completes it writes the
+    ride once more. Neither write of the ride touches the index."""
+    dynamodb = boto3.client("dynamodb")
+    starts = [prediction(f"s{i}", "ride-duration", 10.0 + i) for i in range(20)]
+    assert send(service, starts) == {"batchItemFailures": []}
+    [listed] = watches(service).values()
+    assert sorted(listed) == sorted(f"s{i}" for i in range(20))
+    rest = [prediction(f"s{i}", m, v) for i in range(20) for m, v in (("ride-fare", 12.0), ("ride-tip", 1.0))]
+    assert send(service, rest, start=100) == {"batchItemFailures": []}
+    items = dynamodb.scan(TableName="ride-decisions")["Items"]
+    rides = [i for i in items if not i["ride_id"]["S"].startswith("watch#")]
+    assert len(rides) == 20 and all("due_at" not in i and "due_shard" not in i for i in rides)
+    assert {i["version"]["N"] for i in rides} == {"2"}  # two writes a ride
+    assert len(distinct_decisions(service)) == 20
+    # the sweep, once they are due: the watch item read, its rides all decided, it is deleted
+    service["clock"].now += 61
+    assert sweep_now(service)["timed_out"] == 0 and watches(service) == {}
+
+
+def test_a_ride_is_never_stored_collecting_without_its_watch(service, monkeypatch):
+    """The watch item is written first: if it cannot be, the rides are not written and their
+    records are reported (retried by Lambda)."""
+    from rides.stream.decision import DecisionStore
+
+    def refused(self, *args, **kwargs):
+        return "AccessDeniedException"
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DecisionStore, "watch", refused)
+        response = send(service, [prediction("u1", "ride-duration", 10.0), prediction("u2", "ride-fare", 9.0)])
+    assert len(response["batchItemFailures"]) == 2
+    assert decisions_stored(service, "u1") is None and decisions_stored(service, "u2") is None
+    assert send(service, [prediction("u1", "ride-duration", 10.0)]) == {"batchItemFailures": []}
+    assert list(watches(service).values()) == [["u1"]]
+
+
+def test_rides_a_previous_version_put_in_the_index_are_still_timed_out_and_marked(service):
+    """Collecting rides stored with due_shard/due_at before watch items, and a timeout decision
+    not yet published: the sweep decides, publishes and takes them out of the index."""
+    from rides.stream.decision import DecisionConfig, DecisionStore
+    from rides.stream.decision.service import decided
+    from rides.stream.decision.store import RideState
+
+    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    now = service["clock"].now
+    config = DecisionConfig.from_env(service["env"])
+    field = {"field": "ride_duration", "value": 10.0, "version": "1"}
+    collecting = RideState("old1", now, int(now + 86400), {"ride-duration": field}, due_at=now + 60, version=1)
+    stranded = decided(
+        RideState("old2", now - 100, int(now + 86400), {"ride-duration": field}, version=1), config, "timeout", now
+    )
+    # as the previous version stored it: in the index until marked published
+    stranded = RideState(**{**stranded.__dict__, "due_at": now - 1, "version": 1})
+    saved = store.save([collecting, stranded])
+    assert len(saved.written) == 2
+    service["clock"].now += 61
+    result = sweep_now(service)
+    assert (result["timed_out"], result["published"]) == (1, 2)
+    assert sorted(d["ride_id"] for d in distinct_decisions(service)) == ["old1", "old2"]
+    assert all(decisions_stored(service, r).due_at is None for r in ("old1", "old2"))
+    service["clock"].now += 600
+    assert sweep_now(service)["published"] == 0 and len(decisions(service)) == 2

@@ -250,7 +250,7 @@ def model_watcher(model_name: str, env: dict | None = None) -> Callable[[], None
         control = read_local_model(model_name)
         if control and control.get("MODEL_URI"):
             if env.get("MODEL_URI") != control["MODEL_URI"]:
-                log.warning(
+                log.info(  # news, not a warning: `rides consume` shows it, `make run` says it its own way
                     "serving %s version %s from %s", model_name, control.get("MODEL_VERSION"), control["MODEL_URI"]
                 )
             env["MODEL_URI"] = control["MODEL_URI"]

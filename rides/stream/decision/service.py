@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
-from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable
+from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable, is_watch
 from rides.stream.events import PredictionIn, json_bytes, read_prediction
 from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
 from rides.stream.publish import KinesisPublisher
@@ -78,14 +78,8 @@ def merged(state: RideState | None, predictions: Sequence[PredictionIn], now: fl
     production = [p for p in predictions if p.role != "shadow"]
     if state is None:
         state = RideState(
-            ride_id=predictions[0].ride_id,
-            first_seen=now,
-            expires_at=int(now + config.retention_days * 86400),
-            # a ride the sweep must time out if its set stays incomplete (not a shadow-only one)
-            due_at=now + config.timeout_seconds if production else None,
+            ride_id=predictions[0].ride_id, first_seen=now, expires_at=int(now + config.retention_days * 86400)
         )
-    elif production and state.status == COLLECTING and state.due_at is None:
-        state = replace(state, due_at=state.first_seen + config.timeout_seconds)
     stored = dict(state.predictions)
     for prediction in production:
         stored[prediction.model] = {
@@ -107,13 +101,20 @@ def merged(state: RideState | None, predictions: Sequence[PredictionIn], now: fl
     return state.next_version(predictions=stored, shadow=shadow) if changed else state
 
 
-def decided(
-    state: RideState, config: DecisionConfig, reason: str, now: float, *, by_sweep: bool = False, **changes
-) -> RideState:
+def needs_watch(before: RideState | None, after: RideState) -> bool:
+    """Whether this write starts a ride the sweep must time out: collecting, with a production
+    prediction, and neither watched nor indexed before (a shadow's prediction alone decides
+    nothing, so a shadow-only ride is not watched)."""
+    if after.status != COLLECTING or not after.predictions:
+        return False
+    return before is None or (not before.predictions and before.due_at is None)
+
+
+def decided(state: RideState, config: DecisionConfig, reason: str, now: float, **changes) -> RideState:
     """The ride with its one decision. `decision_id` names the version that stores it, so it is
-    the same however often the record is published. The stream's decision leaves the sweep's
-    index (a failed publication is retried with its batch); the sweep's stays in it, due again
-    a timeout later, until it is marked published."""
+    the same however often the record is published. Deciding takes a ride a previous version
+    indexed out of the index; a failed publication is retried with its batch (the stream's) or
+    from a watch item (the sweep's)."""
     state = state.next_version(**changes)
     values = {p["field"]: p["value"] for p in state.predictions.values()}
     flags, not_evaluated = evaluate(values, config.rules)
@@ -131,7 +132,7 @@ def decided(
         },
         "decided_at": now,
     }
-    return replace(state, decision=decision, due_at=now + config.timeout_seconds if by_sweep else None)
+    return replace(state, decision=decision, due_at=None)
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -179,10 +180,16 @@ def process_predictions(
     states, done = _save_new(batch, complete, config, store, now, deadline, report)
     rest = {ride_id: items for ride_id, items in by_ride.items() if ride_id not in done}
     states.update(_merge_and_save(batch, rest, config, store, now, deadline, report))
-    # Every decided ride a production prediction touched goes out (again, after a failure or a
-    # crash: the stored decision, the same decision_id); a shadow's alone decides nothing.
+    # Every ride the stream decided that a production prediction touched goes out (again, after
+    # a failure or a crash: the stored decision, the same decision_id); a shadow's alone decides
+    # nothing. The sweep's timeout decisions are the sweep's to publish (until out, from their
+    # watch): a consumer's late prediction does not repeat them.
     production = {r for r, items in by_ride.items() if any(i.value.role != "shadow" for i in items)}
-    todo = [state for ride_id, state in states.items() if state.status == DECIDED and ride_id in production]
+    todo = [
+        state
+        for ride_id, state in states.items()
+        if state.status == DECIDED and ride_id in production and state.decision.get("reason") != "timeout"
+    ]
     failed = _publish(todo, store, publisher, deadline, report, reviews)
     batch.report((item for ride_id in failed for item in by_ride[ride_id]), "PublishFailed")
 
@@ -268,6 +275,7 @@ def _merge_and_save(
             changed.append(state)
             if state.status == DECIDED and (before is None or before.status == COLLECTING):
                 newly_decided.add(ride_id)
+        changed = _watch(batch, by_ride, changed, stored, config, store, now, deadline)
         outcome = store.save(changed, deadline)
         for state in outcome.written:
             states[state.ride_id] = state
@@ -279,6 +287,21 @@ def _merge_and_save(
         todo = outcome.conflicts
     batch.report((item for ride_id in todo for item in by_ride[ride_id]), "WriteConflict")
     return states
+
+
+def _watch(batch, by_ride, changed: list[RideState], stored: dict, config: DecisionConfig, store, now, deadline):
+    """Write the watch item of the rides this batch starts collecting, before the rides: a
+    collecting ride is never stored unwatched. If it cannot be written, those rides are not
+    written either: their records are reported (retried). → the states to save."""
+    new = [state.ride_id for state in changed if needs_watch(stored.get(state.ride_id), state)]
+    if not new:
+        return changed
+    code = store.watch(new, now + config.timeout_seconds, int(now + config.retention_days * 86400), deadline)
+    if code is None:
+        return changed
+    batch.report((item for ride_id in new for item in by_ride[ride_id]), code)
+    unwatched = set(new)
+    return [state for state in changed if state.ride_id not in unwatched]
 
 
 def _publish(
@@ -337,30 +360,91 @@ def sweep(
     clock: Callable[[], float] | None = None,
     time_left: Callable[[], float] | None = None,
 ) -> SweepResult:
-    """Decide the rides whose predictions stopped coming, and publish every decision that is
-    stored but not out yet; page by page, until the index is done or the time is up."""
+    """Decide the rides whose predictions stopped coming, and publish every timeout decision
+    that is not out yet; page by page of the due index, until it is done or the time is up.
+
+    A page holds watch items (rides a batch started collecting) and, from a previous version,
+    rides in the index themselves. The watched rides the sweep could not finish (a write that
+    lost a race with the stream, a publication that failed) go into a new watch item, due a
+    timeout later, before the page's watch items are deleted: a crash in between repeats work
+    (the same `decision_id`), never loses it."""
     now = (clock or time.time)()
     deadline = as_deadline(time_left)
     result = SweepResult()
-    for ride_ids in store.due(now, deadline):
+    for keys in store.due(now, deadline):
         try:
-            states = store.get_many(ride_ids, deadline)
+            watches = store.watched([key for key in keys if is_watch(key)], deadline)
         except StoreUnavailable as exc:
             if exc.code != "DeadlinePassed":
                 raise  # the table is gone or refuses us: an error the function's alarm sees
             break
-        overdue = [
-            decided(state, config, "timeout", now, by_sweep=True)
-            for state in states.values()
-            if state.status == COLLECTING and state.due_at is not None and state.due_at <= now
-        ]
-        outcome = store.save(overdue, deadline)
-        result.timed_out += len(outcome.written)
-        result.conflicts += len(outcome.conflicts)  # the stream changed it meanwhile: look again next time
-        stranded = [s for s in states.values() if s.status == DECIDED and s.due_at is not None and s.due_at <= now]
-        failed = _publish(outcome.written + stranded, store, publisher, deadline, result, reviews)
-        result.failed += len(failed)
-        if deadline.passed:
+        for indexed, some in _groups([key for key in keys if not is_watch(key)], watches):
+            if deadline.passed or not _sweep_rides(
+                indexed, some, config, store, publisher, reviews, now, deadline, result
+            ):
+                break
+        if deadline.passed or not result.complete:
             break
-    result.complete = not deadline.passed
+    result.complete = result.complete and not deadline.passed
     return result
+
+
+def _groups(indexed: list[str], watches: dict[str, list[str]], size: int = 100):
+    """A page's work in groups of about `size` rides (whole watch items), so the deadline is
+    checked between groups: (indexed ride ids, {watch key: its rides})."""
+    group: dict[str, list[str]] = {}
+    count = 0
+    for key, ride_ids in watches.items():
+        if group and count + len(ride_ids) > size:
+            yield [], group
+            group, count = {}, 0
+        group[key] = ride_ids
+        count += len(ride_ids)
+    if group or indexed:
+        yield indexed, group
+
+
+def _sweep_rides(indexed, watches, config, store, publisher, reviews, now, deadline, result: SweepResult) -> bool:
+    """Decide, publish and watch again what needs it, for a group of rides (indexed the old way,
+    or listed by watch items); then delete the watch items. → False when the sweep must stop."""
+    watched = {ride_id for ride_ids in watches.values() for ride_id in ride_ids}
+    try:
+        states = store.get_many([*indexed, *sorted(watched)], deadline)
+    except StoreUnavailable as exc:
+        if exc.code != "DeadlinePassed":
+            raise  # the table is gone or refuses us: an error the function's alarm sees
+        return False
+    overdue = [
+        decided(state, config, "timeout", now)
+        for state in states.values()
+        if state.status == COLLECTING and state.predictions and state.first_seen + config.timeout_seconds <= now
+    ]
+    outcome = store.save(overdue, deadline)
+    result.timed_out += len(outcome.written)
+    result.conflicts += len(outcome.conflicts)  # the stream changed it meanwhile: look again
+    # decided by a sweep before and maybe not out: watched still, or indexed the old way
+    stranded = [
+        s
+        for s in states.values()
+        if s.status == DECIDED
+        and s.decision.get("reason") == "timeout"
+        and (s.ride_id in watched or (s.due_at is not None and s.due_at <= now))
+    ]
+    written = {s.ride_id for s in outcome.written}
+    todo = outcome.written + [s for s in stranded if s.ride_id not in written]
+    failed = _publish(todo, store, publisher, deadline, result, reviews)
+    result.failed += len(failed)
+    done = written | {s.ride_id for s in stranded}
+    # another look: a decision not out, or a ride still collecting as far as the sweep knows
+    again = sorted(
+        ride_id
+        for ride_id in watched | failed | set(outcome.failed) | set(outcome.conflicts)
+        if ride_id in states and (ride_id in failed or (ride_id not in done and states[ride_id].status == COLLECTING))
+    )
+    # These two small writes go even past the deadline: without them the group is done again.
+    expires = int(now + config.retention_days * 86400)
+    if again and store.watch(again, now + config.timeout_seconds, expires) is not None:
+        result.complete = False  # the group's watch items stay: the next sweep does them again
+        return False
+    store.unwatch(list(watches))
+    return True

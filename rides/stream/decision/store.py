@@ -2,7 +2,7 @@
 
 The item is a small state machine, in the shape of Powertools' idempotency record:
 
-    collecting ──(every required prediction, or the timeout)──▶ decided ──(sweep's, on the stream)──▶ published
+    collecting ──(every required prediction, or the timeout)──▶ decided
 
 - `version` is an optimistic lock: every write expects the version it read and stores the
   next one (the first, that there is none), so the stream processor and the timeout sweep can
@@ -14,12 +14,17 @@ The item is a small state machine, in the shape of Powertools' idempotency recor
     enters the sweep's index: one write. If its publication fails or the function dies before
     it, the batch is retried (or redriven), finds the ride decided and publishes the stored
     decision again; every copy has the same `decision_id`, which downstream consumers drop;
-  - a ride whose predictions arrive over batches is `collecting` in between, in the index;
-    deciding it takes it out of the index (the stream's decision, retried the same way);
-  - the sweep's timeout decisions stay in the index until marked published: no batch of theirs
-    would retry them.
-- `due_shard`/`due_at` form a sparse index of what needs the sweep's attention: collecting
-  rides (due at first_seen + timeout) and the sweep's decided, unpublished ones.
+  - a ride whose predictions arrive over batches is `collecting` in between: two writes of the
+    ride, neither of which touches the sweep's index. The batch that first stores such rides
+    writes, before them, one *watch* item listing them, due when they time out: one index
+    entry for all of a batch's collecting rides, instead of an index write when each ride
+    enters the index and another when deciding takes it out (4 write units a ride → ~2);
+  - the sweep reads a due watch item's rides, decides those still collecting (`timeout`),
+    publishes its decisions, and deletes the watch item; a ride it could not finish (its write
+    lost a race, its publication failed) goes into a new watch item, due a timeout later.
+- `due_shard`/`due_at` form the sparse index of what needs the sweep's attention: watch items.
+  Rides a previous version stored with them (collecting, or the sweep's decided and not yet
+  `published`) are still swept and marked the old way.
 - A challenger's (the shadow's) predictions are kept in `shadow`, never decided on: the live
   evaluation reads them beside production's from the same item.
 
@@ -31,6 +36,8 @@ hash of the ride id take 8,000 writes/s, and cost the sweep 8 small queries a mi
 
 from __future__ import annotations
 
+import json
+import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +62,22 @@ RETRYABLE = frozenset(
 )
 
 COLLECTING, DECIDED, PUBLISHED = "collecting", "decided", "published"
+# A watch item's key: longer than any ride id (a ride id is a Kinesis partition key, at most
+# 256 characters), so it never names a ride.
+WATCH_PREFIX = "watch#"
+WATCH_KEY_LENGTH = 280
+
+
+def watch_key() -> str:
+    return (WATCH_PREFIX + uuid.uuid4().hex).ljust(WATCH_KEY_LENGTH, "#")
+
+
+def is_watch(key: str) -> bool:
+    return len(key) > 256 and key.startswith(WATCH_PREFIX)
+
+
+def due_shard(key: str) -> str:
+    return str(zlib.crc32(key.encode()) % INDEX_SHARDS)
 
 
 class StoreUnavailable(RuntimeError):
@@ -87,7 +110,7 @@ class RideState:
 
     @property
     def due_shard(self) -> str:
-        return str(zlib.crc32(self.ride_id.encode()) % INDEX_SHARDS)
+        return due_shard(self.ride_id)
 
     def to_item(self) -> dict:
         """The DynamoDB item (attribute values), as stored at version `version`."""
@@ -200,8 +223,8 @@ class DecisionStore:
         return states
 
     def due(self, now: float, time_left: Callable[[], float] | None = None, page: int = 100) -> Iterator[list[str]]:
-        """Pages of ride ids due for the sweep (collecting past their timeout, or decided and
-        not yet published), shard by shard; stops quietly when the deadline passes."""
+        """Pages of keys due for the sweep (watch items, and rides a previous version put in
+        the index), shard by shard; stops quietly when the deadline passes."""
         deadline = as_deadline(time_left)
         for shard in range(INDEX_SHARDS):
             start: dict | None = None
@@ -230,7 +253,54 @@ class DecisionStore:
                 if not start:
                     break
 
+    def watched(self, keys: Sequence[str], time_left: Callable[[], float] | None = None) -> dict[str, list[str]]:
+        """Watch key → the ride ids it lists (a watch item deleted meanwhile is left out)."""
+        deadline = as_deadline(time_left)
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(keys), 100):
+            todo = [{"ride_id": {"S": key}} for key in keys[start : start + 100]]
+            backoff = self.backoff(time_left=deadline)
+            while todo:
+                if deadline.passed:
+                    raise StoreUnavailable("DeadlinePassed", f"{len(todo)} watch items not read before the deadline")
+                try:
+                    response = self.client.batch_get_item(
+                        RequestItems={self.table_name: {"Keys": todo, "ConsistentRead": True}}
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    if not is_retryable(exc) or not backoff.wait():
+                        raise StoreUnavailable(error_code(exc), f"reading {len(todo)} watch items: {exc}") from exc
+                    continue
+                for item in response["Responses"].get(self.table_name, []):
+                    out[item["ride_id"]["S"]] = json.loads(item["rides"]["S"])
+                todo = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
+                if todo and not backoff.wait():
+                    raise StoreUnavailable("UnprocessedKeys", f"{len(todo)} watch items unread after retries")
+        return out
+
     # -- writing ------------------------------------------------------------------------------
+    def watch(
+        self, ride_ids: Sequence[str], due_at: float, expires_at: int, time_left: Callable[[], float] | None = None
+    ) -> str | None:
+        """One new watch item listing these rides, due at `due_at`: written before the rides
+        it lists, so a collecting ride is always watched. → None when written, else the code."""
+        key = watch_key()
+        item = {
+            "ride_id": {"S": key},
+            "rides": {"S": json.dumps(list(ride_ids), separators=(",", ":"))},
+            "due_shard": {"S": due_shard(key)},
+            "due_at": {"N": _number(due_at)},
+            "expires_at": {"N": str(int(expires_at))},
+        }
+        action = {"Put": {"TableName": self.table_name, "Item": item}}
+        outcome = self._write({key: action}, {key: None}, time_left)
+        return next(iter(outcome.failed.values()), None)
+
+    def unwatch(self, keys: Sequence[str], time_left: Callable[[], float] | None = None) -> WriteOutcome:
+        """Delete watch items the sweep is done with."""
+        actions = {key: {"Delete": {"TableName": self.table_name, "Key": {"ride_id": {"S": key}}}} for key in keys}
+        return self._write(actions, dict.fromkeys(keys), time_left)
+
     def save(self, states: Sequence[RideState], time_left: Callable[[], float] | None = None) -> WriteOutcome:
         """Store each state at its `version`, only if the stored one is still `version - 1`."""
         actions = {}
@@ -305,7 +375,7 @@ class DecisionStore:
         """None when stored, else the error code (RETRYABLE ones may pass on a later try)."""
         kind, request = next(iter(action.items()))
         try:
-            (self.client.put_item if kind == "Put" else self.client.update_item)(**request)
+            getattr(self.client, {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind])(**request)
         except ClientError as exc:
             code = error_code(exc)
             return "Retryable" if is_retryable(exc) and code not in RETRYABLE else code
