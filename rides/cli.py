@@ -223,6 +223,8 @@ def promote(model_name, version, alias, target, function_name, role, force, min_
     )
     model = run(name, version, alias=alias, target=target, function_name=function, role=role)
     click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target} as {role}")
+    if model.quick is not None:
+        click.echo(f"{model.quick.name} version {model.quick.version} (the same run's) is now @{alias}: `rides serve`")
     if role == "production":
         click.echo(f'terraform: model_uri = "{model.uri}"')
         click.echo(f'           model_version = "{model.version}"')
@@ -239,7 +241,9 @@ def _gate(name, candidate, serving, min_rides, max_worse):
 
     if serving is None or serving == candidate:
         return promotion_gate.judge(None, name, candidate, serving)
-    store = EvaluationStore(boto3.client("dynamodb"), StackNames.from_env().evaluations_table)
+    client = boto3.client("dynamodb")
+    table = StackNames.from_env().evaluations_table
+    store = EvaluationStore(client, table)
     try:
         return promotion_gate.judge(
             store,
@@ -250,7 +254,7 @@ def _gate(name, candidate, serving, min_rides, max_worse):
             max_worse=max_worse if max_worse is not None else promotion_gate.MAX_WORSE,
         )
     except Exception as exc:  # the table cannot be read: no evidence, so no promotion without --force
-        return promotion_gate.Verdict(False, f"live evaluation cannot be read ({type(exc).__name__}: {exc})")
+        return promotion_gate.unreadable(exc, table, client.meta.endpoint_url)
 
 
 @main.command(cls=UsesAWS)
@@ -564,6 +568,7 @@ def consume(
         f"window {settings.maximum_batching_window_in_seconds}s); Ctrl-C stops"
     )
     click.echo(f"serving {local.describe()}", err=True)
+    logging.getLogger("rides.local.services").setLevel(logging.INFO)  # a promotion's switch is news here
     deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
         run_all(

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from rides.registry import PromotionError, Registered, resolve, set_alias
+from rides.registry import PromotionError, Registered, quick_of, resolve, set_alias
 from rides.serving import check_artifacts
 from rides.settings import state_dir
 
@@ -93,4 +93,9 @@ def promote(
     # Last: the alias says what is running, so it moves only once the rollout worked.
     set_alias(model, alias)
     model.alias = alias
+    if role == "production":  # the web service's quick model of the same run goes with it
+        model.quick = quick_of(model)
+        if model.quick is not None:
+            set_alias(model.quick, alias)
+            model.quick.alias = alias
     return model

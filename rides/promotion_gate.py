@@ -26,6 +26,28 @@ class Verdict:
     incumbent: Summary | None = None
 
 
+def unreadable(exc: Exception, table: str, endpoint: str | None) -> Verdict:
+    """The verdict when the evaluations table cannot be read: no evidence, so no promotion
+    without --force; and what to do, for the two ways a local stack gets here."""
+    where = endpoint or "AWS"
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    text = str(exc)
+    how = (
+        "the gate reads the table the evaluation writes: set AWS_ENDPOINT_URL_DYNAMODB to where it "
+        "runs (on the LocalStack backend, the moto emulator the functions' DynamoDB calls go to)"
+    )
+    if code == "ResourceNotFoundException":
+        reason = (
+            f"no live evaluation table {table!r} at {where}: nothing has evaluated a version there "
+            f"(deploy infra/'s evaluation function, or locally run it: make run, rides consume --evaluation); {how}"
+        )
+    elif "is not enabled" in text:
+        reason = f"this stack ({where}) has no DynamoDB ({text}); {how}"
+    else:
+        reason = f"live evaluation cannot be read ({type(exc).__name__}: {exc})"
+    return Verdict(False, reason)
+
+
 def judge(
     store,
     model_name: str,

@@ -197,5 +197,16 @@ def resolve(model_name: str, version_or_alias: str) -> Registered:
     return Registered(model_name, str(version.version), uri, version.run_id, version_or_alias)
 
 
+def quick_of(model: Registered) -> Registered | None:
+    """The quick model the same training run registered beside `model`, if any."""
+    name = quick_model_name(model.name)
+    versions = client().search_model_versions(f"name = '{name}' and run_id = '{model.run_id}'")
+    if not versions:
+        return None
+    latest = max(versions, key=lambda v: int(v.version))
+    uri = client().get_model_version_download_uri(name, latest.version)
+    return Registered(name, str(latest.version), uri, latest.run_id, model.alias)
+
+
 def set_alias(model: Registered, alias: str) -> None:
     client().set_registered_model_alias(model.name, alias, model.version)

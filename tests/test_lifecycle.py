@@ -120,6 +120,24 @@ def test_training_registers_the_quick_model_which_serves_the_baselines_answers(r
     assert np.allclose(served.predict(unseen), trained.baseline.predict(unseen.dicts(BASELINE_KEYS)), atol=1e-3)
 
 
+def test_promoting_a_run_to_production_carries_its_quick_model(registry, trained):
+    """`rides train && rides promote` is enough for `rides serve`: the web service's quick
+    model of the same run follows the stream model's alias."""
+    from rides.registry import ModelNotFound
+
+    first = log_training(trained, train_source="2021-01", val_source="2021-02")
+    second = log_training(trained, train_source="2021-01", val_source="2021-02")
+    with pytest.raises(ModelNotFound):
+        resolve("ride-duration-quick", "production")
+    promoted = promote("ride-duration", first.version, alias="production", target="none")
+    assert promoted.quick is not None and promoted.quick.version == first.quick.version
+    assert resolve("ride-duration-quick", "production").run_id == first.run_id
+    promote("ride-duration", second.version, alias="shadow", target="none", role="shadow")
+    assert resolve("ride-duration-quick", "production").run_id == first.run_id  # a shadow is not served
+    with pytest.raises(ModelNotFound):
+        resolve("ride-duration-quick", "shadow")
+
+
 def test_promoting_a_missing_version_changes_nothing(registry, trained):
     log_training(trained, train_source="a", val_source="b")
     with pytest.raises(ModelNotFound, match="no version or alias '9'"):

@@ -139,3 +139,38 @@ def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
     forced = runner.invoke(main, ["promote", "--version", "2", "--force"])
     assert forced.exit_code == 0 and "gate overridden (--force)" in forced.output
     assert read_local_model("ride-duration")["MODEL_VERSION"] == "2"
+
+
+def test_a_gate_without_its_table_says_what_to_do(two_versions, monkeypatch):
+    """A stack with no evaluation table (LocalStack's, which runs no DynamoDB here) must say
+    where the gate looks and what to do, not just that a read failed."""
+    from botocore.exceptions import ClientError
+
+    from rides.cli import main
+    from rides.stream.evaluation.store import EvaluationStore
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["promote", "--version", "1"]).exit_code == 0
+    assert runner.invoke(main, ["promote", "--version", "2", "--as", "shadow"]).exit_code == 0
+    boto3.client("dynamodb").delete_table(TableName="ride-evaluations")
+    missing = runner.invoke(main, ["promote", "--version", "2"])
+    assert missing.exit_code == 1
+    assert "no live evaluation table 'ride-evaluations'" in missing.output, missing.output
+    assert "AWS_ENDPOINT_URL_DYNAMODB" in missing.output and "--force" in missing.output
+
+    def not_enabled(self, *args, **kwargs):  # what LocalStack answers for a service left out of SERVICES
+        raise ClientError(
+            {
+                "Error": {
+                    "Code": "InternalFailure",
+                    "Message": "Service 'dynamodb' is not enabled. "
+                    "Please check your 'SERVICES' configuration variable.",
+                }
+            },
+            "Query",
+        )
+
+    monkeypatch.setattr(EvaluationStore, "paired", not_enabled)
+    disabled = runner.invoke(main, ["promote", "--version", "2"])
+    assert disabled.exit_code == 1
+    assert "has no DynamoDB" in disabled.output and "AWS_ENDPOINT_URL_DYNAMODB" in disabled.output, disabled.output
