@@ -259,7 +259,7 @@ variable "decision_timeout_seconds" {
 
 variable "decision_rules_json" {
   type        = string
-  description = "Decision rules as JSON (DECISION_RULES); empty: the defaults in rides/decision.py."
+  description = "Decision rules as JSON (DECISION_RULES); empty: the defaults in rides/stream/decision/rules.py."
   default     = ""
 }
 

@@ -90,7 +90,7 @@ def _distance(ride: dict) -> float:
     return value
 
 
-def _pickup(ride: dict, field: str = "lpep_pickup_datetime", where: str = "ride.") -> datetime | None:
+def _timestamp(ride: dict, field: str = "lpep_pickup_datetime", where: str = "ride.") -> datetime | None:
     value = ride.get(field)
     if value is None:
         return None
@@ -163,7 +163,7 @@ def validate_event(obj: Any) -> RideEvent:
         do = _zone(ride, "DOLocationID")
     if type(distance) is not float or not 0 <= distance < math.inf:  # NaN fails both
         distance = _distance(ride)
-    return RideEvent(ride_id, pu, do, distance, _pickup(ride), _passengers(ride), _payment_type(ride))
+    return RideEvent(ride_id, pu, do, distance, _timestamp(ride), _passengers(ride), _payment_type(ride))
 
 
 def parse_record_data(data: str | bytes) -> RideEvent:
@@ -293,7 +293,7 @@ def completion_from(body: Any) -> RideCompleted:
         raise InvalidEvent("ride_id must be a non-empty string or an integer")
     if len(str(ride_id)) > MAX_NAME_LENGTH:
         raise InvalidEvent(f"ride_id must be at most {MAX_NAME_LENGTH} characters")
-    dropoff = _pickup(body, "lpep_dropoff_datetime", "")
+    dropoff = _timestamp(body, "lpep_dropoff_datetime", "")
     if dropoff is None:
         raise InvalidEvent("lpep_dropoff_datetime is required (ISO 8601)")
     outcomes = {}
