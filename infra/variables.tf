@@ -320,8 +320,8 @@ variable "maximum_batching_window_in_seconds" {
 
 variable "decision_batching_window_seconds" {
   type        = number
-  description = "How long the decision service's mapping gathers predictions before invoking (0-300 s): long enough that a ride's three predictions mostly share a batch and cost one write (README, \"What a ride costs\")."
-  default     = 2
+  description = "How long the decision service's mapping gathers predictions before invoking (0-300 s): longer puts more of a ride's predictions in one batch (one write instead of two), shorter decides sooner (README, \"What a ride costs\")."
+  default     = 1
 
   validation {
     condition     = var.decision_batching_window_seconds >= 0 && var.decision_batching_window_seconds <= 300 && floor(var.decision_batching_window_seconds) == var.decision_batching_window_seconds
