@@ -13,6 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from rides.local.backend import StackInfo
 from rides.stream import consumer as consumer_module
 from rides.stream import model as model_module
 
@@ -39,6 +40,8 @@ def aws_credentials(monkeypatch, tmp_path):
         "PREDICTIONS_STREAM_NAME",
         "MLFLOW_TRACKING_URI",
         "MLFLOW_S3_ENDPOINT_URL",
+        # what a CLI command run in-process sets when it finds a local stack (StackInfo.apply_to)
+        *StackInfo("moto", "", 0, "").defaults(),
     ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("RIDES_HOME", str(tmp_path / "rides-home"))
