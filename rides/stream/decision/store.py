@@ -197,30 +197,34 @@ class DecisionStore:
         """The stored rides among `ride_ids` (strongly consistent unless told: the evaluation's
         join reads at half the price); StoreUnavailable when the table cannot be read before
         the deadline."""
+        states = (RideState.from_item(item) for item in self._read(ride_ids, time_left, consistent, "rides"))
+        return {state.ride_id: state for state in states}
+
+    def _read(self, keys: Sequence[str], time_left, consistent: bool, what: str) -> list[dict]:
+        """The items of these keys (BatchGetItem, 100 at a time, unprocessed keys again after a
+        backoff); StoreUnavailable when the table cannot be read before the deadline."""
         deadline = as_deadline(time_left)
-        ids = list(dict.fromkeys(ride_ids))
-        states: dict[str, RideState] = {}
+        ids = list(dict.fromkeys(keys))
+        items: list[dict] = []
         for start in range(0, len(ids), 100):
-            keys = [{"ride_id": {"S": ride_id}} for ride_id in ids[start : start + 100]]
+            todo = [{"ride_id": {"S": key}} for key in ids[start : start + 100]]
             backoff = self.backoff(time_left=deadline)
-            while keys:
+            while todo:
                 if deadline.passed:
-                    raise StoreUnavailable("DeadlinePassed", f"{len(keys)} rides not read before the deadline")
+                    raise StoreUnavailable("DeadlinePassed", f"{len(todo)} {what} not read before the deadline")
                 try:
                     response = self.client.batch_get_item(
-                        RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": consistent}}
+                        RequestItems={self.table_name: {"Keys": todo, "ConsistentRead": consistent}}
                     )
                 except (ClientError, BotoCoreError) as exc:
                     if not is_retryable(exc) or not backoff.wait():
-                        raise StoreUnavailable(error_code(exc), f"reading {len(keys)} rides: {exc}") from exc
+                        raise StoreUnavailable(error_code(exc), f"reading {len(todo)} {what}: {exc}") from exc
                     continue
-                for item in response["Responses"].get(self.table_name, []):
-                    state = RideState.from_item(item)
-                    states[state.ride_id] = state
-                keys = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
-                if keys and not backoff.wait():  # throttled: wait, never resend in a hot loop
-                    raise StoreUnavailable("UnprocessedKeys", f"{len(keys)} rides unread after retries")
-        return states
+                items += response["Responses"].get(self.table_name, [])
+                todo = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
+                if todo and not backoff.wait():  # throttled: wait, never resend in a hot loop
+                    raise StoreUnavailable("UnprocessedKeys", f"{len(todo)} {what} unread after retries")
+        return items
 
     def due(self, now: float, time_left: Callable[[], float] | None = None, page: int = 100) -> Iterator[list[str]]:
         """Pages of keys due for the sweep (watch items, and rides a previous version put in
@@ -255,28 +259,8 @@ class DecisionStore:
 
     def watched(self, keys: Sequence[str], time_left: Callable[[], float] | None = None) -> dict[str, list[str]]:
         """Watch key → the ride ids it lists (a watch item deleted meanwhile is left out)."""
-        deadline = as_deadline(time_left)
-        out: dict[str, list[str]] = {}
-        for start in range(0, len(keys), 100):
-            todo = [{"ride_id": {"S": key}} for key in keys[start : start + 100]]
-            backoff = self.backoff(time_left=deadline)
-            while todo:
-                if deadline.passed:
-                    raise StoreUnavailable("DeadlinePassed", f"{len(todo)} watch items not read before the deadline")
-                try:
-                    response = self.client.batch_get_item(
-                        RequestItems={self.table_name: {"Keys": todo, "ConsistentRead": True}}
-                    )
-                except (ClientError, BotoCoreError) as exc:
-                    if not is_retryable(exc) or not backoff.wait():
-                        raise StoreUnavailable(error_code(exc), f"reading {len(todo)} watch items: {exc}") from exc
-                    continue
-                for item in response["Responses"].get(self.table_name, []):
-                    out[item["ride_id"]["S"]] = json.loads(item["rides"]["S"])
-                todo = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
-                if todo and not backoff.wait():
-                    raise StoreUnavailable("UnprocessedKeys", f"{len(todo)} watch items unread after retries")
-        return out
+        items = self._read(keys, time_left, True, "watch items")
+        return {item["ride_id"]["S"]: json.loads(item["rides"]["S"]) for item in items}
 
     # -- writing ------------------------------------------------------------------------------
     def watch(
