@@ -89,11 +89,9 @@ def main() -> None:
 
 
 def write_readme(results: dict, readme: Path = ROOT / "README.md") -> None:
-    start, end = README_MARKERS
-    text = readme.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        readme.write_text(head + start + format_cost(results) + rest[rest.index(end) :])
+    from rides.readme_section import write_section
+
+    write_section(readme, README_MARKERS, format_cost(results))
 
 
 def _ms(value) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rides.readme_section import write_section
 from rides.settings import CONSUMERS
 from rides.stream.features import PAYMENT_TYPE, features_from_frame
 
@@ -92,9 +93,4 @@ def format_rows(rows: list[Row], train_month: str, val_month: str) -> str:
 
 
 def write_readme(text: str, readme: Path) -> None:
-    start, end = README_MARKERS
-    content = readme.read_text()
-    if start not in content or end not in content:
-        raise ValueError(f"{readme} has no {start.strip()} … {end} section")
-    head, rest = content.split(start, 1)
-    readme.write_text(head + start + text + rest[rest.index(end) :])
+    write_section(readme, README_MARKERS, text, required=True)

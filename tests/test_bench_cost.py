@@ -10,12 +10,11 @@ import pytest
 
 from bench.cost import README_MARKERS, RESULTS, ROOT, format_cost
 from rides.local.costs import PRICES, cost_lines, kinesis_month, run_figures
+from rides.readme_section import read_section
 
 
 def test_the_readme_cost_section_is_the_last_counted_run():
-    start, end = README_MARKERS
-    text = (ROOT / "README.md").read_text()
-    section = text.split(start, 1)[1].split(end, 1)[0]
+    section = read_section(ROOT / "README.md", README_MARKERS)
     assert section == format_cost(json.loads(RESULTS.read_text()))
 
 
