@@ -18,7 +18,7 @@ ENV ?= stg
 PROMOTE ?= 0
 DEPLOY_RECORD ?=
 
-.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench bench-cost chaos deploy clean stack-up stack-down
+.PHONY: setup run test unit-test integration-test integration-test-docker lint format bench bench-cost mutation chaos deploy clean stack-up stack-down
 
 setup: $(VENV)/.installed .venv-checkov/.installed
 
@@ -95,6 +95,10 @@ bench: setup  ## throughput, cold start, memory, what a ride costs; writes bench
 bench-cost: setup  ## what a ride costs on AWS, counted on make run's demo and at 1, 4, 16 shards
 	$(BIN)/python -m bench.cost
 
+mutation: setup  ## mutmut over rides/stream/ (MUTATE="rides.stream.retry ..." for some modules); README's survivors
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r tests/requirements-mutation.lock.txt
+	$(BIN)/python scripts/mutation.py $(MUTATE)
+
 stack-up: setup
 	$(BIN)/rides stack up
 
@@ -105,4 +109,4 @@ deploy: setup  ## what cd.yml does, from a laptop: make deploy ENV=stg, then ENV
 	ENV=$(ENV) PROMOTE=$(PROMOTE) DEPLOY_RECORD=$(DEPLOY_RECORD) scripts/deploy.sh
 
 clean:
-	rm -rf .rides .pytest_cache .ruff_cache htmlcov .coverage
+	rm -rf .rides .pytest_cache .ruff_cache htmlcov .coverage mutants

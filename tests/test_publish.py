@@ -99,6 +99,16 @@ def test_backoff_allows_exactly_max_attempts_with_growing_capped_delays():
     assert slept == [0.1, 0.2, 0.4, 0.5]
 
 
+def test_backoff_gives_up_when_the_wait_would_use_all_the_time_left():
+    """A wait as long as the time left leaves none for the attempt it waits for (mutmut found
+    `>=` → `>` unnoticed)."""
+    slept = []
+    exact = Backoff(base=0.1, sleep=slept.append, rng=lambda: 1.0, time_left=lambda: 0.1)
+    assert exact.wait() is False and slept == []
+    enough = Backoff(base=0.1, sleep=slept.append, rng=lambda: 1.0, time_left=lambda: 0.1000001)
+    assert enough.wait() is True and slept == [0.1]
+
+
 def test_stops_retrying_when_time_runs_out():
     client = FlakyKinesis(lambda call, recs: {0})
     slept = []
