@@ -433,19 +433,19 @@ def format_results(r: dict) -> str:
             "cold start: import, fetch model from S3, first invocation and its publish (ONNX model)",
             f"{cs_onnx['cold_start_s']:.2f} s",
             "≤ 1 s",
-            "4–5 s (estimate, not measured)",
+            "",
         ),
         (
             "cold start, Zoomcamp-style sklearn model",
             f"{cs_sk['cold_start_s']:.2f} s",
             "≤ 2.5 s",
-            "4–5 s (estimate, not measured)",
+            "",
         ),
         (
             "peak memory, fast path: cold start and first invocation",
             f"{cs_onnx['rss_cold_mb']:.0f} MB",
             "≤ 128 MB",
-            "~240 MB (estimate, not measured)",
+            "",
         ),
         (
             "peak memory, fast path, after a 10,000-record batch (published)",
@@ -457,7 +457,7 @@ def format_results(r: dict) -> str:
             "peak memory, sklearn model, after a 10,000-record batch",
             f"{cs_sk['rss_10k_batch_mb']:.0f} MB",
             "",
-            "~240 MB (estimate, not measured)",
+            "",
         ),
     ]
     if "package_mb" in r:
@@ -471,10 +471,10 @@ def format_results(r: dict) -> str:
     lines += [
         "",
         "Both handlers ran the same way: a fresh process each, the same event, one warm-up batch, then the "
-        "same number of timed batches. The course reference's memory and cold start are estimates, not "
-        "measured. Cold start here is a fresh interpreter on this machine (warm page cache, "
-        "the model on the loopback emulator), not a Lambda cold start, which adds the sandbox and the "
-        "image or zip download.",
+        "same number of timed batches. The course reference's cold start and memory are not measured here "
+        "(an empty cell: nothing in this table is quoted). Cold start here is a fresh interpreter on this "
+        "machine (warm page cache, the model on the loopback emulator), not a Lambda cold start, which adds "
+        "the sandbox and the image or zip download.",
     ]
     if "shard_throughput" in r:
         t = r["shard_throughput"]
