@@ -641,3 +641,15 @@ def test_rides_a_previous_version_put_in_the_index_are_still_timed_out_and_marke
     assert all(decisions_stored(service, r).due_at is None for r in ("old1", "old2"))
     service["clock"].now += 600
     assert sweep_now(service)["published"] == 0 and len(decisions(service)) == 2
+
+
+def test_a_batch_starting_many_long_ride_ids_is_watched_in_items_dynamodb_takes(service):
+    """10,000 records a batch (the mapping's maximum), ride ids up to 256 characters: one list
+    would be 2.6 MB, and DynamoDB refuses items over 400 KB."""
+    from rides.stream.decision import DecisionStore
+
+    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
+    ride_ids = [f"{i:0256d}" for i in range(3_000)]
+    assert store.watch(ride_ids, 1e9, 2_000_000_000) is None
+    listed = watches(service)
+    assert len(listed) >= 8 and sorted(r for rides in listed.values() for r in rides) == ride_ids

@@ -68,6 +68,22 @@ WATCH_PREFIX = "watch#"
 WATCH_KEY_LENGTH = 280
 
 
+WATCH_ITEM_BYTES = 100_000  # a watch item's list of ride ids, well under DynamoDB's 400 KB an item
+
+
+def _groups_of_bytes(ride_ids: list[str], limit: int) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    size = 0
+    for ride_id in ride_ids:
+        length = len(ride_id.encode()) + 3  # quotes and a comma
+        if groups[-1] and size + length > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(ride_id)
+        size += length
+    return groups
+
+
 def watch_key() -> str:
     return (WATCH_PREFIX + uuid.uuid4().hex).ljust(WATCH_KEY_LENGTH, "#")
 
@@ -266,18 +282,22 @@ class DecisionStore:
     def watch(
         self, ride_ids: Sequence[str], due_at: float, expires_at: int, time_left: Callable[[], float] | None = None
     ) -> str | None:
-        """One new watch item listing these rides, due at `due_at`: written before the rides
-        it lists, so a collecting ride is always watched. → None when written, else the code."""
-        key = watch_key()
-        item = {
-            "ride_id": {"S": key},
-            "rides": {"S": json.dumps(list(ride_ids), separators=(",", ":"))},
-            "due_shard": {"S": due_shard(key)},
-            "due_at": {"N": _number(due_at)},
-            "expires_at": {"N": str(int(expires_at))},
-        }
-        action = {"Put": {"TableName": self.table_name, "Item": item}}
-        outcome = self._write({key: action}, {key: None}, time_left)
+        """New watch items listing these rides, due at `due_at` (one item unless the list is
+        longer than WATCH_ITEM_BYTES: DynamoDB's items stop at 400 KB, and 10,000 ride ids of
+        256 characters are 2.6 MB): written before the rides they list, so a collecting ride
+        is always watched. → None when all are written, else an error code."""
+        actions: dict[str, dict] = {}
+        for group in _groups_of_bytes(list(ride_ids), WATCH_ITEM_BYTES):
+            key = watch_key()
+            item = {
+                "ride_id": {"S": key},
+                "rides": {"S": json.dumps(group, separators=(",", ":"))},
+                "due_shard": {"S": due_shard(key)},
+                "due_at": {"N": _number(due_at)},
+                "expires_at": {"N": str(int(expires_at))},
+            }
+            actions[key] = {"Put": {"TableName": self.table_name, "Item": item}}
+        outcome = self._write(actions, dict.fromkeys(actions), time_left)
         return next(iter(outcome.failed.values()), None)
 
     def unwatch(self, keys: Sequence[str], time_left: Callable[[], float] | None = None) -> WriteOutcome:
