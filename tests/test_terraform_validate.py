@@ -86,7 +86,7 @@ def plans(tmp_path_factory):
             )
             for env, models in (("stg", MODELS), ("prod", {**MODELS, "image_digests": json.dumps(DIGESTS)}))
         }
-        # The zip variant (rides.packaging; the code alone is enough to plan).
+        # The zip variant (rides.packaging; the code alone is enough to plan), without a shadow.
         from rides.packaging import code_zip
 
         package = tmp_path_factory.mktemp("zip") / "lambda.zip"
@@ -95,7 +95,7 @@ def plans(tmp_path_factory):
             terraform,
             endpoint,
             ["vars/stg.tfvars"],
-            {**MODELS, "lambda_zip": str(package)},
+            {**MODELS, "lambda_zip": str(package), "shadow_model_uri": "", "shadow_model_version": ""},
             tmp_path_factory.mktemp("plan-zip"),
         )
         yield plans
@@ -159,6 +159,26 @@ def test_the_plan_lists_every_part_of_an_environment(plans):
     [cluster] = of_type(prod, "aws_rds_cluster")
     assert cluster["manage_master_user_password"] and cluster["deletion_protection"]
     assert not of_type(stg, "aws_rds_cluster")[0]["deletion_protection"]
+
+
+def test_a_shadow_consumer_is_planned_exactly_when_a_shadow_model_is_given(plans):
+    """shadow_model_uri set (stg): one more consumer function on the input stream, in the
+    shadow role; empty (the zip plan): none. Which model it serves is in its environment, which
+    the plan does not know yet (it holds other resources' outputs): the local's expression says."""
+    import re
+
+    from tests.test_infra import INFRA, locals_of
+
+    def shadow_functions(plan: dict) -> list[str]:
+        return [f["function_name"] for f in of_type(plan, "aws_lambda_function") if "shadow" in f["function_name"]]
+
+    assert shadow_functions(plans["stg"]) == ["ride-duration-shadow-consumer-stg"]
+    assert shadow_functions(plans["stg-zip"]) == []
+    mappings = {env: len(of_type(plans[env], "aws_lambda_event_source_mapping")) for env in ("stg", "stg-zip")}
+    assert mappings["stg"] - mappings["stg-zip"] == 1  # its mapping on the input stream
+    expression = locals_of(INFRA)["shadow_consumers"]
+    assert re.search(r"model_uri\s*=\s*var\.shadow_model_uri\b", expression)
+    assert re.search(r"model_version\s*=\s*var\.shadow_model_version\b", expression)
 
 
 def test_the_batch_job_is_planned_into_the_databases_subnets(plans):
