@@ -254,7 +254,7 @@ def test_on_the_local_stack_an_explicit_api_key_setting_wins_over_its_defaults(m
     import click
     from click.testing import CliRunner
 
-    from rides import cli
+    from rides.cli import base as cli
     from rides.local.backend import StackInfo
     from rides.web_auth import from_env, new_key
 

@@ -1,0 +1,5 @@
+"""`python -m rides.cli`."""
+
+from rides.cli.base import main
+
+main()
