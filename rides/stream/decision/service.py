@@ -55,6 +55,10 @@ class DecisionConfig:
         "PUBLISH_AGGREGATED",
     )
 
+    def expires_at(self, now: float) -> int:
+        """When an item written now is dropped (the table's TTL): rides and watch items alike."""
+        return int(now + self.retention_days * 86400)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> DecisionConfig:
         required = tuple(m.strip() for m in env.get("REQUIRED_MODELS", "").split(",") if m.strip())
@@ -77,9 +81,7 @@ def merged(state: RideState | None, predictions: Sequence[PredictionIn], now: fl
     the given one when nothing changed."""
     production = [p for p in predictions if p.role != "shadow"]
     if state is None:
-        state = RideState(
-            ride_id=predictions[0].ride_id, first_seen=now, expires_at=int(now + config.retention_days * 86400)
-        )
+        state = RideState(ride_id=predictions[0].ride_id, first_seen=now, expires_at=config.expires_at(now))
     stored = dict(state.predictions)
     for prediction in production:
         stored[prediction.model] = {
@@ -296,7 +298,7 @@ def _watch(batch, by_ride, changed: list[RideState], stored: dict, config: Decis
     new = [state.ride_id for state in changed if needs_watch(stored.get(state.ride_id), state)]
     if not new:
         return changed
-    code = store.watch(new, now + config.timeout_seconds, int(now + config.retention_days * 86400), deadline)
+    code = store.watch(new, now + config.timeout_seconds, config.expires_at(now), deadline)
     if code is None:
         return changed
     batch.report((item for ride_id in new for item in by_ride[ride_id]), code)
@@ -442,8 +444,7 @@ def _sweep_rides(indexed, watches, config, store, publisher, reviews, now, deadl
         if ride_id in states and (ride_id in failed or (ride_id not in done and states[ride_id].status == COLLECTING))
     )
     # These two small writes go even past the deadline: without them the group is done again.
-    expires = int(now + config.retention_days * 86400)
-    if again and store.watch(again, now + config.timeout_seconds, expires) is not None:
+    if again and store.watch(again, now + config.timeout_seconds, config.expires_at(now)) is not None:
         result.complete = False  # the group's watch items stay: the next sweep does them again
         return False
     store.unwatch(list(watches))
