@@ -117,19 +117,37 @@ class Waiting:
         return json.dumps([self.ride_id, *(self.outcomes.get(name) for name in OUTCOME_FIELDS)], separators=(",", ":"))
 
 
+class _Packing:
+    """Waiting completions filling items under WAITING_ITEM_BYTES one by one, in order: how
+    many items they take is known after each, without packing them all again."""
+
+    def __init__(self, shard: str):
+        self.room = WAITING_ITEM_BYTES - WAITING_ITEM_OVERHEAD - len(shard.encode())
+        self.groups: list[list[Waiting]] = []
+        self.used = self.room
+
+    def _starts_item(self, size: int) -> bool:
+        return self.used + size > self.room
+
+    def items_with(self, entry: Waiting) -> int:
+        """How many items there would be with `entry` added."""
+        return len(self.groups) + self._starts_item(len(entry.row().encode()) + 1)
+
+    def add(self, entry: Waiting) -> None:
+        size = len(entry.row().encode()) + 1
+        if self._starts_item(size):
+            self.groups.append([])
+            self.used = 1
+        self.groups[-1].append(entry)
+        self.used += size
+
+
 def packed(shard: str, waiting: Sequence[Waiting]) -> list[list[Waiting]]:
     """The completions in groups whose items stay under WAITING_ITEM_BYTES, in order."""
-    room = WAITING_ITEM_BYTES - WAITING_ITEM_OVERHEAD - len(shard.encode())
-    groups: list[list[Waiting]] = []
-    used = room
+    packing = _Packing(shard)
     for entry in waiting:
-        size = len(entry.row().encode()) + 1
-        if used + size > room:
-            groups.append([])
-            used = 1
-        groups[-1].append(entry)
-        used += size
-    return groups
+        packing.add(entry)
+    return packing.groups
 
 
 def pack(waiting: Sequence[Waiting]) -> dict:
@@ -387,7 +405,7 @@ class EvaluationStore:
         """Consecutive completions whose writes fit one transaction, joined: (chunk, sums,
         pairs, waiting completions)."""
         chunk: list = []
-        sums, pairs, waiting = _Sums(), [], []
+        sums, pairs, waiting, packing = _Sums(), [], [], _Packing(shard)
         seen: set[str] = set()
         for i, pos, completion in todo:
             if completion.ride_id in seen:  # sent twice in one batch: counted once (it moves the mark)
@@ -398,14 +416,15 @@ class EvaluationStore:
             ride = rides.get(completion.ride_id)
             found = joined(ride, entry, now) if self.ready(ride, entry, now) else None
             # this chunk's items with it: its sums, the mark, and its waiting items
-            waits = [entry for _, entry in waiting] + ([entry] if found is None else [])
-            needed = sums.keys_after(found or []) + 1 + len(packed(shard, waits))
+            items = len(packing.groups) if found is not None else packing.items_with(entry)
+            needed = sums.keys_after(found or []) + 1 + items
             if chunk and needed > MAX_ACTIONS:
                 yield chunk, sums, pairs, waiting
-                chunk, sums, pairs, waiting = [], _Sums(), [], []
+                chunk, sums, pairs, waiting, packing = [], _Sums(), [], [], _Packing(shard)
             chunk.append((i, pos, completion))
             if found is None:
                 waiting.append((pos, entry))
+                packing.add(entry)
             else:
                 sums.add(found)
                 pairs += found
