@@ -69,7 +69,7 @@ def test_the_course_kinesis_test_event_shape(stack, monkeypatch):
 
     for key in ("MODEL_URI", "MODEL_VERSION", "PREDICTIONS_STREAM_NAME", "DEAD_LETTER_QUEUE_URL"):
         monkeypatch.setenv(key, stack["env"][key])
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
     course_event = {
         "Records": [
             {
@@ -91,7 +91,7 @@ def test_the_course_kinesis_test_event_shape(stack, monkeypatch):
         ]
     }
     response = handler_module.lambda_handler(course_event, FakeContext())
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
     assert response == {"batchItemFailures": []}
     by_ride = wait_for_rides(stack, {"256"}, timeout=10)
     [prediction] = by_ride["256"]

@@ -12,28 +12,17 @@ from dataclasses import asdict
 
 from aws_lambda_powertools import Logger
 
-from rides.stream.deadletter import DeadLetterSink, QueueSender
+from rides.stream.deadletter import QueueSender
 from rides.stream.decision import DecisionConfig, DecisionStore, process_predictions, sweep
 from rides.stream.publish import KinesisPublisher
-from rides.stream.runtime import Clients, deadline, function_name
-from rides.stream.runtime import handler_for as _handler_for
+from rides.stream.runtime import Invocation, StreamFunction
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-decisions"))
-_clients = Clients(("kinesis", "sqs", "dynamodb"))
 
 
-def lambda_handler(event, context):
-    return handle(event, context, os.environ)
-
-
-def handler_for(env: dict[str, str]):
-    """A handler configured from `env` (the local runner's way)."""
-    return _handler_for(handle, env)
-
-
-def handle(event, context, env):
-    config = DecisionConfig.from_env(env)
-    aws = _clients.of(function_name(context, env))
+def run(call: Invocation):
+    config = DecisionConfig.from_env(call.env)
+    aws = call.aws
     store = DecisionStore(aws["dynamodb"], config.table_name)
     publisher = KinesisPublisher(
         aws["kinesis"], config.decisions_stream_name, concurrency=2, aggregate=config.publish_aggregated
@@ -45,23 +34,24 @@ def handle(event, context, env):
         else None
     )
 
-    time_left = deadline(context)
-    if "Records" not in (event or {}):  # the schedule
-        result = asdict(sweep(config, store=store, publisher=publisher, reviews=reviews, time_left=time_left))
+    if call.scheduled:
+        result = asdict(sweep(config, store=store, publisher=publisher, reviews=reviews, time_left=call.time_left))
         logger.info("sweep", extra={"sweep": result})
         return result
-    dead_letters = DeadLetterSink(
-        aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
-    )
     response, report = process_predictions(
-        event["Records"],
+        call.records,
         config,
         store=store,
         publisher=publisher,
-        dead_letters=dead_letters,
+        dead_letters=call.dead_letters(config.dead_letter_queue_url),
         reviews=reviews,
-        time_left=time_left,
+        time_left=call.time_left,
         logger=logger,
     )
     logger.info("batch processed", extra={"batch": asdict(report)})
     return response
+
+
+function = StreamFunction(("kinesis", "sqs", "dynamodb"), run, logger=logger)
+lambda_handler = function.lambda_handler
+handler_for = function.handler_for  # configured from an env of its own (the local runner's way)

@@ -15,16 +15,13 @@ from dataclasses import asdict
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from rides.stream.deadletter import DeadLetterSink
 from rides.stream.evaluation.drift import PREDICTION, DriftCounter, load_reference
 from rides.stream.evaluation.service import EvaluationConfig, process_records, sweep
 from rides.stream.model import read_metadata
-from rides.stream.runtime import Clients, deadline, function_name
-from rides.stream.runtime import handler_for as _handler_for
+from rides.stream.runtime import Invocation, StreamFunction
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "ride-evaluation"))
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides")
-_clients = Clients(("sqs", "dynamodb"))
 _references: dict[str, dict] = {}
 
 
@@ -36,37 +33,24 @@ def _reference(uri: str | None) -> dict:
     return _references[uri]
 
 
-def lambda_handler(event, context):
-    return handle(event, context, os.environ)
-
-
-def handler_for(env: dict[str, str]):
-    """A handler configured from `env` (the local runner's way)."""
-    return _handler_for(handle, env)
-
-
-def handle(event, context, env):
-    config = EvaluationConfig.from_env(env)
-    aws = _clients.of(function_name(context, env))
+def run(call: Invocation):
+    config = EvaluationConfig.from_env(call.env)
+    env, aws, time_left = call.env, call.aws, call.time_left
     store = config.store(aws["dynamodb"])
     reference = _reference(config.drift_reference_uri)
     drift = DriftCounter(aws["dynamodb"], config.table_name, reference) if reference else None
-    time_left = deadline(context)
-    if "Records" not in (event or {}):  # the schedule
+    if call.scheduled:
         report = sweep(config, store=store, drift=drift, time_left=time_left, logger=logger)
         _emit(report, env)
         result = {"pairs": len(report.evaluated), "waiting": report.waiting}
         logger.info("sweep", extra={"sweep": result})
         return result
-    dead_letters = DeadLetterSink(
-        aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
-    )
     response, report = process_records(
-        event.get("Records", []),
+        call.records,
         config,
         store=store,
         drift=drift,
-        dead_letters=dead_letters,
+        dead_letters=call.dead_letters(config.dead_letter_queue_url),
         time_left=time_left,
         logger=logger,
     )
@@ -78,6 +62,11 @@ def handle(event, context, env):
         },
     )
     return response
+
+
+function = StreamFunction(("sqs", "dynamodb"), run, logger=logger)
+lambda_handler = function.lambda_handler
+handler_for = function.handler_for  # configured from an env of its own (the local runner's way)
 
 
 def _emit(report, env) -> None:

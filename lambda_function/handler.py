@@ -1,4 +1,5 @@
-"""AWS Lambda entry point: a thin adapter from the Kinesis event to `rides.stream.consumer`.
+"""AWS Lambda entry point of a model consumer: a thin adapter from the Kinesis event to
+`rides.stream.consumer` (`lambda_function.handler.lambda_handler`).
 
 Clients and the model are created once per container and reused across invocations.
 """
@@ -12,17 +13,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from rides.stream.consumer import ConsumerConfig, process_records
-from rides.stream.deadletter import DeadLetterSink
 from rides.stream.model import ModelLoadError, get_model
 from rides.stream.publish import KinesisPublisher
-from rides.stream.runtime import Clients, deadline, function_name
-from rides.stream.runtime import handler_for as _handler_for
+from rides.stream.runtime import Invocation, StreamFunction
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "rides-consumer"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "rides"))
-
-# AWS_ENDPOINT_URL (boto3's standard variable) points them at an emulator.
-_clients = Clients(("kinesis", "sqs"))
 
 
 def warm_up(env) -> bool:
@@ -51,35 +47,25 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("MODEL_URI"):
     gc.freeze()
 
 
-def lambda_handler(event, context):
-    return handle(event, context, os.environ)
-
-
-def handler_for(env: dict[str, str]):
-    """A handler reading its configuration from `env` (the local runner's several consumers)."""
-    return _handler_for(handle, env)
-
-
-def handle(event, context, env):
+def run(call: Invocation):
     # Read per invocation: the local runner changes MODEL_URI on promotion without a restart.
-    config = ConsumerConfig.from_env(env)
-    records = event.get("Records") or []
-    aws = _clients.of(function_name(context, env))
+    config = ConsumerConfig.from_env(call.env)
     publisher = (
         None
         if config.dry_run
         else KinesisPublisher(
-            aws["kinesis"],
+            call.aws["kinesis"],
             config.predictions_stream_name,
             concurrency=config.publish_concurrency,
             aggregate=config.publish_aggregated,
         )
     )
-    dead_letters = DeadLetterSink(
-        aws["sqs"] if config.dead_letter_queue_url else None, config.dead_letter_queue_url, logger=logger
-    )
     response, report = process_records(
-        records, config, publisher=publisher, dead_letters=dead_letters, time_left=deadline(context)
+        call.records,
+        config,
+        publisher=publisher,
+        dead_letters=call.dead_letters(config.dead_letter_queue_url),
+        time_left=call.time_left,
     )
     logger.info("batch processed", extra={"batch": report.as_dict(), "model_uri": config.model_uri})
     metrics.add_dimension(name="model", value=config.model_name)
@@ -102,3 +88,9 @@ def handle(event, context, env):
     # or a long-lived runner process accumulates every batch's metrics.
     metrics.clear_metrics()
     return response
+
+
+# AWS_ENDPOINT_URL (boto3's standard variable) points its clients at an emulator.
+function = StreamFunction(("kinesis", "sqs"), run, logger=logger)
+lambda_handler = function.lambda_handler
+handler_for = function.handler_for  # the local runner's several consumers, each from its own env

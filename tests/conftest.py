@@ -116,7 +116,7 @@ def consumer_stack(aws, onnx_model_dir, monkeypatch):
     from lambda_function import handler as handler_module
     from tests.helpers import upload_dir
 
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
     aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=1)
     dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
     uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
@@ -129,7 +129,7 @@ def consumer_stack(aws, onnx_model_dir, monkeypatch):
     }.items():
         monkeypatch.setenv(key, value)
     yield {**aws, "dlq": dlq, "uri": uri}
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
 
 
 def _postgres_binaries() -> Path | None:

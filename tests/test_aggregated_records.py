@@ -190,9 +190,9 @@ def decision(aws):
     aws["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     dlq = aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]
     env = {"DECISIONS_TABLE": "ride-decisions", "DECISIONS_STREAM_NAME": "ride-decisions", "DEAD_LETTER_QUEUE_URL": dlq}
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
     yield {**aws, "dlq": dlq, "handler": decision_handler.handler_for(env)}
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
 
 
 def test_the_decision_service_gives_each_ride_of_aggregated_predictions_one_decision_id_even_when_retried(decision):
@@ -226,9 +226,9 @@ def evaluation(aws):
         "DEAD_LETTER_QUEUE_URL": dlq,
         "POWERTOOLS_METRICS_DISABLED": "true",
     }
-    evaluation_handler._clients.clear()
+    evaluation_handler.function.clients.clear()
     yield {**aws, "dlq": dlq, "handler": evaluation_handler.handler_for(env)}
-    evaluation_handler._clients.clear()
+    evaluation_handler.function.clients.clear()
 
 
 def test_the_evaluation_joins_aggregated_completions_and_counts_a_retry_once(evaluation, monkeypatch):

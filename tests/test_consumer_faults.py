@@ -191,7 +191,7 @@ def test_every_call_of_the_lambda_clients_ends_within_the_reserve():
 def test_the_handler_builds_its_clients_with_the_bounded_configuration(stack):
     from rides.stream.aws import LAMBDA_CLIENT_CONFIG
 
-    client = handler_module._clients.of("ride-fare-consumer-stg")["kinesis"]
+    client = handler_module.function.clients.of("ride-fare-consumer-stg")["kinesis"]
     assert client.meta.config.read_timeout == LAMBDA_CLIENT_CONFIG.read_timeout
     assert client.meta.config.retries["total_max_attempts"] == 1
     # the calls name their function (CloudTrail, the local stack's request meter)

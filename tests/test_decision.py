@@ -49,7 +49,7 @@ def service(aws, monkeypatch):
         "REVIEW_QUEUE_URL": review,
         "DECISION_TIMEOUT_SECONDS": "60",
     }
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
     clock = Clock()
     monkeypatch.setattr("rides.stream.decision.service.time.time", clock)
     yield {
@@ -60,7 +60,7 @@ def service(aws, monkeypatch):
         "handler": decision_handler.handler_for(env),
         "clock": clock,
     }
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
 
 
 def send(service, predictions, start=1):

@@ -14,7 +14,7 @@ from tests.helpers import FakeContext, kinesis_event, kinesis_record, read_strea
 
 @pytest.fixture
 def stack(aws, onnx_model_dir, monkeypatch):
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
     aws["kinesis"].create_stream(StreamName="ride-predictions", ShardCount=2)
     dlq = aws["sqs"].create_queue(QueueName="ride-events-dlq")["QueueUrl"]
     uri = upload_dir(aws["s3"], onnx_model_dir, "rides-models-stg", "mlflow/1/models/m-abc/artifacts")
@@ -26,7 +26,7 @@ def stack(aws, onnx_model_dir, monkeypatch):
     # integration-test/ covers concurrency there).
     monkeypatch.setenv("PUBLISH_CONCURRENCY", "1")
     yield {**aws, "dlq": dlq, "uri": uri}
-    handler_module._clients.clear()
+    handler_module.function.clients.clear()
 
 
 def test_publishes_one_prediction_per_ride(stack):

@@ -103,7 +103,7 @@ def test_the_decision_services_role_allows_every_call_it_makes(aws, monkeypatch,
         "REVIEW_QUEUE_URL": review,
         "DECISION_TIMEOUT_SECONDS": "0",
     }
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
     handler = decision_handler.handler_for(env)
     predictions = [
         {"model": model, "version": "1", "prediction": {"ride_id": ride_id, field: minutes}}
@@ -116,7 +116,7 @@ def test_the_decision_services_role_allows_every_call_it_makes(aws, monkeypatch,
         handler({"Records": [kinesis_record(b"{poison", 9)]}, FakeContext())
         handler({"sweep": True}, FakeContext())  # the schedule: decides the rides still waiting for tips
     finally:
-        decision_handler._clients.clear()
+        decision_handler.function.clients.clear()
     assert {"dynamodb:Query", "kinesis:PutRecords", "sqs:SendMessage"} <= recorded
 
     service = named(load_dir(INFRA)["module"])["decision_service"]
@@ -187,7 +187,7 @@ def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypat
         "DEAD_LETTER_QUEUE_URL": dlq,
         "DRIFT_REFERENCE_URI": uri,
     }
-    evaluation_handler._clients.clear()
+    evaluation_handler.function.clients.clear()
     evaluation_handler._references.clear()
     handler = evaluation_handler.handler_for(env)
     from datetime import datetime
@@ -214,7 +214,7 @@ def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypat
         DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([later])
         assert handler({}, FakeContext())["pairs"] == 1  # the sweep joins the waiting one
     finally:
-        evaluation_handler._clients.clear()
+        evaluation_handler.function.clients.clear()
         evaluation_handler._references.clear()
     assert {
         "dynamodb:BatchGetItem",

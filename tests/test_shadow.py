@@ -48,7 +48,7 @@ def test_the_decision_service_never_decides_on_a_shadow_prediction(aws):
 
     boto3.client("dynamodb").create_table(**decisions_table_spec("ride-decisions"))
     aws["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
-    decision_handler._clients.clear()
+    decision_handler.function.clients.clear()
     handler = decision_handler.handler_for(
         {
             "DECISIONS_TABLE": "ride-decisions",
@@ -73,7 +73,7 @@ def test_the_decision_service_never_decides_on_a_shadow_prediction(aws):
         assert response == {"batchItemFailures": []}
         handler({"sweep": True}, FakeContext())  # the timeout is 0: anything collecting would be decided now
     finally:
-        decision_handler._clients.clear()
+        decision_handler.function.clients.clear()
     decisions = read_stream(aws["kinesis"], "ride-decisions")
     assert [d["ride_id"] for d in decisions] == ["a"]  # nothing for a ride only the shadow saw
     [decision] = decisions

@@ -1,8 +1,9 @@
-"""What every stream function's Lambda entry point shares: its AWS clients, its deadline, and
-how the local runner runs it from an environment of its own.
+"""What every stream function's Lambda entry point shares: its AWS clients, its deadline, its
+dead-letter sink, and how the local runner runs it from an environment of its own.
 
-The anchors' way (the course's `init()` factory, Powertools' one processor): the handlers in
-lambda_function/ are short adapters over this and their service's `process_*` function.
+The anchors' way (the course's `init()` factory, Powertools' one processor): a handler in
+lambda_function/ is one `StreamFunction` over a `run(invocation)` that builds its service from
+the invocation's environment and clients and calls its `process_*` function.
 
 - Clients are made once per function and kept for the container's life. A Lambda container
   runs one function; the local runner runs several in one process, so they are kept per
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from botocore.config import Config
 
 from rides.stream.aws import LAMBDA_CLIENT_CONFIG, RESERVE_SECONDS, lean_clients
+from rides.stream.deadletter import DeadLetterSink
 
 AGENT_TAG = "rides-function/"
 
@@ -72,3 +76,49 @@ def handler_for(handle: Callable, env: Mapping[str, str]) -> Callable:
         return handle(event, context, env)
 
     return handler
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call of a stream function: its event, its configuration's environment, its clients
+    and its deadline."""
+
+    event: Any
+    env: Mapping[str, str]
+    aws: Mapping[str, Any]
+    time_left: Callable[[], float]
+    logger: Any
+
+    @property
+    def scheduled(self) -> bool:
+        """Invoked by a schedule (no Kinesis records): a sweep, not a batch."""
+        return "Records" not in (self.event or {})
+
+    @property
+    def records(self) -> list:
+        return (self.event or {}).get("Records") or []
+
+    def dead_letters(self, queue_url: str | None) -> DeadLetterSink:
+        """The function's dead-letter sink; without a queue, dead letters go to the log in full."""
+        return DeadLetterSink(self.aws["sqs"] if queue_url else None, queue_url, logger=self.logger)
+
+
+class StreamFunction:
+    """A stream function's Lambda entry point: `lambda_handler` (the process environment) and
+    `handler_for(env)` (the local runner's), both calling `run(Invocation)` with the function's
+    clients for `services`, made once per function."""
+
+    def __init__(self, services: Iterable[str], run: Callable[[Invocation], Any], *, logger: Any):
+        self.clients = Clients(services)
+        self.run = run
+        self.logger = logger
+
+    def handle(self, event, context, env: Mapping[str, str]):
+        aws = self.clients.of(function_name(context, env))
+        return self.run(Invocation(event, env, aws, deadline(context), self.logger))
+
+    def lambda_handler(self, event, context):
+        return self.handle(event, context, os.environ)
+
+    def handler_for(self, env: Mapping[str, str]) -> Callable:
+        return handler_for(self.handle, env)
