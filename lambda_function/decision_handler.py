@@ -38,16 +38,8 @@ def run(call: Invocation):
         result = asdict(sweep(config, store=store, publisher=publisher, reviews=reviews, time_left=call.time_left))
         logger.info("sweep", extra={"sweep": result})
         return result
-    response, report = process_predictions(
-        call.records,
-        config,
-        store=store,
-        publisher=publisher,
-        dead_letters=call.dead_letters(config.dead_letter_queue_url),
-        reviews=reviews,
-        time_left=call.time_left,
-        logger=logger,
-    )
+    io = call.batch_io(config.dead_letter_queue_url) | {"reviews": reviews}
+    response, report = process_predictions(call.records, config, store=store, publisher=publisher, **io)
     logger.info("batch processed", extra={"batch": asdict(report)})
     return response
 

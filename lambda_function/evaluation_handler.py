@@ -45,15 +45,8 @@ def run(call: Invocation):
         result = {"pairs": len(report.evaluated), "waiting": report.waiting}
         logger.info("sweep", extra={"sweep": result})
         return result
-    response, report = process_records(
-        call.records,
-        config,
-        store=store,
-        drift=drift,
-        dead_letters=call.dead_letters(config.dead_letter_queue_url),
-        time_left=time_left,
-        logger=logger,
-    )
+    io = call.batch_io(config.dead_letter_queue_url)
+    response, report = process_records(call.records, config, store=store, drift=drift, **io)
     _emit(report, env)
     logger.info(
         "batch evaluated",

@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from rides.stream.consumer import ConsumerConfig, process_records
+from rides.stream.failures import Failure
 from rides.stream.model import ModelLoadError, get_model
 from rides.stream.publish import KinesisPublisher
 from rides.stream.runtime import Invocation, StreamFunction
@@ -61,11 +62,7 @@ def run(call: Invocation):
         )
     )
     response, report = process_records(
-        call.records,
-        config,
-        publisher=publisher,
-        dead_letters=call.dead_letters(config.dead_letter_queue_url),
-        time_left=call.time_left,
+        call.records, config, publisher=publisher, **call.batch_io(config.dead_letter_queue_url)
     )
     logger.info("batch processed", extra={"batch": report.as_dict(), "model_uri": config.model_uri})
     metrics.add_dimension(name="model", value=config.model_name)
@@ -79,7 +76,7 @@ def run(call: Invocation):
         ("Failed", report.failed),
         ("Retries", report.retries),
         # 1 for a batch the model could not serve (it loaded wrong or not at all): alarmed on.
-        ("ModelFaults", int(bool(report.errors.get("ModelFault") or report.errors.get("ModelLoadError")))),
+        ("ModelFaults", int(any(report.errors.get(code) for code in (Failure.MODEL_FAULT, Failure.MODEL_LOAD_ERROR)))),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=report.seconds)

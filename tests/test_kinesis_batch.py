@@ -22,3 +22,27 @@ def test_each_reported_record_counts_once_under_its_first_reason():
     assert dict(batch.errors) == {"ProvisionedThroughputExceededException": 2, "DeadlinePassed": 1}
     assert batch.failed == 3
     assert [f["itemIdentifier"] for f in batch.response()["batchItemFailures"]] == [f"{i:056d}" for i in (1, 2, 3)]
+
+
+def test_a_finished_batch_says_how_it_ended_in_counts_any_json_encoder_takes():
+    """Reasons are `Failure` members in the code; in the counts they are plain text, so orjson
+    (which refuses a str subclass as a key) logs them as the stdlib's json does."""
+    import orjson
+
+    from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.failures import Failure
+    from rides.stream.kinesis_batch import BatchCounts
+
+    batch = KinesisBatch([kinesis_record({"n": i}, i + 1) for i in range(3)] + [{"kinesis": {}}])
+    items = batch.parse(lambda raw: raw)
+    batch.report(items[:1], Failure.DEADLINE_PASSED)
+    batch.report(items[1:2], Failure.PUBLISH_FAILED)
+    outcome = batch.finish(DeadLetterSink(None, None))
+    assert outcome.dead_lettered == 1 and outcome.failed == 2
+    assert outcome.response == {"batchItemFailures": [{"itemIdentifier": f"{i:056d}"} for i in (1, 2)]}
+    assert all(type(code) is str for code in outcome.errors)
+    assert orjson.loads(orjson.dumps(outcome.errors)) == {"DeadlinePassed": 1, "PublishFailed": 1}
+
+    report = BatchCounts(errors={"ProvisionedThroughputExceededException": 3})
+    assert report.settle(outcome, besides=(Failure.PUBLISH_FAILED,)) == outcome.response
+    assert report == BatchCounts(1, 2, {"ProvisionedThroughputExceededException": 3, "DeadlinePassed": 1})

@@ -12,14 +12,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.events import ROLES, json_bytes, read_ride
+from rides.stream.failures import Failure
 from rides.stream.features import RideFeatures, features_from_events
-from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, as_deadline
+from rides.stream.kinesis_batch import BatchCounts, BatchRecord, KinesisBatch, as_deadline
 from rides.stream.model import LoadedModel, ModelLoadError, get_model
 from rides.stream.publish import KinesisPublisher
 
@@ -86,19 +87,16 @@ def _role(role: str) -> str:
 
 
 @dataclass
-class BatchReport:
+class BatchReport(BatchCounts):
     """Per-batch numbers: logged and emitted as metrics by the handler."""
 
     records: int = 0  # Kinesis records in the event
     user_records: int = 0  # of which, rides that came inside KPL-aggregated records
     predicted: int = 0
     published: int = 0
-    dead_lettered: int = 0
-    failed: int = 0
     retries: int = 0
     model_version: str | None = None
     seconds: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -202,11 +200,12 @@ def process_records(
     dead_letters: DeadLetterSink,
     time_left: Callable[[], float] | None = None,
     load_model: Callable[..., LoadedModel] = get_model,
+    logger: logging.Logger | None = None,
 ) -> tuple[dict, BatchReport]:
     started = time.perf_counter()
     deadline = as_deadline(time_left)
     report = BatchReport(records=len(records))
-    batch = KinesisBatch(records, logger=log)
+    batch = KinesisBatch(records, logger=logger or log)
     with _cycle_collection_paused():
         valid = batch.parse(read_ride)
 
@@ -231,18 +230,12 @@ def process_records(
         report.retries += result.retries
         for code, n in result.errors.items():
             report.errors[code] = report.errors.get(code, 0) + n
-        batch.report((out_items[i] for i in result.failed), "PublishFailed")
+        batch.report((out_items[i] for i in result.failed), Failure.PUBLISH_FAILED)
 
-    batch.send_dead_letters(dead_letters, deadline)
-    if batch.errors.get("DeadLetterUndelivered"):
-        report.errors["DeadLetterUndelivered"] = batch.errors["DeadLetterUndelivered"]
-    for code in ("ModelLoadError", "ModelFault"):
-        if batch.errors.get(code):
-            report.errors[code] = batch.errors[code]
-    report.dead_lettered = batch.dead_lettered
-    report.user_records = batch.user_records
-    response: dict = dict(batch.response())
-    report.failed = batch.failed
+    outcome = batch.finish(dead_letters, deadline)
+    # The publisher counted its failures by AWS's error codes above, not as PublishFailed again.
+    response: dict = dict(report.settle(outcome, besides=(Failure.PUBLISH_FAILED,)))
+    report.user_records = outcome.user_records
     report.seconds = time.perf_counter() - started
     if config.dry_run:
         response["predictions"] = predictions
@@ -271,7 +264,7 @@ def _model_fault(
     config: ConsumerConfig,
     cause: BaseException | None = None,
 ) -> None:
-    code = "ModelLoadError" if isinstance(exc, ModelLoadError) else "ModelFault"
+    code = Failure.MODEL_LOAD_ERROR if isinstance(exc, ModelLoadError) else Failure.MODEL_FAULT
     batch.report(valid, code)
     key = f"{config.model_uri}:{exc}"
     if key not in _model_faults_logged:

@@ -30,10 +30,12 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from rides.stream.deadletter import DeadLetter, DeadLetterSink
 from rides.stream.events import InvalidEvent
+from rides.stream.failures import Failure
 from rides.stream.kpl import MAGIC, MAGIC_BASE64_PREFIX, AggregateError, deaggregate
 
 log = logging.getLogger("rides.stream.batch")
@@ -45,6 +47,36 @@ class BatchItemFailure(TypedDict):
 
 class PartialBatchResponse(TypedDict):
     batchItemFailures: list[BatchItemFailure]
+
+
+@dataclass
+class BatchCounts:
+    """What every service's batch report says of how its batch ended (logged, and the
+    consumer's metrics)."""
+
+    dead_lettered: int = 0  # records sent to the dead-letter queue with their reason
+    failed: int = 0  # records named in batchItemFailures (Lambda hands them back)
+    errors: dict[str, int] = field(default_factory=dict)  # why records were reported → how many
+
+    def settle(self, outcome: BatchOutcome, *, besides: Iterable[str] = ()) -> PartialBatchResponse:
+        """Take the batch's ending into the report (its errors but `besides`); → Lambda's answer."""
+        self.dead_lettered, self.failed = outcome.dead_lettered, outcome.failed
+        left_out = set(besides)
+        for code, n in outcome.errors.items():
+            if code not in left_out:
+                self.errors[code] = self.errors.get(code, 0) + n
+        return outcome.response
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """How a batch ended: Lambda's partial batch response and the counts behind it."""
+
+    response: PartialBatchResponse
+    dead_lettered: int
+    failed: int
+    errors: dict[str, int]
+    user_records: int  # records that came inside KPL-aggregated ones
 
 
 class BatchRecord:
@@ -220,7 +252,7 @@ class KinesisBatch:
         for item in items:
             if item.position not in self.reported:
                 self.reported[item.position] = item
-                self.errors[code] += 1
+                self.errors[str(code)] += 1  # plain text: a Failure member as a key breaks orjson
 
     def log_unexpected(self, exc: BaseException, doing: str, items: Sequence[BatchRecord] = ()) -> None:
         """The traceback of an error our code did not expect, once per batch and cause, with
@@ -249,7 +281,7 @@ class KinesisBatch:
             time_left,
         )
         self.dead_lettered = len(self.letters) - len(undelivered)
-        self.report((self.letters[i][0] for i in undelivered), "DeadLetterUndelivered")
+        self.report((self.letters[i][0] for i in undelivered), Failure.DEAD_LETTER_UNDELIVERED)
 
     def stream_name(self, item: BatchRecord) -> str:
         """The name of the stream a record was read from (its event's eventSourceARN), or ""."""
@@ -265,6 +297,11 @@ class KinesisBatch:
         return {**item.source(), "stream_arn": stream_arn if isinstance(stream_arn, str) else None}
 
     # -- the answer ---------------------------------------------------------------------------
+    def finish(self, dead_letters: DeadLetterSink, time_left: Callable[[], float] | None = None) -> BatchOutcome:
+        """Deliver the dead letters (those undelivered are reported), then the batch's outcome."""
+        self.send_dead_letters(dead_letters, time_left)
+        return BatchOutcome(self.response(), self.dead_lettered, self.failed, dict(self.errors), self.user_records)
+
     def response(self) -> PartialBatchResponse:
         """Lambda resumes from the lowest reported sequence number."""
         missing = [item.position for item in self.reported.values() if not item.sequence_number]

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from rides.stream.aws import list_shards
+from rides.stream.failures import Failure
 from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_RECORDS_PER_CALL = 500
@@ -86,6 +87,7 @@ class PublishResult:
     kinesis_records: int = 0  # Kinesis records the sent ones took (fewer when aggregated)
 
     def count(self, code: str, n: int = 1) -> None:
+        code = str(code)  # plain text: a Failure member as a key breaks orjson
         self.errors[code] = self.errors.get(code, 0) + n
 
 
@@ -197,7 +199,7 @@ class KinesisPublisher:
                 if time_left is not None and time_left() <= 0:
                     # No call may start that could outlast the invocation (rides.stream.aws).
                     result.failed.extend(wave)
-                    result.count("DeadlinePassed", len(wave))
+                    result.count(Failure.DEADLINE_PASSED, len(wave))
                     break
                 result.retries += sum(1 for i in wave if i in failed_before)
                 outcome, fatal = self._send_wave(records, wave, sizes, pool, result)

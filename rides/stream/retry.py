@@ -19,6 +19,7 @@ RETRYABLE_CODES = frozenset(
         "ProvisionedThroughputExceededException",
         "LimitExceededException",
         "ThrottlingException",
+        "RequestLimitExceeded",  # DynamoDB: the account's throughput limit
         "Throttling",
         "RequestThrottled",
         "KMSThrottlingException",

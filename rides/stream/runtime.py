@@ -102,6 +102,11 @@ class Invocation:
         """The function's dead-letter sink; without a queue, dead letters go to the log in full."""
         return DeadLetterSink(self.aws["sqs"] if queue_url else None, queue_url, logger=self.logger)
 
+    def batch_io(self, queue_url: str | None) -> dict[str, Any]:
+        """What every service's `process_*` takes from the invocation besides its records and
+        its own parts: the dead-letter sink, the deadline and the logger."""
+        return {"dead_letters": self.dead_letters(queue_url), "time_left": self.time_left, "logger": self.logger}
+
 
 class StreamFunction:
     """A stream function's Lambda entry point: `lambda_handler` (the process environment) and

@@ -10,7 +10,8 @@ from rides.stream.decision.service import (
     process_predictions,
     sweep,
 )
-from rides.stream.decision.store import DUE_INDEX, INDEX_SHARDS, DecisionStore, RideState, StoreUnavailable
+from rides.stream.decision.store import DUE_INDEX, INDEX_SHARDS, DecisionStore, RideState
+from rides.stream.failures import StoreUnavailable
 
 __all__ = [
     "DEFAULT_REQUIRED_MODELS",

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field, replace
 
 from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
-from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, StoreUnavailable, is_watch
+from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, is_watch
 from rides.stream.events import PredictionIn, json_bytes, read_prediction
-from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
+from rides.stream.failures import Failure, StoreUnavailable
+from rides.stream.kinesis_batch import BatchCounts, BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
 from rides.stream.publish import KinesisPublisher
 
 log = logging.getLogger("rides.stream.decision")
@@ -139,16 +140,13 @@ def decided(state: RideState, config: DecisionConfig, reason: str, now: float, *
 
 # -- the stream ---------------------------------------------------------------------------------
 @dataclass
-class DecisionReport:
+class DecisionReport(BatchCounts):
     records: int = 0
     stored: int = 0  # rides written
     decided: int = 0
     published: int = 0
     queued_for_review: int = 0
-    dead_lettered: int = 0
-    failed: int = 0
     conflicts: int = 0  # writes that lost a race and merged again
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def process_predictions(
@@ -193,14 +191,9 @@ def process_predictions(
         if state.status == DECIDED and ride_id in production and state.decision.get("reason") != "timeout"
     ]
     failed = _publish(todo, store, publisher, deadline, report, reviews)
-    batch.report((item for ride_id in failed for item in by_ride[ride_id]), "PublishFailed")
+    batch.report((item for ride_id in failed for item in by_ride[ride_id]), Failure.PUBLISH_FAILED)
 
-    batch.send_dead_letters(dead_letters, deadline)
-    report.dead_lettered = batch.dead_lettered
-    report.errors.update(batch.errors)
-    response = batch.response()
-    report.failed = batch.failed
-    return response, report
+    return report.settle(batch.finish(dead_letters, deadline)), report
 
 
 def _save_new(
@@ -377,7 +370,7 @@ def sweep(
         try:
             watches = store.watched([key for key in keys if is_watch(key)], deadline)
         except StoreUnavailable as exc:
-            if exc.code != "DeadlinePassed":
+            if exc.code != Failure.DEADLINE_PASSED:
                 raise  # the table is gone or refuses us: an error the function's alarm sees
             break
         for indexed, some in _groups([key for key in keys if not is_watch(key)], watches):
@@ -413,7 +406,7 @@ def _sweep_rides(indexed, watches, config, store, publisher, reviews, now, deadl
     try:
         states = store.get_many([*indexed, *sorted(watched)], deadline)
     except StoreUnavailable as exc:
-        if exc.code != "DeadlinePassed":
+        if exc.code != Failure.DEADLINE_PASSED:
             raise  # the table is gone or refuses us: an error the function's alarm sees
         return False
     overdue = [

@@ -48,6 +48,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rides.stream.failures import Failure, StoreUnavailable
 from rides.stream.kinesis_batch import Deadline, as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
@@ -56,10 +57,6 @@ INDEX_SHARDS = 8
 # Conditional writes in flight at once (boto3 clients are thread-safe): a batch of 500
 # predictions touches up to 500 rides, ~5 ms a write inside a region.
 WRITE_CONCURRENCY = 8
-# Error codes of a write that may pass on a later try (besides what rides.stream.retry calls retryable).
-RETRYABLE = frozenset(
-    {"Retryable", "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
 
 COLLECTING, DECIDED, PUBLISHED = "collecting", "decided", "published"
 # A watch item's key: longer than any ride id (a ride id is a Kinesis partition key, at most
@@ -94,14 +91,6 @@ def is_watch(key: str) -> bool:
 
 def due_shard(key: str) -> str:
     return str(zlib.crc32(key.encode()) % INDEX_SHARDS)
-
-
-class StoreUnavailable(RuntimeError):
-    """The table could not be read in the time left (throttled, missing, unreachable)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -227,7 +216,7 @@ class DecisionStore:
             backoff = self.backoff(time_left=deadline)
             while todo:
                 if deadline.passed:
-                    raise StoreUnavailable("DeadlinePassed", f"{len(todo)} {what} not read before the deadline")
+                    raise StoreUnavailable(Failure.DEADLINE_PASSED, f"{len(todo)} {what} not read before the deadline")
                 try:
                     response = self.client.batch_get_item(
                         RequestItems={self.table_name: {"Keys": todo, "ConsistentRead": consistent}}
@@ -239,7 +228,7 @@ class DecisionStore:
                 items += response["Responses"].get(self.table_name, [])
                 todo = (response.get("UnprocessedKeys") or {}).get(self.table_name, {}).get("Keys", [])
                 if todo and not backoff.wait():  # throttled: wait, never resend in a hot loop
-                    raise StoreUnavailable("UnprocessedKeys", f"{len(todo)} {what} unread after retries")
+                    raise StoreUnavailable(Failure.UNPROCESSED_KEYS, f"{len(todo)} {what} unread after retries")
         return items
 
     def due(self, now: float, time_left: Callable[[], float] | None = None, page: int = 100) -> Iterator[list[str]]:
@@ -355,7 +344,7 @@ class DecisionStore:
         with ThreadPoolExecutor(max(1, min(WRITE_CONCURRENCY, len(pending)))) as pool:
             while pending:
                 if deadline.passed:
-                    outcome.failed.update(dict.fromkeys(pending, "DeadlinePassed"))
+                    outcome.failed.update(dict.fromkeys(pending, Failure.DEADLINE_PASSED))
                     break
                 retry: list[str] = []
                 for ride_id, error in zip(
@@ -365,26 +354,25 @@ class DecisionStore:
                         outcome.written.append(stored[ride_id])
                     elif error == "ConditionalCheckFailedException":
                         outcome.conflicts.append(ride_id)
-                    elif error in RETRYABLE:
+                    elif error == Failure.RETRYABLE:
                         retry.append(ride_id)
                     else:
                         outcome.failed[ride_id] = error
                 if retry and not backoff.wait():  # throttled: wait, never resend in a hot loop
-                    outcome.failed.update(dict.fromkeys(retry, "RetriesExhausted"))
+                    outcome.failed.update(dict.fromkeys(retry, Failure.RETRIES_EXHAUSTED))
                     retry = []
                 pending = retry
         return outcome
 
     def _write_one(self, action: dict) -> str | None:
-        """None when stored, else the error code (RETRYABLE ones may pass on a later try)."""
+        """None when stored, else the error code (Failure.RETRYABLE: may pass on a later try)."""
         kind, request = next(iter(action.items()))
         try:
             getattr(self.client, {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind])(**request)
         except ClientError as exc:
-            code = error_code(exc)
-            return "Retryable" if is_retryable(exc) and code not in RETRYABLE else code
+            return Failure.RETRYABLE if is_retryable(exc) else error_code(exc)
         except BotoCoreError:  # a connection or read timeout: the write may be retried
-            return "Retryable"
+            return Failure.RETRYABLE
         return None
 
 

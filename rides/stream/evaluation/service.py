@@ -42,7 +42,7 @@ from rides.stream.events import (
     validate_event,
 )
 from rides.stream.features import features_from_events
-from rides.stream.kinesis_batch import BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
+from rides.stream.kinesis_batch import BatchCounts, BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
 
 log = logging.getLogger("rides.stream.evaluation")
 
@@ -106,7 +106,7 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 @dataclass
-class EvaluationReport:
+class EvaluationReport(BatchCounts):
     records: int = 0
     predictions: int = 0
     completions: int = 0
@@ -115,9 +115,6 @@ class EvaluationReport:
     waiting: int = 0  # completions that came before their ride's decision (the sweep joins them)
     repeated: int = 0  # completions counted before (a redelivery)
     drift: dict[str, float] = field(default_factory=dict)  # feature or "prediction" → PSI this hour
-    dead_lettered: int = 0
-    failed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
     def summaries(self) -> dict[tuple[str, str, str], Summary]:
         """(model, version, role) → the figures of this batch's new pairs (the metrics)."""
@@ -180,12 +177,7 @@ def process_records(
     if drift is not None:
         report.drift = _drift(drift, rides, report.evaluated, config, now, logger or log)
 
-    batch.send_dead_letters(dead_letters, deadline)
-    report.dead_lettered = batch.dead_lettered
-    report.errors.update(batch.errors)
-    response = batch.response()
-    report.failed = batch.failed
-    return response, report
+    return report.settle(batch.finish(dead_letters, deadline)), report
 
 
 def sweep(

@@ -48,9 +48,10 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rides.stream.decision.store import DecisionStore, RideState, StoreUnavailable
+from rides.stream.decision.store import DecisionStore, RideState
 from rides.stream.evaluation.metrics import Summary
 from rides.stream.events import OUTCOME_FIELDS, RideCompleted
+from rides.stream.failures import Failure, StoreUnavailable
 from rides.stream.kinesis_batch import as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
@@ -69,7 +70,6 @@ SWEEP_READ_ITEMS = 10  # waiting items whose rides one BatchGetItem reads (100 k
 TRACE_PREFIX = "smoke-"  # rides the smoke test sends: their join is kept, per ride
 SUMS_DAYS = 30  # how long an hour's sums are kept (TTL)
 TRACE_DAYS = 7
-RETRYABLE = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
 
 Position = tuple[int, int]  # (sequence number, sub-sequence number) in a shard
 
@@ -185,12 +185,6 @@ class SweepOutcome:
     expired: int = 0  # waiting completions whose ride never got a decision within the window
     waiting: int = 0  # still waiting
     conflicts: int = 0  # waiting items someone else resolved meanwhile
-
-
-class EvaluationUnavailable(RuntimeError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def _hour(epoch: float) -> str:
@@ -370,7 +364,7 @@ class EvaluationStore:
                 todo = [(i, pos, c) for i, (pos, c) in left if pos is None or mark is None or pos > mark]
                 outcome.repeated += len(left) - len(todo)
                 rides = self._rides([c.ride_id for _, _, c in todo], deadline)
-            except EvaluationUnavailable as exc:
+            except StoreUnavailable as exc:
                 outcome.failed = {i: exc.code for i, _ in left}
                 return outcome
             left = [(i, (pos, c)) for i, pos, c in todo]
@@ -385,7 +379,7 @@ class EvaluationStore:
                 if positions:
                     actions.append(self._mark_put(shard, mark, positions[-1]))
                 code = self._transact(actions, deadline)
-                if code == "Conflict":  # only the mark has a condition here
+                if code == Failure.CONFLICT:  # only the mark has a condition here
                     moved = True
                     break
                 if code is not None:  # this chunk and every later one go with the retry
@@ -437,7 +431,7 @@ class EvaluationStore:
         try:
             return self.decisions.get_many(ride_ids, deadline, consistent=False)
         except StoreUnavailable as exc:
-            raise EvaluationUnavailable(exc.code, f"reading the rides' predictions: {exc}") from exc
+            raise StoreUnavailable(exc.code, f"reading the rides' predictions: {exc}") from exc
 
     def _mark(self, shard: str) -> Position | None:
         try:
@@ -447,7 +441,7 @@ class EvaluationStore:
                 ConsistentRead=True,
             ).get("Item")
         except (ClientError, BotoCoreError) as exc:
-            raise EvaluationUnavailable(error_code(exc), f"reading the mark of {shard}: {exc}") from exc
+            raise StoreUnavailable(error_code(exc), f"reading the mark of {shard}: {exc}") from exc
         return _position_of(item["position"]["S"]) if item else None
 
     def _mark_put(self, shard: str, before: Position | None, after: Position) -> dict:
@@ -479,13 +473,13 @@ class EvaluationStore:
 
     def _transact(self, actions: list[dict], deadline) -> str | None:
         """One transaction, again with backoff while it is throttled or races another one.
-        → None when written, "Conflict" when one of its conditions failed, else the code."""
+        → None when written, Failure.CONFLICT when one of its conditions failed, else the code."""
         if not actions:
             return None
         backoff = self.backoff(time_left=deadline)
         while True:
             if deadline.passed:
-                return "DeadlinePassed"
+                return Failure.DEADLINE_PASSED
             try:
                 self.client.transact_write_items(TransactItems=actions)
                 return None
@@ -494,16 +488,16 @@ class EvaluationStore:
                 response = getattr(exc, "response", None) or {}
                 reasons = {r.get("Code") for r in response.get("CancellationReasons", [])} - {None, "None"}
                 if "ConditionalCheckFailed" in reasons:
-                    return "Conflict"
+                    return Failure.CONFLICT
                 # two transactions on one sums item at once: DynamoDB cancels one; it goes again
                 racing = code == "TransactionCanceledException" and reasons <= {
                     "TransactionConflict",
                     "ThrottlingError",
                 }
-                if not (racing or code in RETRYABLE or is_retryable(exc)):
+                if not (racing or is_retryable(exc)):
                     return code
                 if not backoff.wait():
-                    return "RetriesExhausted"
+                    return Failure.RETRIES_EXHAUSTED
 
     # -- the sweep: completions that came before their ride's decision -------------------------
     def sweep(self, *, now: float, time_left: Callable[[], float] | None = None) -> SweepOutcome:
@@ -529,7 +523,7 @@ class EvaluationStore:
                     out.waiting += len(keep)
                 else:  # resolved by a sweep racing this one, or not written: the next sweep looks again
                     out.waiting += len(entries)
-            out.conflicts += code == "Conflict"
+            out.conflicts += code == Failure.CONFLICT
             sums, group = _Sums(), []
 
         items = self._query("waiting")
@@ -540,7 +534,7 @@ class EvaluationStore:
                 continue
             try:
                 rides = self._rides([w.ride_id for _, entries in page for w in entries], deadline)
-            except EvaluationUnavailable:
+            except StoreUnavailable:
                 out.waiting += sum(len(entries) for _, entries in page)
                 continue
             for item, entries in page:
