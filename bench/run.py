@@ -291,8 +291,8 @@ def main() -> None:
     from rides.data import read_trips
     from rides.local.backend import LOCAL_ENV, stop_process
     from rides.local.stack import create_resources, start_emulator
+    from rides.models.training import train
     from rides.settings import StackNames
-    from rides.training import train
 
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -129,7 +129,7 @@ def run(model_dir: Path) -> dict:
     lua = Path(tempfile.mkdtemp()) / "post.lua"
     lua.write_text(LUA.replace("{key}", BENCH_KEY))
     from rides.local.backend import LOCAL_ENV
-    from rides.web_auth import digest
+    from rides.web.auth import digest
 
     # No AWS needed for the quick answer: fake credentials, an endpoint where nothing listens.
     env = {

@@ -426,7 +426,7 @@ locals {
     decisions   = { arn = module.decisions_stream.arn, name = module.decisions_stream.name }
     completions = { arn = module.completions_stream.arn, name = module.completions_stream.name }
   }
-  # rides/archive.py COLUMNS, the same names and Glue types (tests/test_infra.py checks).
+  # rides/operate/archive.py COLUMNS, the same names and Glue types (tests/test_infra.py checks).
   archive_columns = {
     predictions = [
       { name = "model", type = "string" },

@@ -120,9 +120,9 @@ def model_dirs(onnx_model_dir, trips, tmp_path_factory):  # noqa: F811
     and tip models trained on the same trips."""
     import mlflow.onnx
 
+    from rides.models.training import train
     from rides.settings import CONSUMERS
     from rides.stream.features import NUMERIC_FEATURES
-    from rides.training import train
 
     dirs = {"ride-duration": onnx_model_dir}
     for spec in CONSUMERS.values():
@@ -176,8 +176,8 @@ def localstack(request, emulator):
 @pytest.fixture
 def promoted_everywhere(stack, all_model_uris, monkeypatch):
     """What `rides promote` leaves for the local runners: one control file per model."""
-    from rides.promote import roll_out_local
-    from rides.registry import Registered
+    from rides.models.promote import roll_out_local
+    from rides.models.registry import Registered
 
     monkeypatch.setenv("RIDES_HOME", stack["env"]["RIDES_HOME"])
     for name, uri in all_model_uris.items():

@@ -109,7 +109,7 @@ def test_the_web_request_is_signed_as_a_function_url_with_iam_auth_requires(monk
     import hmac
     from urllib.parse import urlsplit
 
-    from rides import smoke as smoke_module
+    from rides.operate import smoke as smoke_module
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")

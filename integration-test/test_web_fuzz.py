@@ -18,7 +18,7 @@ import pytest
 
 from rides.local.backend import LOCAL_ENV, clients, free_port
 from rides.local.stack import decisions_table_spec
-from rides.web_auth import new_key
+from rides.web.auth import new_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from datetime import date
 
-from rides.database import database_url as configured_database_url
-from rides.incremental_scoring import score_new_rides
-from rides.scoring import month_range, score
+from rides.batch.database import database_url as configured_database_url
+from rides.batch.incremental import score_new_rides
+from rides.batch.scoring import month_range, score
 from rides.stream.model import get_model
 
 # Lambda may only write under /tmp: downloads and local state go there.

@@ -29,7 +29,7 @@ class ConsumerSpec:
 
     @property
     def control_name(self) -> str:
-        """Which promotion it serves (rides.promote.local_control_file)."""
+        """Which promotion it serves (rides.models.promote.local_control_file)."""
         return self.model_name if self.role == "production" else f"{self.model_name}@{self.role}"
 
 

@@ -112,7 +112,7 @@ def the_calls(env: str) -> list[tuple[str, str, dict]]:
         # terraform's state
         ("s3:ListBucket", f"arn:aws:s3:::rides-terraform-state-{ACCOUNT}-{REGION}", {}),
         ("s3:PutObject", f"arn:aws:s3:::rides-terraform-state-{ACCOUNT}-{REGION}/rides/{env}/terraform.tfstate", {}),
-        # rides release (rides/release.py): the aliases, through CodeDeploy
+        # rides release (rides/models/release.py): the aliases, through CodeDeploy
         ("lambda:GetAlias", f"{function}:live", {}),
         ("lambda:UpdateAlias", f"{function}:live", {}),
         (
@@ -126,7 +126,7 @@ def the_calls(env: str) -> list[tuple[str, str, dict]]:
             {},
         ),
         ("codedeploy:GetDeploymentConfig", "*", {}),
-        # rides smoke (rides/smoke.py)
+        # rides smoke (rides/operate/smoke.py)
         ("kinesis:PutRecord", arn("kinesis", f"stream/ride-events-{env}"), {}),
         ("kinesis:PutRecord", arn("kinesis", f"stream/ride-completions-{env}"), {}),
         ("kinesis:GetRecords", arn("kinesis", f"stream/ride-predictions-{env}"), {}),

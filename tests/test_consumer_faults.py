@@ -93,7 +93,7 @@ def test_the_web_service_answers_422_to_a_pickup_time_past_year_9999(onnx_model_
     import orjson
 
     from rides.stream.model import load_model
-    from rides.web import RideService
+    from rides.web.service import RideService
 
     service = RideService(load_model(str(onnx_model_dir)))
     status, body = asyncio.run(service.answer(orjson.dumps(ride(1, lpep_pickup_datetime=FAR_FUTURE))))

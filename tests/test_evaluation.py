@@ -397,8 +397,8 @@ def test_drift_is_zero_on_the_reference_and_large_on_a_shifted_sample(aws):
 def test_the_archive_has_the_terraform_layout_and_gives_the_live_figures(aws, store):
     """rides archive (what Firehose does on AWS) writes parquet by arrival hour with the Glue
     columns; the evaluation recomputed from it equals the live one."""
-    from rides.archive import COLUMNS, evaluate_archive, read_archive, schema
     from rides.local.archiver import archive_streams
+    from rides.operate.archive import COLUMNS, evaluate_archive, read_archive, schema
 
     aws["s3"].create_bucket(Bucket="rides-models-stg")
     for stream in ("ride-predictions", "ride-decisions", "ride-completions"):

@@ -17,10 +17,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from rides.database import create_engine
-from rides.incremental_scoring import Watermarks, parse_period, run_every, score_new_rides
-from rides.ride_source import RidesTable, load_rides
-from rides.scoring import PredictionTable
+from rides.batch.database import create_engine
+from rides.batch.incremental import Watermarks, parse_period, run_every, score_new_rides
+from rides.batch.ride_source import RidesTable, load_rides
+from rides.batch.scoring import PredictionTable
 from rides.stream.model import load_model
 
 MONTH = "2021-02"

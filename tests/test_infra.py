@@ -337,7 +337,7 @@ def test_the_decision_mapping_batches_as_long_as_the_local_runner_does():
 
 
 def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
-    from rides.archive import COLUMNS
+    from rides.operate.archive import COLUMNS
     from rides.stream.evaluation.service import EvaluationConfig
 
     blocks = named(load_dir(INFRA)["module"])
@@ -363,7 +363,7 @@ def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     assert infra_locals["stream_consumers"] == "${merge(local.consumers, local.shadow_consumers)}"
     assert {c["role"] for c in infra_locals["consumers"].values()} == {"production"}
     # which model the shadow serves: the plan (test_terraform_validate.py), not this text
-    # the archive's columns are rides/archive.py's
+    # the archive's columns are rides/operate/archive.py's
     columns = locals_of(INFRA)["archive_columns"]
     assert {kind: [(c["name"], c["type"]) for c in cols] for kind, cols in columns.items()} == COLUMNS
     # the drift alarm against the metric the handler emits: test_terraform_validate.py (the plan)
@@ -579,7 +579,7 @@ def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read
         ["${one(aws_secretsmanager_secret.api_keys[*].arn)}"],
     )
     # Server-sent events stream through the URL; the function outlives the longest wait.
-    from rides.web import MAX_WAIT_SECONDS
+    from rides.web.schema import MAX_WAIT_SECONDS
 
     assert url["invoke_mode"] == "RESPONSE_STREAM"
     assert "AWS_LWA_INVOKE_MODE" in function["environment"] and "response_stream" in function["environment"]
@@ -594,7 +594,8 @@ def test_the_web_service_answers_signed_requests_only_and_may_put_rides_and_read
 
 def test_the_web_service_gets_exactly_what_the_web_app_reads():
     web = named(load_dir(INFRA)["module"])["web_service"]
-    source = (ROOT / "rides" / "web.py").read_text() + (ROOT / "rides" / "serving.py").read_text()
+    source = "".join(p.read_text() for p in (ROOT / "rides" / "web").glob("*.py"))
+    source += (ROOT / "rides" / "models" / "serving.py").read_text()
     # The model (MODEL_URI wins over the registry) and the two names the app looks up.
     assert set(web["environment"]) == {
         "MODEL_URI",
@@ -691,12 +692,12 @@ def test_the_releases_output_covers_every_function():
 
 # -- the batch job's database ---------------------------------------------------------------------
 def test_the_batch_job_gets_the_databases_address_and_secret_never_a_credential():
-    from rides import database
+    from rides.batch import database
 
     job = INFRA / "modules" / "batch_job"
     function = named(load_dir(job)["module"])["function"]
     variables_expr = function["environment"]
-    # The names the code reads (rides/database.py), from the database module's connection output.
+    # The names the code reads (rides/batch/database.py), from the database module's connection output.
     for name, field in (
         (database.HOST, "host"),
         (database.PORT, "port"),

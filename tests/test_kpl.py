@@ -180,7 +180,7 @@ def test_the_archive_holds_each_ride_of_an_aggregated_completion_record():
     import boto3
     from moto import mock_aws
 
-    from rides.archive import read_archive, write_archive
+    from rides.operate.archive import read_archive, write_archive
     from rides.stream.events import completion_json
 
     completions = [

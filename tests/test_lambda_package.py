@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = {
     "lambda_function/Dockerfile": "lambda_function.handler.lambda_handler",
     "lambda_function/Dockerfile.batch": "lambda_function.scoring_handler.lambda_handler",
-    "web/Dockerfile": "rides.web.main",
+    "web/Dockerfile": "rides.web.__main__.main",
 }
 # Other entry points an image serves (Terraform overrides the command)
 ALSO_SERVES = {"lambda_function/Dockerfile": ["lambda_function.decision_handler.lambda_handler"]}
@@ -46,7 +46,10 @@ def test_the_handler_it_names_exists(dockerfile):
     text = (ROOT / dockerfile).read_text()
     lambda_cmd = re.findall(r'CMD \["([\w.]+)"\]', text)
     module_cmd = re.findall(r'CMD \["python", "-m", "([\w.]+)"\]', text)
-    cmd = lambda_cmd[0] if lambda_cmd else f"{module_cmd[0]}.main"
+    # `python -m pkg` runs pkg/__main__.py: its `main`
+    package = module_cmd and (ROOT / module_cmd[0].replace(".", "/")).is_dir()
+    main_module = module_cmd and module_cmd[0] + (".__main__" if package else "")
+    cmd = lambda_cmd[0] if lambda_cmd else f"{main_module}.main"
     module, function = cmd.rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), function))
     assert cmd == IMAGES[dockerfile]
@@ -100,10 +103,12 @@ def test_copied_modules_cover_every_rides_import_of_the_handler(dockerfile):
             if node in optional:
                 continue
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rides."):
-                needed = module_path(node.module)
-                if needed not in seen:
-                    seen.add(needed)
-                    todo.append(needed)
+                # the module and the packages it is in (each package's __init__.py runs first)
+                parts = node.module.split(".")
+                for needed in [module_path(".".join(parts[:n])) for n in range(2, len(parts) + 1)]:
+                    if needed not in seen and (ROOT / needed).exists():  # (a namespace package has none)
+                        seen.add(needed)
+                        todo.append(needed)
     assert seen <= copied, seen - copied
 
 

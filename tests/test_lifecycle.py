@@ -6,8 +6,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from rides.data import Month, clean
-from rides.promote import promote, read_local_model
-from rides.registry import ModelNotFound, PromotionError, RegistryError, log_training, resolve
+from rides.models.promote import promote, read_local_model
+from rides.models.registry import ModelNotFound, PromotionError, RegistryError, log_training, resolve
 from rides.settings import StackNames
 from rides.stream.model import ModelLoadError, get_model, load_model
 
@@ -52,7 +52,7 @@ def test_clean_handles_both_schema_eras():
 
 def test_our_model_beats_the_baseline_by_15_percent_on_full_real_months():
     from rides.data import read_trips
-    from rides.training import train
+    from rides.models.training import train
 
     result = train(read_trips("2021-01"), read_trips("2021-02"))
     assert 7.7 < result.baseline_metrics.rmse < 7.8  # the course's number on these months
@@ -100,9 +100,9 @@ def test_registry_round_trip(registry, trained):
 
 
 def test_training_registers_the_quick_model_which_serves_the_baselines_answers(registry, trained, trips):
-    from rides.serving import load_serving_model
+    from rides.models.serving import load_serving_model
+    from rides.models.training import BASELINE_KEYS
     from rides.stream.features import features_from_frame
-    from rides.training import BASELINE_KEYS
 
     registered = log_training(trained, train_source="2021-01", val_source="2021-02")
     quick = registered.quick
@@ -123,7 +123,7 @@ def test_training_registers_the_quick_model_which_serves_the_baselines_answers(r
 def test_promoting_a_run_to_production_carries_its_quick_model(registry, trained):
     """`rides train && rides promote` is enough for `rides serve`: the web service's quick
     model of the same run follows the stream model's alias."""
-    from rides.registry import ModelNotFound
+    from rides.models.registry import ModelNotFound
 
     first = log_training(trained, train_source="2021-01", val_source="2021-02")
     second = log_training(trained, train_source="2021-01", val_source="2021-02")
@@ -224,7 +224,7 @@ def test_failed_rollout_leaves_the_alias_where_it_was(registry, trained):
 
 
 def test_model_references():
-    from rides.registry import parse_model_ref
+    from rides.models.registry import parse_model_ref
 
     assert parse_model_ref("ride-duration@production") == ("ride-duration", "production")
     assert parse_model_ref("models:/ride-fare/3") == ("ride-fare", "3")

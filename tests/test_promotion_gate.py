@@ -8,8 +8,8 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from rides.evaluation_report import RowFigures
-from rides.promotion_gate import judge
+from rides.models.promotion_gate import judge
+from rides.operate.evaluation_report import RowFigures
 from rides.stream.evaluation.store import Evaluated
 
 
@@ -73,7 +73,7 @@ def test_a_worse_shadow_is_refused_and_a_better_or_equal_one_accepted():
 @pytest.fixture
 def two_versions(aws, tmp_path, monkeypatch, trained):
     from rides.local.stack import decisions_table_spec, evaluations_table_spec
-    from rides.registry import log_training
+    from rides.models.registry import log_training
     from rides.settings import StackNames
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -87,7 +87,7 @@ def two_versions(aws, tmp_path, monkeypatch, trained):
 
 def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
     from rides.cli import main
-    from rides.promote import read_local_model
+    from rides.models.promote import read_local_model
     from rides.stream.evaluation.store import EvaluationStore
 
     runner = CliRunner()

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from rides import recovery
 from rides.cli import main
 from rides.local.runner import EventSourceRunner
+from rides.operate import recovery
 from rides.settings import EventSourceSettings
 from tests.helpers import read_stream
 

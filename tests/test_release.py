@@ -7,7 +7,7 @@ import json
 import boto3
 import pytest
 
-from rides.release import Release, ReleaseFailed, load_releases, release, roll_back, serving
+from rides.models.release import Release, ReleaseFailed, load_releases, release, roll_back, serving
 from tests.helpers import zip_function
 
 

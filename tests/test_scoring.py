@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from rides.batch.scoring import PredictionTable, count_reasons, month_range, ride_ids, score, score_frame
 from rides.data import SHIPPED_DIR, Month
-from rides.scoring import PredictionTable, count_reasons, month_range, ride_ids, score, score_frame
 from rides.stream.model import load_model
 from tests.conftest import PG_PASSWORD
 
@@ -225,7 +225,7 @@ def test_on_aws_the_job_reads_its_database_credentials_from_secrets_manager(
     from sqlalchemy.engine import make_url
 
     from lambda_function import scoring_handler
-    from rides.database import DatabaseConfigError, database_url
+    from rides.batch.database import DatabaseConfigError, database_url
 
     url = make_url(postgres_url)
     secrets = boto3.client("secretsmanager")

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from rides.local.services import LocalDeployment, NoModel
-from rides.promote import roll_out_local
-from rides.registry import Registered
+from rides.models.promote import roll_out_local
+from rides.models.registry import Registered
 from rides.settings import CONSUMERS, StackNames
 
 
@@ -99,7 +99,7 @@ def test_a_promotion_over_model_uri_is_reported_as_what_is_served(queues, onnx_m
 
 
 def test_the_shadow_and_the_evaluation_are_wired_as_terraform_wires_them(queues, onnx_model_dir, tmp_path):
-    from rides.promote import roll_out_local
+    from rides.models.promote import roll_out_local
     from rides.settings import SHADOW
 
     names = queues["names"]

@@ -196,5 +196,5 @@ def test_production_code_never_imports_the_local_stack():
 
 def test_the_layering_check_finds_a_planted_import():
     graph = project_graph()
-    graph["rides.recovery"] = graph["rides.recovery"] | {"rides.local.runner"}
-    assert local_stack_imports(graph) == {"rides.recovery": {"rides.local.runner"}}
+    graph["rides.operate.recovery"] = graph["rides.operate.recovery"] | {"rides.local.runner"}
+    assert local_stack_imports(graph) == {"rides.operate.recovery": {"rides.local.runner"}}

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from lambda_function.handler import lambda_handler
-from rides import training
 from rides.data import DataUnavailable, read_trips
+from rides.models import training
+from rides.models.training import features_for, onnx_predict, regression_metrics, train
 from rides.stream.features import PAYMENT_TYPE, features_from_frame
-from rides.training import features_for, onnx_predict, regression_metrics, train
 from tests.helpers import ROOT, FakeContext, kinesis_event, read_stream, ride, upload_dir
 
 

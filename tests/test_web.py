@@ -16,7 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rides.stream.model import load_model
-from rides.web import MAX_BODY_BYTES, RideService, create_app
+from rides.web.app import create_app
+from rides.web.schema import MAX_BODY_BYTES
+from rides.web.service import RideService
 from tests.helpers import read_stream, ride
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +190,7 @@ def test_openapi_schema_based(quick_service):
 def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
     import json
 
-    from rides.web_auth import new_key
+    from rides.web.auth import new_key
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -240,7 +242,7 @@ def test_a_real_server_process_on_loopback(onnx_model_dir, tmp_path):
 
 
 def test_the_routed_endpoint_answers_like_the_fast_path(service):
-    from rides.web import _fastapi_app
+    from rides.web.app import _fastapi_app
 
     routed, fast = TestClient(_fastapi_app(service)), TestClient(create_app(service))
     for payload in (ride(1), [ride(1), ride(2, distance=9.0)], {"ride_id": 1, "ride": {}}):
@@ -256,7 +258,7 @@ def test_on_the_local_stack_an_explicit_api_key_setting_wins_over_its_defaults(m
 
     from rides.cli import base as cli
     from rides.local.backend import StackInfo
-    from rides.web_auth import from_env, new_key
+    from rides.web.auth import from_env, new_key
 
     key, entry = new_key("backend")
     monkeypatch.setenv("RIDES_WEB_AUTH", "api-key")

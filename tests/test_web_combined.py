@@ -15,8 +15,9 @@ from rides.stream.decision import DecisionConfig, DecisionStore
 from rides.stream.decision.service import decided, merged
 from rides.stream.events import PredictionIn
 from rides.stream.model import load_model
-from rides.web import RideService, create_app
-from rides.web_auth import ApiKeys, AuthConfigError, from_env, new_key
+from rides.web.app import create_app
+from rides.web.auth import ApiKeys, AuthConfigError, from_env, new_key
+from rides.web.service import RideService
 from tests.helpers import read_stream, ride
 
 CONFIG = DecisionConfig("ride-decisions", "ride-decisions")

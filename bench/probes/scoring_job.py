@@ -16,8 +16,8 @@ import time
 
 def main(model_dir: str, month: str) -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the goal says
+    from rides.batch.scoring import score
     from rides.data import read_trips
-    from rides.scoring import score
     from rides.stream.features import features_from_frame
     from rides.stream.model import load_model
 
@@ -33,8 +33,8 @@ def main(model_dir: str, month: str) -> None:
             shutil.rmtree(tmp)
         out[label] = best
     out["rows"] = summary.rows_in
-    from rides.incremental_scoring import score_new_rides
-    from rides.ride_source import load_rides
+    from rides.batch.incremental import score_new_rides
+    from rides.batch.ride_source import load_rides
 
     tmp = tempfile.mkdtemp()
     url = f"sqlite:///{tmp}/rides.db"

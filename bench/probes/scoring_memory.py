@@ -17,8 +17,8 @@ def status_kb(field: str) -> int:
 def main(model_dir: str, month: str, copies: int) -> None:
     import pyarrow.parquet as pq
 
+    from rides.batch.scoring import score
     from rides.data import month_path
-    from rides.scoring import score
     from rides.stream.model import load_model
 
     tmp = tempfile.mkdtemp()

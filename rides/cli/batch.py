@@ -25,8 +25,8 @@ def load(month, count, skip, rate, database_url) -> None:
 def _load_rides(month, count, skip, rate, database_url) -> None:
     import time
 
-    from rides.ride_source import load_rides
-    from rides.scoring import default_database_url
+    from rides.batch.ride_source import load_rides
+    from rides.batch.scoring import default_database_url
 
     url = database_url or default_database_url()
     if not rate:
@@ -70,9 +70,9 @@ def score(
 ) -> None:
     """Batch scoring: new rides from the rides table (--from-db), or TLC months → predictions
     parquet + database rows (backfills). Both idempotent and resumable."""
-    from rides.scoring import month_range
-    from rides.scoring import score as run
-    from rides.serving import load_serving_model
+    from rides.batch.scoring import month_range
+    from rides.batch.scoring import score as run
+    from rides.models.serving import load_serving_model
 
     if from_db:
         if months or month_span or inputs or output:
@@ -112,8 +112,8 @@ def _batch_rows(batch_rows) -> dict:
 
 
 def _score_from_db(loaded, database_url, source_url, job, batch_rows, every) -> None:
-    from rides.incremental_scoring import parse_period, run_every, score_new_rides
-    from rides.scoring import default_database_url
+    from rides.batch.incremental import parse_period, run_every, score_new_rides
+    from rides.batch.scoring import default_database_url
 
     url = database_url or default_database_url()
 

@@ -45,7 +45,7 @@ def stack_up(port: int | None, shards: int, backend: str, model_uri: str | None,
     click.echo(f"{backend} stack running: {info.endpoint} (pid {info.pid}, log {info.log})")
     if backend == "localstack":
         from rides.local import localstack
-        from rides.promote import read_local_model
+        from rides.models.promote import read_local_model
 
         names = StackNames.from_env()
         control = read_local_model(names.registered_model) or {}

@@ -29,8 +29,8 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
     spec = CONSUMERS[consumer]
     model_name, target = spec.model_name, spec.target
     from rides.data import read_trips
-    from rides.registry import log_training
-    from rides.training import train as fit
+    from rides.models.registry import log_training
+    from rides.models.training import train as fit
 
     train_source = train_path or train_month or "2021-01"
     val_source = val_path or val_month or "2021-02"
@@ -84,8 +84,8 @@ def train(train_month, val_month, train_path, val_path, consumer) -> None:
 def promote(model_name, version, alias, target, function_name, role, force, min_rides, max_worse) -> None:
     """Point an alias at a version and roll it out. To @production only if live evaluation shows
     it (as the shadow) is not worse than what serves, on the same rides, unless --force."""
-    from rides.promote import promote as run
-    from rides.registry import ModelNotFound, PromotionError, resolve
+    from rides.models.promote import promote as run
+    from rides.models.registry import ModelNotFound, PromotionError, resolve
 
     names = StackNames.from_env()
     name = model_name or names.registered_model
@@ -123,7 +123,7 @@ def promote(model_name, version, alias, target, function_name, role, force, min_
 def _gate(name, candidate, serving, min_rides, max_worse):
     import boto3
 
-    from rides import promotion_gate
+    from rides.models import promotion_gate
     from rides.stream.evaluation.store import EvaluationStore
 
     if serving is None or serving == candidate:
@@ -153,8 +153,8 @@ def _gate(name, candidate, serving, min_rides, max_worse):
 )
 def resolve(model, missing_ok) -> None:
     """Print the version and S3 location of NAME@ALIAS or NAME/VERSION as JSON."""
-    from rides.registry import ModelNotFound, parse_model_ref
-    from rides.registry import resolve as lookup
+    from rides.models.registry import ModelNotFound, parse_model_ref
+    from rides.models.registry import resolve as lookup
 
     try:
         found = lookup(*parse_model_ref(model))
@@ -180,8 +180,8 @@ def models_report(train_month, val_month, held_out, write_readme) -> None:
     """Each consumer's model against its baseline on held-out months (the README's table)."""
     from pathlib import Path
 
-    from rides.model_report import format_rows, model_rows
-    from rides.model_report import write_readme as write
+    from rides.models.report import format_rows, model_rows
+    from rides.models.report import write_readme as write
 
     text = format_rows(model_rows(train_month, val_month, list(held_out)), train_month, val_month)
     click.echo(text)
@@ -198,7 +198,7 @@ def models_export(record, folder) -> None:
 
     import boto3
 
-    from rides.model_transfer import export_models
+    from rides.models.transfer import export_models
 
     exported = export_models(Path(record), Path(folder), boto3.client("s3"))
     click.echo(json.dumps({m: e["version"] for m, e in exported["models"].items()}))
@@ -214,7 +214,7 @@ def models_import(folder, bucket, record_out) -> None:
 
     import boto3
 
-    from rides.model_transfer import import_models
+    from rides.models.transfer import import_models
 
     imported = import_models(Path(folder), bucket, boto3.client("s3"), Path(record_out))
     click.echo(json.dumps({m: e["uri"] for m, e in imported["models"].items()}))
@@ -239,7 +239,7 @@ def release_command(releases_file, before_out, roll_back_to, timeout) -> None:
 
     import boto3
 
-    from rides import release as releasing
+    from rides.models import release as releasing
 
     releases = releasing.load_releases(json.loads(Path(releases_file).read_text()))
     lam = boto3.client("lambda")

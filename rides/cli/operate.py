@@ -31,7 +31,7 @@ def smoke(timeout, record, web_url, evaluation) -> None:
 
     import boto3
 
-    from rides.smoke import Expected, smoke_test
+    from rides.operate.smoke import Expected, smoke_test
 
     expected = Expected.from_record(json.loads(Path(record).read_text())) if record else None
     report = smoke_test(
@@ -67,7 +67,7 @@ def dead_letters(queue, limit, as_json) -> None:
     """List what waits for an operator, with counts by reason; the messages stay queued."""
     import boto3
 
-    from rides.recovery import BatchPointer, decoded_data, peek, reason_counts, release
+    from rides.operate.recovery import BatchPointer, decoded_data, peek, reason_counts, release
 
     sqs = boto3.client("sqs")
     url = _queue_url(sqs, queue)
@@ -114,8 +114,8 @@ def evaluate(hours, html_path, open_browser, drift_reference, from_archive) -> N
     import boto3
 
     if from_archive:
-        from rides import evaluation_report
-        from rides.archive import evaluate_archive
+        from rides.operate import evaluation_report
+        from rides.operate.archive import evaluate_archive
 
         names = StackNames.from_env()
         rows = evaluate_archive(
@@ -125,7 +125,7 @@ def evaluate(hours, html_path, open_browser, drift_reference, from_archive) -> N
         click.echo(evaluation_report.format_table(report, hours))
         return
 
-    from rides import evaluation_report
+    from rides.operate import evaluation_report
     from rides.stream.evaluation.drift import DriftCounter, load_reference
     from rides.stream.evaluation.store import EvaluationStore
     from rides.stream.model import ModelLoadError, read_metadata
@@ -161,7 +161,7 @@ def archive(every) -> None:
     by arrival hour (what Firehose does on AWS), from where the last run stopped."""
     import boto3
 
-    from rides.incremental_scoring import parse_period, run_every
+    from rides.batch.incremental import parse_period, run_every
     from rides.local.archiver import archive_streams
     from rides.settings import state_dir
 
@@ -187,7 +187,7 @@ def archive(every) -> None:
 
 
 def _resolve_uri(ref: str) -> str | None:
-    from rides.registry import ModelNotFound, parse_model_ref, resolve
+    from rides.models.registry import ModelNotFound, parse_model_ref, resolve
 
     try:
         return resolve(*parse_model_ref(ref)).uri
@@ -205,7 +205,7 @@ def review(limit, done, queue_url, as_json) -> None:
     queued (for the next reviewer) unless --done."""
     import boto3
 
-    from rides.recovery import delete, peek, release
+    from rides.operate.recovery import delete, peek, release
 
     sqs = boto3.client("sqs")
     url = queue_url or sqs.get_queue_url(QueueName=StackNames.from_env().review_queue)["QueueUrl"]
@@ -248,7 +248,7 @@ def redrive(letters, matching, target, limit) -> None:
     holds them), or re-send dead letters to their stream after a fix."""
     import boto3
 
-    from rides import recovery
+    from rides.operate import recovery
 
     names = StackNames.from_env()
     sqs, kinesis = boto3.client("sqs"), boto3.client("kinesis")

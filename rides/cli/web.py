@@ -24,8 +24,8 @@ from rides.cli.base import UsesAWS, main
 def serve(host, port, workers, model) -> None:
     """The web service: POST /predict (quick answer; with consent also the stream), GET
     /predictions/{ride_id}[?wait=], GET /health, docs at /docs. API keys: rides api-key."""
-    from rides import web_auth
-    from rides.web import main as run_server
+    from rides.web import auth as web_auth
+    from rides.web.app import main as run_server
 
     web_auth.from_env()  # no keys outside the local stack: one clear line, before uvicorn starts
     os.environ.update({"RIDES_SERVE_MODEL": model, "HOST": host, "PORT": str(port), "WEB_WORKERS": str(workers)})
@@ -45,7 +45,7 @@ def api_key(name, scopes) -> None:
     """Make an API key for the web service: prints the key (give it to the client) and the entry
     for RIDES_API_KEYS or the API-keys secret (only its hash)."""
 
-    from rides.web_auth import SCOPES, new_key
+    from rides.web.auth import SCOPES, new_key
 
     key, entry = new_key(name, scopes or SCOPES)
     click.echo(f"key:   {key}")

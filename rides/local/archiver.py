@@ -1,13 +1,13 @@
 """`rides archive`: what Kinesis Data Firehose does on AWS (infra/modules/stream_archive), for
 the local stack: read the predictions, decisions and completions streams from where the last
-run stopped and write them to the bucket as parquet by arrival hour (rides.archive)."""
+run stopped and write them to the bucket as parquet by arrival hour (rides.operate.archive)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from rides.archive import write_archive
+from rides.operate.archive import write_archive
 
 
 def archive_streams(kinesis, s3, bucket: str, streams: dict[str, str], state: Path) -> dict[str, int]:

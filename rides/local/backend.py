@@ -42,7 +42,7 @@ class StackInfo:
 
     def defaults(self) -> dict[str, str]:
         """The local stack's defaults: they fill in, and never replace what the user set.
-        The web service serves without API keys only here, on the local stack (rides.web_auth);
+        The web service serves without API keys only here, on the local stack (rides.web.auth);
         the consumers and the decision service publish KPL-aggregated, as Terraform has them."""
         return {"RIDES_WEB_AUTH": "none", "PUBLISH_AGGREGATED": "true"}
 

@@ -290,7 +290,7 @@ class Collector:
         self.observed.letters += drain_queue(self.aws["sqs"], self.urls["dead_letter_queue"])
 
     def pointers(self) -> list[Pointer]:
-        from rides.recovery import BatchPointer, peek, release
+        from rides.operate.recovery import BatchPointer, peek, release
 
         messages = peek(self.aws["sqs"], self.urls["failed_batches_queue"])
         release(self.aws["sqs"], self.urls["failed_batches_queue"], messages)
@@ -407,9 +407,9 @@ def run_chaos(settings: ChaosSettings, workdir: Path, say=print) -> ChaosResult:
     from rides.local.backend import clients, stop_process
     from rides.local.producer import produce, ride_events
     from rides.local.stack import create_resources, start_emulator
-    from rides.promote import promote
-    from rides.registry import log_training
-    from rides.training import train
+    from rides.models.promote import promote
+    from rides.models.registry import log_training
+    from rides.models.training import train
 
     started = time.monotonic()
     rng = random.Random(settings.seed)

@@ -105,10 +105,10 @@ def run_demo(
     from rides.local.runner import run_all
     from rides.local.services import LocalDeployment
     from rides.local.stack import create_resources, start_emulator
+    from rides.models.promote import promote
+    from rides.models.registry import log_training
+    from rides.models.training import train
     from rides.operate.stream_reader import StreamReader
-    from rides.promote import promote
-    from rides.registry import log_training
-    from rides.training import train
 
     result = DemoResult()
     started = time.monotonic()

@@ -59,7 +59,7 @@ def compare(store, frame, versions: dict[tuple[str, str], tuple[str, str]], drif
     each ride exactly once."""
     from datetime import UTC, datetime
 
-    from rides import promotion_gate
+    from rides.models import promotion_gate
     from rides.stream.features import features_from_frame
     from rides.stream.model import load_model
 

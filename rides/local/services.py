@@ -130,7 +130,7 @@ class LocalDeployment:
             "DECISIONS_TABLE": self.names.decisions_table,
             **self.env,
         }
-        from rides.promote import read_local_model
+        from rides.models.promote import read_local_model
 
         if "DRIFT_REFERENCE_URI" not in env:
             # the production duration model's training data is the drift reference
@@ -235,7 +235,7 @@ def model_watcher(model_name: str, env: dict | None = None) -> Callable[[], None
     """Applies `rides promote` to a consumer's environment (`env`, by default this process's):
     the handler reads MODEL_URI per invocation."""
     env = os.environ if env is None else env
-    from rides.promote import local_control_file, read_local_model
+    from rides.models.promote import local_control_file, read_local_model
 
     path = local_control_file(model_name)
     seen: list[float] = [-1.0]

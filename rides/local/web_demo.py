@@ -50,10 +50,11 @@ def run_web_rides(frame, *, aws: dict, names, count: int = 5, wait: float = 20.0
     import uvicorn
 
     from rides.local.backend import free_port
-    from rides.serving import load_serving_model
+    from rides.models.serving import load_serving_model
     from rides.stream.decision import DecisionStore
-    from rides.web import DEFAULT_MODEL, RideService, create_app
-    from rides.web_auth import ApiKeys, new_key
+    from rides.web.app import DEFAULT_MODEL, create_app
+    from rides.web.auth import ApiKeys, new_key
+    from rides.web.service import RideService
 
     key, entry = new_key("demo-backend")
     service = RideService(

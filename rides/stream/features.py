@@ -44,9 +44,9 @@ NUMERIC_FEATURES = (
     "airport",
     "passenger_count",
 )
-# Optional columns a model may add to NUMERIC_FEATURES (the tip model: rides.training.TARGET_FEATURES).
+# Optional columns a model may add to NUMERIC_FEATURES (the tip model: rides.models.training.TARGET_FEATURES).
 PAYMENT_TYPE = "payment_type"
-# The quick model's input (rides.training.quick_onnx): the course's zones and distance.
+# The quick model's input (rides.models.training.quick_onnx): the course's zones and distance.
 QUICK_FEATURES = ("PULocationID", "DOLocationID", "trip_distance")
 
 

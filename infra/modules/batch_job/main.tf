@@ -106,7 +106,7 @@ module "function" {
   reserved_concurrency = var.reserved_concurrency
   log_retention_days   = var.log_retention_days
   network              = var.network
-  # Exactly what lambda_function/scoring_handler.py and rides/database.py read (tests/test_infra.py).
+  # Exactly what lambda_function/scoring_handler.py and rides/batch/database.py read (tests/test_infra.py).
   environment = merge(
     {
       MODEL_URI          = var.model_uri
@@ -176,7 +176,7 @@ module "schedule" {
   alias_name          = module.function.alias_name
 }
 
-# Every few minutes: the rides that arrived since the watermark (rides.incremental_scoring).
+# Every few minutes: the rides that arrived since the watermark (rides.batch.incremental).
 # The function's reserved concurrency of 1 keeps runs from overlapping; the watermark lock would
 # keep them correct anyway.
 module "from_db_schedule" {

@@ -1,6 +1,6 @@
 # A Kinesis stream archived to S3 as parquet, partitioned by arrival hour, by Kinesis Data
 # Firehose: s3://<bucket>/<prefix>/dt=YYYY-MM-DD/hour=HH/. The JSON records become parquet through
-# a Glue table with the stream's columns (rides/archive.py COLUMNS; `rides archive` writes the
+# a Glue table with the stream's columns (rides/operate/archive.py COLUMNS; `rides archive` writes the
 # same layout locally). Evaluation and drift can then look back past the stream's retention.
 
 variable "name" {
@@ -30,7 +30,7 @@ variable "glue_database" {
 
 variable "columns" {
   type        = list(object({ name = string, type = string }))
-  description = "The records' columns as Glue types (rides/archive.py COLUMNS)."
+  description = "The records' columns as Glue types (rides/operate/archive.py COLUMNS)."
 }
 
 variable "buffer_seconds" {

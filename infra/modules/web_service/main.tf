@@ -5,9 +5,9 @@
 # stream (the consent mode), read the decisions table and its API keys, nothing else.
 #
 # Authentication: IAM on the URL, always; with var.api_keys also API keys with scopes
-# (rides.web_auth), whose hashes live in a Secrets Manager secret this module writes.
+# (rides.web.auth), whose hashes live in a Secrets Manager secret this module writes.
 # Responses stream (RESPONSE_STREAM), so server-sent events arrive as they happen; the timeout
-# leaves room for the longest wait a request may ask for (rides.web.MAX_WAIT_SECONDS = 25 s).
+# leaves room for the longest wait a request may ask for (rides.web.app.MAX_WAIT_SECONDS = 25 s).
 
 module "function" {
   source = "../lambda_function"
@@ -57,7 +57,7 @@ locals {
       resources = ["${var.model_bucket_arn}/mlflow/*"]
     },
   ]
-  # The secret with the API keys' hashes (rides.web_auth reads it at start).
+  # The secret with the API keys' hashes (rides.web.auth reads it at start).
   api_key_statement = {
     sid       = "ReadApiKeys"
     actions   = ["secretsmanager:GetSecretValue"]
@@ -82,7 +82,7 @@ resource "aws_secretsmanager_secret" "api_keys" {
   #checkov:skip=CKV2_AWS_57:Keys are rotated by adding a new key's hash and removing the old one in web_api_keys, not by a rotation Lambda.
   count                   = length(var.api_keys) == 0 ? 0 : 1
   name                    = "${var.function_name}-api-keys"
-  description             = "API keys of the web service's clients: name -> {sha256, scopes} (rides.web_auth)."
+  description             = "API keys of the web service's clients: name -> {sha256, scopes} (rides.web.auth)."
   recovery_window_in_days = 0
 }
 

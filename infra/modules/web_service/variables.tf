@@ -71,7 +71,7 @@ variable "api_keys" {
     sha256 = string
     scopes = list(string)
   }))
-  description = "Clients' API keys (hashes and scopes, rides.web_auth); empty: IAM auth alone."
+  description = "Clients' API keys (hashes and scopes, rides.web.auth); empty: IAM auth alone."
   default     = {}
 }
 

@@ -9,7 +9,7 @@ the last ride read. So:
 - two runs at the same time queue on the watermark row (`SELECT … FOR UPDATE`; SQLite's write
   lock) and take turns batch by batch: no ride is scored twice;
 - rides inserted during a run are read by that run if they arrive before its last batch, else
-  by the next run (see rides.ride_source for why ids never appear below the watermark).
+  by the next run (see rides.batch.ride_source for why ids never appear below the watermark).
 The watermark belongs to a job (default: the model's name), not to a model version: a
 promotion carries on from where the previous version stopped. A new job name rescored from 0.
 """
@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rides.ride_source import RidesTable
-from rides.scoring import PredictionTable, ScoreSummary, count_reasons, score_frame
+from rides.batch.ride_source import RidesTable
+from rides.batch.scoring import PredictionTable, ScoreSummary, count_reasons, score_frame
 from rides.stream.model import LoadedModel
 
 WATERMARKS = "scoring_watermarks"
@@ -43,7 +43,7 @@ class Watermarks:
     def __init__(self, engine):
         import sqlalchemy as sa
 
-        from rides.database import create_tables, placeholder
+        from rides.batch.database import create_tables, placeholder
 
         self.engine = engine
         metadata = sa.MetaData()
@@ -62,7 +62,7 @@ class Watermarks:
         self.move_sql = (
             f"UPDATE {WATERMARKS} SET last_id = {mark}, model_version = {mark}, updated_at = {mark} WHERE job = {mark}"
         )
-        from rides.database import insert_sql
+        from rides.batch.database import insert_sql
 
         self.create_sql = insert_sql(engine, self.table, ("job",), update=False)
 
@@ -99,7 +99,7 @@ def score_new_rides(
 
     `source_url`: where the rides table is (default: the predictions database itself);
     `keep_going`: asked before each batch (a Lambda's remaining time), stops the run when False."""
-    from rides.database import create_engine
+    from rides.batch.database import create_engine
 
     started = time.perf_counter()
     engine = create_engine(database_url)

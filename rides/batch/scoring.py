@@ -49,8 +49,8 @@ OUTPUT_SCHEMA = pa.schema(
 
 
 def default_database_url() -> str:
-    """The environment's database (rides.database), else SQLite under the local state directory."""
-    from rides.database import database_url
+    """The environment's database (rides.batch.database), else SQLite under the local state directory."""
+    from rides.batch.database import database_url
 
     return database_url(os.environ) or f"sqlite:///{state_dir() / 'predictions.db'}"
 
@@ -160,7 +160,7 @@ class PredictionTable:
     def __init__(self, url: str, table: str = TABLE, *, engine=None):
         import sqlalchemy as sa
 
-        from rides.database import create_engine, create_tables, insert_sql
+        from rides.batch.database import create_engine, create_tables, insert_sql
 
         self.sa = sa
         self.engine = engine or create_engine(url)
@@ -193,7 +193,7 @@ class PredictionTable:
 
     def write(self, frame: pd.DataFrame, rejected: pd.DataFrame | None = None, *, connection=None) -> None:
         """Upsert a scored batch (and its skipped rides); in `connection`'s transaction if given."""
-        from rides.database import frame_rows
+        from rides.batch.database import frame_rows
 
         if connection is None:
             with self.engine.begin() as own:

@@ -37,7 +37,7 @@ class Row:
 
 def model_rows(train_month: str, val_month: str, held_out: list[str]) -> list[Row]:
     from rides.data import read_trips
-    from rides.training import BASELINE_KEYS, _with_plausible_target, onnx_predict, regression_metrics, train
+    from rides.models.training import BASELINE_KEYS, _with_plausible_target, onnx_predict, regression_metrics, train
 
     train_frame, val_frame = read_trips(train_month), read_trips(val_month)
     months = {month: read_trips(month) for month in held_out}

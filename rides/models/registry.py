@@ -16,7 +16,7 @@ from rides.settings import StackNames, state_dir
 from rides.stream.features import QUICK_FEATURES
 
 if TYPE_CHECKING:  # training pulls in pandas and scikit-learn; serving code imports this module
-    from rides.training import TrainedModels
+    from rides.models.training import TrainedModels
 
 
 class RegistryError(RidesError):

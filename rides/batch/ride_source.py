@@ -43,7 +43,7 @@ class RidesTable:
     def __init__(self, url: str, *, engine=None):
         import sqlalchemy as sa
 
-        from rides.database import create_engine, create_tables, insert_sql, placeholder
+        from rides.batch.database import create_engine, create_tables, insert_sql, placeholder
 
         self.sa = sa
         self.engine = engine or create_engine(url)
@@ -74,7 +74,7 @@ class RidesTable:
     def insert(self, frame: pd.DataFrame) -> int:
         """Insert rides (a frame with RIDE_COLUMNS); ride ids already there are left as they are.
         Returns how many were new."""
-        from rides.database import frame_rows
+        from rides.batch.database import frame_rows
 
         for column in COLUMNS:
             if column not in frame:
@@ -114,7 +114,7 @@ def load_rides(
 ) -> LoadSummary:
     """Insert the rows of a TLC month (YYYY-MM, a parquet file or s3://) into the rides table:
     rows `skip` to `skip + limit`. Loading the same rows again inserts nothing."""
-    from rides.scoring import ride_ids
+    from rides.batch.scoring import ride_ids
 
     started = time.perf_counter()
     path = local_path(source)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rides.serving import check_artifacts
+from rides.models.serving import check_artifacts
 
 
 def _split(uri: str) -> tuple[str, str]:

@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from rides.registry import PromotionError, Registered, quick_of, resolve, set_alias
-from rides.serving import check_artifacts
+from rides.models.registry import PromotionError, Registered, quick_of, resolve, set_alias
+from rides.models.serving import check_artifacts
 from rides.settings import state_dir
 
 
@@ -45,7 +45,7 @@ def roll_out_lambda(model: Registered, function_name: str, lambda_client=None, a
     CodeDeploy, smoke test)."""
     import boto3
 
-    from rides.release import Release, release
+    from rides.models.release import Release, release
 
     lam = lambda_client or boto3.client("lambda")
     current = lam.get_function_configuration(FunctionName=function_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from rides.registry import PromotionError, parse_model_ref, resolve
+from rides.models.registry import PromotionError, parse_model_ref, resolve
 from rides.stream.model import LoadedModel, ModelLoadError, load_model
 
 
