@@ -8,7 +8,7 @@ import base64
 import orjson
 import pytest
 
-from rides.local.chaos import Observed, Pointer, build_ledger
+from rides.local.ledger import Observed, Pointer, build_ledger
 
 MODELS = ("ride-duration", "ride-fare")
 FUNCTIONS = {"ride-duration-consumer": "ride-duration", "ride-fare-consumer": "ride-fare"}

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from rides.models.promotion_gate import judge
 from rides.operate.evaluation_report import RowFigures
-from rides.stream.evaluation.store import Evaluated
+from rides.stream.evaluation.sums import Evaluated
 
 
 class FakeStore(RowFigures):

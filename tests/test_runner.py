@@ -423,12 +423,12 @@ def test_a_lane_that_fails_holds_the_shards_checkpoint_while_the_others_go_on(aw
     handler = Concurrent(rule, pause=0)
     runner = make_runner(stream, handler, tmp_path, batch_size=5, parallelization_factor=4, maximum_retry_attempts=-1)
     drain(runner, 40)
-    from rides.local.runner import _lane_of
+    from rides.local.shards import lane_of
 
     done = {(r["key"], r["n"]) for r in handler.seen}
     assert (3, 2) not in done and (3, 3) not in done  # its key waits behind it
-    lane = _lane_of("ride-3", 4)
-    others = [k for k in range(8) if _lane_of(f"ride-{k}", 4) != lane]
+    lane = lane_of("ride-3", 4)
+    others = [k for k in range(8) if lane_of(f"ride-{k}", 4) != lane]
     assert others and {(k, n) for k in others for n in range(5)} <= done  # the other lanes went on
     stuck = runner.checkpoints.get("shardId-000000000000")
     poison["fails"] = False

@@ -198,3 +198,19 @@ def test_the_layering_check_finds_a_planted_import():
     graph = project_graph()
     graph["rides.operate.recovery"] = graph["rides.operate.recovery"] | {"rides.local.runner"}
     assert local_stack_imports(graph) == {"rides.operate.recovery": {"rides.local.runner"}}
+
+
+MAX_MODULE_LINES = 500
+
+
+def long_modules(modules: dict[str, Path], limit: int = MAX_MODULE_LINES) -> dict[str, int]:
+    return {m: n for m, p in modules.items() if (n := len(p.read_text().splitlines())) > limit}
+
+
+def test_no_module_of_the_project_is_over_500_lines():
+    """A room a newcomer can read whole: a module that outgrows it is split by concern."""
+    assert long_modules(project_modules()) == {}
+
+
+def test_the_length_check_finds_a_long_module():
+    assert "rides.stream.consumer" in long_modules(project_modules(), limit=200)

@@ -273,7 +273,7 @@ def redrive(letters, matching, target, limit) -> None:
 
 
 def _local_invoker(sqs, names: StackNames):
-    from rides.local.runner import LambdaContext
+    from rides.local.lambda_service import LambdaContext
     from rides.local.services import LocalDeployment
 
     local = LocalDeployment.on_stack(sqs, names=names)

@@ -29,24 +29,22 @@ Shards take turns; the lanes of one shard run at once, like one Lambda container
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import json
 import logging
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from rides.local.checkpoints import CheckpointStore, checkpoint_file
+from rides.local.lambda_service import LambdaContext, on_failure_message
+from rides.local.shards import Lane, Outcome, RunnerStats, ShardState, lane_of
 from rides.settings import EventSourceSettings
 from rides.stream.aws import list_shards
 from rides.stream.lambda_event import kinesis_event_record
@@ -55,161 +53,10 @@ from rides.stream.retry import error_code
 log = logging.getLogger("rides.runner")
 
 
-class LambdaContext:
-    """What the handler may ask of Lambda's context object."""
-
-    def __init__(self, function_name: str, timeout_s: float, region: str):
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = 512
-        self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:000000000000:function:{function_name}"
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local-runner"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class CheckpointStore:
-    """Last processed sequence number per shard, in one JSON file per stream and consumer."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.positions: dict[str, str] = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.positions = {}
-
-    def get(self, shard_id: str) -> str | None:
-        return self.positions.get(shard_id)
-
-    def set(self, shard_id: str, sequence_number: str) -> None:
-        self.positions[shard_id] = sequence_number
-        self._write()
-
-    def forget(self, shard_id: str) -> None:
-        self.positions.pop(shard_id, None)
-        self._write()
-
-    def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.positions))
-        tmp.replace(self.path)
-
-
-def checkpoint_file(folder: Path, stream_name: str, function_name: str, stream_arn: str, created) -> Path:
-    """The checkpoints of one consumer on one stream, named by the stream's identity (its ARN
-    and creation time, as the event source mapping is on AWS), not only by its name: a stream
-    deleted and created again (a fresh emulator) numbers its records from the start again,
-    and an old position would silently skip every record up to it."""
-    created = created.isoformat() if isinstance(created, datetime) else str(created or "")
-    identity = hashlib.sha256(f"{stream_arn}|{created}".encode()).hexdigest()[:12]
-    path = folder / f"{stream_name}.{function_name}.{identity}.json"
-    stale = [p for p in folder.glob(f"{stream_name}.{function_name}.*json") if p != path and p.suffix == ".json"]
-    if stale and not path.exists():
-        log.warning(
-            "%s was created anew (%s): the checkpoints of %d earlier stream(s) by that name are not used (%s)",
-            stream_name,
-            created or "creation time unknown",
-            len(stale),
-            ", ".join(p.name for p in stale),
-        )
-    return path
-
-
 # Lambda's synchronous invocation payload: an event source mapping never builds a bigger event.
 MAX_EVENT_BYTES = 6 * 1024 * 1024
 # A shard with nothing new is read again after this long (Lambda's base polling rate).
 IDLE_READ_INTERVAL_S = 1.0
-
-
-@dataclass
-class Lane:
-    """One of a shard's concurrent batch sequences (ParallelizationFactor): the records whose
-    partition keys hash to it, in shard order, with their own retry and bisect state."""
-
-    index: int
-    buffer: list[dict] = field(default_factory=list)
-    first_buffered: float | None = None
-    limit: int | None = None  # batch size while bisecting
-    split_left: int = 0  # records of the failed batch not yet through after a split
-    attempts: int = 0
-
-
-@dataclass
-class ShardState:
-    shard_id: str
-    parents: tuple[str, ...] = ()
-    iterator: str | None = None  # made when the shard is first read (after its parents)
-    lanes: list[Lane] = field(default_factory=lambda: [Lane(0)])
-    # Every record read and not yet checkpointed, in shard order: [sequence number, finished].
-    pending: deque = field(default_factory=deque)
-    finished_at: dict = field(default_factory=dict)  # sequence number → its entry in `pending`
-    last_read: str | None = None  # where the next read starts
-    millis_behind: int = 0
-    closed: bool = False  # read to its end (a parent after a reshard)
-    read_errors: int = 0  # GetRecords failures in a row
-    retry_at: float = 0.0  # no GetRecords before this (monotonic), after a failure or an idle read
-
-    @property
-    def buffered(self) -> int:
-        return sum(len(lane.buffer) for lane in self.lanes)
-
-    @property
-    def buffer(self) -> list[dict]:
-        """Every record waiting, lane by lane (read only)."""
-        return [record for lane in self.lanes for record in lane.buffer]
-
-    @property
-    def finished(self) -> bool:
-        return self.closed and not self.buffered
-
-
-class Outcome(enum.Enum):
-    """What one invocation did with its batch."""
-
-    OK = "ok"  # every record done
-    PARTIAL = "partial"  # the records before the lowest reported one are done
-    ERROR = "error"  # a function error (exception, timeout, or a malformed response): none done
-
-
-@dataclass
-class RunnerStats:
-    invocations: int = 0
-    records_in: int = 0
-    records_done: int = 0
-    function_errors: int = 0
-    partial_failures: int = 0
-    timeouts: int = 0
-    read_errors: int = 0
-    discarded: int = 0
-    payload_cuts: int = 0  # batches cut short to stay within Lambda's 6 MB payload
-    invoked_seconds: float = 0.0  # the invocations' durations, what Lambda bills (GB-s with the memory)
-    started: float = field(default_factory=time.monotonic)
-
-    def as_dict(self, shards: dict[str, ShardState]) -> dict:
-        elapsed = time.monotonic() - self.started
-        return {
-            "invocations": self.invocations,
-            "records_in": self.records_in,
-            "records_done": self.records_done,
-            "function_errors": self.function_errors,
-            "partial_failures": self.partial_failures,
-            "timeouts": self.timeouts,
-            "read_errors": self.read_errors,
-            "discarded": self.discarded,
-            "payload_cuts": self.payload_cuts,
-            "records_per_s": round(self.records_done / elapsed, 1) if elapsed else 0.0,
-            "lag_ms": max((s.millis_behind for s in shards.values()), default=0),
-        }
-
-
-def _lane_of(partition_key: str, lanes: int) -> int:
-    """Lambda keeps a partition key's records in one of the shard's concurrent batches."""
-    return int.from_bytes(hashlib.md5(partition_key.encode()).digest()[:8], "big") % lanes
 
 
 class EventSourceRunner:
@@ -347,7 +194,7 @@ class EventSourceRunner:
         now = time.monotonic()
         lanes = shard.lanes
         for record in records:
-            lane = lanes[0] if len(lanes) == 1 else lanes[_lane_of(record["PartitionKey"], len(lanes))]
+            lane = lanes[0] if len(lanes) == 1 else lanes[lane_of(record["PartitionKey"], len(lanes))]
             if not lane.buffer:
                 lane.first_buffered = now
             lane.buffer.append(record)
@@ -632,40 +479,3 @@ def run_all(
             last_report = now
         if not busy:
             time.sleep(min(r.poll_interval_s for r in runners))
-
-
-def on_failure_message(
-    records: list[dict],
-    shard_id: str,
-    stream_arn: str,
-    condition: str,
-    invoke_count: int,
-    function_name: str,
-    region: str,
-) -> dict:
-    """The record Lambda sends to an on-failure destination for a Kinesis batch."""
-
-    def iso(value) -> str:
-        moment = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
-        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-    return {
-        "requestContext": {
-            "requestId": str(uuid.uuid4()),
-            "functionArn": f"arn:aws:lambda:{region}:000000000000:function:{function_name}",
-            "condition": condition,
-            "approximateInvokeCount": invoke_count,
-        },
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "version": "1.0",
-        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "KinesisBatchInfo": {
-            "shardId": shard_id,
-            "startSequenceNumber": records[0]["SequenceNumber"],
-            "endSequenceNumber": records[-1]["SequenceNumber"],
-            "approximateArrivalOfFirstRecord": iso(records[0]["ApproximateArrivalTimestamp"]),
-            "approximateArrivalOfLastRecord": iso(records[-1]["ApproximateArrivalTimestamp"]),
-            "batchSize": len(records),
-            "streamArn": stream_arn,
-        },
-    }

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rides import RidesError
-from rides.local.runner import EventSourceRunner, LambdaContext
+from rides.local.lambda_service import LambdaContext
+from rides.local.runner import EventSourceRunner
 from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings, StackNames
 
 log = logging.getLogger(__name__)

@@ -143,7 +143,7 @@ def evaluate_archive(s3, bucket: str, predictions_stream: str, completions_strea
     """Live evaluation's figures recomputed from the archive (any look-back the bucket holds):
     each (model, version, role)'s distinct ride predictions joined with the rides' outcomes.
     → {(model, version, role): [Evaluated]}."""
-    from rides.stream.evaluation.store import Evaluated, _hour
+    from rides.stream.evaluation.sums import Evaluated, hour_of
     from rides.stream.events import OUTCOME_FIELDS
 
     predictions = read_archive(s3, bucket, predictions_stream, prefix)
@@ -154,7 +154,7 @@ def evaluate_archive(s3, bucket: str, predictions_stream: str, completions_strea
     for row in completions.to_pylist():
         dropoff = datetime.fromisoformat(row["lpep_dropoff_datetime"]).replace(tzinfo=UTC).timestamp()
         values = {field: row.get(name) for field, name in OUTCOME_FIELDS.items() if row.get(name) is not None}
-        outcomes[str(row["ride_id"])] = (values, _hour(dropoff))
+        outcomes[str(row["ride_id"])] = (values, hour_of(dropoff))
     out: dict[tuple[str, str, str], dict[str, Evaluated]] = {}
     for row in predictions.to_pylist():
         prediction = row["prediction"] or {}

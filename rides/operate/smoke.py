@@ -25,7 +25,8 @@ import orjson
 
 from rides import RidesError
 from rides.operate.stream_reader import StreamReader
-from rides.stream.evaluation.store import TRACE_PREFIX, EvaluationStore
+from rides.stream.evaluation.store import EvaluationStore
+from rides.stream.evaluation.sums import TRACE_PREFIX
 from rides.stream.events import completion_json, json_bytes
 
 STREAM_MODELS = ("ride-duration", "ride-fare", "ride-tip")

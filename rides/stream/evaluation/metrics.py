@@ -50,5 +50,5 @@ class Summary:
 
 
 def summarize(rows: Sequence) -> Summary:
-    """rows: anything with `.predicted` and `.actual` (rides.stream.evaluation.store.Evaluated)."""
+    """rows: anything with `.predicted` and `.actual` (rides.stream.evaluation.sums.Evaluated)."""
     return Summary.of(r.predicted - r.actual for r in rows)

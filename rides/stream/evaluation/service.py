@@ -29,7 +29,8 @@ import numpy as np
 from rides.stream.deadletter import DeadLetterSink
 from rides.stream.evaluation.drift import PREDICTION, DriftCounter
 from rides.stream.evaluation.metrics import Summary
-from rides.stream.evaluation.store import Evaluated, EvaluationStore
+from rides.stream.evaluation.store import EvaluationStore
+from rides.stream.evaluation.sums import Evaluated
 from rides.stream.events import (
     COMPLETED,
     InvalidEvent,

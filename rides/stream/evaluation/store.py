@@ -44,130 +44,26 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rides.stream.decision.store import DecisionStore, RideState
 from rides.stream.evaluation.metrics import Summary
-from rides.stream.events import OUTCOME_FIELDS, RideCompleted
+from rides.stream.evaluation.sums import TRACE_PREFIX, Evaluated, Sums, joined
+from rides.stream.evaluation.waiting import Packing, Waiting, pack, packed, unpack
+from rides.stream.events import RideCompleted
 from rides.stream.failures import Failure, StoreUnavailable
 from rides.stream.kinesis_batch import as_deadline
 from rides.stream.retry import Backoff, error_code, is_retryable
 
 MAX_ACTIONS = 100  # TransactWriteItems' limit
-# A waiting item's size (DynamoDB's: attribute names and values): under 1 KB, each
-# (transactional) write or deletion of it costs 2 write units.
-WAITING_ITEM_BYTES = 1024
-# Besides the rows and the shard's name: pk, version, fields, since, the attribute names, and
-# the position in sk (a Kinesis sequence number has up to 56 digits).
-WAITING_ITEM_OVERHEAD = 170
 # A waiting item part of whose rides are ready is rewritten without them only after this long:
 # before, the sweep waits for the rest (they came in one batch, and are decided at about the
 # same time).
 RESOLVE_PARTIAL_AFTER_SECONDS = 120.0
 SWEEP_READ_ITEMS = 10  # waiting items whose rides one BatchGetItem reads (100 keys)
-TRACE_PREFIX = "smoke-"  # rides the smoke test sends: their join is kept, per ride
-SUMS_DAYS = 30  # how long an hour's sums are kept (TTL)
-TRACE_DAYS = 7
 
 Position = tuple[int, int]  # (sequence number, sub-sequence number) in a shard
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    """One (ride, model version, role) pair: what was predicted and what happened."""
-
-    ride_id: str
-    model: str
-    version: str
-    role: str
-    field: str
-    predicted: float
-    actual: float
-    hour: str  # the hour it was counted in, YYYY-MM-DDTHH (UTC)
-
-    @property
-    def error(self) -> float:
-        return self.predicted - self.actual
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A completion whose ride was not decided when it came."""
-
-    ride_id: str
-    outcomes: dict[str, float]
-    since: float  # when it first waited
-
-    def to_list(self) -> list:
-        return [self.ride_id, self.outcomes, self.since]
-
-    @classmethod
-    def from_list(cls, entry: list) -> Waiting:
-        ride_id, outcomes, since = entry
-        return cls(str(ride_id), {k: float(v) for k, v in outcomes.items()}, float(since))
-
-    @classmethod
-    def of(cls, completion: RideCompleted, now: float) -> Waiting:
-        return cls(completion.ride_id, dict(completion.outcomes), now)
-
-    def row(self) -> str:
-        """Its row in a packed item: ride id and the outcomes in OUTCOME_FIELDS' order."""
-        return json.dumps([self.ride_id, *(self.outcomes.get(name) for name in OUTCOME_FIELDS)], separators=(",", ":"))
-
-
-class _Packing:
-    """Waiting completions filling items under WAITING_ITEM_BYTES one by one, in order: how
-    many items they take is known after each, without packing them all again."""
-
-    def __init__(self, shard: str):
-        self.room = WAITING_ITEM_BYTES - WAITING_ITEM_OVERHEAD - len(shard.encode())
-        self.groups: list[list[Waiting]] = []
-        self.used = self.room
-
-    def _starts_item(self, size: int) -> bool:
-        return self.used + size > self.room
-
-    def items_with(self, entry: Waiting) -> int:
-        """How many items there would be with `entry` added."""
-        return len(self.groups) + self._starts_item(len(entry.row().encode()) + 1)
-
-    def add(self, entry: Waiting) -> None:
-        size = len(entry.row().encode()) + 1
-        if self._starts_item(size):
-            self.groups.append([])
-            self.used = 1
-        self.groups[-1].append(entry)
-        self.used += size
-
-
-def packed(shard: str, waiting: Sequence[Waiting]) -> list[list[Waiting]]:
-    """The completions in groups whose items stay under WAITING_ITEM_BYTES, in order."""
-    packing = _Packing(shard)
-    for entry in waiting:
-        packing.add(entry)
-    return packing.groups
-
-
-def pack(waiting: Sequence[Waiting]) -> dict:
-    """A waiting item's attributes holding these completions (which came at one time)."""
-    return {
-        "fields": {"S": json.dumps(list(OUTCOME_FIELDS))},
-        "since": {"N": repr(min(w.since for w in waiting))},
-        "rows": {"S": "[" + ",".join(w.row() for w in waiting) + "]"},
-    }
-
-
-def unpack(item: dict) -> list[Waiting]:
-    """A waiting item's completions, packed or in the form before (`entries`)."""
-    if "rows" not in item:
-        return [Waiting.from_list(e) for e in json.loads(item["entries"]["S"])]
-    fields, since = json.loads(item["fields"]["S"]), float(item["since"]["N"])
-    return [
-        Waiting(str(ride_id), {f: float(v) for f, v in zip(fields, values, strict=True) if v is not None}, since)
-        for ride_id, *values in json.loads(item["rows"]["S"])
-    ]
 
 
 @dataclass
@@ -187,10 +83,6 @@ class SweepOutcome:
     conflicts: int = 0  # waiting items someone else resolved meanwhile
 
 
-def _hour(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H")
-
-
 def _position_text(position: Position) -> str:
     return f"{position[0]}/{position[1]}"
 
@@ -198,112 +90,6 @@ def _position_text(position: Position) -> str:
 def _position_of(text: str) -> Position:
     sequence, sub = text.split("/")
     return int(sequence), int(sub)
-
-
-def joined(ride: RideState, waiting: Waiting, now: float) -> list[Evaluated]:
-    """Every prediction the ride's item holds (production's and a challenger's) whose field
-    has an outcome, with that outcome, in the hour it is counted."""
-    hour = _hour(now)
-    out = []
-    for role, predictions in (("production", ride.predictions), ("shadow", ride.shadow)):
-        for model, p in sorted(predictions.items()):
-            actual = waiting.outcomes.get(p["field"])
-            if actual is not None:
-                out.append(
-                    Evaluated(ride.ride_id, model, str(p["version"]), role, p["field"], float(p["value"]), actual, hour)
-                )
-    return out
-
-
-class _Sums:
-    """The ADDs of a set of pairs: one update per sums item and per paired item."""
-
-    def __init__(self):
-        self.sums: dict[str, list[float]] = {}  # sk → n, se, sse, sae
-        self.paired: dict[str, list[float]] = {}  # sk → n, then se, sse, sae of the challenger, of the incumbent
-        self.traces: dict[str, list[Evaluated]] = {}
-
-    def keys_after(self, pairs: Sequence[Evaluated]) -> int:
-        """How many items would be written with these pairs added."""
-        sums, paired, traces = set(self.sums), set(self.paired), set(self.traces)
-        for sk, kind in self._keys(pairs):
-            (sums if kind == "sums" else paired if kind == "paired" else traces).add(sk)
-        return len(sums) + len(paired) + len(traces)
-
-    @staticmethod
-    def _keys(pairs: Sequence[Evaluated]):
-        for e in pairs:
-            yield f"{e.model}#{e.version}#{e.role}#{e.hour}", "sums"
-            if e.ride_id.startswith(TRACE_PREFIX):
-                yield e.ride_id, "trace"
-        for challenger, incumbent in _sides(pairs):
-            yield f"{challenger.model}#{challenger.version}#{incumbent.version}#{challenger.hour}", "paired"
-
-    def add(self, pairs: Sequence[Evaluated]) -> None:
-        for e in pairs:
-            error = e.error
-            row = self.sums.setdefault(f"{e.model}#{e.version}#{e.role}#{e.hour}", [0, 0.0, 0.0, 0.0])
-            row[0] += 1
-            row[1] += error
-            row[2] += error * error
-            row[3] += abs(error)
-            if e.ride_id.startswith(TRACE_PREFIX):
-                self.traces.setdefault(e.ride_id, []).append(e)
-        for challenger, incumbent in _sides(pairs):
-            sk = f"{challenger.model}#{challenger.version}#{incumbent.version}#{challenger.hour}"
-            row = self.paired.setdefault(sk, [0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-            row[0] += 1
-            for offset, e in ((1, challenger), (4, incumbent)):
-                row[offset] += e.error
-                row[offset + 1] += e.error * e.error
-                row[offset + 2] += abs(e.error)
-
-    def actions(self, table: str, now: float) -> list[dict]:
-        ttl = {"N": str(int(now + SUMS_DAYS * 86400))}
-        out = []
-        for pk, rows, names in (
-            ("sums", self.sums, ("n", "se", "sse", "sae")),
-            ("paired", self.paired, ("n", "c_se", "c_sse", "c_sae", "i_se", "i_sse", "i_sae")),
-        ):
-            for sk, row in rows.items():
-                out.append(
-                    {
-                        "Update": {
-                            "TableName": table,
-                            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
-                            "UpdateExpression": "SET expires_at = :ttl ADD "
-                            + ", ".join(f"{name} :{name}" for name in names),
-                            "ExpressionAttributeValues": {
-                                ":ttl": ttl,
-                                **{f":{name}": {"N": repr(value)} for name, value in zip(names, row, strict=True)},
-                            },
-                        }
-                    }
-                )
-        for ride_id, pairs in self.traces.items():
-            body = [[e.model, e.version, e.role, e.field, e.predicted, e.actual] for e in pairs]
-            out.append(
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": {
-                            "pk": {"S": "trace"},
-                            "sk": {"S": ride_id},
-                            "pairs": {"S": json.dumps(body)},
-                            "expires_at": {"N": str(int(now + TRACE_DAYS * 86400))},
-                        },
-                    }
-                }
-            )
-        return out
-
-
-def _sides(pairs: Sequence[Evaluated]):
-    """(challenger, incumbent) pairs of one ride: the shadow's and production's of one model."""
-    production = {(e.ride_id, e.model): e for e in pairs if e.role == "production"}
-    for e in pairs:
-        if e.role == "shadow" and (e.ride_id, e.model) in production:
-            yield e, production[(e.ride_id, e.model)]
 
 
 class EvaluationStore:
@@ -399,7 +185,7 @@ class EvaluationStore:
         """Consecutive completions whose writes fit one transaction, joined: (chunk, sums,
         pairs, waiting completions)."""
         chunk: list = []
-        sums, pairs, waiting, packing = _Sums(), [], [], _Packing(shard)
+        sums, pairs, waiting, packing = Sums(), [], [], Packing(shard)
         seen: set[str] = set()
         for i, pos, completion in todo:
             if completion.ride_id in seen:  # sent twice in one batch: counted once (it moves the mark)
@@ -414,7 +200,7 @@ class EvaluationStore:
             needed = sums.keys_after(found or []) + 1 + items
             if chunk and needed > MAX_ACTIONS:
                 yield chunk, sums, pairs, waiting
-                chunk, sums, pairs, waiting, packing = [], _Sums(), [], [], _Packing(shard)
+                chunk, sums, pairs, waiting, packing = [], Sums(), [], [], Packing(shard)
             chunk.append((i, pos, completion))
             if found is None:
                 waiting.append((pos, entry))
@@ -507,7 +293,7 @@ class EvaluationStore:
         cost, are shared by up to ~90 items' rewrites instead of paid for each ten rides."""
         deadline = as_deadline(time_left)
         out = SweepOutcome()
-        sums, group = _Sums(), []  # group: (item, entries, keep, pairs, expired) to write together
+        sums, group = Sums(), []  # group: (item, entries, keep, pairs, expired) to write together
 
         def flush() -> None:
             nonlocal sums, group
@@ -524,7 +310,7 @@ class EvaluationStore:
                 else:  # resolved by a sweep racing this one, or not written: the next sweep looks again
                     out.waiting += len(entries)
             out.conflicts += code == Failure.CONFLICT
-            sums, group = _Sums(), []
+            sums, group = Sums(), []
 
         items = self._query("waiting")
         for first in range(0, len(items), SWEEP_READ_ITEMS):
@@ -538,7 +324,7 @@ class EvaluationStore:
                 out.waiting += sum(len(entries) for _, entries in page)
                 continue
             for item, entries in page:
-                mine, pairs, keep, expired = _Sums(), [], [], 0
+                mine, pairs, keep, expired = Sums(), [], [], 0
                 for entry in entries:
                     ride = rides.get(entry.ride_id)
                     if self.ready(ride, entry, now):
