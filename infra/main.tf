@@ -180,8 +180,9 @@ locals {
     { sid = "DecryptStreamRecords", actions = ["kms:Decrypt"], resources = [var.stream_kms_key_arn] }
   ]
 
-  # The consumers on ride-events: one code path, one entry each (rides/settings.py holds the
-  # same list; tests/test_infra.py keeps them equal). Adding a consumer is adding an entry.
+  # The consumers on ride-events: one code path, one entry each. A model is declared in
+  # rides/stream/consumers.py (MODELS); tests/test_infra.py keeps this map equal to it, and a
+  # new model needs its entry here and its model_uri/model_version variables.
   consumers = {
     duration = {
       function_name    = "${var.consumer_function_name}${local.suffix}"

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rides.stream.consumers import MODELS
+
 # -- the consumers on ride-events: one code path, configured per model ---------------------------
 # Each runs as its own Lambda (one entry in Terraform's `local.consumers`) or, locally, as its own
 # event-source runner with its own checkpoints; they all publish to `ride-predictions`.
@@ -33,11 +35,8 @@ class ConsumerSpec:
         return self.model_name if self.role == "production" else f"{self.model_name}@{self.role}"
 
 
-CONSUMERS = {
-    "duration": ConsumerSpec("duration", "ride-duration", "ride_duration", "duration"),
-    "fare": ConsumerSpec("fare", "ride-fare", "fare_amount", "fare_amount"),
-    "tip": ConsumerSpec("tip", "ride-tip", "tip_amount", "tip_amount"),
-}
+# One per model the stream predicts (rides.stream.consumers.MODELS, where a model is added).
+CONSUMERS = {m.key: ConsumerSpec(m.key, m.model_name, m.prediction_field, m.target) for m in MODELS}
 # A challenger version of the duration model on the same events (rides promote --as shadow): its
 # predictions carry "role": "shadow", which the decision service ignores and the evaluation compares.
 SHADOW = ConsumerSpec("shadow", "ride-duration", "ride_duration", "duration", role="shadow")

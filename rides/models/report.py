@@ -13,10 +13,11 @@ import numpy as np
 
 from rides.readme_section import write_section
 from rides.settings import CONSUMERS
+from rides.stream.consumers import MODELS
 from rides.stream.features import PAYMENT_TYPE, features_from_frame
 
 README_MARKERS = ("<!-- models:start -->\n", "<!-- models:end -->")
-UNITS = {"duration": "min", "fare_amount": "$", "tip_amount": "$"}
+UNITS = {model.target: model.unit for model in MODELS}
 
 
 @dataclass(frozen=True)

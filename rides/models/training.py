@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from rides.stream.consumers import MODELS
 from rides.stream.evaluation import drift
 from rides.stream.events import MAX_ZONE
 from rides.stream.features import NUMERIC_FEATURES, PAYMENT_TYPE, QUICK_FEATURES, RideFeatures, features_from_frame
@@ -221,7 +222,7 @@ def onnx_predict(onnx_model, matrix: np.ndarray) -> np.ndarray:
 
 
 # Plausible values of each target; rows outside (refunds, data errors) are left out of training.
-TARGET_RANGES = {"duration": (1.0, 60.0), "fare_amount": (0.01, 500.0), "tip_amount": (0.0, 200.0)}
+TARGET_RANGES = {model.target: model.target_range for model in MODELS}
 
 
 def _with_plausible_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rides.stream.consumers import MODELS
 from rides.stream.kpl import expand
 
 # The columns per archived stream, as Glue types (Terraform's tables use these, tests/test_infra.py checks).
@@ -26,7 +27,7 @@ COLUMNS = {
         ("model", "string"),
         ("version", "string"),
         ("role", "string"),
-        ("prediction", "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double>"),
+        ("prediction", "struct<ride_id:string," + ",".join(f"{m.prediction_field}:double" for m in MODELS) + ">"),
         (
             "source",
             "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double,"
@@ -47,9 +48,7 @@ COLUMNS = {
         ("version", "int"),
         ("ride_id", "string"),
         ("lpep_dropoff_datetime", "string"),
-        ("duration_minutes", "double"),
-        ("fare_amount", "double"),
-        ("tip_amount", "double"),
+        *((m.outcome_field, "double") for m in MODELS),
     ],
 }
 _ARROW = {"string": pa.string(), "double": pa.float64(), "int": pa.int32(), "boolean": pa.bool_()}

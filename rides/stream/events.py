@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from rides.stream.consumers import MODELS
+
 MIN_ZONE, MAX_ZONE = 1, 265
 # TLC's payment codes: how the rider pays is what tips depend on (cash tips are not recorded).
 PAYMENT_TYPES = {1: "credit card", 2: "cash", 3: "no charge", 4: "dispute", 5: "unknown", 6: "voided trip"}
@@ -266,7 +268,7 @@ def prediction_from(body: Any) -> PredictionIn:
 ROLES = ("production", "shadow")
 COMPLETED = "ride-completed"
 # What each prediction field is checked against when the ride completes.
-OUTCOME_FIELDS = {"ride_duration": "duration_minutes", "fare_amount": "fare_amount", "tip_amount": "tip_amount"}
+OUTCOME_FIELDS = {model.prediction_field: model.outcome_field for model in MODELS}
 
 
 class RideCompleted(NamedTuple):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from rides.stream.consumers import MODELS
 from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
 from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, is_watch
@@ -27,7 +28,7 @@ from rides.stream.publish import KinesisPublisher
 
 log = logging.getLogger("rides.stream.decision")
 
-DEFAULT_REQUIRED_MODELS = ("ride-duration", "ride-fare", "ride-tip")
+DEFAULT_REQUIRED_MODELS = tuple(model.model_name for model in MODELS if model.required)
 # A write that lost a race re-reads the ride and merges again; more than this many losses in
 # one batch means something is badly wrong: report the records instead.
 MAX_MERGE_ROUNDS = 4
