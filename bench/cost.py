@@ -55,7 +55,7 @@ def main() -> None:
         "--only-window", action="store_true", help="only the other decision window's run; the rest as last measured"
     )
     args = parser.parse_args()
-    from rides.local.services import DECISION_BATCHING_WINDOW_SECONDS
+    from rides.settings import DECISION_BATCHING_WINDOW_SECONDS
 
     last = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results: dict = {

@@ -226,6 +226,36 @@ locals {
   }
   # Every function on ride-events that publishes predictions.
   stream_consumers = merge(local.consumers, local.shadow_consumers)
+
+  # The event source mappings' batching and failure policy: one for every stream function (the
+  # variables, whose defaults are rides/settings.py EventSourceSettings), and what each function
+  # changes of it, in one table (rides/settings.py EVENT_SOURCE_OVERRIDES; tests/test_infra.py
+  # holds both equal).
+  event_source = {
+    batch_size                         = var.batch_size
+    maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+    starting_position                  = var.starting_position
+    parallelization_factor             = var.parallelization_factor
+    bisect_batch_on_function_error     = var.bisect_batch_on_function_error
+    maximum_retry_attempts             = var.maximum_retry_attempts
+    maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  }
+  event_source_overrides = {
+    consumer = {}
+    # one writer per ride (rides/stream/decision/store.py); its own window
+    decisions = {
+      parallelization_factor             = 1
+      maximum_batching_window_in_seconds = var.decision_batching_window_seconds
+    }
+    # big batches over a few seconds (a batch's sums are one transaction); one invocation per
+    # shard (the shard's mark, rides/stream/evaluation/store.py)
+    evaluation = {
+      batch_size                         = 2000
+      maximum_batching_window_in_seconds = 5
+      parallelization_factor             = 1
+    }
+  }
+  event_sources = { for function, changes in local.event_source_overrides : function => merge(local.event_source, changes) }
 }
 
 # The zip variant goes through S3: Lambda's API takes at most 50 MB zipped, and the package
@@ -285,13 +315,10 @@ module "consumer" {
   # Without a model every record would be retried until it expires: wait for a promotion.
   enabled = each.value.model_uri != ""
 
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  starting_position                  = each.value.role == "shadow" ? "LATEST" : var.starting_position
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  # A shadow starts on what arrives once it exists.
+  event_source = merge(local.event_sources.consumer, {
+    starting_position = each.value.role == "shadow" ? "LATEST" : local.event_sources.consumer.starting_position
+  })
 
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = local.alarm_topic_arn
@@ -331,13 +358,7 @@ module "decision_service" {
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   failed_batches_queue_arn = module.failed_batches_queue.arn
 
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.decision_batching_window_seconds
-  starting_position                  = var.starting_position
-  parallelization_factor             = 1 # one writer per ride: see rides/stream/decision/store.py
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  event_source = local.event_sources.decisions
 
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = local.alarm_topic_arn
@@ -373,6 +394,7 @@ module "evaluation" {
     EVALUATED_MODELS             = join(",", [for consumer in values(local.consumers) : consumer.model_name])
     SHADOW_MODELS                = var.shadow_model_uri == "" ? "" : "ride-duration"
     JOIN_WAIT_SECONDS            = "900"
+    SWEEP_INTERVAL_SECONDS       = "60" # module.evaluation_sweep's rate(1 minute)
     POWERTOOLS_SERVICE_NAME      = local.names.evaluation
     POWERTOOLS_METRICS_NAMESPACE = "rides"
   }
@@ -385,15 +407,7 @@ module "evaluation" {
   dead_letter_queue_arn    = module.dead_letter_queue.arn
   failed_batches_queue_arn = module.failed_batches_queue.arn
 
-  # Big batches over a few seconds (rides/local/services.py EVALUATION_BATCHING): the sums of a
-  # batch's completions are one transaction, so the more per batch the fewer writes per ride.
-  batch_size                         = 2000
-  maximum_batching_window_in_seconds = 5
-  starting_position                  = var.starting_position
-  parallelization_factor             = 1 # one invocation per shard: the shard's mark (store.py)
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  event_source = local.event_sources.evaluation
 
   alarm_name_prefix     = "rides-${var.environment}"
   alarm_topic_arn       = local.alarm_topic_arn

@@ -7,7 +7,7 @@ configuration from the environment only and imports nothing from here.)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rides.stream.consumers import MODELS
@@ -99,6 +99,29 @@ class EventSourceSettings:
             raise ValueError("maximum_record_age_in_seconds must be -1 or 60-604800")
         if not -1 <= self.maximum_retry_attempts <= 10_000:
             raise ValueError("maximum_retry_attempts must be -1..10000")
+
+
+# What a function changes of the one policy above, in one table: the local runner applies it and
+# Terraform's `local.event_source_overrides` is the same table (tests/test_infra.py holds them equal).
+# The decision service's window is the consumers' 1 s: a longer one puts more of a ride's three
+# predictions (from three consumers polling on their own) in one batch, and since a ride split
+# over two batches costs two writes and no index writes (watch items), 2 s no longer pays for the
+# second it adds (README, "What a ride costs"). Terraform: decision_batching_window_seconds.
+DECISION_BATCHING_WINDOW_SECONDS = int(os.environ.get("RIDES_DECISION_BATCHING_WINDOW_SECONDS") or 1)
+EVENT_SOURCE_OVERRIDES: dict[str, dict] = {
+    "consumer": {},
+    # one writer per ride (rides/stream/decision/store.py)
+    "decisions": {"parallelization_factor": 1, "maximum_batching_window_in_seconds": DECISION_BATCHING_WINDOW_SECONDS},
+    # big batches over a few seconds: a batch's sums are one transaction, so the more per batch
+    # the fewer writes per ride; one invocation per shard (the shard's mark, evaluation/store.py)
+    "evaluation": {"batch_size": 2000, "maximum_batching_window_in_seconds": 5, "parallelization_factor": 1},
+}
+
+
+def event_source_for(function: str, base: EventSourceSettings | None = None) -> EventSourceSettings:
+    """The policy of one function ("consumer", "decisions", "evaluation"): `base` (the one policy,
+    as configured) with the function's overrides."""
+    return replace(base or EventSourceSettings(), **EVENT_SOURCE_OVERRIDES[function])
 
 
 # -- local state: the emulator's pid and log, runner checkpoints, the MLflow DB ---------------------

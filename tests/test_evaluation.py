@@ -36,7 +36,9 @@ def store(aws):
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(**evaluations_table_spec("ride-evaluations"))
     dynamodb.create_table(**decisions_table_spec("ride-decisions"))
-    return EvaluationStore(dynamodb, "ride-evaluations", decisions_table="ride-decisions")
+    # Every sweep reads every waiting ride (interval 0): these tests are about what is joined,
+    # not when; the read schedule (1, 2, 4… intervals) has its own tests below.
+    return EvaluationStore(dynamodb, "ride-evaluations", decisions_table="ride-decisions", sweep_interval_seconds=0)
 
 
 def prediction(ride_id, value, version="1", role="production", model="ride-duration"):
@@ -226,6 +228,7 @@ def test_a_ride_waits_for_the_challengers_prediction_that_lags_production(store)
         decisions_table="ride-decisions",
         shadow_models=("ride-duration",),
         join_wait_seconds=600,
+        sweep_interval_seconds=0,
     )
     decide(store, [prediction("s1", 10.0), prediction("s2", 10.0)])
     outcome = lagging.add("ride-completions#shard-0", [((1, 0), completion_from_json("s1", 12.0))], now=NOW)
@@ -251,6 +254,7 @@ def test_a_ride_decided_by_the_timeout_waits_for_the_lagging_consumers_predictio
         decisions_table="ride-decisions",
         evaluated_models=("ride-duration", "ride-fare"),
         join_wait_seconds=600,
+        sweep_interval_seconds=0,
     )
     decide(store, [prediction("t1", 10.0)])  # decided: duration was all that was required
     late = completion_from(json.loads(completion("t1", 12.0, fare=20.0)))
@@ -461,3 +465,40 @@ def test_rides_evaluate_prints_the_table_and_writes_the_report(store, tmp_path):
     assert "shadow v2 vs production v1 of ride-duration, on the same 60 rides:" in result.output
     page = report.read_text()
     assert "<svg" in page and "polyline" in page and "ride-duration v2 shadow" in page
+
+
+def test_a_waiting_ride_is_read_again_once_per_doubling_of_its_wait_not_at_every_sweep(store):
+    """A consumer down for an hour leaves its rides undecided: with a sweep a minute, each
+    waiting completion's ride was read 60 times. Read as its wait passes 1, 2, 4, 8… sweep
+    intervals, it is read 6 times, and still joined at the first of those after its decision."""
+    store = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")
+    reads = []
+    store.client.meta.events.register("before-call.dynamodb.BatchGetItem", lambda **_: reads.append(1))
+    feed(store, [completion("late", 10.0)])
+    reads.clear()
+    minute = store.sweep_interval_seconds
+    assert minute == 60.0  # the schedule's rate(1 minute) (infra/main.tf SWEEP_INTERVAL_SECONDS)
+    read_at = []
+    for sweep_number in range(1, 61):  # an hour of sweeps, the ride undecided
+        before = len(reads)
+        outcome = store.sweep(now=NOW + sweep_number * minute)
+        assert outcome.evaluated == [] and store.waiting() == 1
+        if len(reads) > before:
+            read_at.append(sweep_number)
+    assert read_at == [1, 2, 4, 8, 16, 32]
+    # decided at last: joined at the next doubling (64 minutes), not before
+    decide(store, [prediction("late", 11.0)])
+    assert store.sweep(now=NOW + 61 * minute).evaluated == []
+    assert [e.ride_id for e in store.sweep(now=NOW + 64 * minute).evaluated] == ["late"]
+    assert store.waiting() == 0
+
+
+def test_a_probe_ride_and_a_ride_past_the_window_are_read_at_every_sweep(store):
+    store = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")
+    feed(store, [completion("smoke-1", 10.0), completion("old", 10.0)])
+    assert store.sweep(now=NOW + 30).not_due == 0  # both in one item: the probe's; read
+    decide(store, [prediction("smoke-1", 11.0)])
+    assert [e.ride_id for e in store.sweep(now=NOW + 35).evaluated] == ["smoke-1"]
+    # the item kept "old"; past the window it is read (and dropped) whatever its age's doubling
+    past = store.sweep(now=NOW + store.window_seconds + 7)
+    assert past.expired == 1 and store.waiting() == 0

@@ -227,13 +227,35 @@ def test_event_source_mapping_defaults_are_the_runners():
     esm = blocks_of(INFRA / "modules" / "stream_function", "resource")["aws_lambda_event_source_mapping"]["this"]
     assert esm["function_response_types"] == list(response_types)
     assert esm["destination_config"][0]["on_failure"][0]["destination_arn"] == "${var.failed_batches_queue_arn}"
-    consumer = named(load_dir(INFRA)["module"])["consumer"]
     for name in settings:
-        assert esm[name] == f"${{var.{name}}}", name
-        if name == "starting_position":  # a shadow starts on what arrives once it exists
-            assert consumer[name] == '${each.value.role == "shadow" ? "LATEST" : var.starting_position}'
-            continue
-        assert consumer[name] == f"${{var.{name}}}", name  # the root passes the runner's settings on
+        assert esm[name] == f"${{var.event_source.{name}}}", name
+    # the root's one policy passes the variables on, every one of them
+    assert locals_of(INFRA)["event_source"] == {name: f"${{var.{name}}}" for name in settings}
+
+
+def test_each_stream_function_gets_the_one_policy_with_its_changes_from_one_table():
+    """Terraform's local.event_source_overrides is rides/settings.py's EVENT_SOURCE_OVERRIDES, the
+    table the local runner applies: the decisions' window is Terraform's variable, whose default
+    is the runner's."""
+    from rides.settings import DECISION_BATCHING_WINDOW_SECONDS, EVENT_SOURCE_OVERRIDES
+
+    tf_locals = locals_of(INFRA)
+    overrides = tf_locals["event_source_overrides"]
+    assert overrides["decisions"]["maximum_batching_window_in_seconds"] == "${var.decision_batching_window_seconds}"
+    assert variables(INFRA)["decision_batching_window_seconds"]["default"] == DECISION_BATCHING_WINDOW_SECONDS
+    overrides["decisions"]["maximum_batching_window_in_seconds"] = DECISION_BATCHING_WINDOW_SECONDS
+    assert overrides == EVENT_SOURCE_OVERRIDES
+    assert tf_locals["event_sources"] == (
+        "${{for function, changes in local.event_source_overrides : function => merge(local.event_source, changes)}}"
+    )
+    blocks = named(load_dir(INFRA)["module"])
+    assert blocks["decision_service"]["event_source"] == "${local.event_sources.decisions}"
+    assert blocks["evaluation"]["event_source"] == "${local.event_sources.evaluation}"
+    # the consumers' policy, where only a shadow starts on what arrives once it exists
+    assert blocks["consumer"]["event_source"] == (
+        '${merge(local.event_sources.consumer, {starting_position = each.value.role == "shadow" ? "LATEST"'
+        " : local.event_sources.consumer.starting_position})}"
+    )
 
 
 def caller_statements(module: dict) -> list[dict]:
@@ -326,16 +348,6 @@ def test_decision_service_environment_is_exactly_what_its_handler_reads():
     assert set(re.findall(r'env\.get\("([A-Z_]+)"', source)) == set(DecisionConfig.ENV_VARS)
 
 
-def test_the_decision_mapping_batches_as_long_as_the_local_runner_does():
-    """A ride's predictions sharing a batch is what makes it one write: the window is the
-    decision service's own, not the consumers' (which is latency)."""
-    from rides.local.services import DECISION_BATCHING_WINDOW_SECONDS
-
-    decision = named(load_dir(INFRA)["module"])["decision_service"]
-    assert decision["maximum_batching_window_in_seconds"] == "${var.decision_batching_window_seconds}"
-    assert variables(INFRA)["decision_batching_window_seconds"]["default"] == DECISION_BATCHING_WINDOW_SECONDS
-
-
 def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     from rides.operate.archive import COLUMNS
     from rides.stream.evaluation.service import EvaluationConfig
@@ -353,9 +365,6 @@ def test_the_evaluation_and_the_shadow_get_exactly_what_their_handlers_read():
     assert evaluation["environment"]["DECISIONS_TABLE"] == "${module.decisions_table.name}"
     assert blocks["evaluation_sweep"]["function_name"] == "${module.evaluation.function_name}"
     assert evaluation["environment"]["DRIFT_REFERENCE_URI"] == "${var.model_uri}"
-    from rides.local.services import EVALUATION_BATCHING
-
-    assert {k: evaluation[k] for k in EVALUATION_BATCHING} == EVALUATION_BATCHING  # as the local runner batches
     # the shadow: one more entry of the consumer module, with its own model and role
     assert blocks["consumer"]["for_each"] == "${local.stream_consumers}"
     assert blocks["consumer"]["environment"]["MODEL_ROLE"] == "${each.value.role}"

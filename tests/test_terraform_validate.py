@@ -181,6 +181,41 @@ def test_a_shadow_consumer_is_planned_exactly_when_a_shadow_model_is_given(plans
     assert re.search(r"model_version\s*=\s*var\.shadow_model_version\b", expression)
 
 
+def test_every_mapping_is_planned_with_the_one_policy_and_its_functions_changes(plans):
+    """What each event source mapping will be on AWS is rides/settings.py's policy with the
+    function's changes (EVENT_SOURCE_OVERRIDES), as the local runner runs it: one table."""
+    from dataclasses import asdict
+
+    from rides.settings import EventSourceSettings, event_source_for
+
+    fields = [name for name in asdict(EventSourceSettings()) if name != "function_response_types"]
+    planned = {
+        r["address"]: r["change"]["after"]
+        for r in created(plans["stg"])
+        if r["type"] == "aws_lambda_event_source_mapping"
+    }
+
+    def function_of(address: str) -> str:
+        if address.startswith("module.decision_service."):
+            return "decisions"
+        if address.startswith("module.evaluation."):
+            return "evaluation"
+        assert address.startswith("module.consumer["), address
+        return "shadow" if '["shadow"]' in address else "consumer"
+
+    seen = set()
+    for address, mapping in planned.items():
+        function = function_of(address)
+        seen.add(function)
+        wanted = asdict(event_source_for("consumer" if function == "shadow" else function))
+        if function == "shadow":  # it starts on what arrives once it exists
+            wanted["starting_position"] = "LATEST"
+        assert {name: mapping[name] for name in fields} == {name: wanted[name] for name in fields}, address
+        assert mapping["function_response_types"] == ["ReportBatchItemFailures"]
+    assert seen == {"consumer", "shadow", "decisions", "evaluation"}
+    assert len(planned) == 7
+
+
 def test_the_batch_job_is_planned_into_the_databases_subnets(plans):
     [job] = [
         r["change"]

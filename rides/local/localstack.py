@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rides.local.backend import LOCAL_ENV, StackError, StackInfo, clients, free_port, stop_process
-from rides.settings import EventSourceSettings, StackNames, state_dir
+from rides.settings import EventSourceSettings, StackNames, event_source_for, state_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTOR_DIR = ROOT / "localstack_executor"
@@ -156,7 +156,7 @@ def deploy_consumer(
     function_name: str | None = None,
 ) -> dict:
     """The consumer Lambda and its event source mapping, as Terraform declares them."""
-    settings = settings or EventSourceSettings()
+    settings = event_source_for("consumer", settings)
     c = clients(info.env())
     import boto3
 

@@ -9,26 +9,17 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from rides import RidesError
 from rides.local.lambda_service import LambdaContext
 from rides.local.runner import EventSourceRunner
-from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings, StackNames
+from rides.settings import CONSUMERS, SHADOW, ConsumerSpec, EventSourceSettings, StackNames, event_source_for
 
 log = logging.getLogger(__name__)
 DECISION_FUNCTION = "ride-decision-service"
 EVALUATION_FUNCTION = "ride-evaluation"
-# Big batches over a few seconds: a ride's predictions (one shard: its ride id is the partition
-# key) then mostly share a batch, and the evaluation writes the ride once instead of once per
-# model. Evaluation is not latency-bound. Terraform's evaluation mappings use the same.
-EVALUATION_BATCHING = {"batch_size": 2000, "maximum_batching_window_in_seconds": 5}
-# The decision service's window: the consumers' 1 s. A longer one puts more of a ride's three
-# predictions (from three consumers polling on their own) in one batch; since a ride split over
-# two batches costs two writes and no index writes (watch items), 2 s no longer pays for the
-# second it adds (README, "What a ride costs"). Terraform's decision_batching_window_seconds.
-DECISION_BATCHING_WINDOW_SECONDS = int(os.environ.get("RIDES_DECISION_BATCHING_WINDOW_SECONDS") or 1)
 
 
 class NoModel(RidesError):
@@ -112,7 +103,7 @@ class LocalDeployment:
         return EventSourceRunner(
             stream or self.names.input_stream,
             handler=handler_for(env),
-            settings=self.settings,
+            settings=event_source_for("consumer", self.settings),
             function_name=spec.function_name,
             function_timeout_s=function_timeout_s,
             kinesis=self.kinesis,
@@ -148,10 +139,11 @@ class LocalDeployment:
         """The evaluation consumer, one runner per stream it is mapped to (as its two event
         source mappings on AWS): completions, ride events (drift); the completions' runner
         sweeps the waiting completions every 15 s (on AWS a schedule invokes it every minute;
-        each sweep reads every waiting ride again, so more often costs reads)."""
+        a waiting ride is read again at about 1, 2, 4, 8… intervals of its wait)."""
         from lambda_function.evaluation_handler import handler_for
 
-        handler = handler_for(self.evaluation_env())
+        # its sweeps' interval: how often a waiting completion's ride is read again (store.due)
+        handler = handler_for({"SWEEP_INTERVAL_SECONDS": str(sweep_every_s), **self.evaluation_env()})
         last = [0.0]
 
         def sweep() -> None:
@@ -163,7 +155,7 @@ class LocalDeployment:
             EventSourceRunner(
                 stream,
                 handler=handler,
-                settings=replace(self.settings, **EVALUATION_BATCHING),
+                settings=event_source_for("evaluation", self.settings),
                 function_name=EVALUATION_FUNCTION,
                 function_timeout_s=function_timeout_s,
                 kinesis=self.kinesis,
@@ -202,7 +194,7 @@ class LocalDeployment:
         return EventSourceRunner(
             self.names.predictions_stream,
             handler=handler,
-            settings=replace(self.settings, maximum_batching_window_in_seconds=DECISION_BATCHING_WINDOW_SECONDS),
+            settings=event_source_for("decisions", self.settings),
             function_name=DECISION_FUNCTION,
             function_timeout_s=function_timeout_s,
             kinesis=self.kinesis,

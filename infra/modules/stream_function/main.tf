@@ -33,13 +33,13 @@ resource "aws_kinesis_stream_consumer" "this" {
 resource "aws_lambda_event_source_mapping" "this" {
   event_source_arn                   = var.enhanced_fan_out ? aws_kinesis_stream_consumer.this[0].arn : var.input_stream_arn
   function_name                      = module.function.alias_arn
-  starting_position                  = var.starting_position
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  starting_position                  = var.event_source.starting_position
+  batch_size                         = var.event_source.batch_size
+  maximum_batching_window_in_seconds = var.event_source.maximum_batching_window_in_seconds
+  parallelization_factor             = var.event_source.parallelization_factor
+  bisect_batch_on_function_error     = var.event_source.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.event_source.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.event_source.maximum_record_age_in_seconds
   function_response_types            = ["ReportBatchItemFailures"]
   enabled                            = var.enabled
 
@@ -54,13 +54,13 @@ resource "aws_lambda_event_source_mapping" "extra" {
   for_each                           = var.extra_input_streams
   event_source_arn                   = each.value
   function_name                      = module.function.alias_arn
-  starting_position                  = var.starting_position
-  batch_size                         = var.batch_size
-  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
-  parallelization_factor             = var.parallelization_factor
-  bisect_batch_on_function_error     = var.bisect_batch_on_function_error
-  maximum_retry_attempts             = var.maximum_retry_attempts
-  maximum_record_age_in_seconds      = var.maximum_record_age_in_seconds
+  starting_position                  = var.event_source.starting_position
+  batch_size                         = var.event_source.batch_size
+  maximum_batching_window_in_seconds = var.event_source.maximum_batching_window_in_seconds
+  parallelization_factor             = var.event_source.parallelization_factor
+  bisect_batch_on_function_error     = var.event_source.bisect_batch_on_function_error
+  maximum_retry_attempts             = var.event_source.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.event_source.maximum_record_age_in_seconds
   function_response_types            = ["ReportBatchItemFailures"]
   enabled                            = var.enabled
 

@@ -75,46 +75,17 @@ variable "enabled" {
   default     = true
 }
 
-variable "batch_size" {
-  type        = number
-  description = "Records per invocation."
-  default     = 500
-}
-
-variable "maximum_batching_window_in_seconds" {
-  type        = number
-  description = "Batching window (seconds)."
-  default     = 1
-}
-
-variable "starting_position" {
-  type        = string
-  description = "TRIM_HORIZON or LATEST."
-  default     = "TRIM_HORIZON"
-}
-
-variable "parallelization_factor" {
-  type        = number
-  description = "Concurrent batches per shard."
-  default     = 1
-}
-
-variable "bisect_batch_on_function_error" {
-  type        = bool
-  description = "Split failing batches."
-  default     = true
-}
-
-variable "maximum_retry_attempts" {
-  type        = number
-  description = "Retries before the on-failure destination."
-  default     = 5
-}
-
-variable "maximum_record_age_in_seconds" {
-  type        = number
-  description = "Maximum record age before the on-failure destination."
-  default     = 3600
+variable "event_source" {
+  type = object({
+    batch_size                         = number
+    maximum_batching_window_in_seconds = number
+    starting_position                  = string
+    parallelization_factor             = number
+    bisect_batch_on_function_error     = bool
+    maximum_retry_attempts             = number
+    maximum_record_age_in_seconds      = number
+  })
+  description = "The mappings' batching and failure policy (the root's local.event_sources: one policy, each function's changes in one table)."
 }
 
 variable "alarm_name_prefix" {

@@ -63,6 +63,9 @@ class EvaluationConfig:
     evaluated_models: tuple[str, ...] = ()
     shadow_models: tuple[str, ...] = ()
     join_wait_seconds: float = 900.0
+    # How often the schedule sweeps (Terraform: rate(1 minute)); a waiting completion's ride is
+    # read again at about 1, 2, 4, 8… intervals of its age (EvaluationStore.due).
+    sweep_interval_seconds: float = 60.0
 
     ENV_VARS = (
         "EVALUATIONS_TABLE",
@@ -74,6 +77,7 @@ class EvaluationConfig:
         "EVALUATED_MODELS",
         "SHADOW_MODELS",
         "JOIN_WAIT_SECONDS",
+        "SWEEP_INTERVAL_SECONDS",
     )
 
     @classmethod
@@ -88,6 +92,7 @@ class EvaluationConfig:
             evaluated_models=_names(env.get("EVALUATED_MODELS")),
             shadow_models=_names(env.get("SHADOW_MODELS")),
             join_wait_seconds=float(env.get("JOIN_WAIT_SECONDS") or 900),
+            sweep_interval_seconds=float(env.get("SWEEP_INTERVAL_SECONDS") or 60),
         )
 
     def store(self, client) -> EvaluationStore:
@@ -99,6 +104,7 @@ class EvaluationConfig:
             evaluated_models=self.evaluated_models,
             shadow_models=self.shadow_models,
             join_wait_seconds=self.join_wait_seconds,
+            sweep_interval_seconds=self.sweep_interval_seconds,
         )
 
 

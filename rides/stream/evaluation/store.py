@@ -41,6 +41,7 @@ batch, well under a tenth of a write unit per ride, where a row per ride and ver
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class SweepOutcome:
     expired: int = 0  # waiting completions whose ride never got a decision within the window
     waiting: int = 0  # still waiting
     conflicts: int = 0  # waiting items someone else resolved meanwhile
+    not_due: int = 0  # waiting items not read this time (EvaluationStore.due)
 
 
 def _position_text(position: Position) -> str:
@@ -103,6 +105,7 @@ class EvaluationStore:
         evaluated_models: Sequence[str] = (),
         shadow_models: Sequence[str] = (),
         join_wait_seconds: float = 900.0,
+        sweep_interval_seconds: float = 60.0,
         backoff=Backoff,
     ):
         self.client = client
@@ -112,6 +115,7 @@ class EvaluationStore:
         self.evaluated_models = tuple(evaluated_models)
         self.shadow_models = tuple(shadow_models)
         self.join_wait_seconds = join_wait_seconds
+        self.sweep_interval_seconds = sweep_interval_seconds
         self.backoff = backoff
 
     def ready(self, ride: RideState | None, entry: Waiting, now: float) -> bool:
@@ -127,6 +131,22 @@ class EvaluationStore:
         ):
             return True
         return now - entry.since >= self.join_wait_seconds
+
+    def due(self, entries: Sequence[Waiting], now: float) -> bool:
+        """Whether a sweep reads a waiting item's rides now: once as its age passes each of 1, 2,
+        4, 8… sweep intervals, not at every sweep. A ride whose decision is late (a consumer down
+        for an hour) was read again every interval for as long; this way a few times. A probe
+        ride's item (the smoke test waits for it) and one past the window (to expire it): always."""
+        if any(entry.ride_id.startswith(TRACE_PREFIX) for entry in entries):
+            return True
+        interval = self.sweep_interval_seconds
+        age = now - min(entry.since for entry in entries)
+        if interval <= 0 or age >= self.window_seconds:
+            return True
+        if age < interval:  # it was read when it came
+            return False
+        checkpoint = interval * 2 ** math.floor(math.log2(age / interval))
+        return checkpoint > age - interval  # passed since the previous sweep
 
     # -- counting completions -----------------------------------------------------------------
     def add(
@@ -312,7 +332,13 @@ class EvaluationStore:
             out.conflicts += code == Failure.CONFLICT
             sums, group = Sums(), []
 
-        items = self._query("waiting")
+        items = []
+        for item in self._query("waiting"):
+            if self.due(unpack(item), now):
+                items.append(item)
+            else:
+                out.waiting += len(unpack(item))
+                out.not_due += 1
         for first in range(0, len(items), SWEEP_READ_ITEMS):
             page = [(item, unpack(item)) for item in items[first : first + SWEEP_READ_ITEMS]]
             if deadline.passed:
