@@ -477,7 +477,7 @@ def test_a_waiting_ride_is_read_again_once_per_doubling_of_its_wait_not_at_every
     feed(store, [completion("late", 10.0)])
     reads.clear()
     minute = store.sweep_interval_seconds
-    assert minute == 60.0  # the schedule's rate(1 minute) (infra/main.tf SWEEP_INTERVAL_SECONDS)
+    assert minute == 60.0  # the schedule's rate(1 minute) (infra/functions.tf SWEEP_INTERVAL_SECONDS)
     read_at = []
     for sweep_number in range(1, 61):  # an hour of sweeps, the ride undecided
         before = len(reads)

@@ -186,6 +186,7 @@ def test_the_evaluation_functions_role_allows_every_call_it_makes(aws, monkeypat
         "DECISIONS_TABLE": "ride-decisions",
         "DEAD_LETTER_QUEUE_URL": dlq,
         "DRIFT_REFERENCE_URI": uri,
+        "SWEEP_INTERVAL_SECONDS": "0",  # the sweep below reads every waiting ride, whatever its age
     }
     evaluation_handler.function.clients.clear()
     evaluation_handler._references.clear()

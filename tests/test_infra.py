@@ -408,7 +408,7 @@ def test_the_predictions_stream_is_sized_from_the_number_of_consumers():
 
 def test_alarms_on_the_queues_an_operator_must_empty_and_on_model_faults():
     alarms = locals_of(INFRA)["operator_alarms"]
-    text = (INFRA / "main.tf").read_text()
+    text = (INFRA / "operations.tf").read_text()
     # the queues: both of them, by their modules
     assert "name = module.dead_letter_queue.name" in text and "name = module.failed_batches_queue.name" in text
     # model faults: one per consumer, on the metric the consumer emits with the dimensions
@@ -902,3 +902,24 @@ def test_the_deploy_keeps_failing_on_errors_inside_command_substitutions():
     script = (ROOT / "scripts" / "deploy.sh").read_text()
     head, _, _ = script.partition("$(")
     assert "set -euo pipefail" in head and "shopt -s inherit_errexit" in head
+
+
+def test_every_module_says_which_provider_it_needs_as_the_root_does():
+    """A module used on its own (or by another root) states its provider and the versions it
+    was written for: the root's constraint."""
+    root = load_dir(INFRA)["terraform"][0]["required_providers"][0]["aws"]
+    modules = sorted(p for p in (INFRA / "modules").iterdir() if p.is_dir())
+    assert len(modules) >= 15
+    for module in modules:
+        assert (module / "versions.tf").exists(), module.name
+        [block] = load_dir(module)["terraform"]
+        assert block["required_providers"][0]["aws"] == root, module.name
+
+
+def test_the_root_module_is_split_by_concern_and_main_tf_keeps_what_they_share():
+    files = {p.name for p in INFRA.glob("*.tf")}
+    assert {"streams.tf", "storage.tf", "functions.tf", "archive.tf", "operations.tf", "web.tf", "batch.tf"} <= files
+    with (INFRA / "main.tf").open() as handle:
+        main = _plain(hcl2.load(handle))
+    assert set(main) <= {"locals", "data", "resource"}
+    assert "module" not in main  # every module call lives in its concern's file

