@@ -5,8 +5,8 @@ in the prediction records, an outcome in `ride-completed` events, a training tar
 Derived from it: rides.settings.CONSUMERS (the local stack, the CLI), rides.stream.events'
 OUTCOME_FIELDS, the decision service's DEFAULT_REQUIRED_MODELS, training's TARGET_RANGES, the
 archive's prediction and completion columns, the smoke test's models and the models report's
-units. Terraform's `local.consumers` (infra/main.tf) is held equal to
-it by tests/test_infra.py; tests/test_structure.py adds a fourth model here and finds it in
+units. Terraform's `local.consumers` (infra/main.tf) is held equal to it by
+tests/test_infra.py; tests/test_consumer_registry.py adds a fourth model here and finds it in
 each derived place.
 """
 

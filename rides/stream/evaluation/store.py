@@ -332,15 +332,16 @@ class EvaluationStore:
             out.conflicts += code == Failure.CONFLICT
             sums, group = Sums(), []
 
-        items = []
+        due = []  # (item, its completions), unpacked once
         for item in self._query("waiting"):
-            if self.due(unpack(item), now):
-                items.append(item)
+            entries = unpack(item)
+            if self.due(entries, now):
+                due.append((item, entries))
             else:
-                out.waiting += len(unpack(item))
+                out.waiting += len(entries)
                 out.not_due += 1
-        for first in range(0, len(items), SWEEP_READ_ITEMS):
-            page = [(item, unpack(item)) for item in items[first : first + SWEEP_READ_ITEMS]]
+        for first in range(0, len(due), SWEEP_READ_ITEMS):
+            page = due[first : first + SWEEP_READ_ITEMS]
             if deadline.passed:
                 out.waiting += sum(len(entries) for _, entries in page)
                 continue
