@@ -68,7 +68,7 @@ integration-test-docker: setup
 	$(LS_ENV) $(BIN)/rides train
 	URI=$$($(LS_ENV) $(BIN)/rides resolve ride-duration@staging | $(BIN)/python -c \
 	  'import json, sys; print(json.load(sys.stdin)["uri"])') && \
-	  $(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var-file=vars/localstack.tfvars -var image_tag=local -var model_uri=$$URI
+	  $(TFLOCAL) apply -input=false -auto-approve -var-file=vars/stg.tfvars -var-file=vars/localstack.tfvars -var image_tag=local -var "models={\"ride-duration\"={uri=\"$$URI\"}}"
 	$(LS_ENV) $(BIN)/rides smoke --timeout 120; \
 	  status=$$?; docker compose -f integration-test/docker-compose.yaml down; exit $$status
 

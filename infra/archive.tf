@@ -26,13 +26,14 @@ locals {
     decisions   = { arn = module.decisions_stream.arn, name = module.decisions_stream.name }
     completions = { arn = module.completions_stream.arn, name = module.completions_stream.name }
   }
-  # rides/operate/archive.py COLUMNS, the same names and Glue types (tests/test_infra.py checks).
+  # rides/operate/archive.py COLUMNS, the same names and Glue types (tests/test_infra.py checks);
+  # the prediction fields and outcomes are the models' (rides/stream/models.json).
   archive_columns = {
     predictions = [
       { name = "model", type = "string" },
       { name = "version", type = "string" },
       { name = "role", type = "string" },
-      { name = "prediction", type = "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double>" },
+      { name = "prediction", type = "struct<ride_id:string,${join(",", [for spec in local.model_specs : "${spec.prediction_field}:double"])}>" },
       { name = "source", type = "struct<shard_id:string,sequence_number:string,approximate_arrival_timestamp:double,sub_sequence_number:int>" },
     ]
     decisions = [
@@ -44,14 +45,11 @@ locals {
       { name = "reason", type = "string" },
       { name = "decided_at", type = "double" },
     ]
-    completions = [
+    completions = concat([
       { name = "type", type = "string" },
       { name = "version", type = "int" },
       { name = "ride_id", type = "string" },
       { name = "lpep_dropoff_datetime", type = "string" },
-      { name = "duration_minutes", type = "double" },
-      { name = "fare_amount", type = "double" },
-      { name = "tip_amount", type = "double" },
-    ]
+    ], [for spec in local.model_specs : { name = spec.outcome_field, type = "double" }])
   }
 }

@@ -3,12 +3,12 @@
 # The monthly batch scoring job, once its image is pushed and a model promoted.
 module "batch_job" {
   source = "./modules/batch_job"
-  count  = var.batch_image_tag != null && var.model_uri != "" ? 1 : 0
+  count  = var.batch_image_tag != null && local.consumers.duration.model_uri != "" ? 1 : 0
 
   function_name        = local.names.batch_job
   image_uri            = local.image_of[coalesce(var.batch_image_tag, "none")]
-  model_uri            = var.model_uri
-  model_version        = var.model_version
+  model_uri            = local.consumers.duration.model_uri
+  model_version        = local.consumers.duration.model_version
   model_bucket_arn     = local.model_bucket_arn
   output_bucket        = module.model_bucket.name
   reserved_concurrency = local.reserve ? 1 : null

@@ -109,12 +109,12 @@ module "evaluation" {
     DECISIONS_TABLE         = module.decisions_table.name
     DEAD_LETTER_QUEUE_URL   = module.dead_letter_queue.url
     EVALUATION_WINDOW_HOURS = tostring(var.evaluation_window_hours)
-    DRIFT_REFERENCE_URI     = var.model_uri
+    DRIFT_REFERENCE_URI     = local.consumers.duration.model_uri
     DRIFT_MODEL             = "ride-duration"
     # a ride is counted once every consumer and the challenger (if one runs) has predicted it,
     # or after 15 min
     EVALUATED_MODELS             = join(",", [for consumer in values(local.consumers) : consumer.model_name])
-    SHADOW_MODELS                = var.shadow_model_uri == "" ? "" : "ride-duration"
+    SHADOW_MODELS                = local.shadow.uri == "" ? "" : "ride-duration"
     JOIN_WAIT_SECONDS            = "900"
     SWEEP_INTERVAL_SECONDS       = "60" # module.evaluation_sweep's rate(1 minute)
     POWERTOOLS_SERVICE_NAME      = local.names.evaluation

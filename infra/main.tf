@@ -1,6 +1,7 @@
 # One apply per environment:
 #   terraform init -backend-config=backend/stg.hcl
-#   terraform apply -var-file=vars/stg.tfvars -var image_tag=<sha> [-var model_uri=... -var model_version=...]
+#   terraform apply -var-file=vars/stg.tfvars -var image_tag=<sha> \
+#     [-var 'models={"ride-duration"={uri="s3://...", version="3"}, ...}']
 #
 # The root module by concern: streams.tf, storage.tf, functions.tf (the stream functions and
 # their permissions), archive.tf, operations.tf (sweeps, alarms), web.tf, batch.tf, releases.tf
@@ -74,47 +75,45 @@ locals {
     { sid = "DecryptStreamRecords", actions = ["kms:Decrypt"], resources = [var.stream_kms_key_arn] }
   ]
 
-  # The consumers on ride-events: one code path, one entry each. A model is declared in
-  # rides/stream/consumers.py (MODELS); tests/test_infra.py keeps this map equal to it, and a
-  # new model needs its entry here and its model_uri/model_version variables.
-  consumers = {
-    duration = {
-      function_name    = "${var.consumer_function_name}${local.suffix}"
-      model_name       = "ride-duration"
-      prediction_field = "ride_duration"
-      model_uri        = var.model_uri
-      model_version    = var.model_version
-      role             = "production"
-    }
-    fare = {
-      function_name    = "ride-fare-consumer${local.suffix}"
-      model_name       = "ride-fare"
-      prediction_field = "fare_amount"
-      model_uri        = var.fare_model_uri
-      model_version    = var.fare_model_version
-      role             = "production"
-    }
-    tip = {
-      function_name    = "ride-tip-consumer${local.suffix}"
-      model_name       = "ride-tip"
-      prediction_field = "tip_amount"
-      model_uri        = var.tip_model_uri
-      model_version    = var.tip_model_version
-      role             = "production"
-    }
+  # What each model serves, by registered name: var.models over the per-model variables of
+  # before (deprecated; still read, so an apply written for them keeps working). A model
+  # without a location is left out: its function's mapping stays disabled.
+  legacy_models = {
+    "ride-duration"        = { uri = var.model_uri, version = var.model_version }
+    "ride-fare"            = { uri = var.fare_model_uri, version = var.fare_model_version }
+    "ride-tip"             = { uri = var.tip_model_uri, version = var.tip_model_version }
+    "ride-duration-quick"  = { uri = var.quick_model_uri, version = var.quick_model_version }
+    "ride-duration@shadow" = { uri = var.shadow_model_uri, version = var.shadow_model_version }
   }
+  models   = { for name, model in merge(local.legacy_models, var.models) : name => model if model.uri != "" }
+  no_model = { uri = "", version = "" }
+  quick    = lookup(local.models, "ride-duration-quick", local.no_model)
+  shadow   = lookup(local.models, "ride-duration@shadow", local.no_model)
+
+  # The models the stream predicts, declared once for Python and Terraform alike
+  # (rides/stream/models.json): each is a consumer on ride-events, one code path, and a field
+  # in the archive's tables. Adding a model is an entry there and its location in var.models.
+  model_specs = jsondecode(file("${path.module}/../rides/stream/models.json"))
+  consumers = { for spec in local.model_specs : spec.key => {
+    function_name    = spec.key == "duration" ? "${var.consumer_function_name}${local.suffix}" : "ride-${spec.key}-consumer${local.suffix}"
+    model_name       = spec.model_name
+    prediction_field = spec.prediction_field
+    model_uri        = lookup(local.models, spec.model_name, local.no_model).uri
+    model_version    = lookup(local.models, spec.model_name, local.no_model).version
+    role             = "production"
+  } }
   # The challenger (rides promote --as shadow): a second ride-duration version on the same events,
   # its predictions marked "role": "shadow" (the decision service ignores them, the evaluation
   # compares them). Its own function and mapping rather than a second model in the production
   # consumer: a slow or broken challenger can never delay or fail a production batch
   # (docs/design-notes.md has the costs). It starts on what arrives from its first apply on.
-  shadow_consumers = var.shadow_model_uri == "" ? {} : {
+  shadow_consumers = local.shadow.uri == "" ? {} : {
     shadow = {
       function_name    = local.names.shadow_consumer
       model_name       = "ride-duration"
       prediction_field = "ride_duration"
-      model_uri        = var.shadow_model_uri
-      model_version    = var.shadow_model_version
+      model_uri        = local.shadow.uri
+      model_version    = local.shadow.version
       role             = "shadow"
     }
   }

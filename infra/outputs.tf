@@ -54,11 +54,11 @@ output "deployed" {
     image_tag       = var.image_tag
     batch_image_tag = var.batch_image_tag
     image_digests   = var.image_digests
-    # keyed as scripts/deploy.sh's MODELS: the stream models, the web's quick model, the shadow
+    # keyed as var.models: the stream models, the web's quick model, the shadow (an empty uri:
+    # nothing served)
     models = merge(
       { for key, consumer in local.consumers : consumer.model_name => { uri = consumer.model_uri, version = consumer.model_version } },
-      { "ride-duration-quick" = { uri = var.quick_model_uri, version = var.quick_model_version } },
-      { "ride-duration@shadow" = { uri = var.shadow_model_uri, version = var.shadow_model_version } },
+      { "ride-duration-quick" = local.quick, "ride-duration@shadow" = local.shadow },
     )
   }
 }

@@ -86,13 +86,13 @@ variable "drift_alarm_psi" {
 
 variable "shadow_model_uri" {
   type        = string
-  description = "S3 location of the challenger ride-duration version run as the shadow (rides promote --as shadow); empty: no shadow."
+  description = "Deprecated: models[\"ride-duration@shadow\"].uri."
   default     = ""
 }
 
 variable "shadow_model_version" {
   type        = string
-  description = "Registered version of the shadow model."
+  description = "Deprecated: models[\"ride-duration@shadow\"].version."
   default     = ""
 }
 
@@ -200,45 +200,54 @@ variable "batch_nat_gateway" {
   default     = true
 }
 
+variable "models" {
+  type = map(object({
+    uri     = string
+    version = optional(string, "")
+  }))
+  description = "What each model serves, by registered name: the models of rides/stream/models.json (ride-duration, ride-fare, ride-tip), ride-duration-quick (the web service) and ride-duration@shadow (the challenger, rides promote --as shadow). Each is its MLflow artifact location (s3://..., what `rides promote` prints) and registered version; scripts/deploy.sh fills it from the registry. A model without one keeps its consumer's mapping disabled; no quick model, no web service; no shadow, no shadow consumer."
+  default     = {}
+}
+
 variable "model_uri" {
   type        = string
-  description = "S3 location of the MLflow model (what `rides promote` prints). Empty: the event source mapping stays disabled until a model is promoted."
+  description = "Deprecated: models[\"ride-duration\"].uri. S3 location of the ride-duration model."
   default     = ""
 }
 
 variable "fare_model_uri" {
   type        = string
-  description = "S3 location of the ride-fare model; empty keeps its consumer's mapping disabled."
+  description = "Deprecated: models[\"ride-fare\"].uri."
   default     = ""
 }
 
 variable "fare_model_version" {
   type        = string
-  description = "Registered version of the ride-fare model."
+  description = "Deprecated: models[\"ride-fare\"].version."
   default     = ""
 }
 
 variable "tip_model_uri" {
   type        = string
-  description = "S3 location of the ride-tip model; empty keeps its consumer's mapping disabled."
+  description = "Deprecated: models[\"ride-tip\"].uri."
   default     = ""
 }
 
 variable "tip_model_version" {
   type        = string
-  description = "Registered version of the ride-tip model."
+  description = "Deprecated: models[\"ride-tip\"].version."
   default     = ""
 }
 
 variable "quick_model_uri" {
   type        = string
-  description = "S3 location of the web service's quick model (ride-duration-quick); empty: no web service."
+  description = "Deprecated: models[\"ride-duration-quick\"].uri."
   default     = ""
 }
 
 variable "quick_model_version" {
   type        = string
-  description = "Registered version of the ride-duration-quick model."
+  description = "Deprecated: models[\"ride-duration-quick\"].version."
   default     = ""
 }
 
@@ -265,7 +274,7 @@ variable "decision_rules_json" {
 
 variable "model_version" {
   type        = string
-  description = "Registered model version written into every prediction."
+  description = "Deprecated: models[\"ride-duration\"].version."
   default     = ""
 }
 

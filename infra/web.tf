@@ -4,7 +4,7 @@
 # image is pushed (web-<tag>) and the duration model promoted.
 module "web_service" {
   source = "./modules/web_service"
-  count  = var.web_service && local.image_uri != null && var.quick_model_uri != "" ? 1 : 0
+  count  = var.web_service && local.image_uri != null && local.quick.uri != "" ? 1 : 0
 
   function_name        = local.names.web_service
   image_uri            = local.image_of["web-${coalesce(var.image_tag, "none")}"]
@@ -22,8 +22,8 @@ module "web_service" {
   # Exactly what the web app reads (tests/test_infra.py checks). It serves the quick model; the
   # enhanced answer is the stream's ride-duration prediction, read from the decisions table.
   environment = {
-    MODEL_URI             = var.quick_model_uri
-    MODEL_VERSION         = var.quick_model_version
+    MODEL_URI             = local.quick.uri
+    MODEL_VERSION         = local.quick.version
     MODEL_NAME            = "ride-duration-quick"
     RIDES_INPUT_STREAM    = local.names.input_stream
     RIDES_DECISIONS_TABLE = local.names.decisions_table

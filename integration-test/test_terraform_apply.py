@@ -16,6 +16,7 @@ enough (the project's executor runs it on this Python); a LocalStack in a contai
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,12 +82,7 @@ def variables(environment: str, overrides: dict, zip_path: Path) -> tuple[list[s
         **overrides,
         "plain_names": "false",  # two environments in one account: the real names
         "lambda_zip": str(zip_path),
-        "model_uri": uris["ride-duration"],
-        "model_version": "1",
-        "fare_model_uri": uris["ride-fare"],
-        "fare_model_version": "1",
-        "tip_model_uri": uris["ride-tip"],
-        "tip_model_version": "1",
+        "models": json.dumps({name: {"uri": uri, "version": "1"} for name, uri in uris.items()}),
         "decision_timeout_seconds": "600",  # decisions come from complete rides, not the sweep
     }
 

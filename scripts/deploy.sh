@@ -31,16 +31,18 @@ TF="terraform -chdir=infra"
 RECORD_OUT="${RECORD_OUT:-deploy-record-${ENV}.json}"
 BACKEND_CONFIG="${BACKEND_CONFIG:-backend/${ENV}.hcl}"
 VAR_FILE="${VAR_FILE:-vars/${ENV}.tfvars}"
-# model name → the Terraform variables that carry its location and version
-MODELS=("ride-duration:model_uri:model_version" "ride-fare:fare_model_uri:fare_model_version"
-        "ride-tip:tip_model_uri:tip_model_version" "ride-duration-quick:quick_model_uri:quick_model_version"
-        "ride-duration@shadow:shadow_model_uri:shadow_model_version")  # NAME@ALIAS: that alias, not the environment's
 
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to the shared MLflow tracking server}"
 export RIDES_TARGET=aws  # never talk to a local stack by accident
 unset AWS_ENDPOINT_URL
 
 fail() { echo "deploy ${ENV}: $*" >&2; exit 1; }
+# The models to deploy, by the names of Terraform's `models` map: the stream's (the registry
+# Terraform reads too), the web service's quick model and the shadow (NAME@ALIAS: that alias, not
+# the environment's).
+STREAM_MODELS="$(python3 -c 'import json; print(" ".join(m["model_name"] for m in json.load(open("rides/stream/models.json"))))')" \
+  && [ -n "$STREAM_MODELS" ] || fail "cannot read the models from rides/stream/models.json"
+read -r -a MODELS <<<"${STREAM_MODELS} ride-duration-quick ride-duration@shadow"
 # json FILE EXPRESSION: evaluate a Python expression over the JSON in FILE (bound to `d`).
 json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
@@ -77,8 +79,7 @@ else
   if [ "$ENV" = "prod" ]; then ALIAS="${MODEL_ALIAS:-production}"; else ALIAS="${MODEL_ALIAS:-staging}"; fi
   TAG="${IMAGE_TAG:-$(git rev-parse --short=12 HEAD)}"
   echo '{"models": {}}' >"$WORK/wanted.json"
-  for entry in "${MODELS[@]}"; do
-    IFS=: read -r MODEL _ _ <<<"$entry"
+  for MODEL in "${MODELS[@]}"; do
     REF="$MODEL"; [[ "$MODEL" == *@* ]] || REF="${MODEL}@${ALIAS}"
     # {} when the registry says there is no such alias; a registry error stops the deploy here.
     "$RIDES" resolve --missing-ok "${REF}" >"$WORK/${MODEL}.json" \
@@ -96,15 +97,8 @@ fi
 
 VARS=(-var-file="${VAR_FILE}" -var "aws_region=${AWS_REGION}" -var "name_prefix=${NAME_PREFIX}"
       -var "image_tag=${TAG}" -var "batch_image_tag=batch-${TAG}")
-model_vars() {  # model_vars FILE: the -var arguments for the models in a deploy record
-  local entry MODEL URI_VAR VERSION_VAR URI
-  for entry in "${MODELS[@]}"; do
-    IFS=: read -r MODEL URI_VAR VERSION_VAR <<<"$entry"
-    URI="$(json "$1" "d['models'].get('${MODEL}', {}).get('uri') or ''")"
-    if [ -n "$URI" ]; then
-      echo "-var" "${URI_VAR}=${URI}" "-var" "${VERSION_VAR}=$(json "$1" "d['models']['${MODEL}']['version']")"
-    fi
-  done
+model_vars() {  # model_vars FILE: the models of a deploy record as Terraform's `models` map (JSON, no spaces)
+  echo "-var" "models=$(json "$1" 'json.dumps({m: {"uri": v["uri"], "version": str(v.get("version") or "")} for m, v in d["models"].items() if v.get("uri")}, separators=(",", ":"))')"
 }
 
 # -- bootstrap and image ------------------------------------------------------------------------

@@ -111,9 +111,16 @@ def find() -> tuple[Terraform | None, str]:
     return None, "no hashicorp/aws provider: no mirror (TF_PLUGIN_MIRROR) and the registry does not answer"
 
 
-def copy_infra(into: Path) -> Path:
+# What infra/ reads from beside it: the models the stream predicts (infra/main.tf local.model_specs).
+MODEL_REGISTRY = Path("rides") / "stream" / "models.json"
+
+
+def copy_infra(into: Path, registry: Path | None = None) -> Path:
+    """infra/ and the model registry it reads (`registry`, or the project's), in `into`."""
     workdir = into / "infra"
     shutil.copytree(INFRA, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl"))
+    (into / MODEL_REGISTRY).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(registry or ROOT / MODEL_REGISTRY, into / MODEL_REGISTRY)
     return workdir
 
 
@@ -156,10 +163,13 @@ class Workspace:
         into: Path,
         endpoints: dict[str, str] | None = None,
         directory: str | None = None,
+        registry: Path | None = None,
     ):
         self.terraform = terraform
         # infra/ itself, or one of its stand-alone configurations (directory="bootstrap")
-        self.workdir = copy_infra(into) / directory if directory else copy_infra(into)
+        self.workdir = copy_infra(into, registry)
+        if directory:
+            self.workdir /= directory
         (self.workdir / "zz_emulator_override.tf").write_text(EMULATOR_OVERRIDE)
         self.env = {**terraform.env(into), "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
         for service, url in (endpoints or {}).items():
@@ -211,9 +221,17 @@ def arguments(var_files: list[str], variables: dict[str, str]) -> list[str]:
     return [f"-var-file={f}" for f in var_files] + [f"-var={k}={v}" for k, v in variables.items()]
 
 
-def plan(terraform: Terraform, endpoint: str, var_files: list[str], variables: dict[str, str], into: Path) -> dict:
-    """`terraform plan` of infra/ against the emulator at `endpoint`; the plan as JSON."""
-    return Workspace(terraform, endpoint, into).plan(arguments(var_files, variables))
+def plan(
+    terraform: Terraform,
+    endpoint: str,
+    var_files: list[str],
+    variables: dict[str, str],
+    into: Path,
+    registry: Path | None = None,
+) -> dict:
+    """`terraform plan` of infra/ against the emulator at `endpoint` (with another model
+    registry than the project's when given); the plan as JSON."""
+    return Workspace(terraform, endpoint, into, registry=registry).plan(arguments(var_files, variables))
 
 
 def changes(plan: dict) -> list[dict]:

@@ -1,6 +1,6 @@
-"""The models the stream predicts are declared once (rides.stream.consumers.MODELS): a fourth
-model added there alone is found in every place that lists the models, and the Terraform
-check then asks for its entry in `local.consumers`."""
+"""The models the stream predicts are declared once (rides/stream/models.json, read into
+rides.stream.consumers.MODELS): a fourth model added there alone is found in every place that
+lists the models, Python's and the Terraform plan's."""
 
 from __future__ import annotations
 
@@ -9,15 +9,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-FOURTH = 'ModelSpec("distance", "ride-distance", "ride_distance", "trip_miles", "trip_distance", (0.1, 80.0), "mi")'
+FOURTH = {
+    "key": "distance",
+    "model_name": "ride-distance",
+    "prediction_field": "ride_distance",
+    "outcome_field": "trip_miles",
+    "target": "trip_distance",
+    "target_range": [0.1, 80.0],
+    "unit": "mi",
+    "required": True,
+}
+
+
+@pytest.fixture
+def registry(tmp_path) -> Path:
+    """The project's registry with the fourth model added: one entry."""
+    from rides.stream.consumers import REGISTRY
+
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps([*json.loads(REGISTRY.read_text()), FOURTH], indent=2))
+    return path
+
 
 # What each derived place says once the fourth model is in MODELS (a fresh interpreter: the
 # derived names are made when their modules are first imported).
-PROBE = f"""
+PROBE = """
 import json
+import sys
+from pathlib import Path
 import rides.stream.consumers as registry
-registry.MODELS = (*registry.MODELS, registry.{FOURTH})
+registry.MODELS = registry.read_models(Path(sys.argv[1]))
 
 from rides.models.report import UNITS
 from rides.models.training import TARGET_RANGES
@@ -28,9 +52,9 @@ from rides.stream.decision import DEFAULT_REQUIRED_MODELS
 from rides.stream.events import OUTCOME_FIELDS, completion_from
 
 completed = completion_from(
-    {{"type": "ride-completed", "ride_id": "r-1", "lpep_dropoff_datetime": "2024-03-01T10:00:00", "trip_miles": 2.5}}
+    {"type": "ride-completed", "ride_id": "r-1", "lpep_dropoff_datetime": "2024-03-01T10:00:00", "trip_miles": 2.5}
 )
-print(json.dumps({{
+print(json.dumps({
     "consumer": CONSUMERS["distance"].function_name,
     "outcome_field": OUTCOME_FIELDS["ride_distance"],
     "required": list(DEFAULT_REQUIRED_MODELS),
@@ -40,12 +64,14 @@ print(json.dumps({{
     "predictions": dict(COLUMNS["predictions"])["prediction"],
     "completions": dict(COLUMNS["completions"]).get("trip_miles"),
     "outcomes": completed.outcomes,
-}}))
+}))
 """
 
 
-def test_a_fourth_model_declared_once_is_found_in_every_place_that_lists_the_models():
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+def test_a_fourth_model_declared_once_is_found_in_every_place_that_lists_the_models(registry):
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(registry)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     found = json.loads(out.stdout)
     assert found == {
         "consumer": "ride-distance-consumer",
@@ -83,17 +109,51 @@ def test_the_three_models_of_today_are_what_the_contracts_say():
     )
 
 
-def test_terraform_is_held_to_the_registry_so_a_new_model_asks_for_its_entry(monkeypatch):
-    """tests/test_infra.py compares `local.consumers` with CONSUMERS both ways: with a fourth
-    model in the registry and none in Terraform, it fails and names the missing entry."""
-    import pytest
+def test_a_fourth_model_declared_once_is_a_consumer_in_the_terraform_plan(registry, tmp_path):
+    """Terraform reads the same file: the fourth model's entry and its location in the `models`
+    map are all a plan needs to create its consumer, switch on its mapping and archive its
+    predictions and outcomes."""
+    from scripts import terraform_check
+    from tests.test_terraform_validate import MODELS, SERVED
 
-    from rides import settings
-    from rides.settings import ConsumerSpec
-    from tests import test_infra
+    terraform, why = terraform_check.find()
+    if terraform is None:
+        pytest.skip(f"terraform plan: {why}")
+    from moto.server import ThreadedMotoServer
 
-    fourth = ConsumerSpec("distance", "ride-distance", "ride_distance", "trip_distance")
-    monkeypatch.setattr(settings, "CONSUMERS", {**settings.CONSUMERS, "distance": fourth})
-    with pytest.raises(AssertionError) as failed:
-        test_infra.test_one_consumer_entry_per_registered_model()
-    assert "ride-distance" in str(failed.value)
+    served = {**SERVED, "ride-distance": {"uri": "s3://rides-models-stg/mlflow/1/ride-distance", "version": "1"}}
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        plan = terraform_check.plan(
+            terraform,
+            f"http://{host}:{port}",
+            ["vars/stg.tfvars"],
+            {**MODELS, "models": json.dumps(served)},
+            tmp_path / "plan",
+            registry=registry,
+        )
+    finally:
+        server.stop()
+    created = {
+        r["address"]: r["change"]["after"] for r in plan["resource_changes"] if r["change"]["actions"] == ["create"]
+    }
+    functions = {
+        after["function_name"] for after in created.values() if "function_name" in after and "runtime" in after
+    }
+    assert {"ride-duration-consumer-stg", "ride-fare-consumer-stg", "ride-tip-consumer-stg"} <= functions
+    assert "ride-distance-consumer-stg" in functions
+    mapping = created['module.consumer["distance"].aws_lambda_event_source_mapping.this']
+    assert mapping["enabled"] is True  # its model has a location
+    columns = {
+        after["name"]: {c["name"]: c["type"] for c in after["storage_descriptor"][0]["columns"]}
+        for after in created.values()
+        if "storage_descriptor" in after
+    }
+    predictions = next(c for name, c in columns.items() if "prediction" in name)
+    assert predictions["prediction"] == (
+        "struct<ride_id:string,ride_duration:double,fare_amount:double,tip_amount:double,ride_distance:double>"
+    )
+    completions = next(c for name, c in columns.items() if "completion" in name)
+    assert completions["trip_miles"] == "double"

@@ -169,6 +169,11 @@ def var(call: list[str], name: str) -> str | None:
     )
 
 
+def served(call: list[str], model: str = "ride-duration") -> dict | None:
+    """One model's entry in the `models` map a terraform call was given."""
+    return json.loads(var(call, "models") or "{}").get(model)
+
+
 def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
     result = fakes["run"]("stg")
     assert result.returncode == 0, result.stderr
@@ -207,11 +212,15 @@ def test_staging_deploys_what_staging_points_to_in_order_and_records_it(fakes):
     assert (fakes["state"] / "smoke-env").read_text() == "ride-events-x"  # the smoke test uses them
     [apply] = applies(calls)
     assert (
-        var(apply, "model_version") == var(apply, "fare_model_version") == "3" and var(apply, "image_tag") == "abc123"
+        served(apply)["version"] == served(apply, "ride-fare")["version"] == "3" and var(apply, "image_tag") == "abc123"
     )
-    assert var(apply, "quick_model_uri") == "s3://rides-models-stg/mlflow/ride-duration-quick/v3"
-    assert var(apply, "shadow_model_uri") == "s3://rides-models-stg/mlflow/shadow/v4"
-    assert var(apply, "shadow_model_version") == "4"
+    assert json.loads(var(apply, "models")) == {  # every model, one map: the stream's, the quick one, the shadow
+        **{
+            m: {"uri": f"s3://rides-models-stg/mlflow/{m}/v3", "version": "3"}
+            for m in ("ride-duration", "ride-fare", "ride-tip", "ride-duration-quick")
+        },
+        "ride-duration@shadow": {"uri": "s3://rides-models-stg/mlflow/shadow/v4", "version": "4"},
+    }
     record = json.loads((fakes["tmp"] / "record-stg.json").read_text())
     assert record["smoke_test"] == "passed" and record["models"]["ride-tip"]["version"] == "3"
     # Every image is built for Lambda's platform as a plain image (no manifest list), FROM its
@@ -280,7 +289,7 @@ def test_prod_deploys_exactly_the_recorded_staging_versions_and_moves_the_alias_
     calls = fakes["calls"]()
     assert not [c for c in calls if c[:2] == ["rides", "resolve"]]
     [apply] = applies(calls)
-    assert var(apply, "model_version") == "3" and var(apply, "image_tag") == "abc123"
+    assert served(apply)["version"] == "3" and var(apply, "image_tag") == "abc123"
     smoke = next(i for i, c in enumerate(calls) if c[:2] == ["rides", "smoke"])
     promotions = [i for i, c in enumerate(calls) if c[:2] == ["rides", "promote"]]
     assert len(promotions) == 4 and min(promotions) > smoke  # the three stream models and the quick one
@@ -311,8 +320,8 @@ def test_a_failed_smoke_test_rolls_back_moves_no_alias_and_exits_non_zero(fakes)
 def assert_rolled_back(calls) -> None:
     """The aliases back where the release found them, then the configuration that served before."""
     new, rollback = applies(calls)
-    assert var(new, "model_version") == "3"
-    assert var(rollback, "model_version") == "2" and var(rollback, "image_tag") == "old999"
+    assert served(new)["version"] == "3"
+    assert served(rollback)["version"] == "2" and var(rollback, "image_tag") == "old999"
     [back] = [c for c in calls if c[:2] == ["rides", "release"] and "--roll-back-to" in c]
     assert calls.index(back) < calls.index(rollback)
     [moved] = [c for c in calls if c[:2] == ["rides", "release"] and "--before-out" in c]
@@ -384,10 +393,7 @@ def test_prod_in_its_own_account_serves_the_recorded_versions_from_its_own_bucke
     imported = next(i for i, c in enumerate(calls) if c[:3] == ["rides", "models", "import"])
     [apply] = applies(calls)
     assert bootstrap < imported < calls.index(apply)
-    assert (
-        var(apply, "model_uri") == "s3://rides-models-prod/mlflow/ride-duration/v3"
-        and var(apply, "model_version") == "3"
-    )
+    assert served(apply) == {"uri": "s3://rides-models-prod/mlflow/ride-duration/v3", "version": "3"}
     assert "-var-file=vars/prod-account.tfvars" in apply
     # the images come from staging's account's registry, by digest
     copies = [c[-1] for c in calls if c[:3] == ["docker", "buildx", "imagetools"] and "create" in c]

@@ -45,20 +45,32 @@ def test_a_mirror_named_by_tf_plugin_mirror_is_used_and_an_empty_one_is_not(tmp_
 
 
 # -- a whole environment planned against moto: every part listed, held against the code ----------
+SERVED = {
+    "ride-duration": {"uri": "s3://rides-models-stg/mlflow/1/ride-duration", "version": "3"},
+    "ride-fare": {"uri": "s3://rides-models-stg/mlflow/1/ride-fare", "version": "3"},
+    "ride-tip": {"uri": "s3://rides-models-stg/mlflow/1/ride-tip", "version": "3"},
+    "ride-duration-quick": {"uri": "s3://rides-models-stg/mlflow/1/ride-duration-quick", "version": "3"},
+    "ride-duration@shadow": {"uri": "s3://rides-models-stg/mlflow/1/ride-duration-v4", "version": "4"},
+}
 MODELS = {
     "aws_region": "eu-west-1",  # scripts/deploy.sh passes AWS_REGION: no tfvars holds a region
     "image_tag": "abc123",
     "batch_image_tag": "batch-abc123",
-    "model_uri": "s3://rides-models-stg/mlflow/1/ride-duration",
-    "model_version": "3",
-    "fare_model_uri": "s3://rides-models-stg/mlflow/1/ride-fare",
-    "fare_model_version": "3",
-    "tip_model_uri": "s3://rides-models-stg/mlflow/1/ride-tip",
-    "tip_model_version": "3",
-    "quick_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-quick",
-    "quick_model_version": "3",
-    "shadow_model_uri": "s3://rides-models-stg/mlflow/1/ride-duration-v4",
-    "shadow_model_version": "4",
+    # as scripts/deploy.sh passes them: one map, JSON (which a -var's HCL reads as it is)
+    "models": json.dumps(SERVED),
+}
+
+
+# The same models as the variables of before the map (deprecated, still read), the shadow left out.
+LEGACY_MODEL_VARIABLES = {
+    f"{prefix}{field}": SERVED[name][field.removeprefix("model_")]
+    for name, prefix in (
+        ("ride-duration", ""),
+        ("ride-fare", "fare_"),
+        ("ride-tip", "tip_"),
+        ("ride-duration-quick", "quick_"),
+    )
+    for field in ("model_uri", "model_version")
 }
 
 
@@ -86,7 +98,8 @@ def plans(tmp_path_factory):
             )
             for env, models in (("stg", MODELS), ("prod", {**MODELS, "image_digests": json.dumps(DIGESTS)}))
         }
-        # The zip variant (rides.packaging; the code alone is enough to plan), without a shadow.
+        # The zip variant (rides.packaging; the code alone is enough to plan), without a shadow,
+        # its models given as before the `models` map (one variable per model: still read).
         from rides.packaging import code_zip
 
         package = tmp_path_factory.mktemp("zip") / "lambda.zip"
@@ -95,7 +108,11 @@ def plans(tmp_path_factory):
             terraform,
             endpoint,
             ["vars/stg.tfvars"],
-            {**MODELS, "lambda_zip": str(package), "shadow_model_uri": "", "shadow_model_version": ""},
+            {
+                **{k: v for k, v in MODELS.items() if k != "models"},
+                "lambda_zip": str(package),
+                **LEGACY_MODEL_VARIABLES,
+            },
             tmp_path_factory.mktemp("plan-zip"),
         )
         yield plans
@@ -162,7 +179,7 @@ def test_the_plan_lists_every_part_of_an_environment(plans):
 
 
 def test_a_shadow_consumer_is_planned_exactly_when_a_shadow_model_is_given(plans):
-    """shadow_model_uri set (stg): one more consumer function on the input stream, in the
+    """models["ride-duration@shadow"] set (stg): one more consumer function on the input stream, in the
     shadow role; empty (the zip plan): none. Which model it serves is in its environment, which
     the plan does not know yet (it holds other resources' outputs): the local's expression says."""
     import re
@@ -177,8 +194,9 @@ def test_a_shadow_consumer_is_planned_exactly_when_a_shadow_model_is_given(plans
     mappings = {env: len(of_type(plans[env], "aws_lambda_event_source_mapping")) for env in ("stg", "stg-zip")}
     assert mappings["stg"] - mappings["stg-zip"] == 1  # its mapping on the input stream
     expression = locals_of(INFRA)["shadow_consumers"]
-    assert re.search(r"model_uri\s*=\s*var\.shadow_model_uri\b", expression)
-    assert re.search(r"model_version\s*=\s*var\.shadow_model_version\b", expression)
+    assert re.search(r"model_uri\s*=\s*local\.shadow\.uri\b", expression)
+    assert re.search(r"model_version\s*=\s*local\.shadow\.version\b", expression)
+    assert re.search(r'"ride-duration@shadow"', locals_of(INFRA)["shadow"])
 
 
 def test_every_mapping_is_planned_with_the_one_policy_and_its_functions_changes(plans):
@@ -284,6 +302,20 @@ def test_the_zip_variant_deploys_the_stream_functions_from_the_package(plans):
         assert (function["s3_bucket"], function["s3_key"]) == (package["bucket"], package["key"])
     assert consumer["handler"] == "lambda_function.handler.lambda_handler"
     assert decisions["handler"] == "lambda_function.decision_handler.lambda_handler"
+
+    # Its models came as one variable each (the form before the `models` map): the same consumers
+    # with their mappings on, and the web service for the quick model.
+    def served(plan: dict) -> tuple[dict, bool]:
+        mappings = {
+            r["address"]: r["change"]["after"]["enabled"]
+            for r in created(plan)
+            if r["type"] == "aws_lambda_event_source_mapping" and "shadow" not in r["address"]
+        }
+        return mappings, "ride-web-stg" in {f["function_name"] for f in of_type(plan, "aws_lambda_function")}
+
+    assert served(plans["stg-zip"]) == served(plans["stg"])
+    mappings, web = served(plans["stg-zip"])
+    assert len(mappings) == 7 - 1 and all(mappings.values()) and web
     # The image stays the default.
     stg = {f["function_name"]: f for f in of_type(plans["stg"], "aws_lambda_function")}
     assert stg["ride-duration-consumer-stg"]["package_type"] == "Image"
@@ -331,3 +363,16 @@ def test_the_drift_alarm_watches_the_metric_the_evaluation_emits(plans, capsys):
     [directive] = metric["_aws"]["CloudWatchMetrics"]
     assert alarm["namespace"] == directive["Namespace"]
     assert alarm["dimensions"] == {name: metric[name] for name in directive["Dimensions"][0]}
+
+
+def test_the_archive_tables_have_the_columns_the_code_writes(plans):
+    """Each Glue table's columns, as the plan computes them (the models' fields are read from
+    rides/stream/models.json), are rides/operate/archive.py's COLUMNS: names, types and order."""
+    from rides.operate.archive import COLUMNS
+
+    tables = {
+        t["name"]: [(c["name"], c["type"]) for c in t["storage_descriptor"][0]["columns"]]
+        for t in of_type(plans["stg"], "aws_glue_catalog_table")
+    }
+    assert {kind: next(cols for name, cols in tables.items() if kind in name) for kind in COLUMNS} == COLUMNS
+    assert len(tables) == len(COLUMNS)

@@ -112,12 +112,8 @@ def promote(model_name, version, alias, target, function_name, role, force, min_
     click.echo(f"{model.name} version {model.version} is now @{alias}, rolled out to {target} as {role}")
     if model.quick is not None:
         click.echo(f"{model.quick.name} version {model.quick.version} (the same run's) is now @{alias}: `rides serve`")
-    if role == "production":
-        click.echo(f'terraform: model_uri = "{model.uri}"')
-        click.echo(f'           model_version = "{model.version}"')
-    else:
-        click.echo(f'terraform: shadow_model_uri = "{model.uri}"')
-        click.echo(f'           shadow_model_version = "{model.version}"')
+    key = model.name if role == "production" else f"{model.name}@shadow"
+    click.echo(f'terraform: models = {{ "{key}" = {{ uri = "{model.uri}", version = "{model.version}" }} }}')
 
 
 def _gate(name, candidate, serving, min_rides, max_worse):

@@ -1,18 +1,24 @@
-"""The models the stream predicts, declared once: each is a consumer on `ride-events`, a field
-in the prediction records, an outcome in `ride-completed` events, a training target and (when
-`required`) a prediction the decision service waits for.
+"""The models the stream predicts, declared once, in rides/stream/models.json: each is a consumer
+on `ride-events`, a field in the prediction records, an outcome in `ride-completed` events, a
+training target and (when `required`) a prediction the decision service waits for.
 
-Derived from it: rides.settings.CONSUMERS (the local stack, the CLI), rides.stream.events'
-OUTCOME_FIELDS, the decision service's DEFAULT_REQUIRED_MODELS, training's TARGET_RANGES, the
-archive's prediction and completion columns, the smoke test's models and the models report's
-units. Terraform's `local.consumers` (infra/main.tf) is held equal to it by
-tests/test_infra.py; tests/test_consumer_registry.py adds a fourth model here and finds it in
-each derived place.
+JSON rather than Python because Terraform reads the same file (infra/main.tf `local.consumers`,
+infra/archive.tf's Glue columns): adding a model is one entry there, and a model's location is
+one entry in Terraform's `models` map. Derived from it in Python: rides.settings.CONSUMERS (the
+local stack, the CLI), rides.stream.events' OUTCOME_FIELDS, the decision service's
+DEFAULT_REQUIRED_MODELS, training's TARGET_RANGES, the archive's prediction and completion
+columns, the smoke test's models, the models report's units and the deploy's list of models.
+tests/test_consumer_registry.py adds a fourth model to the file and finds it in each of them,
+the Terraform plan included.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+
+REGISTRY = Path(__file__).with_name("models.json")
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,14 @@ class ModelSpec:
     required: bool = True  # the decision service decides a ride once every required model predicted
 
 
-MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("duration", "ride-duration", "ride_duration", "duration_minutes", "duration", (1.0, 60.0), "min"),
-    ModelSpec("fare", "ride-fare", "fare_amount", "fare_amount", "fare_amount", (0.01, 500.0), "$"),
-    ModelSpec("tip", "ride-tip", "tip_amount", "tip_amount", "tip_amount", (0.0, 200.0), "$"),
-)
+def read_models(path: Path = REGISTRY) -> tuple[ModelSpec, ...]:
+    entries = json.loads(path.read_text())
+    models = tuple(ModelSpec(**{**entry, "target_range": tuple(entry["target_range"])}) for entry in entries)
+    for field in ("key", "model_name", "prediction_field"):
+        names = [getattr(m, field) for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: two models share a {field}: {names}")
+    return models
+
+
+MODELS: tuple[ModelSpec, ...] = read_models()
