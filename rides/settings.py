@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rides.stream.consumers import MODELS
+from rides.stream.model_specs import MODELS
 
 # -- the consumers on ride-events: one code path, configured per model ---------------------------
 # Each runs as its own Lambda (one entry in Terraform's `local.consumers`) or, locally, as its own
@@ -35,7 +35,7 @@ class ConsumerSpec:
         return self.model_name if self.role == "production" else f"{self.model_name}@{self.role}"
 
 
-# One per model the stream predicts (rides.stream.consumers.MODELS, where a model is added).
+# One per model the stream predicts (rides.stream.model_specs.MODELS, where a model is added).
 CONSUMERS = {m.key: ConsumerSpec(m.key, m.model_name, m.prediction_field, m.target) for m in MODELS}
 # A challenger version of the duration model on the same events (rides promote --as shadow): its
 # predictions carry "role": "shadow", which the decision service ignores and the evaluation compares.

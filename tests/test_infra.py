@@ -15,7 +15,7 @@ import pytest
 
 from rides.settings import CONSUMERS, EventSourceSettings, StackNames
 from rides.stream.consumer import ConsumerConfig
-from rides.stream.consumers import REGISTRY
+from rides.stream.model_specs import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

@@ -67,12 +67,12 @@ def dead_letters(queue, limit, as_json) -> None:
     """List what waits for an operator, with counts by reason; the messages stay queued."""
     import boto3
 
-    from rides.operate.recovery import BatchPointer, decoded_data, peek, reason_counts, release
+    from rides.operate.recovery import BatchPointer, decoded_data, make_visible, peek, reason_counts
 
     sqs = boto3.client("sqs")
     url = _queue_url(sqs, queue)
     messages = peek(sqs, url, limit=limit)
-    release(sqs, url, messages)
+    make_visible(sqs, url, messages)
     if as_json:
         for message in messages:
             click.echo(json.dumps(message.body))
@@ -205,7 +205,7 @@ def review(limit, done, queue_url, as_json) -> None:
     queued (for the next reviewer) unless --done."""
     import boto3
 
-    from rides.operate.recovery import delete, peek, release
+    from rides.operate.recovery import delete, make_visible, peek
 
     sqs = boto3.client("sqs")
     url = queue_url or sqs.get_queue_url(QueueName=StackNames.from_env().review_queue)["QueueUrl"]
@@ -216,7 +216,7 @@ def review(limit, done, queue_url, as_json) -> None:
         for message in messages:
             delete(sqs, url, message)
     else:
-        release(sqs, url, messages)
+        make_visible(sqs, url, messages)
     if as_json:
         for message in unique:
             click.echo(json.dumps(message.body))

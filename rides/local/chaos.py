@@ -104,10 +104,10 @@ class Collector:
         self.observed.letters += drain_queue(self.aws["sqs"], self.urls["dead_letter_queue"])
 
     def pointers(self) -> list[Pointer]:
-        from rides.operate.recovery import BatchPointer, peek, release
+        from rides.operate.recovery import BatchPointer, make_visible, peek
 
         messages = peek(self.aws["sqs"], self.urls["failed_batches_queue"])
-        release(self.aws["sqs"], self.urls["failed_batches_queue"], messages)
+        make_visible(self.aws["sqs"], self.urls["failed_batches_queue"], messages)
         out = []
         for message in messages:
             p = BatchPointer.from_message(message.body)

@@ -13,8 +13,8 @@ import numpy as np
 
 from rides.readme_section import write_section
 from rides.settings import CONSUMERS
-from rides.stream.consumers import MODELS
 from rides.stream.features import PAYMENT_TYPE, features_from_frame
+from rides.stream.model_specs import MODELS
 
 README_MARKERS = ("<!-- models:start -->\n", "<!-- models:end -->")
 UNITS = {model.target: model.unit for model in MODELS}

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rides.stream.consumers import MODELS
 from rides.stream.evaluation import drift
 from rides.stream.events import MAX_ZONE
 from rides.stream.features import NUMERIC_FEATURES, PAYMENT_TYPE, QUICK_FEATURES, RideFeatures, features_from_frame
+from rides.stream.model_specs import MODELS
 
 BASELINE_KEYS = ("PU_DO", "trip_distance")
 # Share of training rows whose optional fields are hidden, so the model learns what to do

@@ -18,8 +18,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rides.stream.consumers import MODELS
 from rides.stream.kpl import expand
+from rides.stream.model_specs import MODELS
 
 # The columns per archived stream, as Glue types (Terraform's tables use these, tests/test_infra.py checks).
 COLUMNS = {

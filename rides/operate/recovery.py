@@ -56,7 +56,7 @@ def delete(sqs, queue_url: str, message: QueueMessage) -> None:
     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message.receipt_handle)
 
 
-def release(sqs, queue_url: str, messages: list[QueueMessage]) -> None:
+def make_visible(sqs, queue_url: str, messages: list[QueueMessage]) -> None:
     """Make messages that were only looked at visible again at once."""
     for start in range(0, len(messages), 10):
         sqs.change_message_visibility_batch(
@@ -115,7 +115,7 @@ def redrive_dead_letters(
         kinesis.put_record(StreamName=stream, PartitionKey=_partition_key(data), Data=data)
         delete(sqs, queue_url, message)
         result[f"sent to {stream}"] += 1
-    release(sqs, queue_url, kept)
+    make_visible(sqs, queue_url, kept)
     return dict(result)
 
 
@@ -269,7 +269,7 @@ def redrive_failed_batches(
         else:
             delete(sqs, queue_url, message)
             result.redriven += 1
-    release(sqs, queue_url, kept)
+    make_visible(sqs, queue_url, kept)
     return result
 
 

@@ -25,10 +25,10 @@ import orjson
 
 from rides import RidesError
 from rides.operate.stream_reader import StreamReader
-from rides.stream.consumers import MODELS
 from rides.stream.evaluation.store import EvaluationStore
 from rides.stream.evaluation.sums import TRACE_PREFIX
 from rides.stream.events import completion_json, json_bytes
+from rides.stream.model_specs import MODELS
 
 STREAM_MODELS = tuple(model.model_name for model in MODELS)
 QUICK_MODEL = "ride-duration-quick"

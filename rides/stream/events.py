@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from rides.stream.consumers import MODELS
+from rides.stream.model_specs import MODELS
 
 MIN_ZONE, MAX_ZONE = 1, 265
 # TLC's payment codes: how the rider pays is what tips depend on (cash tips are not recorded).

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from rides.stream.consumers import MODELS
 from rides.stream.deadletter import DeadLetterSink, QueueSender
 from rides.stream.decision.rules import Rule, evaluate, load_rules
 from rides.stream.decision.store import COLLECTING, DECIDED, DecisionStore, RideState, is_watch
 from rides.stream.events import PredictionIn, json_bytes, read_prediction
 from rides.stream.failures import Failure, StoreUnavailable
 from rides.stream.kinesis_batch import BatchCounts, BatchRecord, KinesisBatch, PartialBatchResponse, as_deadline
+from rides.stream.model_specs import MODELS
 from rides.stream.publish import KinesisPublisher
 
 log = logging.getLogger("rides.stream.decision")

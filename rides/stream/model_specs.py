@@ -8,7 +8,7 @@ one entry in Terraform's `models` map. Derived from it in Python: rides.settings
 local stack, the CLI), rides.stream.events' OUTCOME_FIELDS, the decision service's
 DEFAULT_REQUIRED_MODELS, training's TARGET_RANGES, the archive's prediction and completion
 columns, the smoke test's models, the models report's units and the deploy's list of models.
-tests/test_consumer_registry.py adds a fourth model to the file and finds it in each of them,
+tests/test_model_specs.py adds a fourth model to the file and finds it in each of them,
 the Terraform plan included.
 """
 

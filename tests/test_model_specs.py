@@ -1,5 +1,5 @@
 """The models the stream predicts are declared once (rides/stream/models.json, read into
-rides.stream.consumers.MODELS): a fourth model added there alone is found in every place that
+rides.stream.model_specs.MODELS): a fourth model added there alone is found in every place that
 lists the models, Python's and the Terraform plan's."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ FOURTH = {
 @pytest.fixture
 def registry(tmp_path) -> Path:
     """The project's registry with the fourth model added: one entry."""
-    from rides.stream.consumers import REGISTRY
+    from rides.stream.model_specs import REGISTRY
 
     path = tmp_path / "models.json"
     path.write_text(json.dumps([*json.loads(REGISTRY.read_text()), FOURTH], indent=2))
@@ -40,8 +40,8 @@ PROBE = """
 import json
 import sys
 from pathlib import Path
-import rides.stream.consumers as registry
-registry.MODELS = registry.read_models(Path(sys.argv[1]))
+import rides.stream.model_specs as specs
+specs.MODELS = specs.read_models(Path(sys.argv[1]))
 
 from rides.models.report import UNITS
 from rides.models.training import TARGET_RANGES
