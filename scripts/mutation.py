@@ -34,8 +34,19 @@ LINE = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
 
 
 def run_mutmut(children: int, modules: list[str]) -> None:
+    """mutmut over these modules (all of rides/stream/ when none). The models the tests train
+    are trained once for the run (tests.helpers.cached), not once per mutant."""
+    import os
+    import tempfile
+
     names = [f"{module}.*" for module in modules]
-    subprocess.run([*MUTMUT, "run", "--max-children", str(children), *names], cwd=ROOT, check=True)
+    with tempfile.TemporaryDirectory(prefix="rides-mutation-") as cache:
+        subprocess.run(
+            [*MUTMUT, "run", "--max-children", str(children), *names],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "RIDES_TEST_CACHE": cache},
+        )
 
 
 def statuses() -> dict[str, str]:

@@ -69,8 +69,9 @@ def trips():
 @pytest.fixture(scope="session")
 def trained(trips):
     from rides.models.training import train
+    from tests.helpers import cached
 
-    return train(*trips)
+    return cached("trained", lambda: train(*trips))
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,24 @@ def zip_function(lam, name: str, *, environment: dict | None = None, publish: bo
         Environment={"Variables": environment or {}},
         Publish=publish,
     )
+
+
+def cached(name: str, make):
+    """`make()`, kept in RIDES_TEST_CACHE when it is set: `make mutation` runs the tests
+    thousands of times, each a new pytest session, and each would train the same models again
+    (minutes of CPU per mutant). scripts/mutation.py empties the folder before every run."""
+    import os
+    import pickle
+
+    folder = os.environ.get("RIDES_TEST_CACHE")
+    if not folder:
+        return make()
+    path = Path(folder) / f"{name}.pickle"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_bytes(pickle.dumps(value))
+    partial.replace(path)  # whole or absent: mutants run side by side
+    return value

@@ -58,3 +58,19 @@ def test_a_generated_section_is_replaced_whole_and_a_missing_one_is_said(tmp_pat
     assert not write_section(doc, ("<!-- y:start -->\n", "<!-- y:end -->"), "z")
     with pytest.raises(ValueError, match="has no <!-- y:start -->"):
         write_section(doc, ("<!-- y:start -->\n", "<!-- y:end -->"), "z", required=True)
+
+
+def test_what_the_tests_train_is_made_once_per_mutation_run_and_every_session_otherwise(tmp_path, monkeypatch):
+    from tests.helpers import cached
+
+    made = []
+
+    def make() -> dict:
+        made.append(1)
+        return {"model": len(made)}
+
+    monkeypatch.delenv("RIDES_TEST_CACHE", raising=False)
+    assert cached("m", make) == {"model": 1} and cached("m", make) == {"model": 2}
+    monkeypatch.setenv("RIDES_TEST_CACHE", str(tmp_path / "run"))
+    assert cached("m", make) == {"model": 3} == cached("m", make)  # the second from the file
+    assert len(made) == 3 and [p.name for p in (tmp_path / "run").iterdir()] == ["m.pickle"]

@@ -38,15 +38,21 @@ def months():
 @pytest.fixture(scope="module")
 def tip_models(months):
     """The tip model as trained now, and as it was trained before the payment type existed."""
+    from tests.helpers import cached
+
     train_frame, val_frame, _ = months
-    now = train(train_frame, val_frame, target="tip_amount")
-    saved = dict(training.TARGET_FEATURES)
-    training.TARGET_FEATURES.clear()
-    try:
-        before = train(train_frame, val_frame, target="tip_amount")
-    finally:
-        training.TARGET_FEATURES.update(saved)
-    return now, before
+
+    def both():
+        now = train(train_frame, val_frame, target="tip_amount")
+        saved = dict(training.TARGET_FEATURES)
+        training.TARGET_FEATURES.clear()
+        try:
+            before = train(train_frame, val_frame, target="tip_amount")
+        finally:
+            training.TARGET_FEATURES.update(saved)
+        return now, before
+
+    return cached("tip_models", both)
 
 
 def test_only_the_tip_model_reads_the_payment_type():
