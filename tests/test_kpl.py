@@ -152,6 +152,39 @@ def test_pack_fills_records_to_the_byte_without_passing_the_limit(records, limit
         assert len(grown) + len(key.encode()) > limit
 
 
+# Where a protobuf length grows by a byte: 7 bits a varint byte.
+VARINT_EDGES = [0, 1, 126, 127, 128, 129, 16383, 16384, 2**21 - 1, 2**21, 2**28 - 1, 2**28]
+
+
+def test_pack_counts_each_length_and_index_in_bytes_as_protobuf_writes_them():
+    """pack sizes an aggregate before building it; random records seldom sit on the edges where
+    a length takes one more byte, so each edge is checked against protobuf's own encoding."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    from rides.stream.kpl import _aggregated_record_type, _field_size, _varint_size
+
+    assert [_varint_size(v) for v in VARINT_EDGES] == [len(_VarintBytes(v)) for v in VARINT_EDGES]
+    message = _aggregated_record_type()
+    for n in (0, 1, 126, 127, 128, 129, 16383, 16384, 16385):
+        assert _field_size(n) == len(message(partition_key_table=["k" * n]).SerializeToString()), n
+
+
+@pytest.mark.parametrize("size", [118, 119, 120, 121, 122, 123, 16370, 16371, 16372, 16373, 16374, 16375, 16376])
+def test_pack_fills_records_to_the_byte_where_lengths_grow_a_byte(size):
+    """Records whose lengths sit on the varint edges, packed at exactly the size of their
+    first k (all k fit in the first aggregate) and a byte less (only k - 1 do)."""
+    records = [(f"ride-{i % 3}", b"x" * (size + i % 2)) for i in range(6)]
+    for k in range(2, len(records) + 1):
+        exact = len(aggregate(records[:k])) + len(b"ride-0")
+        for limit, first in ((exact, k), (exact - 1, k - 1)):
+            packed = pack(records, limit)
+            assert packed[0][2] == list(range(first)), (k, limit)
+            assert [i for _, _, indices in packed for i in indices] == list(range(len(records)))
+            for key, data, indices in packed:
+                assert len(data) + len(key.encode()) <= limit
+                assert data == aggregate([records[i] for i in indices])
+
+
 def test_a_record_too_large_to_aggregate_is_refused_before_anything_is_built():
     with pytest.raises(ValueError, match="does not fit"):
         pack([("k", b"x" * 5000)], 4096)

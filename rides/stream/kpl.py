@@ -83,10 +83,6 @@ def _aggregated_record_type():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("aws.kinesis.protobuf.AggregatedRecord"))
 
 
-def is_aggregated(raw: bytes) -> bool:
-    return raw[:4] == MAGIC
-
-
 def _text(value: str | bytes, what: str) -> str:
     # proto2 string fields holding invalid UTF-8 come back as bytes.
     if isinstance(value, str):
