@@ -107,17 +107,32 @@ def with_digest(body: bytes) -> bytes:
         (lambda good: good[:40], "MD5 digest does not match"),  # truncated in transit
         (lambda good: with_digest(b"\x1a\x50abc"), "protobuf cannot be parsed"),
         (lambda good: with_digest(b"\x0a\x011\x1a\x02\x08\x00"), "lacks required fields"),  # a record without data
+        (  # four without: the first three named
+            lambda good: with_digest(b"\x0a\x011" + b"\x1a\x02\x08\x00" * 4),
+            r"lacks required fields: records\[0\]\.data, records\[1\]\.data, records\[2\]\.data$",
+        ),
         (lambda good: with_digest(b"\x0a\x011\x1a\x05\x08\x03\x1a\x01x"), "partition key index 3 is not in the table"),
+        (lambda good: with_digest(b"\x0a\x011\x1a\x05\x08\x01\x1a\x01x"), "record 0: partition key index 1 is not"),
         (lambda good: with_digest(b"\x0a\x011\x1a\x07\x08\x00\x10\x01\x1a\x01x"), "explicit hash key index 1"),
         (lambda good: with_digest(b"\x0a\x02\xff\xfe\x1a\x05\x08\x00\x1a\x01x"), "partition key is not UTF-8"),
+        (
+            lambda good: with_digest(b"\x0a\x011\x12\x02\xff\xfe\x1a\x07\x08\x00\x10\x00\x1a\x01x"),
+            "an explicit hash key is not UTF-8",
+        ),
         (lambda good: with_digest(b"\x0a\x011"), "holds no user records"),
-        (lambda good: MAGIC + b"\x00" * 3, "not a KPL aggregated record"),
+        (lambda good: with_digest(b""), "holds no user records"),  # the shortest aggregate there is
+        (lambda good: MAGIC + b"\x00" * 3, r"^not a KPL aggregated record \(magic bytes and an MD5 digest expected\)$"),
     ],
 )
 def test_an_aggregate_that_cannot_be_trusted_is_refused_as_a_whole_with_its_reason(raw, reason):
     good = aggregate(rides(5))
     with pytest.raises(AggregateError, match=reason):
         deaggregate(raw(good))
+
+
+def test_nothing_is_not_an_aggregate():
+    with pytest.raises(ValueError, match=r"^nothing to aggregate$"):
+        aggregate([])
 
 
 def test_the_reference_would_have_passed_a_corrupt_aggregate_on_as_a_plain_record():
@@ -169,20 +184,38 @@ def test_pack_counts_each_length_and_index_in_bytes_as_protobuf_writes_them():
         assert _field_size(n) == len(message(partition_key_table=["k" * n]).SerializeToString()), n
 
 
-@pytest.mark.parametrize("size", [118, 119, 120, 121, 122, 123, 16370, 16371, 16372, 16373, 16374, 16375, 16376])
-def test_pack_fills_records_to_the_byte_where_lengths_grow_a_byte(size):
-    """Records whose lengths sit on the varint edges, packed at exactly the size of their
-    first k (all k fit in the first aggregate) and a byte less (only k - 1 do)."""
-    records = [(f"ride-{i % 3}", b"x" * (size + i % 2)) for i in range(6)]
+def exact_limits(records: list[tuple[str, bytes]]):
+    """Limits at exactly the size of the first k records' aggregate (all k fit in the first)
+    and a byte less (only k - 1 do): (limit, k)."""
+    key = len(records[0][0].encode())
     for k in range(2, len(records) + 1):
-        exact = len(aggregate(records[:k])) + len(b"ride-0")
-        for limit, first in ((exact, k), (exact - 1, k - 1)):
-            packed = pack(records, limit)
-            assert packed[0][2] == list(range(first)), (k, limit)
-            assert [i for _, _, indices in packed for i in indices] == list(range(len(records)))
-            for key, data, indices in packed:
-                assert len(data) + len(key.encode()) <= limit
-                assert data == aggregate([records[i] for i in indices])
+        exact = len(aggregate(records[:k])) + key
+        yield exact, k
+        yield exact - 1, k - 1
+
+
+EDGE_RECORDS = {
+    # data lengths on the varint edges (127/128, 16383/16384 bytes with their headers)
+    **{f"data {n}": [(f"ride-{i % 3}", b"x" * (n + i % 2)) for i in range(6)] for n in (118, 121, 123, 16371, 16374)},
+    # the partition key table's indices past 127 take two bytes; a repeated key keeps its own
+    "many keys": [(f"r{i}", b"{}") for i in range(131)] + [("r0", b"{}"), ("r130", b"{}"), ("r7", b"{}")],
+    # outer keys of other lengths than the record that does not fit
+    "key lengths": [("a" * (1 + 37 * (i % 4)), b"y" * 300) for i in range(8)],
+}
+
+
+@pytest.mark.parametrize("records", EDGE_RECORDS.values(), ids=EDGE_RECORDS.keys())
+def test_pack_fills_records_to_the_byte_where_lengths_grow_a_byte(records):
+    """Packed at exactly the size of its first k records, an aggregate holds all k; a byte
+    less, k - 1. Each fits, reads back, and carries its first ride's key outside."""
+    for limit, first in exact_limits(records):
+        packed = pack(records, limit)
+        assert packed[0][2] == list(range(first)), (limit, first)
+        assert [i for _, _, indices in packed for i in indices] == list(range(len(records)))
+        for key, data, indices in packed:
+            assert len(data) + len(key.encode()) <= limit
+            assert data == aggregate([records[i] for i in indices])
+            assert key == records[indices[0]][0]
 
 
 def test_a_record_too_large_to_aggregate_is_refused_before_anything_is_built():
