@@ -97,6 +97,21 @@ def test_rides_promote_runs_the_gate_and_force_overrides_it(two_versions):
     assert shadow.exit_code == 0 and "now @shadow" in shadow.output, shadow.output
     assert read_local_model("ride-duration@shadow")["MODEL_VERSION"] == "2"
     assert read_local_model("ride-duration")["MODEL_VERSION"] == "1"  # production untouched
+    # each says its entry in Terraform's `models` map, as a tfvars file takes it
+    import hcl2
+
+    from tests.test_infra import _plain
+
+    def entry(output: str) -> dict:
+        line = next(line for line in output.splitlines() if line.startswith("terraform: "))
+        return _plain(hcl2.loads(line.removeprefix("terraform: ")))["models"]
+
+    assert entry(first.output) == {
+        "ride-duration": {"uri": read_local_model("ride-duration")["MODEL_URI"], "version": "1"}
+    }
+    assert entry(shadow.output) == {
+        "ride-duration@shadow": {"uri": read_local_model("ride-duration@shadow")["MODEL_URI"], "version": "2"}
+    }
 
     refused = runner.invoke(main, ["promote", "--version", "2"])
     assert refused.exit_code == 1 and "refused: version 2 has 0 rides evaluated" in refused.output
