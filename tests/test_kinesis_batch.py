@@ -90,3 +90,87 @@ def test_rides_inside_aggregated_records_are_counted_over_the_whole_batch():
     items = batch.parse(lambda raw: raw)
     assert len(items) == 3 + 1 + 2
     assert batch.finish(DeadLetterSink(None, None)).user_records == 5
+
+
+class KeptLetters:
+    """A dead-letter sink that keeps what it is given (and delivers all of it)."""
+
+    def __init__(self):
+        self.letters = []
+
+    def send(self, letters, time_left=None) -> list[int]:
+        self.letters += letters
+        return []
+
+
+def test_a_dead_letter_carries_its_data_as_received_and_where_it_was_read():
+    """What `rides redrive --dead-letters` needs to put a record back: its data exactly as it
+    came, its shard, sequence and arrival, its place in an aggregate, and the stream."""
+    import base64
+
+    import orjson
+
+    from rides.stream.kpl import aggregate
+
+    completions = "arn:aws:kinesis:us-east-1:123456789012:stream/ride-completions"
+    records = [
+        kinesis_record({"n": 1}, 1),
+        kinesis_record(b"not json", 2, shard="shardId-000000000003"),
+        kinesis_record(aggregate([("a", b"{}"), ("b", b"{broken")]), 3),
+        {"eventSourceARN": 7},  # no kinesis object, and an ARN that is not one
+        "junk",
+        kinesis_record({}, 6),
+    ]
+    records[1]["eventSourceARN"] = completions
+    records[5]["kinesis"]["data"] = 12  # data that is not base64 text: nothing to keep of it
+    batch = KinesisBatch(records)
+    items = batch.parse(orjson.loads)
+    kept = KeptLetters()
+    assert batch.finish(kept).dead_lettered == 5
+    arrival = 1700000000.5
+    assert [(letter.data, letter.source) for letter in kept.letters] == [
+        (
+            base64.b64encode(b"not json").decode(),
+            {
+                "shard_id": "shardId-000000000003",
+                "sequence_number": f"{2:056d}",
+                "approximate_arrival_timestamp": arrival,
+                "stream_arn": completions,
+            },
+        ),
+        (
+            base64.b64encode(b"{broken").decode(),
+            {
+                "shard_id": "shardId-000000000000",
+                "sequence_number": f"{3:056d}",
+                "approximate_arrival_timestamp": arrival,
+                "sub_sequence_number": 1,
+                "stream_arn": records[0]["eventSourceARN"],
+            },
+        ),
+        ("", {"shard_id": "", "sequence_number": None, "approximate_arrival_timestamp": None, "stream_arn": None}),
+        ("", {"shard_id": "", "sequence_number": None, "approximate_arrival_timestamp": None, "stream_arn": None}),
+        (
+            "",
+            {
+                "shard_id": "shardId-000000000000",
+                "sequence_number": f"{6:056d}",
+                "approximate_arrival_timestamp": arrival,
+                "stream_arn": records[0]["eventSourceARN"],
+            },
+        ),
+    ]
+    assert [batch.stream_name(item) for item in items] == ["ride-events", "ride-events"]
+
+
+def test_failures_are_listed_lowest_sequence_number_first_compared_as_numbers():
+    """Lambda resumes from the lowest reported sequence number: "9" comes before "10"."""
+    from rides.stream.kinesis_batch import sequence_order
+
+    records = [kinesis_record({"n": i}, 1) for i in range(3)]
+    for record, seq in zip(records, ("10", "9", "100"), strict=True):
+        record["kinesis"]["sequenceNumber"] = seq
+    batch = KinesisBatch(records)
+    batch.report(batch.parse(lambda raw: raw), "ThrottlingException")
+    assert [f["itemIdentifier"] for f in batch.response()["batchItemFailures"]] == ["9", "10", "100"]
+    assert sorted(["10", "x", "9"], key=sequence_order) == ["9", "10", "x"]  # digits first, as numbers

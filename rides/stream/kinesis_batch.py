@@ -285,16 +285,18 @@ class KinesisBatch:
 
     def stream_name(self, item: BatchRecord) -> str:
         """The name of the stream a record was read from (its event's eventSourceARN), or ""."""
-        record = self.records[item.position] if item.position < len(self.records) else None
-        arn = record.get("eventSourceARN") if isinstance(record, Mapping) else None
-        return arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
+        arn = self._stream_arn(item)
+        return arn.rsplit("/", 1)[-1] if arn else ""
 
     def _origin(self, item: BatchRecord) -> dict:
         """Where a dead letter came from: its position on the stream, and the stream itself, so
         `rides redrive --dead-letters` can put it back where it was read."""
-        record = self.records[item.position] if item.position < len(self.records) else None
-        stream_arn = record.get("eventSourceARN") if isinstance(record, Mapping) else None
-        return {**item.source(), "stream_arn": stream_arn if isinstance(stream_arn, str) else None}
+        return {**item.source(), "stream_arn": self._stream_arn(item)}
+
+    def _stream_arn(self, item: BatchRecord) -> str | None:
+        record = self.records[item.position]  # an item's position is its record's index
+        arn = record.get("eventSourceARN") if isinstance(record, Mapping) else None
+        return arn if isinstance(arn, str) else None
 
     # -- the answer ---------------------------------------------------------------------------
     def finish(self, dead_letters: DeadLetterSink, time_left: Callable[[], float] | None = None) -> BatchOutcome:
