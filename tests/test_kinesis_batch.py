@@ -161,6 +161,13 @@ def test_a_dead_letter_carries_its_data_as_received_and_where_it_was_read():
         ),
     ]
     assert [batch.stream_name(item) for item in items] == ["ride-events", "ride-events"]
+    assert [batch.stream_name(item) for item, _ in batch.letters] == [
+        "ride-completions",
+        "ride-events",
+        "",
+        "",
+        "ride-events",
+    ]
 
 
 def test_failures_are_listed_lowest_sequence_number_first_compared_as_numbers():
