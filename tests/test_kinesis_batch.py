@@ -46,6 +46,10 @@ def test_a_finished_batch_says_how_it_ended_in_counts_any_json_encoder_takes():
     report = BatchCounts(errors={"ProvisionedThroughputExceededException": 3})
     assert report.settle(outcome, besides=(Failure.PUBLISH_FAILED,)) == outcome.response
     assert report == BatchCounts(1, 2, {"ProvisionedThroughputExceededException": 3, "DeadlinePassed": 1})
+    # counts the service kept itself are added to, not replaced
+    report = BatchCounts(errors={"DeadlinePassed": 2})
+    report.settle(outcome)
+    assert report.errors == {"DeadlinePassed": 3, "PublishFailed": 1}
 
 
 def test_an_unexpected_error_is_logged_once_per_cause_with_the_records_it_touched(caplog):
@@ -181,3 +185,20 @@ def test_failures_are_listed_lowest_sequence_number_first_compared_as_numbers():
     batch.report(batch.parse(lambda raw: raw), "ThrottlingException")
     assert [f["itemIdentifier"] for f in batch.response()["batchItemFailures"]] == ["9", "10", "100"]
     assert sorted(["10", "x", "9"], key=sequence_order) == ["9", "10", "x"]  # digits first, as numbers
+
+
+def test_dead_letters_are_sent_within_the_time_the_batch_has_left():
+    batch = KinesisBatch([kinesis_record(b"not json", 1)])
+    batch.parse(lambda raw: 1 / 0)
+    seen = []
+
+    class Sink:
+        def send(self, letters, time_left=None):
+            seen.append(time_left)
+            return []
+
+    def left() -> float:
+        return 1.5
+
+    batch.finish(Sink(), left)
+    assert seen == [left]

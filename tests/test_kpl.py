@@ -114,12 +114,13 @@ def with_digest(body: bytes) -> bytes:
         (lambda good: with_digest(b"\x0a\x011\x1a\x05\x08\x03\x1a\x01x"), "partition key index 3 is not in the table"),
         (lambda good: with_digest(b"\x0a\x011\x1a\x05\x08\x01\x1a\x01x"), "record 0: partition key index 1 is not"),
         (lambda good: with_digest(b"\x0a\x011\x1a\x07\x08\x00\x10\x01\x1a\x01x"), "explicit hash key index 1"),
+        (lambda good: with_digest(b"\x0a\x011\x1a\x07\x08\x00\x10\x00\x1a\x01x"), "explicit hash key index 0 is not"),
         (lambda good: with_digest(b"\x0a\x02\xff\xfe\x1a\x05\x08\x00\x1a\x01x"), "partition key is not UTF-8"),
         (
             lambda good: with_digest(b"\x0a\x011\x12\x02\xff\xfe\x1a\x07\x08\x00\x10\x00\x1a\x01x"),
             "an explicit hash key is not UTF-8",
         ),
-        (lambda good: with_digest(b"\x0a\x011"), "holds no user records"),
+        (lambda good: with_digest(b"\x0a\x011"), "^aggregated record holds no user records$"),
         (lambda good: with_digest(b""), "holds no user records"),  # the shortest aggregate there is
         (lambda good: MAGIC + b"\x00" * 3, r"^not a KPL aggregated record \(magic bytes and an MD5 digest expected\)$"),
     ],
@@ -229,13 +230,23 @@ def test_readers_see_the_rides_of_an_aggregate_as_the_kcl_and_firehose_do():
     good = aggregate(rides(3))
     corrupt = good[:-1] + bytes([good[-1] ^ 1])
     base = {"SequenceNumber": "9", "ApproximateArrivalTimestamp": 1.0, "PartitionKey": "outer"}
-    out = expand([{**base, "Data": b'{"ride_id": 0}'}, {**base, "Data": good}, {**base, "Data": corrupt}])
+    out = expand(
+        [
+            {**base, "Data": b'{"ride_id": 0}'},
+            {**base, "Data": good},
+            {**base, "Data": corrupt},
+            {**base, "SequenceNumber": "10"},  # no data at all
+            {**base, "SequenceNumber": "11", "Data": good},
+        ]
+    )
     assert [(r["PartitionKey"], r.get("SubSequenceNumber"), r["SequenceNumber"]) for r in out] == [
         ("outer", None, "9"),
         ("1", 0, "9"),
         ("2", 1, "9"),
         ("3", 2, "9"),
         ("outer", None, "9"),  # one that cannot be trusted stays whole
+        ("outer", None, "10"),
+        *[(str(i + 1), i, "11") for i in range(3)],  # and the records after it are read on
     ]
     assert [r["Data"] for r in out[1:4]] == [data for _, data in rides(3)]
 
