@@ -187,18 +187,22 @@ def test_failures_are_listed_lowest_sequence_number_first_compared_as_numbers():
     assert sorted(["10", "x", "9"], key=sequence_order) == ["9", "10", "x"]  # digits first, as numbers
 
 
-def test_dead_letters_are_sent_within_the_time_the_batch_has_left():
-    batch = KinesisBatch([kinesis_record(b"not json", 1)])
+def test_dead_letters_are_sent_within_the_time_left_and_those_undelivered_are_retried():
+    """A dead letter the queue did not take is not lost: its record is reported for Lambda to
+    retry, under its own reason, and only those delivered count as dead-lettered."""
+    batch = KinesisBatch([kinesis_record(b"not json", seq) for seq in (1, 2, 3)])
     batch.parse(lambda raw: 1 / 0)
     seen = []
 
     class Sink:
         def send(self, letters, time_left=None):
-            seen.append(time_left)
-            return []
+            seen.append((len(letters), time_left))
+            return [1]  # the second could not be delivered
 
     def left() -> float:
         return 1.5
 
-    batch.finish(Sink(), left)
-    assert seen == [left]
+    outcome = batch.finish(Sink(), left)
+    assert seen == [(3, left)]
+    assert (outcome.dead_lettered, outcome.failed, outcome.errors) == (2, 1, {"DeadLetterUndelivered": 1})
+    assert outcome.response == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
