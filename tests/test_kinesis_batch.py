@@ -206,3 +206,16 @@ def test_dead_letters_are_sent_within_the_time_left_and_those_undelivered_are_re
     assert seen == [(3, left)]
     assert (outcome.dead_lettered, outcome.failed, outcome.errors) == (2, 1, {"DeadLetterUndelivered": 1})
     assert outcome.response == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
+
+
+def test_a_record_without_a_sequence_number_to_retry_fails_the_whole_batch_saying_which():
+    """Lambda cannot be pointed at a record without a sequence number: the batch fails as a
+    function error (Lambda retries or bisects it), naming the records' positions."""
+    import pytest
+
+    records = [kinesis_record({"n": i}, i + 1) for i in range(3)]
+    records[2]["kinesis"]["sequenceNumber"] = ""
+    batch = KinesisBatch(records)
+    batch.report(batch.parse(lambda raw: raw), "ThrottlingException")
+    with pytest.raises(RuntimeError, match=r"^records at positions \[2\] have no sequence number"):
+        batch.response()
