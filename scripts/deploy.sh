@@ -37,14 +37,14 @@ export RIDES_TARGET=aws  # never talk to a local stack by accident
 unset AWS_ENDPOINT_URL
 
 fail() { echo "deploy ${ENV}: $*" >&2; exit 1; }
+# json FILE EXPRESSION: evaluate a Python expression over the JSON in FILE (bound to `d`).
+json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 # The models to deploy, by the names of Terraform's `models` map: the stream's (the registry
 # Terraform reads too), the web service's quick model and the shadow (NAME@ALIAS: that alias, not
 # the environment's).
-STREAM_MODELS="$(python3 -c 'import json; print(" ".join(m["model_name"] for m in json.load(open("rides/stream/models.json"))))')" \
+STREAM_MODELS="$(json rides/stream/models.json '" ".join(m["model_name"] for m in d)')" \
   && [ -n "$STREAM_MODELS" ] || fail "cannot read the models from rides/stream/models.json"
 read -r -a MODELS <<<"${STREAM_MODELS} ride-duration-quick ride-duration@shadow"
-# json FILE EXPRESSION: evaluate a Python expression over the JSON in FILE (bound to `d`).
-json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 # One setting says where everything goes, and nothing falls back to a region of its own.
 AWS_REGION="${AWS_REGION:-${AWS_DEFAULT_REGION:-}}"

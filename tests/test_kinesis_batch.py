@@ -97,14 +97,16 @@ def test_rides_inside_aggregated_records_are_counted_over_the_whole_batch():
 
 
 class KeptLetters:
-    """A dead-letter sink that keeps what it is given (and delivers all of it)."""
+    """A dead-letter sink that keeps what it is given, and the time left it was sent with; it
+    delivers all but the `undelivered` indices."""
 
-    def __init__(self):
-        self.letters = []
+    def __init__(self, undelivered: list[int] | None = None):
+        self.letters, self.time_left, self.undelivered = [], [], undelivered or []
 
     def send(self, letters, time_left=None) -> list[int]:
         self.letters += letters
-        return []
+        self.time_left.append(time_left)
+        return self.undelivered
 
 
 def test_a_dead_letter_carries_its_data_as_received_and_where_it_was_read():
@@ -192,18 +194,13 @@ def test_dead_letters_are_sent_within_the_time_left_and_those_undelivered_are_re
     retry, under its own reason, and only those delivered count as dead-lettered."""
     batch = KinesisBatch([kinesis_record(b"not json", seq) for seq in (1, 2, 3)])
     batch.parse(lambda raw: 1 / 0)
-    seen = []
-
-    class Sink:
-        def send(self, letters, time_left=None):
-            seen.append((len(letters), time_left))
-            return [1]  # the second could not be delivered
+    sink = KeptLetters(undelivered=[1])  # the second could not be delivered
 
     def left() -> float:
         return 1.5
 
-    outcome = batch.finish(Sink(), left)
-    assert seen == [(3, left)]
+    outcome = batch.finish(sink, left)
+    assert len(sink.letters) == 3 and sink.time_left == [left]
     assert (outcome.dead_lettered, outcome.failed, outcome.errors) == (2, 1, {"DeadLetterUndelivered": 1})
     assert outcome.response == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
 
