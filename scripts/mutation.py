@@ -75,9 +75,16 @@ def where(name: str) -> tuple[str, str]:
     return module, re.sub(r"^x[ǁ_]", "", function).replace("ǁ", ".")
 
 
+def with_reasons(r: dict) -> dict:
+    """Each survivor's reason from tests/mutation_reasons.yaml as it is now, keyed by
+    `module:function: change` (a survivor an earlier run found gets a reason written since)."""
+    reasons = (yaml.safe_load(REASONS.read_text()) if REASONS.exists() else None) or {}
+    for s in r["survivors"]:
+        s["reason"] = reasons.get(f"{s['module']}:{s['function']}: {s['change']}")
+    return r
+
+
 def report(found: dict[str, str]) -> dict:
-    reasons = yaml.safe_load(REASONS.read_text()) if REASONS.exists() else {}
-    reasons = reasons or {}
     by_module: dict[str, Counter] = {}
     survivors = []
     run = {where(name)[0] for name, status in found.items() if status != "not checked"}
@@ -88,7 +95,6 @@ def report(found: dict[str, str]) -> dict:
         by_module.setdefault(module, Counter())[status] += 1
         if status in ("survived", "no tests", "suspicious"):
             change = change_of(name)
-            key = f"{module}:{function}: {change}"
             survivors.append(
                 {
                     "mutant": name,
@@ -96,13 +102,35 @@ def report(found: dict[str, str]) -> dict:
                     "function": function,
                     "status": status,
                     "change": change,
-                    "reason": reasons.get(key),
+                    "reason": None,
                 }
             )
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "date": today,
         "modules": {module: dict(counts) for module, counts in sorted(by_module.items())},
+        "run_on": {module: today for module in sorted(by_module)},
         "survivors": survivors,
+    }
+
+
+def merge(previous: dict | None, latest: dict) -> dict:
+    """The modules the latest run checked as it found them, the others as their last run left
+    them: mutmut forgets every verdict when its configuration changes, and a run of some modules
+    must not erase what an earlier run of others found."""
+    if not previous:
+        return latest
+    kept = {m: c for m, c in previous["modules"].items() if m not in latest["modules"]}
+    modules = dict(sorted({**kept, **latest["modules"]}.items()))
+    earlier = previous.get("run_on", {})
+    return {
+        "date": latest["date"],
+        "modules": modules,
+        "run_on": {m: latest["run_on"].get(m) or earlier.get(m) or previous["date"] for m in modules},
+        "survivors": sorted(
+            [s for s in previous["survivors"] if s["module"] in kept] + latest["survivors"],
+            key=lambda s: (s["module"], s["mutant"]),
+        ),
     }
 
 
@@ -115,21 +143,23 @@ def format_mutation(r: dict) -> str:
     checked = mutants - total.get("not checked", 0)
     killed, survived = total.get("killed", 0), total.get("survived", 0) + total.get("no tests", 0)
     lines = [
-        f"Last run {r['date']}: {checked:,} of the {mutants:,} mutants of the modules below checked, "
+        f"Runs up to {r['date']}: {checked:,} of the {mutants:,} mutants of the modules below checked, "
         f"{killed:,} killed, {survived} survived; a timeout is a mutant the tests did not finish with "
-        "inside mutmut's CPU limit (a loop it made endless, or a slow test: not counted as killed)."
+        "inside mutmut's CPU limit or the 120 s clock (a loop it made endless, or a slow test: not counted as killed)."
         if checked
         else "No mutants checked yet.",
         "",
-        "| module | mutants | checked | killed | timeout | survived | other |",
-        "|---|---|---|---|---|---|---|",
+        "| module | run on | mutants | checked | killed | timeout | survived | other |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    run_on = r.get("run_on", {})
     for module, counts in r["modules"].items():
         n = sum(counts.values())
         done = n - counts.get("not checked", 0)
         k, t = counts.get("killed", 0), counts.get("timeout", 0)
         left = counts.get("survived", 0) + counts.get("no tests", 0)
-        lines.append(f"| `{module}` | {n} | {done} | {k} | {t} | {left} | {done - k - t - left} |")
+        when = run_on.get(module, r["date"])
+        lines.append(f"| `{module}` | {when} | {n} | {done} | {k} | {t} | {left} | {done - k - t - left} |")
     if r["survivors"]:
         lines += ["", "| survivor | change | why it is left |", "|---|---|---|"]
         for s in r["survivors"]:
@@ -154,7 +184,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.report:
         run_mutmut(args.children, args.modules)
-    results = report(statuses())
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    results = with_reasons(merge(previous, report(statuses())))
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     write_readme(results)
     print(format_mutation(results))

@@ -74,3 +74,56 @@ def test_what_the_tests_train_is_made_once_per_mutation_run_and_every_session_ot
     monkeypatch.setenv("RIDES_TEST_CACHE", str(tmp_path / "run"))
     assert cached("m", make) == {"model": 3} == cached("m", make)  # the second from the file
     assert len(made) == 3 and [p.name for p in (tmp_path / "run").iterdir()] == ["m.pickle"]
+
+
+def survivor(module: str, n: int) -> dict:
+    return {
+        "mutant": f"{module}.x_f__mutmut_{n}",
+        "module": module,
+        "function": "f",
+        "status": "survived",
+        "change": f"a < {n} → a <= {n}",
+        "reason": None,
+    }
+
+
+def test_a_run_of_some_modules_keeps_what_earlier_runs_found_for_the_others():
+    from scripts.mutation import merge
+
+    earlier = {
+        "date": "2026-12-01",
+        "modules": {"rides.stream.kpl": {"killed": 5}, "rides.stream.retry": {"killed": 3, "survived": 1}},
+        "survivors": [survivor("rides.stream.retry", 1)],
+    }  # written before the record knew each module's date
+    latest = {
+        "date": "2026-12-03",
+        "modules": {"rides.stream.retry": {"killed": 4}, "rides.stream.events": {"killed": 7, "survived": 1}},
+        "run_on": {"rides.stream.retry": "2026-12-03", "rides.stream.events": "2026-12-03"},
+        "survivors": [survivor("rides.stream.events", 2)],
+    }
+    merged = merge(earlier, latest)
+    assert merged["modules"] == {
+        "rides.stream.events": {"killed": 7, "survived": 1},
+        "rides.stream.kpl": {"killed": 5},
+        "rides.stream.retry": {"killed": 4},  # this run's verdict, its old survivor gone
+    }
+    assert merged["run_on"] == {
+        "rides.stream.events": "2026-12-03",
+        "rides.stream.kpl": "2026-12-01",
+        "rides.stream.retry": "2026-12-03",
+    }
+    assert [s["mutant"] for s in merged["survivors"]] == ["rides.stream.events.x_f__mutmut_2"]
+    assert merge(None, latest) == latest
+    text = format_mutation(merged)
+    assert "Runs up to 2026-12-03: 17 of the 17 mutants" in text
+    assert "| `rides.stream.kpl` | 2026-12-01 | 5 | 5 | 5 | 0 | 0 | 0 |" in text
+
+
+def test_a_reason_written_after_the_run_reaches_its_survivor(tmp_path, monkeypatch):
+    import scripts.mutation as mutation
+
+    reasons = tmp_path / "reasons.yaml"
+    reasons.write_text('"rides.stream.events:f: a < 2 → a <= 2": "equivalent: because"\n')
+    monkeypatch.setattr(mutation, "REASONS", reasons)
+    run = {"date": "d", "modules": {}, "survivors": [survivor("rides.stream.events", 2), survivor("rides.stream.x", 3)]}
+    assert [s["reason"] for s in mutation.with_reasons(run)["survivors"]] == ["equivalent: because", None]
