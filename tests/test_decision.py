@@ -218,10 +218,14 @@ def test_a_failed_publication_is_retried_and_published_once(service):
     assert len(distinct_decisions(service)) == 1
 
 
-def test_unreachable_table_reports_the_records(service, monkeypatch):
+def test_unreachable_table_reports_the_records_and_logs_why(service, monkeypatch, caplog):
     monkeypatch.setitem(service["env"], "DECISIONS_TABLE", "no-such-table")
     response = send(service, [prediction("r1", "ride-fare", 1.0), b"junk"])
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{1:056d}"]
+    unavailable = [r.getMessage() for r in caplog.records if "decisions table unavailable" in r.getMessage()]
+    assert unavailable and unavailable[0].startswith(
+        "decisions table unavailable (ResourceNotFoundException): reading 1 rides: An error occurred"
+    ), unavailable
 
 
 def test_parse_prediction_contract():

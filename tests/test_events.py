@@ -143,6 +143,30 @@ def test_decode_rejects_non_ascii_base64():
         decode_data("é")
 
 
+@pytest.mark.parametrize("where", [4, -1])
+def test_base64_with_a_character_outside_its_alphabet_is_refused_not_read_around(where):
+    """Kinesis hands Lambda canonical base64; data with a stray character is not what a
+    producer put, and a lenient decoder would skip the character and predict on it anyway."""
+    good = b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1}}')
+    assert decode_data(good)["ride_id"] == 1
+    for stray in ("!", "\n", " "):
+        with pytest.raises(InvalidEvent, match="bad base64"):
+            decode_data(good[:where] + stray + good[where:])
+    with pytest.raises(InvalidEvent, match="bad base64"):
+        decode_data(good + "==")  # data after the padding
+
+
+def test_a_completion_reads_back_from_its_record_data():
+    from rides.stream.events import completion_json, parse_completion
+
+    data = b64(completion_json("r-7", datetime(2024, 3, 1, 9, 15), duration_minutes=12.5, tip_amount=2.0))
+    completed = parse_completion(data)
+    assert completed.ride_id == "r-7" and completed.dropoff_datetime == datetime(2024, 3, 1, 9, 15)
+    assert completed.outcomes == {"ride_duration": 12.5, "tip_amount": 2.0}
+    with pytest.raises(InvalidEvent, match="bad base64"):
+        parse_completion(data[:5] + "!" + data[5:])
+
+
 def test_round_trip_through_the_wire_format():
     event = RideEvent("r-1", 10, 20, 2.5, datetime(2023, 1, 5, 10, 0), 3)
     assert validate_event(__import__("orjson").loads(ride_event_json(event))) == event

@@ -157,3 +157,27 @@ def test_a_fourth_model_declared_once_is_a_consumer_in_the_terraform_plan(regist
     )
     completions = next(c for name, c in columns.items() if "completion" in name)
     assert completions["trip_miles"] == "double"
+
+
+def test_an_entry_reads_into_a_spec_with_its_defaults_and_two_models_cannot_share_a_name(tmp_path):
+    from rides.stream.model_specs import ModelSpec, read_models
+
+    path = tmp_path / "models.json"
+    minimal = {k: FOURTH[k] for k in ("key", "model_name", "prediction_field", "outcome_field", "target")}
+    path.write_text(
+        json.dumps(
+            [FOURTH, {**minimal, "key": "k2", "model_name": "m2", "prediction_field": "p2"} | {"target_range": [1, 2]}]
+        )
+    )
+    assert read_models(path) == (
+        ModelSpec(**{**FOURTH, "target_range": (0.1, 80.0)}),
+        ModelSpec(**{**minimal, "key": "k2", "model_name": "m2", "prediction_field": "p2", "target_range": (1, 2)}),
+    )
+    assert read_models(path)[1].unit == "" and read_models(path)[1].required is True
+    for field in ("key", "model_name", "prediction_field"):
+        twin = {**FOURTH, **{f: f"other-{f}" for f in ("key", "model_name", "prediction_field") if f != field}}
+        path.write_text(json.dumps([FOURTH, twin]))
+        with pytest.raises(ValueError, match=f"two models share a {field}: "):
+            read_models(path)
+    path.write_text(json.dumps([FOURTH, {**FOURTH, "key": "x", "model_name": "y", "prediction_field": "z"}]))
+    assert [m.key for m in read_models(path)] == ["distance", "x"]  # only the names must differ
