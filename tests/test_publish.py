@@ -199,3 +199,72 @@ def test_every_record_is_sent_once_in_key_order_or_reported(keys, throttled, cal
     for key in set(keys):
         mine = [i for i, k in enumerate(keys) if k == key]
         assert [i for i in stored if keys[i] == key] == mine[: len([i for i in stored if keys[i] == key])]
+
+
+# -- the shard map the aggregating publisher groups records by -----------------------------------
+def md5_point(key: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.md5(key.encode()).digest(), byteorder="big")
+
+
+def test_after_a_split_keys_map_to_the_open_child_that_holds_their_hash_never_the_closed_parent(aws):
+    from rides.stream.publish import ShardMap
+
+    kinesis = aws["kinesis"]
+    kinesis.create_stream(StreamName="split", ShardCount=1)
+    kinesis.split_shard(StreamName="split", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**127))
+    shards = ShardMap(kinesis, "split")
+    found = {key: shards.shard_of(key) for key in (f"ride-{i}" for i in range(200))}
+    expected = {key: "shardId-000000000002" if md5_point(key) >= 2**127 else "shardId-000000000001" for key in found}
+    assert found == expected and set(found.values()) == {"shardId-000000000001", "shardId-000000000002"}
+
+
+def test_after_a_merge_every_key_maps_to_the_merged_shard(aws):
+    from rides.stream.publish import ShardMap
+
+    kinesis = aws["kinesis"]
+    kinesis.create_stream(StreamName="merged", ShardCount=2)
+    kinesis.merge_shards(
+        StreamName="merged", ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000001"
+    )
+    closed = {
+        s["ShardId"]
+        for s in kinesis.list_shards(StreamName="merged")["Shards"]
+        if "EndingSequenceNumber" in s["SequenceNumberRange"]
+    }
+    assert closed == {"shardId-000000000000", "shardId-000000000001"}  # what the map must leave out
+    shards = ShardMap(kinesis, "merged")
+    assert {shards.shard_of(f"ride-{i}") for i in range(200)} == {"shardId-000000000002"}
+
+
+class CountedShards:
+    """ListShards of a stream whose shards the test changes, counting the calls."""
+
+    def __init__(self, shard_ids):
+        self.shard_ids, self.calls = shard_ids, 0
+
+    def list_shards(self, **kwargs):
+        self.calls += 1
+        step = 2**128 // len(self.shard_ids)
+        return {
+            "Shards": [
+                {"ShardId": sid, "HashKeyRange": {"StartingHashKey": str(i * step)}, "SequenceNumberRange": {}}
+                for i, sid in enumerate(self.shard_ids)
+            ]
+        }
+
+
+def test_the_map_is_read_once_and_again_only_when_it_is_older_than_its_refresh(monkeypatch):
+    import rides.stream.publish as publish
+
+    now = [1000.0]
+    monkeypatch.setattr(publish.time, "monotonic", lambda: now[0])
+    kinesis = CountedShards(["shardId-a"])
+    shards = publish.ShardMap(kinesis, "s", refresh_seconds=60)
+    assert {shards.shard_of(f"k{i}") for i in range(50)} == {"shardId-a"}
+    now[0] += 59.0
+    kinesis.shard_ids = ["shardId-b", "shardId-c"]  # resharded: seen at the next refresh, not before
+    assert {shards.shard_of(f"k{i}") for i in range(50)} == {"shardId-a"} and kinesis.calls == 1
+    now[0] += 2.0
+    assert {shards.shard_of(f"k{i}") for i in range(50)} == {"shardId-b", "shardId-c"} and kinesis.calls == 2
