@@ -268,3 +268,116 @@ def test_the_map_is_read_once_and_again_only_when_it_is_older_than_its_refresh(m
     assert {shards.shard_of(f"k{i}") for i in range(50)} == {"shardId-a"} and kinesis.calls == 1
     now[0] += 2.0
     assert {shards.shard_of(f"k{i}") for i in range(50)} == {"shardId-b", "shardId-c"} and kinesis.calls == 2
+
+
+# -- the aggregating publisher (KPL format): per shard, every record sent or reported ------------
+class TwoShardKinesis(FlakyKinesis):
+    """Two open shards split at 2**127; PutRecords fails the outer records `fail_plan` names."""
+
+    def put_records(self, StreamName, Records):
+        self.attempts = getattr(self, "attempts", []) + [r["Data"] for r in Records]
+        return super().put_records(StreamName, Records)
+
+    def list_shards(self, **kwargs):
+        return {
+            "Shards": [
+                {"ShardId": "low", "HashKeyRange": {"StartingHashKey": "0"}, "SequenceNumberRange": {}},
+                {"ShardId": "high", "HashKeyRange": {"StartingHashKey": str(2**127)}, "SequenceNumberRange": {}},
+            ]
+        }
+
+
+def shard_of(key: str) -> str:
+    return "high" if md5_point(key) >= 2**127 else "low"
+
+
+def users_of(stored):
+    """(outer key, [inner keys], [inner data]) of each stored aggregate."""
+    from rides.stream.kpl import deaggregate
+
+    out = []
+    for key, data in stored:
+        users = deaggregate(data)
+        out.append((key, [u.partition_key for u in users], [u.data for u in users]))
+    return out
+
+
+def test_aggregates_hold_one_shards_records_in_order_under_a_key_of_that_shard():
+    kinesis = TwoShardKinesis(lambda call, recs: set())
+    sent = records(300, keys=lambda i: f"ride-{i % 120}")
+    result = KinesisPublisher(kinesis, "out", aggregate=True, aggregate_bytes=1_000).publish(sent)
+    assert (result.sent, result.failed, result.errors, result.retries) == (300, [], {}, 0)
+    aggregates = users_of(kinesis.stored)
+    assert result.kinesis_records == len(aggregates) > 2  # 1,000-byte aggregates: several a shard
+    for outer, inner, _ in aggregates:
+        assert {shard_of(k) for k in inner} == {shard_of(outer)}
+    assert len({outer for outer, _, _ in aggregates}) == 2  # one key a shard: its aggregates in order
+    for shard in ("low", "high"):  # each shard's records, in their order, once
+        got = [d for outer, _, data in aggregates if shard_of(outer) == shard for d in data]
+        assert got == [d for k, d in sent if shard_of(k) == shard]
+
+
+def test_a_single_record_is_an_aggregate_of_one_under_its_own_key():
+    kinesis = TwoShardKinesis(lambda call, recs: set())
+    result = KinesisPublisher(kinesis, "out", aggregate=True).publish([("ride-1", b"x")])
+    assert (result.sent, result.kinesis_records) == (1, 1)
+    assert users_of(kinesis.stored) == [("ride-1", ["ride-1"], [b"x"])]
+
+
+def test_a_failed_aggregate_reports_every_record_in_it_and_only_those():
+    # The first outer record of every call fails, on every try: its members are reported.
+    kinesis = TwoShardKinesis(lambda call, recs: {0})
+    sent = records(40, keys=lambda i: f"ride-{i}")
+    publisher = KinesisPublisher(
+        kinesis, "out", aggregate=True, aggregate_bytes=200, backoff=lambda **kw: no_sleep_backoff(max_attempts=3, **kw)
+    )
+    result = publisher.publish(sent)
+    delivered = [d for _, _, data in users_of(kinesis.stored) for d in data]
+    assert sorted(result.failed + [int(d.split(b"-")[1]) for d in delivered]) == list(range(40))
+    assert result.failed and len(delivered) == result.sent == 40 - len(result.failed)
+    assert result.kinesis_records == len(kinesis.stored)
+    failed_calls = sum(1 for call in kinesis.calls if call)  # one outer record failed per call
+    assert result.errors == {"ProvisionedThroughputExceededException": failed_calls}
+    assert result.retries == len(kinesis.attempts) - len(set(kinesis.attempts)) > 0  # entries sent again
+
+
+def test_no_aggregate_is_sent_once_the_time_is_up():
+    kinesis = TwoShardKinesis(lambda call, recs: set())
+    result = KinesisPublisher(kinesis, "out", aggregate=True).publish(records(10), time_left=lambda: 0.0)
+    assert (result.sent, result.failed, kinesis.calls) == (0, list(range(10)), [])
+    assert result.errors == {"DeadlinePassed": 2}  # counted per aggregate, one a shard
+
+
+def test_a_stream_whose_shards_cannot_be_listed_reports_every_record_with_the_reason(aws):
+    result = KinesisPublisher(aws["kinesis"], "no-such-stream", aggregate=True).publish(records(7))
+    assert (result.sent, result.failed) == (0, list(range(7)))
+    assert result.errors == {"ResourceNotFoundException": 7}
+
+
+def test_one_shard_map_per_stream_and_client_kept_across_publishers():
+    from rides.stream.publish import shard_map
+
+    first, second = TwoShardKinesis(lambda c, r: set()), TwoShardKinesis(lambda c, r: set())
+    kept = shard_map(first, "a")
+    assert shard_map(first, "a") is kept
+    assert shard_map(first, "b") is not kept and shard_map(first, "b").stream_name == "b"
+    other = shard_map(second, "a")
+    assert other is not kept and other.kinesis is second
+    assert shard_map(first, "a") is kept  # the other client's map did not replace it
+
+
+def test_list_shards_follows_every_page_naming_the_stream_on_the_first_call_only():
+    from rides.stream.aws import list_shards
+
+    class Paged:
+        def __init__(self):
+            self.calls = []
+
+        def list_shards(self, **kwargs):
+            self.calls.append(kwargs)
+            page = len(self.calls)
+            return {"Shards": [{"ShardId": f"s{page}"}], **({"NextToken": f"t{page}"} if page < 3 else {})}
+
+    kinesis = Paged()
+    assert [s["ShardId"] for s in list_shards(kinesis, "out")] == ["s1", "s2", "s3"]
+    assert kinesis.calls == [{"StreamName": "out"}, {"NextToken": "t1"}, {"NextToken": "t2"}]
