@@ -92,7 +92,7 @@ def test_timezone_aware_pickup_becomes_new_york_wall_clock():
         (b64(b'{"ride_id": 1, "ride": {"DOLocationID": 2, "trip_distance": 1}}'), "PULocationID is required"),
         (
             b64(b'{"ride_id": 1, "ride": {"PULocationID": "130", "DOLocationID": 2, "trip_distance": 1}}'),
-            "integer zone id",
+            "ride.PULocationID must be an integer zone id, got str",
         ),
         (b64(b'{"ride_id": 1, "ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1}}'), "1-265"),
         (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 266, "trip_distance": 1}}'), "1-265"),
@@ -103,7 +103,7 @@ def test_timezone_aware_pickup_becomes_new_york_wall_clock():
         (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2}}'), "trip_distance is required"),
         (
             b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}}'),
-            "must be a number",
+            "ride.trip_distance must be a number, got str",
         ),
         (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -0.1}}'), ">= 0"),
         (b64(b'{"ride_id": 1, "ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1e999}}'), "infinity"),
@@ -136,6 +136,23 @@ def test_timezone_aware_pickup_becomes_new_york_wall_clock():
 def test_every_class_of_bad_input_has_a_reason(data, reason):
     with pytest.raises(InvalidEvent, match=reason):
         parse_record_data(data)
+
+
+def test_the_first_and_last_tlc_zones_are_rides_like_any_other():
+    """Zones 1-265 (264 and 265 are TLC's "unknown" and "outside NYC", common in the data)."""
+    for pickup, dropoff in ((1, 265), (265, 1)):
+        event = validate_event(
+            {"ride_id": 1, "ride": {"PULocationID": pickup, "DOLocationID": dropoff, "trip_distance": 1}}
+        )
+        assert (event.pu_location_id, event.do_location_id) == (pickup, dropoff)
+
+
+@pytest.mark.parametrize("body", [[1, 2], "ride-completed", None, {"type": "ride-started"}, {"ride_id": 1}])
+def test_anything_but_a_completion_object_is_refused_as_one(body):
+    from rides.stream.events import completion_from
+
+    with pytest.raises(InvalidEvent, match='a completion is a JSON object with "type": "ride-completed"'):
+        completion_from(body)
 
 
 def test_decode_rejects_non_ascii_base64():
