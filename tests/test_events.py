@@ -140,7 +140,7 @@ def test_every_class_of_bad_input_has_a_reason(data, reason):
 
 def test_the_first_and_last_tlc_zones_are_rides_like_any_other():
     """Zones 1-265 (264 and 265 are TLC's "unknown" and "outside NYC", common in the data)."""
-    for pickup, dropoff in ((1, 265), (265, 1)):
+    for pickup, dropoff in ((1, 265), (265, 1), (1.0, 265.0), (265.0, 1.0)):  # floats: pandas producers
         event = validate_event(
             {"ride_id": 1, "ride": {"PULocationID": pickup, "DOLocationID": dropoff, "trip_distance": 1}}
         )
