@@ -155,6 +155,44 @@ def test_anything_but_a_completion_object_is_refused_as_one(body):
         completion_from(body)
 
 
+COMPLETED = {"type": "ride-completed", "ride_id": "r-1", "lpep_dropoff_datetime": "2024-03-01T10:00:00"}
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"version": 2}, "ride-completed version 2 is not known [(]1[)]"),
+        ({"version": "1"}, "ride-completed version '1' is not known [(]1[)]"),
+        ({"ride_id": True}, "ride_id must be a non-empty string or an integer"),
+        ({"ride_id": ""}, "ride_id must be a non-empty string or an integer"),
+        ({"ride_id": 1.5}, "ride_id must be a non-empty string or an integer"),
+        ({"ride_id": "r" * 257}, "ride_id must be at most 256 characters"),
+        ({"lpep_dropoff_datetime": None}, "lpep_dropoff_datetime is required [(]ISO 8601[)]"),
+        ({"lpep_dropoff_datetime": "soon"}, "^lpep_dropoff_datetime is not ISO 8601: 'soon'"),
+        ({"duration_minutes": float("nan")}, "duration_minutes must be a finite number"),
+        ({"fare_amount": "12"}, "fare_amount must be a finite number"),
+        ({"tip_amount": True}, "tip_amount must be a finite number"),
+        ({}, "a completion needs at least one of duration_minutes, fare_amount, tip_amount"),
+    ],
+)
+def test_every_class_of_bad_completion_has_its_reason(change, reason):
+    from rides.stream.events import completion_from
+
+    body = {**COMPLETED, "duration_minutes": 12.0, **change} if change else dict(COMPLETED)
+    with pytest.raises(InvalidEvent, match=reason):
+        completion_from({k: v for k, v in body.items() if v is not None})
+
+
+def test_a_completion_is_version_1_unless_it_says_otherwise_and_carries_the_outcomes_it_has():
+    from rides.stream.events import completion_from
+
+    for version in ({}, {"version": 1}):
+        completed = completion_from({**COMPLETED, **version, "ride_id": 42, "fare_amount": 20, "tip_amount": None})
+        assert completed.ride_id == "42" and completed.outcomes == {"fare_amount": 20.0}
+        assert type(completed.outcomes["fare_amount"]) is float
+    assert completion_from({**COMPLETED, "ride_id": "r" * 256, "tip_amount": 0}).outcomes == {"tip_amount": 0.0}
+
+
 def test_decode_rejects_non_ascii_base64():
     with pytest.raises(InvalidEvent, match="bad base64"):
         decode_data("é")
