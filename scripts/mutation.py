@@ -9,7 +9,12 @@ as "no test notices it yet" when no reason was written down.
 
     python scripts/mutation.py                          # every module: hours on two cores
     python scripts/mutation.py rides.stream.retry ...   # these modules' mutants only
+    python scripts/mutation.py --survivors              # the recorded survivors without a reason, again
     python scripts/mutation.py --report                 # the report of the last run only
+
+mutmut forgets every verdict when its test selection changes; tests/mutation.json keeps each
+mutant's last verdict while its function's source is unchanged, so runs of some modules (or of
+the survivors after new tests) add up to the whole package.
 """
 
 from __future__ import annotations
@@ -34,12 +39,12 @@ LINE = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
 
 
 def run_mutmut(children: int, modules: list[str]) -> None:
-    """mutmut over these modules (all of rides/stream/ when none). The models the tests train
-    are trained once for the run (tests.helpers.cached), not once per mutant."""
+    """mutmut over these modules or mutants (all of rides/stream/ when none). The models the
+    tests train are trained once for the run (tests.helpers.cached), not once per mutant."""
     import os
     import tempfile
 
-    names = [f"{module}.*" for module in modules]
+    names = [name if "__mutmut_" in name else f"{name}.*" for name in modules]
     with tempfile.TemporaryDirectory(prefix="rides-mutation-") as cache:
         subprocess.run(
             [*MUTMUT, "run", "--max-children", str(children), *names],
@@ -84,52 +89,124 @@ def with_reasons(r: dict) -> dict:
     return r
 
 
-def report(found: dict[str, str]) -> dict:
-    by_module: dict[str, Counter] = {}
-    survivors = []
-    run = {where(name)[0] for name, status in found.items() if status != "not checked"}
-    for name, status in sorted(found.items()):
-        module, function = where(name)
-        if module not in run:  # a module this run left out
-            continue
-        by_module.setdefault(module, Counter())[status] += 1
-        if status in ("survived", "no tests", "suspicious"):
-            change = change_of(name)
-            survivors.append(
-                {
-                    "mutant": name,
-                    "module": module,
-                    "function": function,
-                    "status": status,
-                    "change": change,
-                    "reason": None,
-                }
-            )
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+SURVIVING = ("survived", "no tests", "suspicious")
+
+
+def function_hashes(mutants: Path = ROOT / "mutants") -> dict[str, str]:
+    """Each mutated function (`rides.stream.publish.xǁShardMapǁ__init__`) → mutmut's hash of its
+    source: a verdict stands while the function it was found on is unchanged."""
+    hashes = {}
+    for meta in mutants.glob("rides/**/*.py.meta"):
+        module = ".".join(meta.relative_to(mutants).with_suffix("").with_suffix("").parts)
+        for function, digest in json.loads(meta.read_text()).get("hash_by_function_name", {}).items():
+            hashes[f"{module}.{function}"] = digest
+    return hashes
+
+
+def ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] → "1-3,7": the record stays a line a function."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def numbers(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out += range(int(a), int(b or a) + 1)
+    return out
+
+
+def verdicts_of(found: dict[str, str], hashes: dict[str, str]) -> dict[str, dict[int, str]]:
+    """mutmut's statuses by function: `module.function` → {mutant number: status}."""
+    by_function: dict[str, dict[int, str]] = {}
+    for name, status in found.items():
+        stem, _, n = name.rpartition("__mutmut_")
+        if stem in hashes:
+            by_function.setdefault(stem, {})[int(n)] = status
+    return by_function
+
+
+def record_verdicts(by_function: dict[str, dict[int, str]], hashes: dict[str, str]) -> dict[str, dict]:
+    out = {}
+    for stem in sorted(by_function):
+        statuses: dict[str, list[int]] = {}
+        for n, status in by_function[stem].items():
+            statuses.setdefault(status, []).append(n)
+        out[stem] = {"hash": hashes[stem], **{status: ranges(ns) for status, ns in sorted(statuses.items())}}
+    return out
+
+
+def recorded(entry: dict) -> dict[int, str]:
+    return {n: status for status, text in entry.items() if status != "hash" for n in numbers(text)}
+
+
+def merge(previous: dict | None, found: dict[str, str], hashes: dict[str, str], today: str, change=None) -> dict:
+    """This run's verdicts over the record's: a mutant mutmut has not checked (a run of other
+    modules, or mutmut forgetting every verdict when its test selection changes) keeps the
+    verdict the record holds for it, as long as its function's source is unchanged.
+
+    A module the record holds only as counts (written before verdicts were kept per mutant)
+    stays as it was until mutmut has checked as many of its mutants."""
+    change = change or change_of
+    previous = previous or {"modules": {}, "survivors": []}
+    kept = previous.get("verdicts", {})
+    by_function = verdicts_of(found, hashes)
+    ran: set[str] = set()
+    for stem, current in by_function.items():
+        module = where(stem + "__mutmut_1")[0]
+        if any(status != "not checked" for status in current.values()):
+            ran.add(module)
+        if stem in kept and kept[stem]["hash"] == hashes[stem]:
+            for n, status in recorded(kept[stem]).items():
+                if current.get(n) == "not checked":
+                    current[n] = status
+    counts: dict[str, Counter] = {}
+    for stem, current in by_function.items():
+        counts.setdefault(where(stem + "__mutmut_1")[0], Counter()).update(current.values())
+    legacy = {
+        module: dict(c)
+        for module, c in previous["modules"].items()
+        if not any(where(stem + "__mutmut_1")[0] == module for stem in kept)
+        and sum(c.values()) - c.get("not checked", 0)
+        > sum(counts.get(module, Counter()).values()) - counts.get(module, Counter()).get("not checked", 0)
+    }
+    modules = {m: dict(c) for m, c in counts.items() if m not in legacy and sum(c.values()) > c.get("not checked", 0)}
+    modules.update(legacy)
+    earlier_survivors = {s["mutant"]: s for s in previous["survivors"]}
+    survivors = [s for s in previous["survivors"] if s["module"] in legacy]
+    for stem, current in sorted(by_function.items()):
+        for n, status in sorted(current.items()):
+            name = f"{stem}__mutmut_{n}"
+            module, function = where(name)
+            if status in SURVIVING and module in modules and module not in legacy:
+                known = earlier_survivors.get(name)
+                survivors.append(
+                    {
+                        "mutant": name,
+                        "module": module,
+                        "function": function,
+                        "status": status,
+                        "change": known["change"] if known else change(name),
+                        "reason": None,
+                    }
+                )
+    earlier_dates = previous.get("run_on", {})
     return {
         "date": today,
-        "modules": {module: dict(counts) for module, counts in sorted(by_module.items())},
-        "run_on": {module: today for module in sorted(by_module)},
-        "survivors": survivors,
-    }
-
-
-def merge(previous: dict | None, latest: dict) -> dict:
-    """The modules the latest run checked as it found them, the others as their last run left
-    them: mutmut forgets every verdict when its configuration changes, and a run of some modules
-    must not erase what an earlier run of others found."""
-    if not previous:
-        return latest
-    kept = {m: c for m, c in previous["modules"].items() if m not in latest["modules"]}
-    modules = dict(sorted({**kept, **latest["modules"]}.items()))
-    earlier = previous.get("run_on", {})
-    return {
-        "date": latest["date"],
-        "modules": modules,
-        "run_on": {m: latest["run_on"].get(m) or earlier.get(m) or previous["date"] for m in modules},
-        "survivors": sorted(
-            [s for s in previous["survivors"] if s["module"] in kept] + latest["survivors"],
-            key=lambda s: (s["module"], s["mutant"]),
+        "modules": dict(sorted(modules.items())),
+        "run_on": {
+            m: today if m in ran and m not in legacy else earlier_dates.get(m, previous.get("date", today))
+            for m in sorted(modules)
+        },
+        "survivors": sorted(survivors, key=lambda s: s["mutant"]),
+        "verdicts": record_verdicts(
+            {s: v for s, v in by_function.items() if where(s + "__mutmut_1")[0] in set(modules) - set(legacy)}, hashes
         ),
     }
 
@@ -180,12 +257,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--report", action="store_true", help="only the report of the last run")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
-    parser.add_argument("modules", nargs="*", help="only these modules' mutants (rides.stream.retry ...)")
+    parser.add_argument("--survivors", action="store_true", help="only the survivors the record lists, again")
+    parser.add_argument("modules", nargs="*", help="only these modules' mutants (rides.stream.retry ...) or mutants")
     args = parser.parse_args()
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    if args.survivors:  # after writing the tests that should kill them
+        args.modules = [s["mutant"] for s in (previous or {}).get("survivors", []) if not s["reason"]]
+        if not args.modules:
+            sys.exit("the record lists no survivor without a reason")
     if not args.report:
         run_mutmut(args.children, args.modules)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
-    results = with_reasons(merge(previous, report(statuses())))
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    results = with_reasons(merge(previous, statuses(), function_hashes(), today))
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     write_readme(results)
     print(format_mutation(results))

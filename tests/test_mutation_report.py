@@ -87,36 +87,81 @@ def survivor(module: str, n: int) -> dict:
     }
 
 
-def test_a_run_of_some_modules_keeps_what_earlier_runs_found_for_the_others():
+def test_a_verdict_stands_until_mutmut_checks_the_mutant_again_or_its_function_changes():
     from scripts.mutation import merge
 
-    earlier = {
+    retry, kpl = "rides.stream.retry.x_backoff", "rides.stream.kpl.x_pack"
+    first = merge(
+        None,
+        {f"{retry}__mutmut_{n}": s for n, s in ((1, "killed"), (2, "killed"), (3, "survived"))}
+        | {f"{kpl}__mutmut_{n}": s for n, s in ((1, "killed"), (2, "not checked"))},
+        {retry: "r1", kpl: "k1"},
+        "2026-12-01",
+        change=lambda name: "a < b → a <= b",
+    )
+    assert first["modules"] == {
+        "rides.stream.kpl": {"killed": 1, "not checked": 1},
+        "rides.stream.retry": {"killed": 2, "survived": 1},
+    }
+    assert first["verdicts"][retry] == {"hash": "r1", "killed": "1-2", "survived": "3"}
+    assert [s["mutant"] for s in first["survivors"]] == [f"{retry}__mutmut_3"]
+    # mutmut forgot everything (its test selection changed); a new test killed retry's survivor,
+    # and kpl.pack was edited since: its old verdict no longer says anything
+    second = merge(
+        json.loads(json.dumps(first)),
+        {f"{retry}__mutmut_{n}": s for n, s in ((1, "not checked"), (2, "not checked"), (3, "killed"))}
+        | {f"{kpl}__mutmut_{n}": "not checked" for n in (1, 2)},
+        {retry: "r1", kpl: "k2"},
+        "2026-12-03",
+        change=lambda name: pytest.fail("a known survivor's change is not looked up again"),
+    )
+    assert second["modules"] == {"rides.stream.retry": {"killed": 3}}
+    assert second["survivors"] == [] and second["run_on"] == {"rides.stream.retry": "2026-12-03"}
+    third = merge(
+        second,
+        {f"{retry}__mutmut_{n}": "not checked" for n in (1, 2, 3)} | {f"{kpl}__mutmut_1": "timeout"},
+        {retry: "r1", kpl: "k2"},
+        "2026-12-04",
+    )
+    assert third["modules"] == {"rides.stream.kpl": {"timeout": 1}, "rides.stream.retry": {"killed": 3}}
+    assert third["run_on"] == {"rides.stream.kpl": "2026-12-04", "rides.stream.retry": "2026-12-03"}
+
+
+def test_a_module_recorded_only_as_counts_stands_until_mutmut_has_checked_as_many_of_its_mutants():
+    from scripts.mutation import merge
+
+    batch = "rides.stream.kinesis_batch.x_parse"
+    legacy = {
         "date": "2026-12-01",
-        "modules": {"rides.stream.kpl": {"killed": 5}, "rides.stream.retry": {"killed": 3, "survived": 1}},
-        "survivors": [survivor("rides.stream.retry", 1)],
-    }  # written before the record knew each module's date
-    latest = {
-        "date": "2026-12-03",
-        "modules": {"rides.stream.retry": {"killed": 4}, "rides.stream.events": {"killed": 7, "survived": 1}},
-        "run_on": {"rides.stream.retry": "2026-12-03", "rides.stream.events": "2026-12-03"},
-        "survivors": [survivor("rides.stream.events", 2)],
+        "modules": {"rides.stream.kinesis_batch": {"killed": 5, "survived": 1, "not checked": 2}},
+        "survivors": [survivor("rides.stream.kinesis_batch", 9)],
     }
-    merged = merge(earlier, latest)
-    assert merged["modules"] == {
-        "rides.stream.events": {"killed": 7, "survived": 1},
-        "rides.stream.kpl": {"killed": 5},
-        "rides.stream.retry": {"killed": 4},  # this run's verdict, its old survivor gone
-    }
-    assert merged["run_on"] == {
-        "rides.stream.events": "2026-12-03",
-        "rides.stream.kpl": "2026-12-01",
-        "rides.stream.retry": "2026-12-03",
-    }
-    assert [s["mutant"] for s in merged["survivors"]] == ["rides.stream.events.x_f__mutmut_2"]
-    assert merge(None, latest) == latest
-    text = format_mutation(merged)
-    assert "Runs up to 2026-12-03: 17 of the 17 mutants" in text
-    assert "| `rides.stream.kpl` | 2026-12-01 | 5 | 5 | 5 | 0 | 0 | 0 |" in text
+    few = {f"{batch}__mutmut_{n}": "killed" if n < 3 else "not checked" for n in range(1, 9)}
+    kept = merge(legacy, few, {batch: "h"}, "2026-12-03")
+    assert kept["modules"] == legacy["modules"] and kept["survivors"] == legacy["survivors"]
+    assert kept["run_on"] == {"rides.stream.kinesis_batch": "2026-12-01"} and kept["verdicts"] == {}
+    many = {f"{batch}__mutmut_{n}": "killed" for n in range(1, 9)}
+    replaced = merge(kept, many, {batch: "h"}, "2026-12-03")
+    assert replaced["modules"] == {"rides.stream.kinesis_batch": {"killed": 8}} and replaced["survivors"] == []
+    text = format_mutation(replaced)
+    assert "Runs up to 2026-12-03: 8 of the 8 mutants" in text
+    assert "| `rides.stream.kinesis_batch` | 2026-12-03 | 8 | 8 | 8 | 0 | 0 | 0 |" in text
+
+
+def test_numbers_are_recorded_as_ranges():
+    from scripts.mutation import numbers, ranges
+
+    assert ranges([7, 1, 2, 3, 9, 10]) == "1-3,7,9-10" and numbers("1-3,7,9-10") == [1, 2, 3, 7, 9, 10]
+    assert ranges([]) == "" and numbers("") == []
+
+
+def test_function_hashes_are_read_from_mutmuts_files(tmp_path):
+    from scripts.mutation import function_hashes
+
+    meta = tmp_path / "rides" / "stream" / "decision" / "store.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"hash_by_function_name": {"xǁStoreǁput": "abc"}, "exit_code_by_key": {}}))
+    assert function_hashes(tmp_path) == {"rides.stream.decision.store.xǁStoreǁput": "abc"}
 
 
 def test_a_reason_written_after_the_run_reaches_its_survivor(tmp_path, monkeypatch):
