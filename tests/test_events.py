@@ -215,6 +215,14 @@ def test_a_completion_reads_back_from_its_record_data():
     from rides.stream.events import completion_json, parse_completion
 
     data = b64(completion_json("r-7", datetime(2024, 3, 1, 9, 15), duration_minutes=12.5, tip_amount=2.0))
+    assert __import__("orjson").loads(base64.b64decode(data)) == {  # the contract (docs/contracts.md)
+        "type": "ride-completed",
+        "version": 1,
+        "ride_id": "r-7",
+        "lpep_dropoff_datetime": "2024-03-01T09:15:00",
+        "duration_minutes": 12.5,
+        "tip_amount": 2.0,
+    }
     completed = parse_completion(data)
     assert completed.ride_id == "r-7" and completed.dropoff_datetime == datetime(2024, 3, 1, 9, 15)
     assert completed.outcomes == {"ride_duration": 12.5, "tip_amount": 2.0}

@@ -33,7 +33,7 @@ class DeadLetter:
             return encoded
         # Too big for SQS: keep a fingerprint; `source` still locates the full record on the
         # stream for its retention period.
-        raw = self.data.encode() if isinstance(self.data, str) else bytes(self.data)
+        raw = self.data.encode()
         message["data"] = raw[:1024].decode("ascii", "replace")
         message["data_truncated"] = True
         message["data_size"] = len(raw)

@@ -1,0 +1,79 @@
+"""A dead letter too big for SQS (a Kinesis record takes up to 1 MiB, an SQS message 256 KiB)
+keeps its reason, its origin and a fingerprint of its data (docs/contracts.md), and still goes
+to the queue."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+import pytest
+
+from rides.stream.deadletter import MAX_MESSAGE_BYTES, DeadLetter, QueueSender
+
+SOURCE = {"stream": "ride-events", "shard_id": "shardId-000000000000", "sequence_number": "49"}
+
+
+def letter_of_size(size: int) -> DeadLetter:
+    """A dead letter whose whole body is `size` bytes."""
+    overhead = len(DeadLetter("bad JSON", "", SOURCE).body())
+    return DeadLetter("bad JSON", "A" * (size - overhead), SOURCE)
+
+
+def test_a_dead_letter_up_to_the_limit_is_kept_whole():
+    letter = letter_of_size(MAX_MESSAGE_BYTES)
+    body = letter.body()
+    assert len(body) == MAX_MESSAGE_BYTES
+    assert orjson.loads(body) == {"error": "bad JSON", "data": letter.data, "source": SOURCE}
+
+
+def test_one_byte_over_keeps_the_first_kilobyte_the_size_and_the_digest_of_the_data():
+    letter = letter_of_size(MAX_MESSAGE_BYTES + 1)
+    message = orjson.loads(letter.body())
+    raw = letter.data.encode()
+    assert message == {
+        "error": "bad JSON",
+        "data": letter.data[:1024],
+        "source": SOURCE,
+        "data_truncated": True,
+        "data_size": len(raw),
+        "data_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def test_a_one_mebibyte_record_as_lambda_hands_it_over_fits_a_message():
+    record = base64.b64encode(bytes(range(256)) * 4096).decode()  # 1 MiB of data, 1.4 MB as base64
+    body = DeadLetter("bad UTF-8", record, SOURCE).body()
+    assert len(body) < 2_000
+    message = orjson.loads(body)
+    assert message["data"] == record[:1024] and message["data_size"] == len(record)
+    assert message["data_sha256"] == hashlib.sha256(record.encode()).hexdigest()
+
+
+def test_data_that_is_not_ascii_is_shown_replaced_and_fingerprinted_as_received():
+    data = "é" + "x" * MAX_MESSAGE_BYTES  # not base64: a record whose data Lambda could not encode
+    message = orjson.loads(DeadLetter("bad base64", data, SOURCE).body())
+    assert message["data"] == "\ufffd\ufffd" + "x" * 1022  # the two bytes of "é"
+    assert message["data_size"] == len(data.encode())
+    assert message["data_sha256"] == hashlib.sha256(data.encode()).hexdigest()
+
+
+@pytest.fixture
+def queue(aws):
+    return aws["sqs"], aws["sqs"].create_queue(QueueName="dead")["QueueUrl"]
+
+
+def test_letters_over_the_limit_go_to_the_queue_beside_small_ones(queue):
+    sqs, url = queue
+    letters = [letter_of_size(MAX_MESSAGE_BYTES + 5), DeadLetter("bad JSON", "e30=", SOURCE), letter_of_size(300_000)]
+    assert QueueSender(sqs, url).send([letter.body() for letter in letters]) == []
+    got = []
+    for _ in range(10):
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        got += [orjson.loads(m["Body"]) for m in received]
+        if len(got) == 3:
+            break
+    truncated = sorted(m["data_size"] for m in got if m.get("data_truncated"))
+    assert truncated == sorted([len(letters[0].data), len(letters[2].data)])
+    assert [m["data"] for m in got if not m.get("data_truncated")] == ["e30="]
