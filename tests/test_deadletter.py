@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 
 import orjson
 import pytest
@@ -77,3 +78,52 @@ def test_letters_over_the_limit_go_to_the_queue_beside_small_ones(queue):
     truncated = sorted(m["data_size"] for m in got if m.get("data_truncated"))
     assert truncated == sorted([len(letters[0].data), len(letters[2].data)])
     assert [m["data"] for m in got if not m.get("data_truncated")] == ["e30="]
+
+
+# -- the sink a function's dead letters go through -----------------------------------------------
+def test_without_a_queue_each_dead_letter_is_logged_in_full_as_an_error(caplog):
+    from rides.stream.deadletter import DeadLetterSink
+
+    logger = logging.getLogger("rides.test.deadletter")
+    letters = [DeadLetter("bad JSON", "e30=", SOURCE), letter_of_size(MAX_MESSAGE_BYTES + 1)]
+    with caplog.at_level(logging.ERROR, logger="rides.test.deadletter"):
+        assert DeadLetterSink(None, None, logger=logger).send(letters) == []
+    logged = [r for r in caplog.records if r.name == "rides.test.deadletter"]
+    assert [(r.levelno, r.getMessage()) for r in logged] == [
+        (logging.ERROR, "dead letter (no DEAD_LETTER_QUEUE_URL set)")
+    ] * 2
+    assert [r.dead_letter for r in logged] == [orjson.loads(letter.body()) for letter in letters]
+
+
+class Refusing:
+    def __init__(self):
+        self.calls = 0
+
+    def send_message_batch(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        raise ClientError(
+            {"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "SendMessageBatch"
+        )
+
+
+def test_a_queue_that_refuses_is_tried_as_the_sinks_backoff_allows_and_logged_on_its_logger(caplog):
+    from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.retry import Backoff
+
+    made = []
+
+    def backoff(**kwargs):
+        made.append(kwargs)
+        return Backoff(max_attempts=3, sleep=lambda s: None, **kwargs)
+
+    client, logger, time_left = Refusing(), logging.getLogger("rides.test.deadletter"), lambda: 30.0
+    with caplog.at_level(logging.WARNING, logger="rides.test.deadletter"):
+        undelivered = DeadLetterSink(client, "http://q", logger=logger, backoff=backoff).send(
+            [DeadLetter("bad JSON", "e30=", SOURCE)] * 2, time_left
+        )
+    assert undelivered == [0, 1] and client.calls == 3 and made == [{"time_left": time_left}]
+    assert [r.getMessage() for r in caplog.records if r.name == "rides.test.deadletter"] == [
+        "dead-letter queue send failed: ThrottlingException"
+    ] * 3
