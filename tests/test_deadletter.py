@@ -127,3 +127,60 @@ def test_a_queue_that_refuses_is_tried_as_the_sinks_backoff_allows_and_logged_on
     assert [r.getMessage() for r in caplog.records if r.name == "rides.test.deadletter"] == [
         "dead-letter queue send failed: ThrottlingException"
     ] * 3
+
+
+# -- SendMessageBatch: at most 10 messages and 256 KiB a call, failed entries sent again --------
+@pytest.mark.parametrize(
+    "sizes, expected",
+    [
+        ([10] * 25, [10, 10, 5]),  # ten messages a call
+        ([100_000] * 5, [2, 2, 1]),  # a third 100 kB message would pass 250 KiB
+        ([MAX_MESSAGE_BYTES // 2, MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES // 2], [2]),  # exactly the limit: one call
+        ([MAX_MESSAGE_BYTES // 2, MAX_MESSAGE_BYTES - MAX_MESSAGE_BYTES // 2 + 1], [1, 1]),  # a byte more: two
+        ([1] * 10 + [MAX_MESSAGE_BYTES - 7, 7], [10, 2]),  # a new call's size starts from nothing
+        ([MAX_MESSAGE_BYTES] * 3, [1, 1, 1]),
+    ],
+)
+def test_messages_are_sent_in_calls_sqs_takes(sizes, expected):
+    from rides.stream.deadletter import _batches
+
+    batches = _batches([b"x" * n for n in sizes])
+    assert [len(b) for b in batches] == expected
+    assert [i for b in batches for i in b] == list(range(len(sizes)))
+
+
+class FailingFirst:
+    """SendMessageBatch failing the entries `fail` names on the first call (a retryable fault)."""
+
+    def __init__(self, fail):
+        self.fail, self.calls = set(fail), []
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls.append([e["MessageBody"] for e in Entries])
+        failed = [e["Id"] for i, e in enumerate(Entries) if len(self.calls) == 1 and i in self.fail]
+        return {"Failed": [{"Id": n, "SenderFault": False, "Code": "InternalError"} for n in failed]}
+
+
+def test_only_the_failed_entries_are_sent_again():
+    from rides.stream.retry import Backoff
+
+    client = FailingFirst(fail={1, 3})
+    sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
+    assert sender.send([f"m{i}".encode() for i in range(5)]) == []
+    assert client.calls == [["m0", "m1", "m2", "m3", "m4"], ["m1", "m3"]]
+
+
+def test_a_moment_left_is_time_to_send_and_none_left_is_not():
+    client = FailingFirst(fail=set())
+    assert QueueSender(client, "http://q").send([b"m"], lambda: 0.5) == [] and client.calls == [["m"]]
+    assert QueueSender(client, "http://q").send([b"m", b"n"], lambda: 0.0) == [0, 1] and len(client.calls) == 1
+
+
+def test_no_wait_is_started_that_the_time_left_cannot_hold():
+    client = Refusing()
+    slept = []
+    from rides.stream.retry import Backoff
+
+    sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=slept.append, base=1.0, **kw))
+    assert sender.send([b"m"], lambda: 0.001) == [0]
+    assert client.calls == 1 and slept == []  # the first wait would outlast the invocation
