@@ -184,3 +184,36 @@ def test_no_wait_is_started_that_the_time_left_cannot_hold():
     sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=slept.append, base=1.0, **kw))
     assert sender.send([b"m"], lambda: 0.001) == [0]
     assert client.calls == 1 and slept == []  # the first wait would outlast the invocation
+
+
+class RaisingOn:
+    """SendMessageBatch raising `code` on the calls `on` names, taking the others."""
+
+    def __init__(self, code, status, on):
+        self.code, self.status, self.on, self.calls = code, status, on, []
+
+    def send_message_batch(self, QueueUrl, Entries):
+        from botocore.exceptions import ClientError
+
+        self.calls.append(len(Entries))
+        if len(self.calls) in self.on:
+            error = {"Error": {"Code": self.code}, "ResponseMetadata": {"HTTPStatusCode": self.status}}
+            raise ClientError(error, "SendMessageBatch")
+        return {}
+
+
+def test_a_refusal_no_retry_can_cure_is_not_tried_again():
+    from rides.stream.retry import Backoff
+
+    client = RaisingOn("AWS.SimpleQueueService.NonExistentQueue", 400, on={1, 2, 3})
+    sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
+    assert sender.send([b"m"] * 3) == [0, 1, 2] and client.calls == [3]
+
+
+def test_a_failed_call_does_not_hold_back_the_calls_after_it():
+    from rides.stream.retry import Backoff
+
+    client = RaisingOn("InternalError", 500, on={1})
+    sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
+    assert sender.send([b"m"] * 15) == []
+    assert client.calls == [10, 5, 10]  # the second call went out before the first was tried again
