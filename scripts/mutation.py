@@ -185,7 +185,8 @@ def merge(previous: dict | None, found: dict[str, str], hashes: dict[str, str], 
             name = f"{stem}__mutmut_{n}"
             module, function = where(name)
             if status in SURVIVING and module in modules and module not in legacy:
-                known = earlier_survivors.get(name)
+                unchanged = stem in kept and kept[stem]["hash"] == hashes[stem]
+                known = earlier_survivors.get(name) if unchanged else None  # mutmut renumbers an edited function
                 survivors.append(
                     {
                         "mutant": name,

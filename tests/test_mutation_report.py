@@ -125,6 +125,12 @@ def test_a_verdict_stands_until_mutmut_checks_the_mutant_again_or_its_function_c
     )
     assert third["modules"] == {"rides.stream.kpl": {"timeout": 1}, "rides.stream.retry": {"killed": 3}}
     assert third["run_on"] == {"rides.stream.kpl": "2026-12-04", "rides.stream.retry": "2026-12-03"}
+    # retry survived again, but it was edited since: mutmut renumbered its mutants, so the
+    # recorded change of "mutant 3" is not this one's
+    again = {**{f"{retry}__mutmut_{n}": "killed" for n in (1, 2)}, f"{retry}__mutmut_3": "survived"}
+    first_hashes = merge(None, again, {retry: "r1"}, "2026-12-05", change=lambda name: "old → text")
+    edited = merge(first_hashes, again, {retry: "r2"}, "2026-12-06", change=lambda name: "new → text")
+    assert [s["change"] for s in edited["survivors"]] == ["new → text"]
 
 
 def test_a_module_recorded_only_as_counts_stands_until_mutmut_has_checked_as_many_of_its_mutants():
