@@ -657,3 +657,19 @@ def test_a_batch_starting_many_long_ride_ids_is_watched_in_items_dynamodb_takes(
     assert store.watch(ride_ids, 1e9, 2_000_000_000) is None
     listed = watches(service)
     assert len(listed) >= 8 and sorted(r for rides in listed.values() for r in rides) == ride_ids
+
+
+def test_a_rule_at_its_limit_does_not_fire_and_a_ratio_on_its_bounds_is_in_range():
+    at_most = Rule(flag="long", type="max", field="ride_duration", value=60)
+    at_least = Rule(flag="short", type="min", field="ride_duration", value=2)
+    assert [at_most.fires({"ride_duration": v}) for v in (59.9, 60, 60.1)] == [False, False, True]
+    assert [at_least.fires({"ride_duration": v}) for v in (1.9, 2, 2.1)] == [True, False, False]
+    per_minute = Rule(
+        flag="fare", type="ratio_range", numerator="fare_amount", denominator="ride_duration", min=0.5, max=5
+    )
+    for fare, fires in ((5.0, False), (50.0, False), (4.9, True), (50.1, True)):  # bounds included
+        assert per_minute.fires({"fare_amount": fare, "ride_duration": 10.0}) is fires
+    assert per_minute.fires({"fare_amount": 5.0, "ride_duration": 1.0}) is False  # a ratio of 5: on the bound
+    # a ratio that cannot be taken is a rule not evaluated, never an error
+    for values in ({"fare_amount": 5.0}, {"ride_duration": 10.0}, {"fare_amount": 5.0, "ride_duration": 0.0}):
+        assert per_minute.fires(values) is None
