@@ -74,10 +74,15 @@ def change_of(name: str) -> str:
 
 
 def where(name: str) -> tuple[str, str]:
-    """(module, function) of a mutant name like `rides.stream.retry.x_backoff__mutmut_3`."""
+    """(module, function) of a mutant name like `rides.stream.retry.x_backoff__mutmut_3`, or of
+    its function's name (`rides.stream.retry.x_backoff`)."""
     stem = name.rsplit("__mutmut_", 1)[0]
     module, _, function = stem.rpartition(".")
     return module, re.sub(r"^x[ǁ_]", "", function).replace("ǁ", ".")
+
+
+def checked(counts: dict[str, int]) -> int:
+    return sum(counts.values()) - counts.get("not checked", 0)
 
 
 def with_reasons(r: dict) -> dict:
@@ -157,36 +162,34 @@ def merge(previous: dict | None, found: dict[str, str], hashes: dict[str, str], 
     previous = previous or {"modules": {}, "survivors": []}
     kept = previous.get("verdicts", {})
     by_function = verdicts_of(found, hashes)
-    ran: set[str] = set()
-    for stem, current in by_function.items():
-        module = where(stem + "__mutmut_1")[0]
-        if any(status != "not checked" for status in current.values()):
-            ran.add(module)
-        if stem in kept and kept[stem]["hash"] == hashes[stem]:
-            for n, status in recorded(kept[stem]).items():
-                if current.get(n) == "not checked":
-                    current[n] = status
+    module_of = {stem: where(stem)[0] for stem in by_function}
+    unchanged = {stem for stem in by_function if stem in kept and kept[stem]["hash"] == hashes[stem]}
+    ran = {module_of[stem] for stem, current in by_function.items() if checked(Counter(current.values()))}
+    for stem in unchanged:
+        current = by_function[stem]
+        for n, status in recorded(kept[stem]).items():
+            if current.get(n) == "not checked":
+                current[n] = status
     counts: dict[str, Counter] = {}
     for stem, current in by_function.items():
-        counts.setdefault(where(stem + "__mutmut_1")[0], Counter()).update(current.values())
+        counts.setdefault(module_of[stem], Counter()).update(current.values())
+    kept_modules = {where(stem)[0] for stem in kept}
     legacy = {
         module: dict(c)
         for module, c in previous["modules"].items()
-        if not any(where(stem + "__mutmut_1")[0] == module for stem in kept)
-        and sum(c.values()) - c.get("not checked", 0)
-        > sum(counts.get(module, Counter()).values()) - counts.get(module, Counter()).get("not checked", 0)
+        if module not in kept_modules and checked(c) > checked(counts.get(module, Counter()))
     }
-    modules = {m: dict(c) for m, c in counts.items() if m not in legacy and sum(c.values()) > c.get("not checked", 0)}
-    modules.update(legacy)
+    fresh = {m for m, c in counts.items() if m not in legacy and checked(c)}
+    modules = {**{m: dict(counts[m]) for m in fresh}, **legacy}
     earlier_survivors = {s["mutant"]: s for s in previous["survivors"]}
     survivors = [s for s in previous["survivors"] if s["module"] in legacy]
     for stem, current in sorted(by_function.items()):
         for n, status in sorted(current.items()):
             name = f"{stem}__mutmut_{n}"
             module, function = where(name)
-            if status in SURVIVING and module in modules and module not in legacy:
-                unchanged = stem in kept and kept[stem]["hash"] == hashes[stem]
-                known = earlier_survivors.get(name) if unchanged else None  # mutmut renumbers an edited function
+            if status in SURVIVING and module in fresh:
+                # mutmut renumbers an edited function's mutants: its recorded changes say nothing
+                known = earlier_survivors.get(name) if stem in unchanged else None
                 survivors.append(
                     {
                         "mutant": name,
@@ -202,13 +205,11 @@ def merge(previous: dict | None, found: dict[str, str], hashes: dict[str, str], 
         "date": today,
         "modules": dict(sorted(modules.items())),
         "run_on": {
-            m: today if m in ran and m not in legacy else earlier_dates.get(m, previous.get("date", today))
+            m: today if m in ran and m in fresh else earlier_dates.get(m, previous.get("date", today))
             for m in sorted(modules)
         },
         "survivors": sorted(survivors, key=lambda s: s["mutant"]),
-        "verdicts": record_verdicts(
-            {s: v for s, v in by_function.items() if where(s + "__mutmut_1")[0] in set(modules) - set(legacy)}, hashes
-        ),
+        "verdicts": record_verdicts({s: v for s, v in by_function.items() if module_of[s] in fresh}, hashes),
     }
 
 
@@ -217,14 +218,13 @@ def format_mutation(r: dict) -> str:
     total = Counter()
     for counts in r["modules"].values():
         total.update(counts)
-    mutants = sum(total.values())
-    checked = mutants - total.get("not checked", 0)
+    mutants, done_all = sum(total.values()), checked(total)
     killed, survived = total.get("killed", 0), total.get("survived", 0) + total.get("no tests", 0)
     lines = [
-        f"Runs up to {r['date']}: {checked:,} of the {mutants:,} mutants of the modules below checked, "
+        f"Runs up to {r['date']}: {done_all:,} of the {mutants:,} mutants of the modules below checked, "
         f"{killed:,} killed, {survived} survived; a timeout is a mutant the tests did not finish with "
         "inside mutmut's CPU limit or the 120 s clock (a loop it made endless, or a slow test: not counted as killed)."
-        if checked
+        if done_all
         else "No mutants checked yet.",
         "",
         "| module | run on | mutants | checked | killed | timeout | survived | other |",
@@ -233,7 +233,7 @@ def format_mutation(r: dict) -> str:
     run_on = r.get("run_on", {})
     for module, counts in r["modules"].items():
         n = sum(counts.values())
-        done = n - counts.get("not checked", 0)
+        done = checked(counts)
         k, t = counts.get("killed", 0), counts.get("timeout", 0)
         left = counts.get("survived", 0) + counts.get("no tests", 0)
         when = run_on.get(module, r["date"])
