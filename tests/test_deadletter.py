@@ -10,8 +10,10 @@ import logging
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
-from rides.stream.deadletter import MAX_MESSAGE_BYTES, DeadLetter, QueueSender
+from rides.stream.deadletter import MAX_MESSAGE_BYTES, DeadLetter, DeadLetterSink, QueueSender, _batches
+from rides.stream.retry import Backoff
 
 SOURCE = {"stream": "ride-events", "shard_id": "shardId-000000000000", "sequence_number": "49"}
 
@@ -82,7 +84,6 @@ def test_letters_over_the_limit_go_to_the_queue_beside_small_ones(queue):
 
 # -- the sink a function's dead letters go through -----------------------------------------------
 def test_without_a_queue_each_dead_letter_is_logged_in_full_as_an_error(caplog):
-    from rides.stream.deadletter import DeadLetterSink
 
     logger = logging.getLogger("rides.test.deadletter")
     letters = [DeadLetter("bad JSON", "e30=", SOURCE), letter_of_size(MAX_MESSAGE_BYTES + 1)]
@@ -95,35 +96,39 @@ def test_without_a_queue_each_dead_letter_is_logged_in_full_as_an_error(caplog):
     assert [r.dead_letter for r in logged] == [orjson.loads(letter.body()) for letter in letters]
 
 
-class Refusing:
-    def __init__(self):
-        self.calls = 0
+class RaisingOn:
+    """SendMessageBatch raising `code` on the calls `on` names, taking the others."""
 
-    def send_message_batch(self, **kwargs):
-        from botocore.exceptions import ClientError
+    ALWAYS = range(1, 1000)
 
-        self.calls += 1
-        raise ClientError(
-            {"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "SendMessageBatch"
-        )
+    def __init__(self, code, status, on):
+        self.code, self.status, self.on, self.calls = code, status, on, []
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.calls.append(len(Entries))
+        if len(self.calls) in self.on:
+            error = {"Error": {"Code": self.code}, "ResponseMetadata": {"HTTPStatusCode": self.status}}
+            raise ClientError(error, "SendMessageBatch")
+        return {}
 
 
 def test_a_queue_that_refuses_is_tried_as_the_sinks_backoff_allows_and_logged_on_its_logger(caplog):
-    from rides.stream.deadletter import DeadLetterSink
-    from rides.stream.retry import Backoff
-
     made = []
 
     def backoff(**kwargs):
         made.append(kwargs)
         return Backoff(max_attempts=3, sleep=lambda s: None, **kwargs)
 
-    client, logger, time_left = Refusing(), logging.getLogger("rides.test.deadletter"), lambda: 30.0
+    client, logger, time_left = (
+        RaisingOn("ThrottlingException", 400, on=RaisingOn.ALWAYS),
+        logging.getLogger("rides.test.deadletter"),
+        lambda: 30.0,
+    )
     with caplog.at_level(logging.WARNING, logger="rides.test.deadletter"):
         undelivered = DeadLetterSink(client, "http://q", logger=logger, backoff=backoff).send(
             [DeadLetter("bad JSON", "e30=", SOURCE)] * 2, time_left
         )
-    assert undelivered == [0, 1] and client.calls == 3 and made == [{"time_left": time_left}]
+    assert undelivered == [0, 1] and len(client.calls) == 3 and made == [{"time_left": time_left}]
     assert [r.getMessage() for r in caplog.records if r.name == "rides.test.deadletter"] == [
         "dead-letter queue send failed: ThrottlingException"
     ] * 3
@@ -142,8 +147,6 @@ def test_a_queue_that_refuses_is_tried_as_the_sinks_backoff_allows_and_logged_on
     ],
 )
 def test_messages_are_sent_in_calls_sqs_takes(sizes, expected):
-    from rides.stream.deadletter import _batches
-
     batches = _batches([b"x" * n for n in sizes])
     assert [len(b) for b in batches] == expected
     assert [i for b in batches for i in b] == list(range(len(sizes)))
@@ -162,8 +165,6 @@ class FailingFirst:
 
 
 def test_only_the_failed_entries_are_sent_again():
-    from rides.stream.retry import Backoff
-
     client = FailingFirst(fail={1, 3})
     sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
     assert sender.send([f"m{i}".encode() for i in range(5)]) == []
@@ -177,42 +178,20 @@ def test_a_moment_left_is_time_to_send_and_none_left_is_not():
 
 
 def test_no_wait_is_started_that_the_time_left_cannot_hold():
-    client = Refusing()
+    client = RaisingOn("ThrottlingException", 400, on=RaisingOn.ALWAYS)
     slept = []
-    from rides.stream.retry import Backoff
-
     sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=slept.append, base=1.0, **kw))
     assert sender.send([b"m"], lambda: 0.001) == [0]
-    assert client.calls == 1 and slept == []  # the first wait would outlast the invocation
-
-
-class RaisingOn:
-    """SendMessageBatch raising `code` on the calls `on` names, taking the others."""
-
-    def __init__(self, code, status, on):
-        self.code, self.status, self.on, self.calls = code, status, on, []
-
-    def send_message_batch(self, QueueUrl, Entries):
-        from botocore.exceptions import ClientError
-
-        self.calls.append(len(Entries))
-        if len(self.calls) in self.on:
-            error = {"Error": {"Code": self.code}, "ResponseMetadata": {"HTTPStatusCode": self.status}}
-            raise ClientError(error, "SendMessageBatch")
-        return {}
+    assert len(client.calls) == 1 and slept == []  # the first wait would outlast the invocation
 
 
 def test_a_refusal_no_retry_can_cure_is_not_tried_again():
-    from rides.stream.retry import Backoff
-
     client = RaisingOn("AWS.SimpleQueueService.NonExistentQueue", 400, on={1, 2, 3})
     sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
     assert sender.send([b"m"] * 3) == [0, 1, 2] and client.calls == [3]
 
 
 def test_a_failed_call_does_not_hold_back_the_calls_after_it():
-    from rides.stream.retry import Backoff
-
     client = RaisingOn("InternalError", 500, on={1})
     sender = QueueSender(client, "http://q", backoff=lambda **kw: Backoff(sleep=lambda s: None, **kw))
     assert sender.send([b"m"] * 15) == []

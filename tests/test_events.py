@@ -3,7 +3,17 @@ from datetime import datetime
 
 import pytest
 
-from rides.stream.events import InvalidEvent, RideEvent, decode_data, parse_record_data, ride_event_json, validate_event
+from rides.stream.events import (
+    InvalidEvent,
+    RideEvent,
+    completion_from,
+    completion_json,
+    decode_data,
+    parse_completion,
+    parse_record_data,
+    ride_event_json,
+    validate_event,
+)
 
 
 def b64(raw: bytes) -> str:
@@ -149,8 +159,6 @@ def test_the_first_and_last_tlc_zones_are_rides_like_any_other():
 
 @pytest.mark.parametrize("body", [[1, 2], "ride-completed", None, {"type": "ride-started"}, {"ride_id": 1}])
 def test_anything_but_a_completion_object_is_refused_as_one(body):
-    from rides.stream.events import completion_from
-
     with pytest.raises(InvalidEvent, match='a completion is a JSON object with "type": "ride-completed"'):
         completion_from(body)
 
@@ -176,16 +184,12 @@ COMPLETED = {"type": "ride-completed", "ride_id": "r-1", "lpep_dropoff_datetime"
     ],
 )
 def test_every_class_of_bad_completion_has_its_reason(change, reason):
-    from rides.stream.events import completion_from
-
     body = {**COMPLETED, "duration_minutes": 12.0, **change} if change else dict(COMPLETED)
     with pytest.raises(InvalidEvent, match=f"^{reason.lstrip('^')}$"):  # the whole reason
         completion_from({k: v for k, v in body.items() if v is not None})
 
 
 def test_a_completion_is_version_1_unless_it_says_otherwise_and_carries_the_outcomes_it_has():
-    from rides.stream.events import completion_from
-
     for version in ({}, {"version": 1}):
         completed = completion_from({**COMPLETED, **version, "ride_id": 42, "fare_amount": 20, "tip_amount": None})
         assert completed.ride_id == "42" and completed.outcomes == {"fare_amount": 20.0}
@@ -212,8 +216,6 @@ def test_base64_with_a_character_outside_its_alphabet_is_refused_not_read_around
 
 
 def test_a_completion_reads_back_from_its_record_data():
-    from rides.stream.events import completion_json, parse_completion
-
     data = b64(completion_json("r-7", datetime(2024, 3, 1, 9, 15), duration_minutes=12.5, tip_amount=2.0))
     assert __import__("orjson").loads(base64.b64decode(data)) == {  # the contract (docs/contracts.md)
         "type": "ride-completed",
