@@ -94,14 +94,10 @@ class SerializingMiddleware:
         with self.lock_for(environ):
             started = time.monotonic()
             try:
-                # Materialise the body inside the lock: moto does its work while iterating.
-                if target.startswith(TARGET):
-                    return self.kinesis(environ, start_response, target[len(TARGET) :])
-                if target.startswith(DYNAMODB):
-                    return self.dynamodb(environ, start_response, target[len(DYNAMODB) :])
-                if target.startswith("AmazonSQS.SendMessage"):
-                    self._meter_sqs(environ, target.split(".", 1)[1])
-                return list(self.app(environ, start_response))
+                if self.faults.loses_answer(target):
+                    self.answer(environ, lambda status, headers, exc_info=None: None, target)
+                    return _error(start_response, 500, "InternalServerError", "the answer was lost (injected)")
+                return self.answer(environ, start_response, target)
             finally:
                 took = time.monotonic() - started
                 if took > SLOW_SECONDS:  # what makes clients time out: named in the emulator's log
@@ -110,11 +106,32 @@ class SerializingMiddleware:
                         flush=True,
                     )
 
+    def answer(self, environ, start_response, target: str) -> list[bytes]:
+        # Materialised here, inside the service's lock: moto does its work while iterating.
+        if target.startswith(TARGET):
+            return self.kinesis(environ, start_response, target[len(TARGET) :])
+        if target.startswith(DYNAMODB):
+            return self.dynamodb(environ, start_response, target[len(DYNAMODB) :])
+        if target.startswith("AmazonSQS.SendMessage"):
+            self._meter_sqs(environ, target.split(".", 1)[1])
+        return list(self.app(environ, start_response))
+
     # -- the meter -------------------------------------------------------------------------------
     def dynamodb(self, environ, start_response, operation: str):
         """Answer a DynamoDB call and count what it would bill: item sizes before and after."""
         request = body_json(_read_body(environ))
         tables = DynamoTables(self._dynamodb_backend(environ))
+        name = str(request.get("TableName") or "")
+        if operation == "DeleteTable" and not tables.exists(name):
+            # AWS names the table, and the Terraform provider reads that answer as "already
+            # gone"; moto's bare "Requested resource not found" failed a destroy whose retried
+            # DeleteTable found its own first call done (integration-test/test_emulator_errors.py).
+            return _error(
+                start_response,
+                400,
+                "ResourceNotFoundException",
+                f"Requested resource not found: Table: {name} not found",
+            )
         try:
             before = dynamodb_before(tables, operation, request)
         except Exception:  # a request moto will refuse anyway: counted as one request
@@ -240,7 +257,10 @@ class FaultInjector:
     - "missing_streams": [name, ...]: PutRecord(s) to them answer ResourceNotFoundException;
     - "unreachable_queues": [name, ...]: sends to those SQS queues answer 503;
     - "dynamodb_throttle": f: that fraction of DynamoDB calls answer
-      ProvisionedThroughputExceededException.
+      ProvisionedThroughputExceededException;
+    - "lose_answers": {target: n, ...}: the next n calls of that X-Amz-Target
+      (DynamoDB_20120810.DeleteTable) are carried out and answered 500 InternalServerError,
+      as when AWS did the work and the answer never came back: the SDK sends them again.
     """
 
     def __init__(self, seed: int = 7):
@@ -289,6 +309,16 @@ class FaultInjector:
             self._hit("dynamodb_throttle")
             return _error(start_response, 400, "ProvisionedThroughputExceededException", "throttled (injected)")
         return None
+
+    def loses_answer(self, target: str) -> bool:
+        """Whether this call's answer is to be lost (and one fewer left to lose)."""
+        with self.lock:
+            left = self.plan.get("lose_answers") or {}
+            if left.get(target, 0) <= 0:
+                return False
+            left[target] -= 1
+        self._hit(f"lost_answer:{target}")
+        return True
 
     def throttled_entries(self, request: dict) -> dict[int, tuple[str, str]]:
         """The PutRecords entries this plan fails: index → (error code, message)."""

@@ -199,6 +199,9 @@ class DynamoTables:
         except Exception:
             return None
 
+    def exists(self, name: str) -> bool:
+        return self._table(name) is not None
+
     def keys(self, name: str) -> tuple[str, ...]:
         table = self._table(name)
         return tuple(k for k in (table.hash_key_attr, table.range_key_attr) if k) if table else ()
