@@ -539,6 +539,24 @@ def test_every_decision_record_carries_a_decision_id_and_the_store_round_trips_a
     assert RideState.from_item(stored.to_item()) == stored
 
 
+def test_a_rides_state_as_the_web_service_returns_it():
+    """GET /predictions/{ride_id}'s body (docs/contracts.md): these keys and no others."""
+    from rides.stream.decision import RideState
+
+    predictions = {"ride-duration": {"field": "ride_duration", "value": 11.5, "version": "3"}}
+    decision = {"decision": "accept", "decision_id": "r4:1"}
+    collecting = RideState("r4", 1_700_000_000.5, 1_700_086_400, predictions=predictions, version=1)
+    assert collecting.for_api() == {
+        "ride_id": "r4",
+        "status": "collecting",
+        "predictions": predictions,
+        "decision": None,
+        "first_seen": 1_700_000_000.5,
+    }
+    published = collecting.next_version(decision=decision, published=True, shadow={"ride-duration": {}})
+    assert published.for_api() == {**collecting.for_api(), "status": "published", "decision": decision}
+
+
 def test_rides_review_lists_the_queue_once_per_decision_and_removes_only_when_done(service):
     from click.testing import CliRunner
 
@@ -673,3 +691,183 @@ def test_a_rule_at_its_limit_does_not_fire_and_a_ratio_on_its_bounds_is_in_range
     # a ratio that cannot be taken is a rule not evaluated, never an error
     for values in ({"fare_amount": 5.0}, {"ride_duration": 10.0}, {"fare_amount": 5.0, "ride_duration": 0.0}):
         assert per_minute.fires(values) is None
+
+
+def test_a_pages_watch_items_are_grouped_whole_by_about_a_hundred_rides():
+    from rides.stream.decision.service import _groups
+
+    watches = {"w1": ["a"] * 60, "w2": ["b"] * 40, "w3": ["c"]}
+    assert list(_groups(["i1"], watches, size=100)) == [
+        ([], {"w1": ["a"] * 60, "w2": ["b"] * 40}),  # 100 rides: full, not over
+        (["i1"], {"w3": ["c"]}),  # the indexed rides go with the last group
+    ]
+    assert list(_groups([], {"w1": ["a"] * 150, "w2": ["b"]}, size=100)) == [
+        ([], {"w1": ["a"] * 150}),
+        ([], {"w2": ["b"]}),
+    ]
+    assert list(_groups([], {f"w{i}": ["r"] for i in range(101)})) == [
+        ([], {f"w{i}": ["r"] for i in range(100)}),  # a hundred by default
+        ([], {"w100": ["r"]}),
+    ]
+    assert list(_groups(["i1"], {})) == [(["i1"], {})]
+    assert list(_groups([], {})) == []
+
+
+def sweeper(service, store=None, time_left=None, **kwargs):
+    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
+    from rides.stream.publish import KinesisPublisher
+
+    return sweep(
+        DecisionConfig.from_env(service["env"]),
+        store=store or DecisionStore(boto3.client("dynamodb"), "ride-decisions"),
+        publisher=KinesisPublisher(service["kinesis"], "ride-decisions"),
+        time_left=time_left,
+        **kwargs,
+    )
+
+
+def test_a_ride_is_timed_out_at_exactly_its_timeout_and_decided_at_the_sweeps_time(service):
+    started = service["clock"].now
+    send(service, [prediction("t1", "ride-duration", 20.0)])
+    service["clock"].now = started + 60  # DECISION_TIMEOUT_SECONDS: due now, not a second later
+    assert sweeper(service).timed_out == 1
+    [decision] = decisions(service)
+    assert decision["reason"] == "timeout" and decision["decided_at"] == started + 60
+
+
+def test_a_decision_a_previous_version_indexed_is_published_when_exactly_due(service):
+    from rides.stream.decision import DecisionConfig, DecisionStore
+    from rides.stream.decision.service import decided
+    from rides.stream.decision.store import RideState
+
+    now = service["clock"].now
+    field = {"field": "ride_duration", "value": 10.0, "version": "1"}
+    state = RideState("old3", now - 100, int(now + 86400), {"ride-duration": field}, version=1)
+    stranded = decided(state, DecisionConfig.from_env(service["env"]), "timeout", now - 40)
+    stranded = RideState(**{**stranded.__dict__, "due_at": now, "version": 1})  # as that version stored it
+    assert len(DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([stranded]).written) == 1
+    assert sweeper(service).published == 1
+    assert [d["ride_id"] for d in decisions(service)] == ["old3"]
+
+
+def store_running_out(when: str):
+    """A store, and the time left of an invocation that runs out of time when the store starts
+    reading ("read"), has read ("after read") or has saved ("after save")."""
+    from rides.stream.decision import DecisionStore
+
+    out = {"of_time": False}
+
+    class Store(DecisionStore):
+        def get_many(self, ride_ids, time_left=None, **kwargs):
+            out["of_time"] |= when == "read"
+            states = super().get_many(ride_ids, time_left, **kwargs)
+            out["of_time"] |= when == "after read"
+            return states
+
+        def save(self, states, time_left=None):
+            outcome = super().save(states, time_left)
+            out["of_time"] |= when == "after save"
+            return outcome
+
+    return Store(boto3.client("dynamodb"), "ride-decisions"), lambda: 0.0 if out["of_time"] else 100.0
+
+
+def test_a_sweep_out_of_time_as_it_reads_changes_nothing(service):
+    send(service, [prediction("d1", "ride-duration", 20.0)])
+    before = watches(service)
+    service["clock"].now += 61
+    result = sweeper(service, *store_running_out("read"))
+    assert not result.complete and result.timed_out == 0
+    stored = decisions_stored(service, "d1")
+    assert (stored.status, stored.version) == ("collecting", 1)
+    assert watches(service) == before  # no new watch item: the same one, done next time
+    assert sweeper(service).timed_out == 1
+
+
+def test_a_sweep_out_of_time_once_it_has_read_decides_nothing(service):
+    send(service, [prediction("d2", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    result = sweeper(service, *store_running_out("after read"))
+    assert not result.complete and result.timed_out == 0
+    assert decisions_stored(service, "d2").status == "collecting" and decisions(service) == []
+    service["clock"].now += 61
+    assert sweeper(service).timed_out == 1
+
+
+def test_a_sweep_out_of_time_after_deciding_publishes_later_with_the_same_decision_id(service):
+    send(service, [prediction("d3", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    result = sweeper(service, *store_running_out("after save"))
+    assert (result.timed_out, result.published, result.failed) == (1, 0, 1)
+    assert decisions(service) == [] and decisions_stored(service, "d3").status == "decided"
+    service["clock"].now += 61  # watched again, due a timeout later
+    assert sweeper(service).published == 1
+    [decision] = decisions(service)
+    assert decision["decision_id"] == decisions_stored(service, "d3").decision["decision_id"]
+
+
+def test_a_sweep_counts_every_groups_failures_and_conflicts(service):
+    """Two watch items of 60 rides: two groups of the sweep, each adding to the one result."""
+    from rides.stream.decision import DecisionStore
+
+    for batch in range(2):
+        rides = [prediction(f"g{batch}-{i}", "ride-duration", 10.0) for i in range(60)]
+        assert send(service, rides, start=1 + 60 * batch) == {"batchItemFailures": []}
+    service["clock"].now += 61
+
+    class Raced(DecisionStore):  # each ride's tip merged by the stream between read and write
+        def get_many(self, ride_ids, time_left=None, **kwargs):
+            states = super().get_many(ride_ids, time_left, **kwargs)
+            tips = [prediction(r, "ride-tip", 1.0) for r in ride_ids]
+            assert send(service, tips, start=1_000) == {"batchItemFailures": []}
+            return states
+
+    raced = sweeper(service, Raced(boto3.client("dynamodb"), "ride-decisions"))
+    assert (raced.conflicts, raced.timed_out) == (120, 0)
+    service["clock"].now += 61
+    service["kinesis"].delete_stream(StreamName="ride-decisions")
+    unpublished = sweeper(service)
+    assert (unpublished.timed_out, unpublished.failed, unpublished.published) == (120, 120, 0)
+
+
+def test_a_table_refusing_the_sweeps_read_is_an_error_not_a_quiet_stop(service):
+    from botocore.exceptions import ClientError
+
+    from rides.stream.decision import DecisionStore, StoreUnavailable
+
+    class RefusingReads:
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def batch_get_item(self, **request):
+            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, "BatchGetItem")
+
+    send(service, [prediction("e1", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    with pytest.raises(StoreUnavailable) as refused:
+        sweeper(service, DecisionStore(RefusingReads(boto3.client("dynamodb")), "ride-decisions"))
+    assert refused.value.code == "AccessDeniedException"
+
+
+def test_a_sweep_that_cannot_watch_again_stops_and_keeps_its_watch_items(service, monkeypatch):
+    """Two groups; the first's decisions cannot be published and its rides cannot be watched
+    again: the sweep stops there, deletes no watch item, and a later sweep does all of it."""
+    from rides.stream.decision import DecisionStore
+
+    for batch in range(2):
+        rides = [prediction(f"k{batch}-{i}", "ride-duration", 10.0) for i in range(60)]
+        assert send(service, rides, start=1 + 60 * batch) == {"batchItemFailures": []}
+    before = watches(service)
+    service["clock"].now += 61
+    service["kinesis"].delete_stream(StreamName="ride-decisions")
+    with monkeypatch.context() as patched:
+        patched.setattr(DecisionStore, "watch", lambda self, *args, **kwargs: "AccessDeniedException")
+        stopped = sweeper(service)
+    assert stopped.complete is False and (stopped.timed_out, stopped.failed) == (60, 60)
+    assert watches(service) == before
+    service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+    assert sweeper(service).published == 120
+    assert len(distinct_decisions(service)) == 120 and watches(service) == {}

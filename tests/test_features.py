@@ -2,9 +2,16 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from rides.stream.events import RideEvent
-from rides.stream.features import NUMERIC_FEATURES, build_features, features_from_events, features_from_frame
+from rides.stream.features import (
+    NUMERIC_FEATURES,
+    RideFeatures,
+    build_features,
+    features_from_events,
+    features_from_frame,
+)
 
 
 def test_zoomcamp_dicts():
@@ -57,6 +64,25 @@ def test_events_and_frames_give_the_same_features():
 
 def test_empty_batch():
     assert len(features_from_events([])) == 0
+    assert features_from_events([]).dicts() == []
+
+
+def test_a_ride_with_no_column_of_its_own_is_an_error_not_a_dropped_ride():
+    """Columns of unequal length (a RideFeatures built by hand) must not pair the first rides
+    and silently leave the others out of a course model's dicts."""
+    one, two = np.array([1.0]), np.array([1.0, 2.0])
+    features = RideFeatures({"PULocationID": two, "DOLocationID": two, "trip_distance": one})
+    with pytest.raises(ValueError, match="shorter"):
+        features.dicts()
+
+
+def test_a_frame_without_pickup_times_or_passengers_gives_nan_for_them():
+    """Batch scoring's frames may lack the optional columns, as events may lack the fields."""
+    frame = pd.DataFrame({"PULocationID": [130], "DOLocationID": [205], "trip_distance": [3.66]})
+    matrix = features_from_frame(frame).matrix()
+    for name in ("pickup_hour", "pickup_dow", "passenger_count"):
+        assert np.isnan(matrix[0, NUMERIC_FEATURES.index(name)])
+    np.testing.assert_array_equal(matrix, features_from_events([RideEvent(1, 130, 205, 3.66, None, None)]).matrix())
 
 
 def test_airport_flag_for_every_pair_of_zones():
