@@ -871,3 +871,48 @@ def test_a_sweep_that_cannot_watch_again_stops_and_keeps_its_watch_items(service
     service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
     assert sweeper(service).published == 120
     assert len(distinct_decisions(service)) == 120 and watches(service) == {}
+
+
+def old_way_collecting(service, ride_id: str):
+    """A collecting ride as a previous version stored it: in the due index itself, due now."""
+    from rides.stream.decision import DecisionStore
+    from rides.stream.decision.store import RideState
+
+    now = service["clock"].now
+    field = {"field": "ride_duration", "value": 10.0, "version": "1"}
+    state = RideState(ride_id, now - 60, int(now + 86400), {"ride-duration": field}, due_at=now, version=1)
+    assert len(DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([state]).written) == 1
+
+
+def test_an_old_way_rides_timeout_decision_that_could_not_be_published_is_published_later(service):
+    """Deciding takes the ride out of the index: if its publication fails, only the watch item
+    the sweep writes for it brings it back."""
+    old_way_collecting(service, "old4")
+    service["kinesis"].delete_stream(StreamName="ride-decisions")
+    assert sweeper(service).failed == 1
+    assert decisions_stored(service, "old4").due_at is None
+    service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+    service["clock"].now += 61
+    assert sweeper(service).published == 1
+    assert [d["ride_id"] for d in decisions(service)] == ["old4"]
+
+
+def test_two_sweeps_overlapping_on_an_old_way_ride_publish_one_decision(service):
+    """A second sweep decides the ride between the first one's look at the index and its read,
+    and cannot publish it: the first leaves it to the second's watch item."""
+    from rides.stream.decision import DecisionStore
+
+    old_way_collecting(service, "old5")
+
+    class Overlapped(DecisionStore):
+        def get_many(self, ride_ids, time_left=None, **kwargs):
+            service["kinesis"].delete_stream(StreamName="ride-decisions")
+            assert sweeper(service).failed == 1  # the other sweep: decided, not out, watched
+            service["kinesis"].create_stream(StreamName="ride-decisions", ShardCount=1)
+            return super().get_many(ride_ids, time_left, **kwargs)
+
+    first = sweeper(service, Overlapped(boto3.client("dynamodb"), "ride-decisions"))
+    assert (first.timed_out, first.published, first.failed) == (0, 0, 0)
+    service["clock"].now += 61
+    assert sweeper(service).published == 1
+    assert [d["ride_id"] for d in distinct_decisions(service)] == ["old5"]
