@@ -216,3 +216,44 @@ def test_a_record_without_a_sequence_number_to_retry_fails_the_whole_batch_sayin
     batch.report(batch.parse(lambda raw: raw), "ThrottlingException")
     with pytest.raises(RuntimeError, match=r"^records at positions \[2\] have no sequence number"):
         batch.response()
+
+
+def test_the_local_event_is_shaped_as_lambdas_kinesis_event():
+    """The runner and `rides redrive` build what Lambda sends: the AWS documentation's example
+    Kinesis event record, field for field, from the record GetRecords returned."""
+    from datetime import UTC, datetime
+
+    from rides.stream.lambda_event import kinesis_event_record
+
+    sequence = "49590338271490256608559692538361571095921575989136588898"
+    stream = "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream"
+    got = {
+        "PartitionKey": "1",
+        "SequenceNumber": sequence,
+        "Data": b"Hello, this is a test.",
+        "ApproximateArrivalTimestamp": datetime.fromtimestamp(1545084650.987, tz=UTC),  # as boto3 returns it
+    }
+    record = kinesis_event_record(got, "shardId-000000000006", stream, "us-east-2")
+    assert record == {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": "1",
+            "sequenceNumber": sequence,
+            "data": "SGVsbG8sIHRoaXMgaXMgYSB0ZXN0Lg==",
+            "approximateArrivalTimestamp": 1545084650.987,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"shardId-000000000006:{sequence}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::000000000000:role/lambda-stream-consumer",
+        "awsRegion": "us-east-2",
+        "eventSourceARN": stream,
+    }
+    # a timestamp already in seconds (a record read back from a file) is kept as it is
+    assert (
+        kinesis_event_record({**got, "ApproximateArrivalTimestamp": 1545084650.987}, "s", stream, "r")["kinesis"][
+            "approximateArrivalTimestamp"
+        ]
+        == 1545084650.987
+    )
