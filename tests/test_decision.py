@@ -709,6 +709,10 @@ def test_a_pages_watch_items_are_grouped_whole_by_about_a_hundred_rides():
         ([], {f"w{i}": ["r"] for i in range(100)}),  # a hundred by default
         ([], {"w100": ["r"]}),
     ]
+    assert list(_groups([], {"w1": ["a"] * 150, "w2": ["b"] * 50, "w3": ["c"] * 50}, size=100)) == [
+        ([], {"w1": ["a"] * 150}),
+        ([], {"w2": ["b"] * 50, "w3": ["c"] * 50}),  # counted from 0 again after a group
+    ]
     assert list(_groups(["i1"], {})) == [(["i1"], {})]
     assert list(_groups([], {})) == []
 
@@ -806,10 +810,28 @@ def test_a_sweep_out_of_time_after_deciding_publishes_later_with_the_same_decisi
     assert decision["decision_id"] == decisions_stored(service, "d3").decision["decision_id"]
 
 
-def test_a_sweep_counts_every_groups_failures_and_conflicts(service):
-    """Two watch items of 60 rides: two groups of the sweep, each adding to the one result."""
+def watches_in_one_shard(monkeypatch):
+    """Watch keys that all fall in the index's shard 0: one page of the sweep, so that two
+    watch items of 60 rides are two groups of that page (random keys spread over the shards,
+    a page each)."""
+    from rides.stream.decision import store
+
+    random_key = store.watch_key
+
+    def in_shard_zero():
+        while store.due_shard(key := random_key()) != "0":
+            pass
+        return key
+
+    monkeypatch.setattr(store, "watch_key", in_shard_zero)
+
+
+def test_a_sweep_counts_every_groups_failures_and_conflicts(service, monkeypatch):
+    """Two watch items of 60 rides in one page: two groups of the sweep, each adding to the
+    one result."""
     from rides.stream.decision import DecisionStore
 
+    watches_in_one_shard(monkeypatch)
     for batch in range(2):
         rides = [prediction(f"g{batch}-{i}", "ride-duration", 10.0) for i in range(60)]
         assert send(service, rides, start=1 + 60 * batch) == {"batchItemFailures": []}

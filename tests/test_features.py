@@ -64,7 +64,11 @@ def test_events_and_frames_give_the_same_features():
 
 def test_empty_batch():
     assert len(features_from_events([])) == 0
+
+
+def test_no_rides_give_no_dicts():
     assert features_from_events([]).dicts() == []
+    assert features_from_events([]).dicts(("PU_DO",)) == []
 
 
 def test_a_ride_with_no_column_of_its_own_is_an_error_not_a_dropped_ride():
