@@ -312,6 +312,8 @@ class FaultInjector:
 
     def loses_answer(self, target: str) -> bool:
         """Whether this call's answer is to be lost (and one fewer left to lose)."""
+        if not self.plan:  # every request asks: no lock without a plan
+            return False
         with self.lock:
             left = self.plan.get("lose_answers") or {}
             if left.get(target, 0) <= 0:
