@@ -938,3 +938,47 @@ def test_two_sweeps_overlapping_on_an_old_way_ride_publish_one_decision(service)
     service["clock"].now += 61
     assert sweeper(service).published == 1
     assert [d["ride_id"] for d in distinct_decisions(service)] == ["old5"]
+
+
+class Recording:
+    """A DynamoDB client that lists the calls made through it and, once a due-index query has
+    answered with keys, says the invocation is out of time (`time_left`)."""
+
+    def __init__(self, client):
+        self.client, self.calls, self.out_of_time = client, [], False
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+
+        def call(**request):
+            self.calls.append(name)
+            response = method(**request)
+            self.out_of_time |= name == "query" and bool(response.get("Items"))
+            return response
+
+        return call
+
+    def time_left(self) -> float:
+        return 0.0 if self.out_of_time else 100.0
+
+
+def test_a_sweep_with_no_time_left_makes_no_call(service):
+    from rides.stream.decision import DecisionStore
+
+    send(service, [prediction("n1", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    recording = Recording(boto3.client("dynamodb"))
+    result = sweeper(service, DecisionStore(recording, "ride-decisions"), lambda: 0.0)
+    assert result.complete is False and recording.calls == []
+
+
+def test_a_sweep_out_of_time_once_the_index_answered_makes_no_further_call(service):
+    from rides.stream.decision import DecisionStore
+
+    send(service, [prediction("n2", "ride-duration", 20.0)])
+    service["clock"].now += 61
+    recording = Recording(boto3.client("dynamodb"))
+    result = sweeper(service, DecisionStore(recording, "ride-decisions"), recording.time_left)
+    assert result.complete is False and result.timed_out == 0
+    assert set(recording.calls) == {"query"} and recording.out_of_time  # not even the watch item read
+    assert decisions_stored(service, "n2").status == "collecting"
