@@ -733,6 +733,8 @@ def sweeper(service, store=None, time_left=None, **kwargs):
 def test_a_ride_is_timed_out_at_exactly_its_timeout_and_decided_at_the_sweeps_time(service):
     started = service["clock"].now
     send(service, [prediction("t1", "ride-duration", 20.0)])
+    service["clock"].now = started + 59  # a second early: nothing due
+    assert sweeper(service).timed_out == 0
     service["clock"].now = started + 60  # DECISION_TIMEOUT_SECONDS: due now, not a second later
     assert sweeper(service).timed_out == 1
     [decision] = decisions(service)
@@ -982,3 +984,80 @@ def test_a_sweep_out_of_time_once_the_index_answered_makes_no_further_call(servi
     assert result.complete is False and result.timed_out == 0
     assert set(recording.calls) == {"query"} and recording.out_of_time  # not even the watch item read
     assert decisions_stored(service, "n2").status == "collecting"
+
+
+def process(service, predictions, store=None, time_left=None, **kwargs):
+    """process_predictions itself (what the handler adapts): → (Lambda's answer, the report)."""
+    from rides.stream.deadletter import DeadLetterSink
+    from rides.stream.decision import DecisionConfig, DecisionStore, process_predictions
+    from rides.stream.publish import KinesisPublisher
+
+    records = [kinesis_record(p, 1 + i) for i, p in enumerate(predictions)]
+    return process_predictions(
+        records,
+        DecisionConfig.from_env(service["env"]),
+        store=store or DecisionStore(boto3.client("dynamodb"), "ride-decisions"),
+        publisher=KinesisPublisher(service["kinesis"], "ride-decisions"),
+        dead_letters=DeadLetterSink(service["sqs"], service["dlq"]),
+        time_left=time_left,
+        **kwargs,
+    )
+
+
+def test_the_report_counts_the_batchs_records_and_what_was_done(service):
+    batch = [prediction("c1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    answer, report = process(service, [*batch, prediction("c2", "ride-duration", 9.0)])
+    assert answer == {"batchItemFailures": []}
+    assert (report.records, report.stored, report.decided, report.published) == (4, 2, 1, 1)
+
+
+def test_a_batch_with_no_time_left_writes_nothing_and_hands_every_record_back(service):
+    from rides.stream.decision import DecisionStore
+
+    recording = Recording(boto3.client("dynamodb"))
+    complete = [prediction("z1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    answer, report = process(
+        service,
+        [*complete, prediction("z2", "ride-duration", 9.0)],
+        DecisionStore(recording, "ride-decisions"),
+        lambda: 0.0,
+    )
+    assert len(answer["batchItemFailures"]) == 4 and report.errors == {"DeadlinePassed": 4}
+    assert recording.calls == []
+    assert decisions_stored(service, "z1") is None and decisions(service) == []
+
+
+def test_a_batch_out_of_time_once_it_has_read_writes_no_watch_and_no_ride(service):
+    """The watch item is the first write of a collecting ride: with no time for it, neither it
+    nor the ride is written, and the records go back to Lambda under the reason."""
+    store, time_left = store_running_out("after read")
+    answer, report = process(service, [prediction("z3", "ride-duration", 9.0)], store, time_left)
+    assert len(answer["batchItemFailures"]) == 1 and report.errors == {"DeadlinePassed": 1}
+    assert decisions_stored(service, "z3") is None and watches(service) == {}
+
+
+def test_the_batchs_log_is_the_callers_logger(service, monkeypatch, caplog):
+    """The handler passes its Powertools logger: an unexpected error is logged through it."""
+    import logging
+
+    from rides.stream.decision import service as decision_service
+
+    def buggy(state, predictions, now, config):
+        raise KeyError("field")
+
+    monkeypatch.setattr(decision_service, "merged", buggy)
+    process(service, [prediction("bad", "ride-fare", 4.0)], logger=logging.getLogger("rides.tests.decisions"))
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
+    assert logged.name == "rides.tests.decisions"
+
+
+def test_a_shadow_alone_is_not_watched_and_a_production_prediction_after_it_is(service):
+    """A challenger's prediction decides nothing: its ride is stored without a watch. The first
+    production prediction starts the ride's timeout: watched then, and timed out by the sweep."""
+    shadow = {**prediction("s1", "ride-duration", 11.0), "version": "2", "role": "shadow"}
+    assert send(service, [shadow]) == {"batchItemFailures": []}
+    assert decisions_stored(service, "s1").shadow and watches(service) == {}
+    assert send(service, [prediction("s1", "ride-fare", 12.0)], start=2) == {"batchItemFailures": []}
+    assert list(watches(service).values()) == [["s1"]]
+    service["clock"].now += 61
+    assert sweeper(service).timed_out == 1
