@@ -1061,3 +1061,20 @@ def test_a_shadow_alone_is_not_watched_and_a_production_prediction_after_it_is(s
     assert list(watches(service).values()) == [["s1"]]
     service["clock"].now += 61
     assert sweeper(service).timed_out == 1
+
+
+def test_a_new_ride_complete_in_its_batch_is_written_once_without_a_read(service):
+    """The cost design (docs/design-notes.md): every required prediction in one batch is one
+    conditional write, no read first. A challenger's prediction does not count towards it."""
+    from rides.stream.decision import DecisionStore
+
+    recording = Recording(boto3.client("dynamodb"))
+    complete = [prediction("w1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    answer, report = process(service, complete, DecisionStore(recording, "ride-decisions"))
+    assert answer == {"batchItemFailures": []} and report.decided == 1
+    assert recording.calls == ["put_item"]
+    shadow_tip = {**prediction("w2", "ride-tip", 1.0), "role": "shadow"}
+    batch = [prediction("w2", "ride-duration", 10.0), prediction("w2", "ride-fare", 10.0), shadow_tip]
+    answer, report = process(service, batch)
+    assert answer == {"batchItemFailures": []} and report.decided == 0
+    assert decisions_stored(service, "w2").status == "collecting"
