@@ -1078,3 +1078,44 @@ def test_a_new_ride_complete_in_its_batch_is_written_once_without_a_read(service
     answer, report = process(service, batch)
     assert answer == {"batchItemFailures": []} and report.decided == 0
     assert decisions_stored(service, "w2").status == "collecting"
+
+
+def test_a_late_challengers_prediction_does_not_publish_the_decision_again(service):
+    complete = [prediction("l1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    assert send(service, complete) == {"batchItemFailures": []}
+    late = {**prediction("l1", "ride-duration", 12.0), "version": "2", "role": "shadow"}
+    assert send(service, [late], start=10) == {"batchItemFailures": []}
+    assert len(decisions(service)) == 1 and decisions_stored(service, "l1").shadow
+
+
+def test_a_decision_stored_with_no_time_left_to_publish_goes_back_to_lambda_and_out_once(service):
+    complete = [prediction("p1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    answer, report = process(service, complete, *store_running_out("after save"))
+    assert len(answer["batchItemFailures"]) == 3 and report.errors == {"PublishFailed": 3}
+    assert decisions(service) == [] and decisions_stored(service, "p1").status == "decided"
+    assert process(service, complete)[0] == {"batchItemFailures": []}  # Lambda's retry
+    [decision] = decisions(service)
+    assert decision["decision_id"] == decisions_stored(service, "p1").decision["decision_id"]
+
+
+def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
+    from botocore.exceptions import ClientError
+
+    from rides.stream.decision import DecisionStore
+
+    class RefusingWrites:
+        def __init__(self, client):
+            self.client = client
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def put_item(self, **request):
+            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, "PutItem")
+
+    complete = [prediction("q1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    answer, report = process(
+        service, complete, DecisionStore(RefusingWrites(boto3.client("dynamodb")), "ride-decisions")
+    )
+    assert len(answer["batchItemFailures"]) == 3 and report.errors == {"AccessDeniedException": 3}
+    assert decisions_stored(service, "q1") is None and decisions(service) == []
