@@ -1119,3 +1119,29 @@ def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
     )
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"AccessDeniedException": 3}
     assert decisions_stored(service, "q1") is None and decisions(service) == []
+
+
+def test_a_bug_deciding_a_complete_new_ride_reports_only_its_records_with_the_traceback(service, monkeypatch, caplog):
+    from rides.stream.decision import service as decision_service
+
+    real = decision_service.merged
+
+    def buggy(state, predictions, now, config):
+        if predictions[0].ride_id == "bad":
+            raise KeyError("field")
+        return real(state, predictions, now, config)
+
+    monkeypatch.setattr(decision_service, "merged", buggy)
+    models = (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))
+    batch = [prediction("good", m, v) for m, v in models] + [prediction("bad", m, v) for m, v in models]
+    answer, report = process(service, batch)
+    assert len(answer["batchItemFailures"]) == 3 and report.errors == {"KeyError": 3}
+    [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error while merging a ride's predictions"]
+    assert logged.exc_info[0] is KeyError and logged.positions == [3, 4, 5] and logged.records == 3
+    assert [d["ride_id"] for d in decisions(service)] == ["good"] and decisions_stored(service, "bad") is None
+
+
+def test_a_poison_record_with_no_time_left_is_handed_back_not_dead_lettered(service):
+    answer, report = process(service, [{"not": "a prediction"}], time_left=lambda: 0.0)
+    assert len(answer["batchItemFailures"]) == 1 and report.dead_lettered == 0
+    assert drain_queue(service["sqs"], service["dlq"]) == []
