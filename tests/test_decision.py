@@ -1122,6 +1122,7 @@ def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
 
 
 def test_a_bug_deciding_a_complete_new_ride_reports_only_its_records_with_the_traceback(service, monkeypatch, caplog):
+    from rides.stream.decision import DecisionStore
     from rides.stream.decision import service as decision_service
 
     real = decision_service.merged
@@ -1134,8 +1135,10 @@ def test_a_bug_deciding_a_complete_new_ride_reports_only_its_records_with_the_tr
     monkeypatch.setattr(decision_service, "merged", buggy)
     models = (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))
     batch = [prediction("good", m, v) for m, v in models] + [prediction("bad", m, v) for m, v in models]
-    answer, report = process(service, batch)
+    recording = Recording(boto3.client("dynamodb"))
+    answer, report = process(service, batch, DecisionStore(recording, "ride-decisions"))
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"KeyError": 3}
+    assert recording.calls == ["put_item"]  # the good ride's one write; the bad one is not tried again
     [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error while merging a ride's predictions"]
     assert logged.exc_info[0] is KeyError and logged.positions == [3, 4, 5] and logged.records == 3
     assert [d["ride_id"] for d in decisions(service)] == ["good"] and decisions_stored(service, "bad") is None
