@@ -1005,10 +1005,11 @@ def process(service, predictions, store=None, time_left=None, **kwargs):
 
 
 def test_the_report_counts_the_batchs_records_and_what_was_done(service):
-    batch = [prediction("c1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    models = (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))
+    batch = [prediction(ride, m, v) for ride in ("c1", "c3") for m, v in models]
     answer, report = process(service, [*batch, prediction("c2", "ride-duration", 9.0)])
     assert answer == {"batchItemFailures": []}
-    assert (report.records, report.stored, report.decided, report.published) == (4, 2, 1, 1)
+    assert (report.records, report.stored, report.decided, report.published) == (7, 3, 2, 2)
 
 
 def test_a_batch_with_no_time_left_writes_nothing_and_hands_every_record_back(service):
