@@ -1115,10 +1115,10 @@ def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
             raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, "PutItem")
 
     complete = [prediction("q1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
-    answer, report = process(
-        service, complete, DecisionStore(RefusingWrites(boto3.client("dynamodb")), "ride-decisions")
-    )
+    recording = Recording(RefusingWrites(boto3.client("dynamodb")))
+    answer, report = process(service, complete, DecisionStore(recording, "ride-decisions"))
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"AccessDeniedException": 3}
+    assert recording.calls == ["put_item"]  # a refusal is not retried, nor the ride read and merged
     assert decisions_stored(service, "q1") is None and decisions(service) == []
 
 
