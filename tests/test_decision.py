@@ -1149,3 +1149,26 @@ def test_a_poison_record_with_no_time_left_is_handed_back_not_dead_lettered(serv
     answer, report = process(service, [{"not": "a prediction"}], time_left=lambda: 0.0)
     assert len(answer["batchItemFailures"]) == 1 and report.dead_lettered == 0
     assert drain_queue(service["sqs"], service["dlq"]) == []
+
+
+def test_a_bug_merging_the_first_ride_of_a_batch_holds_up_none_after_it(service, monkeypatch):
+    from rides.stream.decision import service as decision_service
+
+    real = decision_service.merged
+
+    def buggy(state, predictions, now, config):
+        if predictions[0].ride_id == "bad":
+            raise KeyError("field")
+        return real(state, predictions, now, config)
+
+    monkeypatch.setattr(decision_service, "merged", buggy)
+    answer, report = process(service, [prediction("bad", "ride-fare", 4.0), prediction("after", "ride-fare", 3.0)])
+    assert len(answer["batchItemFailures"]) == 1 and report.errors == {"KeyError": 1}
+    assert decisions_stored(service, "after") is not None
+
+
+def test_a_ride_completed_over_two_batches_is_counted_decided_by_the_second(service):
+    first, _ = process(service, [prediction("m1", "ride-duration", 10.0), prediction("m1", "ride-fare", 10.0)])
+    assert first == {"batchItemFailures": []}
+    answer, report = process(service, [prediction("m1", "ride-tip", 1.0)])
+    assert answer == {"batchItemFailures": []} and (report.stored, report.decided, report.published) == (1, 1, 1)
