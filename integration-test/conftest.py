@@ -31,6 +31,15 @@ def emulator(tmp_path_factory):
     proc.wait(timeout=15)
 
 
+@pytest.fixture
+def on_emulator(emulator, monkeypatch):
+    """The shared emulator, with this test's AWS environment pointed at it (boto3 clients made
+    in the test talk to it)."""
+    for key, value in {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}.items():
+        monkeypatch.setenv(key, value)
+    return emulator
+
+
 @pytest.fixture(scope="session")
 def model_uri(emulator, onnx_model_dir):  # noqa: F811
     s3 = clients(emulator.env())["s3"]

@@ -23,9 +23,7 @@ NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @pytest.fixture
-def kinesis(emulator, monkeypatch):
-    for key, value in {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}.items():
-        monkeypatch.setenv(key, value)
+def kinesis(on_emulator):
     return boto3.client("kinesis", config=NO_RETRIES)
 
 

@@ -18,7 +18,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from rides.local.backend import LOCAL_ENV
 from rides.local.chaos import set_faults
 from tests.helpers import terraform_check
 
@@ -28,9 +27,7 @@ NO_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 @pytest.fixture
-def dynamodb(emulator, monkeypatch):
-    for key, value in {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}.items():
-        monkeypatch.setenv(key, value)
+def dynamodb(on_emulator):
     return boto3.client("dynamodb", config=NO_RETRIES)
 
 

@@ -11,15 +11,12 @@ import boto3
 import orjson
 import pytest
 
-from rides.local.backend import LOCAL_ENV
 from rides.producer import InvalidRide, RideProducer
 from rides.stream.kpl import MAGIC, deaggregate
 
 
 @pytest.fixture
-def kinesis(emulator, monkeypatch):
-    for key, value in {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}.items():
-        monkeypatch.setenv(key, value)
+def kinesis(on_emulator):
     return boto3.client("kinesis")
 
 

@@ -28,6 +28,11 @@ def prediction(ride_id, model, value, seq=1):
     }
 
 
+def complete_ride(ride_id):
+    """Every required model's prediction of one ride: what completes it (accepted by the rules)."""
+    return [prediction(ride_id, m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+
+
 class Clock:
     def __init__(self, now=1_700_000_000.0):
         self.now = now
@@ -90,7 +95,7 @@ def test_one_decision_once_all_three_predictions_arrived_in_any_order(service):
 
 
 def test_duplicates_are_absorbed_and_a_redelivery_repeats_the_same_decision(service):
-    batch = [prediction("r1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    batch = complete_ride("r1")
     send(service, batch + batch)  # the whole batch delivered twice
     assert len(decisions(service)) == 1
     # redelivered after a retry: the stored decision goes out again (its batch cannot know
@@ -146,7 +151,7 @@ def test_rules_flag_a_ride_for_review(service):
 
 
 def test_only_review_decisions_are_queued_and_a_queue_outage_loses_none(service):
-    accept = [prediction("ok", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    accept = complete_ride("ok")
     review = [
         prediction("long", m, v, seq=i + 10)
         for i, (m, v) in enumerate((("ride-duration", 90.0), ("ride-fare", 60.0), ("ride-tip", 5.0)))
@@ -206,7 +211,7 @@ def test_poison_records_go_to_the_dead_letter_queue(service):
 
 def test_a_failed_publication_is_retried_and_published_once(service):
     service["kinesis"].delete_stream(StreamName="ride-decisions")
-    batch = [prediction("r5", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    batch = complete_ride("r5")
     response = send(service, batch)
     # every record of the ride is reported; Lambda retries from the first
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [f"{i:056d}" for i in (1, 2, 3)]
@@ -300,7 +305,7 @@ def test_a_crash_between_storing_and_publishing_a_decision_loses_nothing(service
 
     real = decision_service._publish
     monkeypatch.setattr(decision_service, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
-    batch = [prediction("r7", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    batch = complete_ride("r7")
     with pytest.raises(SystemExit):
         send(service, batch)
     monkeypatch.setattr(decision_service, "_publish", real)
@@ -450,22 +455,45 @@ def test_a_prediction_dynamodb_cannot_store_is_dead_lettered_alone(service, valu
     assert decisions_stored(service, "ok").predictions["ride-fare"]["value"] == 3.0
 
 
-def test_a_bug_merging_one_ride_reports_only_its_records_with_the_traceback_logged(service, monkeypatch, caplog):
+def merging_fails_for(ride_id, monkeypatch):
+    """A bug in merging (a KeyError) for this ride's predictions only."""
     from rides.stream.decision import service as decision_service
 
     real = decision_service.merged
 
     def buggy(state, predictions, now, config):
-        if predictions[0].ride_id == "bad":
+        if predictions[0].ride_id == ride_id:
             raise KeyError("field")
         return real(state, predictions, now, config)
 
     monkeypatch.setattr(decision_service, "merged", buggy)
+
+
+def test_a_bug_merging_one_ride_reports_only_its_records_with_the_traceback_logged(service, monkeypatch, caplog):
+    merging_fails_for("bad", monkeypatch)
     response = send(service, [prediction("good", "ride-fare", 3.0), prediction("bad", "ride-fare", 4.0)])
     assert response == {"batchItemFailures": [{"itemIdentifier": f"{2:056d}"}]}
     [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error while merging a ride's predictions"]
     assert logged.exc_info[0] is KeyError and logged.positions == [1]
     assert decisions_stored(service, "good") is not None
+
+
+class Refusing:
+    """A DynamoDB client that refuses one operation as IAM would (AccessDeniedException)."""
+
+    def __init__(self, client, operation: str):
+        self.client, self.operation = client, operation
+
+    def __getattr__(self, name):
+        if name != self.operation:
+            return getattr(self.client, name)
+
+        def refused(**request):
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, name)
+
+        return refused
 
 
 class Throttled:
@@ -531,7 +559,7 @@ def test_the_due_index_spreads_rides_over_its_shards():
 def test_every_decision_record_carries_a_decision_id_and_the_store_round_trips_a_ride(service):
     from rides.stream.decision import RideState
 
-    batch = [prediction("r3", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    batch = complete_ride("r3")
     send(service, batch)
     [decision] = decisions(service)
     stored = decisions_stored(service, "r3")
@@ -855,24 +883,12 @@ def test_a_sweep_counts_every_groups_failures_and_conflicts(service, monkeypatch
 
 
 def test_a_table_refusing_the_sweeps_read_is_an_error_not_a_quiet_stop(service):
-    from botocore.exceptions import ClientError
-
     from rides.stream.decision import DecisionStore, StoreUnavailable
-
-    class RefusingReads:
-        def __init__(self, client):
-            self.client = client
-
-        def __getattr__(self, name):
-            return getattr(self.client, name)
-
-        def batch_get_item(self, **request):
-            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, "BatchGetItem")
 
     send(service, [prediction("e1", "ride-duration", 20.0)])
     service["clock"].now += 61
     with pytest.raises(StoreUnavailable) as refused:
-        sweeper(service, DecisionStore(RefusingReads(boto3.client("dynamodb")), "ride-decisions"))
+        sweeper(service, DecisionStore(Refusing(boto3.client("dynamodb"), "batch_get_item"), "ride-decisions"))
     assert refused.value.code == "AccessDeniedException"
 
 
@@ -1005,8 +1021,7 @@ def process(service, predictions, store=None, time_left=None, **kwargs):
 
 
 def test_the_report_counts_the_batchs_records_and_what_was_done(service):
-    models = (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))
-    batch = [prediction(ride, m, v) for ride in ("c1", "c3") for m, v in models]
+    batch = complete_ride("c1") + complete_ride("c3")
     answer, report = process(service, [*batch, prediction("c2", "ride-duration", 9.0)])
     assert answer == {"batchItemFailures": []}
     assert (report.records, report.stored, report.decided, report.published) == (7, 3, 2, 2)
@@ -1016,7 +1031,7 @@ def test_a_batch_with_no_time_left_writes_nothing_and_hands_every_record_back(se
     from rides.stream.decision import DecisionStore
 
     recording = Recording(boto3.client("dynamodb"))
-    complete = [prediction("z1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    complete = complete_ride("z1")
     answer, report = process(
         service,
         [*complete, prediction("z2", "ride-duration", 9.0)],
@@ -1041,12 +1056,7 @@ def test_the_batchs_log_is_the_callers_logger(service, monkeypatch, caplog):
     """The handler passes its Powertools logger: an unexpected error is logged through it."""
     import logging
 
-    from rides.stream.decision import service as decision_service
-
-    def buggy(state, predictions, now, config):
-        raise KeyError("field")
-
-    monkeypatch.setattr(decision_service, "merged", buggy)
+    merging_fails_for("bad", monkeypatch)
     process(service, [prediction("bad", "ride-fare", 4.0)], logger=logging.getLogger("rides.tests.decisions"))
     [logged] = [r for r in caplog.records if r.getMessage().startswith("unexpected error")]
     assert logged.name == "rides.tests.decisions"
@@ -1070,7 +1080,7 @@ def test_a_new_ride_complete_in_its_batch_is_written_once_without_a_read(service
     from rides.stream.decision import DecisionStore
 
     recording = Recording(boto3.client("dynamodb"))
-    complete = [prediction("w1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    complete = complete_ride("w1")
     answer, report = process(service, complete, DecisionStore(recording, "ride-decisions"))
     assert answer == {"batchItemFailures": []} and report.decided == 1
     assert recording.calls == ["put_item"]
@@ -1082,7 +1092,7 @@ def test_a_new_ride_complete_in_its_batch_is_written_once_without_a_read(service
 
 
 def test_a_late_challengers_prediction_does_not_publish_the_decision_again(service):
-    complete = [prediction("l1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    complete = complete_ride("l1")
     assert send(service, complete) == {"batchItemFailures": []}
     late = {**prediction("l1", "ride-duration", 12.0), "version": "2", "role": "shadow"}
     assert send(service, [late], start=10) == {"batchItemFailures": []}
@@ -1090,7 +1100,7 @@ def test_a_late_challengers_prediction_does_not_publish_the_decision_again(servi
 
 
 def test_a_decision_stored_with_no_time_left_to_publish_goes_back_to_lambda_and_out_once(service):
-    complete = [prediction("p1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
+    complete = complete_ride("p1")
     answer, report = process(service, complete, *store_running_out("after save"))
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"PublishFailed": 3}
     assert decisions(service) == [] and decisions_stored(service, "p1").status == "decided"
@@ -1100,22 +1110,10 @@ def test_a_decision_stored_with_no_time_left_to_publish_goes_back_to_lambda_and_
 
 
 def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
-    from botocore.exceptions import ClientError
-
     from rides.stream.decision import DecisionStore
 
-    class RefusingWrites:
-        def __init__(self, client):
-            self.client = client
-
-        def __getattr__(self, name):
-            return getattr(self.client, name)
-
-        def put_item(self, **request):
-            raise ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {}}, "PutItem")
-
-    complete = [prediction("q1", m, v) for m, v in (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))]
-    recording = Recording(RefusingWrites(boto3.client("dynamodb")))
+    complete = complete_ride("q1")
+    recording = Recording(Refusing(boto3.client("dynamodb"), "put_item"))
     answer, report = process(service, complete, DecisionStore(recording, "ride-decisions"))
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"AccessDeniedException": 3}
     assert recording.calls == ["put_item"]  # a refusal is not retried, nor the ride read and merged
@@ -1124,18 +1122,9 @@ def test_a_new_ride_whose_one_write_is_refused_hands_its_records_back(service):
 
 def test_a_bug_deciding_a_complete_new_ride_reports_only_its_records_with_the_traceback(service, monkeypatch, caplog):
     from rides.stream.decision import DecisionStore
-    from rides.stream.decision import service as decision_service
 
-    real = decision_service.merged
-
-    def buggy(state, predictions, now, config):
-        if predictions[0].ride_id == "bad":
-            raise KeyError("field")
-        return real(state, predictions, now, config)
-
-    monkeypatch.setattr(decision_service, "merged", buggy)
-    models = (("ride-duration", 10.0), ("ride-fare", 10.0), ("ride-tip", 1.0))
-    batch = [prediction("good", m, v) for m, v in models] + [prediction("bad", m, v) for m, v in models]
+    merging_fails_for("bad", monkeypatch)
+    batch = complete_ride("good") + complete_ride("bad")
     recording = Recording(boto3.client("dynamodb"))
     answer, report = process(service, batch, DecisionStore(recording, "ride-decisions"))
     assert len(answer["batchItemFailures"]) == 3 and report.errors == {"KeyError": 3}
@@ -1152,16 +1141,7 @@ def test_a_poison_record_with_no_time_left_is_handed_back_not_dead_lettered(serv
 
 
 def test_a_bug_merging_the_first_ride_of_a_batch_holds_up_none_after_it(service, monkeypatch):
-    from rides.stream.decision import service as decision_service
-
-    real = decision_service.merged
-
-    def buggy(state, predictions, now, config):
-        if predictions[0].ride_id == "bad":
-            raise KeyError("field")
-        return real(state, predictions, now, config)
-
-    monkeypatch.setattr(decision_service, "merged", buggy)
+    merging_fails_for("bad", monkeypatch)
     answer, report = process(service, [prediction("bad", "ride-fare", 4.0), prediction("after", "ride-fare", 3.0)])
     assert len(answer["batchItemFailures"]) == 1 and report.errors == {"KeyError": 1}
     assert decisions_stored(service, "after") is not None
