@@ -130,7 +130,7 @@ def test_the_emulator_backs_a_table_up_once_per_transaction_and_still_rolls_back
     from botocore.exceptions import ClientError
     from moto.dynamodb import models
 
-    from rides.local.emulator import copy_each_table_once
+    from rides.local.moto_patches import copy_each_table_once
 
     copy_each_table_once()
     dynamodb = boto3.client("dynamodb")
