@@ -122,8 +122,7 @@ class SerializingMiddleware:
         """Answer a DynamoDB call and count what it would bill: item sizes before and after."""
         request = body_json(_read_body(environ))
         tables = DynamoTables(self._dynamodb_backend(environ))
-        name = str(request.get("TableName") or "")
-        if operation == "DeleteTable" and not tables.exists(name):
+        if operation == "DeleteTable" and not tables.exists(tables_named(request)):
             # AWS names the table, and the Terraform provider reads that answer as "already
             # gone"; moto's bare "Requested resource not found" failed a destroy whose retried
             # DeleteTable found its own first call done (integration-test/test_emulator_errors.py).
@@ -131,7 +130,7 @@ class SerializingMiddleware:
                 start_response,
                 400,
                 "ResourceNotFoundException",
-                f"Requested resource not found: Table: {name} not found",
+                f"Requested resource not found: Table: {tables_named(request)} not found",
             )
         try:
             before = dynamodb_before(tables, operation, request)
