@@ -261,6 +261,20 @@ def sweep_now(service):
     return service["handler"]({"source": "aws.events"}, FakeContext())
 
 
+def sweeper(service, store=None, time_left=None, **kwargs):
+    """`sweep` itself (what the scheduled handler adapts), on this table and stream."""
+    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
+    from rides.stream.publish import KinesisPublisher
+
+    return sweep(
+        DecisionConfig.from_env(service["env"]),
+        store=store or DecisionStore(boto3.client("dynamodb"), "ride-decisions"),
+        publisher=KinesisPublisher(service["kinesis"], "ride-decisions"),
+        time_left=time_left,
+        **kwargs,
+    )
+
+
 def distinct_decisions(service):
     """Decision records after de-duplication by decision_id; a duplicate must be identical."""
     by_id = {}
@@ -342,8 +356,7 @@ def test_a_crash_between_publishing_and_unwatching_repeats_the_same_decision_id(
 def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service):
     """The late tip is merged between the sweep's read and its write: the sweep's conditional
     write loses, nobody publishes two different decisions, and the tip stays stored."""
-    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
-    from rides.stream.publish import KinesisPublisher
+    from rides.stream.decision import DecisionStore
 
     send(service, [prediction("r2", "ride-duration", 20.0), prediction("r2", "ride-fare", 20.0)])
     service["clock"].now += 61
@@ -358,9 +371,7 @@ def test_the_sweep_never_overwrites_a_prediction_merged_while_it_decides(service
                 send(service, [prediction("r2", "ride-tip", 2.0)], start=30)  # completes the ride
             return states
 
-    store = RacedStore(boto3.client("dynamodb"), "ride-decisions")
-    publisher = KinesisPublisher(service["kinesis"], "ride-decisions")
-    result = sweep(DecisionConfig.from_env(service["env"]), store=store, publisher=publisher)
+    result = sweeper(service, RacedStore(boto3.client("dynamodb"), "ride-decisions"))
     assert result.timed_out == 0 and result.conflicts == 1
     [decision] = distinct_decisions(service)
     assert decision["reason"] == "complete" and decision["predictions"]["ride-tip"]["value"] == 2.0
@@ -418,31 +429,25 @@ def test_two_invocations_merging_into_a_stored_ride_keep_both_predictions(servic
 
 
 def test_the_sweep_stops_at_its_deadline_and_the_next_sweeps_finish_the_backlog(service):
-    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
-    from rides.stream.publish import KinesisPublisher
-
     rides = [prediction(f"b{i}", "ride-duration", 10.0) for i in range(300)]
     for start in range(0, 300, 50):  # six watch items
         assert send(service, rides[start : start + 50], start=start + 1) == {"batchItemFailures": []}
     service["clock"].now += 61
-    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
-    publisher = KinesisPublisher(service["kinesis"], "ride-decisions")
-    config = DecisionConfig.from_env(service["env"])
     calls = {"n": 0}
 
     def time_left():  # an invocation with time for ~12 checks of the clock
         calls["n"] += 1
         return 12 - calls["n"]
 
-    first = sweep(config, store=store, publisher=publisher, time_left=time_left)
+    first = sweeper(service, time_left=time_left)
     assert not first.complete and 0 < first.timed_out < 300
     assert first.published == first.timed_out  # nothing decided is left unpublished by design...
     for _ in range(20):
         calls["n"] = 0
-        if sweep(config, store=store, publisher=publisher, time_left=time_left).complete:
+        if sweeper(service, time_left=time_left).complete:
             break
     service["clock"].now += 61  # ...and anything that was is due again
-    sweep(config, store=store, publisher=publisher)
+    sweeper(service)
     assert sorted(d["ride_id"] for d in distinct_decisions(service)) == sorted(f"b{i}" for i in range(300))
 
 
@@ -743,19 +748,6 @@ def test_a_pages_watch_items_are_grouped_whole_by_about_a_hundred_rides():
     ]
     assert list(_groups(["i1"], {})) == [(["i1"], {})]
     assert list(_groups([], {})) == []
-
-
-def sweeper(service, store=None, time_left=None, **kwargs):
-    from rides.stream.decision import DecisionConfig, DecisionStore, sweep
-    from rides.stream.publish import KinesisPublisher
-
-    return sweep(
-        DecisionConfig.from_env(service["env"]),
-        store=store or DecisionStore(boto3.client("dynamodb"), "ride-decisions"),
-        publisher=KinesisPublisher(service["kinesis"], "ride-decisions"),
-        time_left=time_left,
-        **kwargs,
-    )
 
 
 def test_a_ride_is_timed_out_at_exactly_its_timeout_and_decided_at_the_sweeps_time(service):
