@@ -670,25 +670,27 @@ def test_a_ride_is_never_stored_collecting_without_its_watch(service, monkeypatc
     assert list(watches(service).values()) == [["u1"]]
 
 
-def test_rides_a_previous_version_put_in_the_index_are_still_timed_out_and_marked(service):
-    """Collecting rides stored with due_shard/due_at before watch items, and a timeout decision
-    not yet published: the sweep decides, publishes and takes them out of the index."""
+def store_old_way(service, ride_id: str, *, first_seen: float, due_at: float, decided_at: float | None = None):
+    """A ride as a previous version stored it: in the due index itself (due_at), collecting or,
+    with decided_at, decided by a timeout and not yet published."""
     from rides.stream.decision import DecisionConfig, DecisionStore
     from rides.stream.decision.service import decided
     from rides.stream.decision.store import RideState
 
-    store = DecisionStore(boto3.client("dynamodb"), "ride-decisions")
-    now = service["clock"].now
-    config = DecisionConfig.from_env(service["env"])
     field = {"field": "ride_duration", "value": 10.0, "version": "1"}
-    collecting = RideState("old1", now, int(now + 86400), {"ride-duration": field}, due_at=now + 60, version=1)
-    stranded = decided(
-        RideState("old2", now - 100, int(now + 86400), {"ride-duration": field}, version=1), config, "timeout", now
-    )
-    # as the previous version stored it: in the index until marked published
-    stranded = RideState(**{**stranded.__dict__, "due_at": now - 1, "version": 1})
-    saved = store.save([collecting, stranded])
-    assert len(saved.written) == 2
+    state = RideState(ride_id, first_seen, int(service["clock"].now + 86400), {"ride-duration": field}, version=1)
+    if decided_at is not None:
+        state = decided(state, DecisionConfig.from_env(service["env"]), "timeout", decided_at)
+    state = RideState(**{**state.__dict__, "due_at": due_at, "version": 1})
+    assert len(DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([state]).written) == 1
+
+
+def test_rides_a_previous_version_put_in_the_index_are_still_timed_out_and_marked(service):
+    """Collecting rides stored with due_shard/due_at before watch items, and a timeout decision
+    not yet published: the sweep decides, publishes and takes them out of the index."""
+    now = service["clock"].now
+    store_old_way(service, "old1", first_seen=now, due_at=now + 60)
+    store_old_way(service, "old2", first_seen=now - 100, due_at=now - 1, decided_at=now)  # in the index until marked
     service["clock"].now += 61
     result = sweep_now(service)
     assert (result["timed_out"], result["published"]) == (1, 2)
@@ -762,16 +764,8 @@ def test_a_ride_is_timed_out_at_exactly_its_timeout_and_decided_at_the_sweeps_ti
 
 
 def test_a_decision_a_previous_version_indexed_is_published_when_exactly_due(service):
-    from rides.stream.decision import DecisionConfig, DecisionStore
-    from rides.stream.decision.service import decided
-    from rides.stream.decision.store import RideState
-
     now = service["clock"].now
-    field = {"field": "ride_duration", "value": 10.0, "version": "1"}
-    state = RideState("old3", now - 100, int(now + 86400), {"ride-duration": field}, version=1)
-    stranded = decided(state, DecisionConfig.from_env(service["env"]), "timeout", now - 40)
-    stranded = RideState(**{**stranded.__dict__, "due_at": now, "version": 1})  # as that version stored it
-    assert len(DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([stranded]).written) == 1
+    store_old_way(service, "old3", first_seen=now - 100, due_at=now, decided_at=now - 40)
     assert sweeper(service).published == 1
     assert [d["ride_id"] for d in decisions(service)] == ["old3"]
 
@@ -905,21 +899,11 @@ def test_a_sweep_that_cannot_watch_again_stops_and_keeps_its_watch_items(service
     assert len(distinct_decisions(service)) == 120 and watches(service) == {}
 
 
-def old_way_collecting(service, ride_id: str):
-    """A collecting ride as a previous version stored it: in the due index itself, due now."""
-    from rides.stream.decision import DecisionStore
-    from rides.stream.decision.store import RideState
-
-    now = service["clock"].now
-    field = {"field": "ride_duration", "value": 10.0, "version": "1"}
-    state = RideState(ride_id, now - 60, int(now + 86400), {"ride-duration": field}, due_at=now, version=1)
-    assert len(DecisionStore(boto3.client("dynamodb"), "ride-decisions").save([state]).written) == 1
-
-
 def test_an_old_way_rides_timeout_decision_that_could_not_be_published_is_published_later(service):
     """Deciding takes the ride out of the index: if its publication fails, only the watch item
     the sweep writes for it brings it back."""
-    old_way_collecting(service, "old4")
+    now = service["clock"].now
+    store_old_way(service, "old4", first_seen=now - 60, due_at=now)
     service["kinesis"].delete_stream(StreamName="ride-decisions")
     assert sweeper(service).failed == 1
     assert decisions_stored(service, "old4").due_at is None
@@ -934,7 +918,8 @@ def test_two_sweeps_overlapping_on_an_old_way_ride_publish_one_decision(service)
     and cannot publish it: the first leaves it to the second's watch item."""
     from rides.stream.decision import DecisionStore
 
-    old_way_collecting(service, "old5")
+    now = service["clock"].now
+    store_old_way(service, "old5", first_seen=now - 60, due_at=now)
 
     class Overlapped(DecisionStore):
         def get_many(self, ride_ids, time_left=None, **kwargs):
