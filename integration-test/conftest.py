@@ -35,7 +35,7 @@ def emulator(tmp_path_factory):
 def on_emulator(emulator, monkeypatch):
     """The shared emulator, with this test's AWS environment pointed at it (boto3 clients made
     in the test talk to it)."""
-    for key, value in {**LOCAL_ENV, "AWS_ENDPOINT_URL": emulator.endpoint}.items():
+    for key, value in emulator.connection().items():
         monkeypatch.setenv(key, value)
     return emulator
 
