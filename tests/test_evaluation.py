@@ -5,6 +5,7 @@ figures as an offline computation on the same rides; each ride counts once."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -23,6 +24,16 @@ from rides.stream.evaluation.drift import DriftCounter, counts, psi, reference
 from rides.stream.evaluation.metrics import Summary, summarize
 from rides.stream.evaluation.service import EvaluationConfig, process_records, sweep
 from rides.stream.evaluation.store import RESOLVE_PARTIAL_AFTER_SECONDS, EvaluationStore
+from rides.stream.evaluation.sums import Evaluated
+from rides.stream.evaluation.waiting import (
+    WAITING_ITEM_BYTES,
+    WAITING_ITEM_OVERHEAD,
+    Packing,
+    Waiting,
+    pack,
+    packed,
+    unpack,
+)
 from rides.stream.events import completion_from, completion_json, prediction_from
 from tests.helpers import kinesis_record
 
@@ -502,3 +513,300 @@ def test_a_probe_ride_and_a_ride_past_the_window_are_read_at_every_sweep(store):
     # the item kept "old"; past the window it is read (and dropped) whatever its age's doubling
     past = store.sweep(now=NOW + store.window_seconds + 7)
     assert past.expired == 1 and store.waiting() == 0
+
+
+# -- configuration, reports and the sweep's bookkeeping -------------------------------------------
+
+
+def test_the_evaluation_config_reads_each_variable_and_has_the_documented_defaults(aws):
+    assert EvaluationConfig.from_env({}) == EvaluationConfig(
+        "ride-evaluations",
+        decisions_table="ride-decisions",
+        dead_letter_queue_url=None,
+        window_seconds=48 * 3600.0,
+        drift_reference_uri=None,
+        drift_model="ride-duration",
+        evaluated_models=(),
+        shadow_models=(),
+        join_wait_seconds=900.0,
+        sweep_interval_seconds=60.0,
+    )
+    env = {
+        "EVALUATIONS_TABLE": "ride-evaluations-stg",
+        "DECISIONS_TABLE": "ride-decisions-stg",
+        "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/dlq",
+        "EVALUATION_WINDOW_HOURS": "6",
+        "DRIFT_REFERENCE_URI": "models:/ride-duration@production",
+        "DRIFT_MODEL": "ride-fare",
+        "EVALUATED_MODELS": "ride-duration, ride-fare",
+        "SHADOW_MODELS": "ride-duration,",
+        "JOIN_WAIT_SECONDS": "30",
+        "SWEEP_INTERVAL_SECONDS": "5",
+    }
+    assert set(env) == set(EvaluationConfig.ENV_VARS)
+    config = EvaluationConfig.from_env(env)
+    assert config == EvaluationConfig(
+        "ride-evaluations-stg",
+        decisions_table="ride-decisions-stg",
+        dead_letter_queue_url="https://sqs.us-east-1.amazonaws.com/1/dlq",
+        window_seconds=6 * 3600.0,
+        drift_reference_uri="models:/ride-duration@production",
+        drift_model="ride-fare",
+        evaluated_models=("ride-duration", "ride-fare"),
+        shadow_models=("ride-duration",),
+        join_wait_seconds=30.0,
+        sweep_interval_seconds=5.0,
+    )
+    store = config.store(boto3.client("dynamodb"))
+    assert (store.table_name, store.decisions.table_name, store.evaluated_models, store.shadow_models) == (
+        "ride-evaluations-stg",
+        "ride-decisions-stg",
+        ("ride-duration", "ride-fare"),
+        ("ride-duration",),
+    )
+    assert (store.window_seconds, store.join_wait_seconds, store.sweep_interval_seconds) == (21600.0, 30.0, 5.0)
+
+
+def test_a_reports_summaries_are_the_figures_of_its_pairs_per_model_version_and_role(store):
+    decide(store, [prediction("m1", 10.0), prediction("m2", 20.0)])
+    decide(
+        store, [prediction("m1", 13.0, version="2", role="shadow"), prediction("m2", 21.0, version="2", role="shadow")]
+    )
+    _, report = deliver(store, [completion("m1", 12.0), completion("m2", 18.0)])
+    assert report.summaries() == {
+        ("ride-duration", "1", "production"): Summary.of([-2.0, 2.0]),
+        ("ride-duration", "2", "shadow"): Summary.of([1.0, 3.0]),
+    }
+
+
+def test_a_probe_rides_trace_is_read_consistently_and_names_each_pair_whole(store):
+    """The smoke test reads the trace right after its completion is joined: a strongly
+    consistent read, or it may not see the join yet."""
+    decide(store, [prediction("smoke-2", 10.0)])
+    feed(store, [completion("smoke-2", 12.0)])
+    asked = []
+    store.client.meta.events.register(
+        "provide-client-params.dynamodb.GetItem", lambda params, **_: asked.append(params)
+    )
+    assert store.trace("smoke-2") == [
+        Evaluated("smoke-2", "ride-duration", "1", "production", "ride_duration", 10.0, 12.0, "")
+    ]
+    assert [params["ConsistentRead"] for params in asked] == [True]
+
+
+def test_the_sweep_keeps_to_its_time_reports_what_still_waits_and_says_what_it_dropped(store, caplog, monkeypatch):
+    from rides.stream.evaluation import store as evaluation_store
+
+    monkeypatch.setattr(evaluation_store, "SWEEP_READ_ITEMS", 1)  # each waiting item a page of its own
+    config = EvaluationConfig(
+        "ride-evaluations", decisions_table="ride-decisions", window_seconds=5400, sweep_interval_seconds=0
+    )
+    swept = config.store(store.client)
+    feed(swept, [completion("x1", 10.0), completion("x2", 10.0)])
+    feed(swept, [completion("x3", 10.0)], now=NOW + 3600, start=10)
+    decide(store, [prediction("x3", 11.0)])
+    later = NOW + 5401  # x1 and x2 are past the 1.5 h window; x3 can be joined
+    with caplog.at_level(logging.WARNING):
+        stopped = sweep(config, store=swept, time_left=lambda: 0, clock=lambda: later)
+        assert (stopped.evaluated, stopped.waiting, swept.waiting(), caplog.records) == ([], 3, 3, [])
+        report = sweep(config, store=swept, clock=lambda: later)
+    assert ([e.ride_id for e in report.evaluated], report.waiting, swept.waiting()) == (["x3"], 0, 0)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("rides.stream.evaluation", "2 completions dropped: their ride had no decision within 1.5 h")
+    ]
+
+
+def test_a_sweeps_counts_are_what_the_table_holds(store):
+    """Items not due, due but young, partly joined and past the window in one sweep: what it
+    says still waits is what the table holds after it."""
+    timed = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")  # a sweep a minute
+    at = NOW + 3 * 86400
+    feed(timed, [completion("e1", 10.0)], now=at - timed.window_seconds - 10)  # past the window
+    feed(timed, [completion("d1", 10.0), completion("d2", 10.0)], now=at - 240, start=10)  # due, old: partly joined
+    feed(timed, [completion("c1", 10.0), completion("c2", 10.0)], now=at - 64, start=20)  # due, young: kept whole
+    feed(timed, [completion("f1", 10.0)], now=at - 64, start=25)  # due, its ride undecided
+    feed(timed, [completion("a1", 10.0), completion("a2", 10.0)], now=at - 30, start=30)  # not due
+    feed(timed, [completion("b1", 10.0)], now=at - 30, start=40)  # not due
+    decide(store, [prediction("d1", 11.0), prediction("c1", 11.0)])
+    outcome = timed.sweep(now=at)
+    assert [e.ride_id for e in outcome.evaluated] == ["d1"]
+    assert (outcome.resolved, outcome.expired, outcome.not_due, outcome.conflicts) == (1, 1, 2, 0)
+    assert outcome.waiting == timed.waiting() == 7
+
+
+def test_each_transaction_a_racing_sweep_resolved_first_is_a_conflict(store, monkeypatch):
+    from rides.stream.evaluation import store as evaluation_store
+    from rides.stream.evaluation.sums import Sums
+
+    feed(store, [completion("r1", 10.0)])
+    feed(store, [completion("r2", 10.0)], start=10)
+    decide(store, [prediction("r1", 11.0), prediction("r2", 11.0)])
+    one = Evaluated("r1", "ride-duration", "1", "production", "ride_duration", 11.0, 10.0, "2025-11-24T16")
+    # room for one item's sums and rewrite per transaction: the two items go in two
+    monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", Sums().keys_after([one]) + 1)
+    real = store._query
+    # the items as a sweep read them before another one resolved them (an older version)
+    monkeypatch.setattr(
+        store,
+        "_query",
+        lambda pk: [{**item, "version": {"N": "0"}} for item in real(pk)] if pk == "waiting" else real(pk),
+    )
+    outcome = store.sweep(now=NOW + 30)
+    assert (outcome.evaluated, outcome.resolved, outcome.conflicts, outcome.waiting) == ([], 0, 2, 2)
+
+
+def test_a_waiting_item_is_due_once_per_doubling_of_its_age_and_always_at_the_window():
+    waiting = EvaluationStore(None, "ride-evaluations", sweep_interval_seconds=1, window_seconds=100)
+    entries = [Waiting("r1", {"ride_duration": 10.0}, 0.0)]
+    assert [now for now in range(20) if waiting.due(entries, float(now))] == [1, 2, 4, 8, 16]
+    assert waiting.due(entries, 100.0) and not waiting.due(entries, 99.0)  # read at the window, to expire it
+    assert not EvaluationStore(None, "t", sweep_interval_seconds=60).due(entries, 30.0)  # read when it came
+
+
+def test_a_waiting_item_is_keyed_by_its_first_completions_position(store):
+    store.add(
+        "ride-completions#shard-0",
+        [((7, 2), completion_from_json("k1", 10.0)), ((8, 0), completion_from_json("k2", 10.0))],
+        now=NOW,
+    )
+    store.add("ride-completions#shard-1", [(None, completion_from_json("k3", 10.0))], now=NOW)  # no position
+    keys = sorted(item["sk"]["S"] for item in store._query("waiting"))
+    assert keys[0] == "ride-completions#shard-0#7/2"
+    assert re.fullmatch(r"ride-completions#shard-1#\d{19}", keys[1])  # the time it came, in nanoseconds
+
+
+def test_waiting_items_are_filled_to_the_byte_and_never_past_it():
+    """A waiting item's rows are `[row,row,...]`; the rows that fill an item's room exactly go
+    in one item, and a byte more starts the next one."""
+    from rides.local.meter import item_size
+
+    shard = "ride-completions#shardId-000000000000"
+    room = WAITING_ITEM_BYTES - WAITING_ITEM_OVERHEAD - len(shard.encode())
+    row = len(Waiting("", {"ride_duration": 12.5}, NOW).row())
+    per_item = 8
+    width = (room - 1) // per_item - 1 - row  # ride id length: eight rows and their commas fill the room
+    extra = (room - 1) - per_item * (width + row + 1)
+
+    def entries(tag, last_extra):
+        ids = [f"{tag}{i}".ljust(width, "x") for i in range(per_item - 1)] + [f"{tag}7".ljust(width + last_extra, "x")]
+        return [Waiting(ride_id, {"ride_duration": 12.5}, NOW) for ride_id in ids]
+
+    exact = entries("a", extra) + entries("b", extra)
+    groups = packed(shard, exact)
+    assert [len(g) for g in groups] == [8, 8]
+    assert [len(pack(g)["rows"]["S"]) for g in groups] == [room, room]
+    assert [len(g) for g in packed(shard, entries("c", extra + 1))] == [7, 1]
+    # what a store writes with the longest Kinesis position is still under 1 KB
+    put = EvaluationStore(None, "ride-evaluations")._waiting_put(shard, (10**56 - 1, 0), groups[0])
+    assert item_size(put["Put"]["Item"]) <= WAITING_ITEM_BYTES
+    # the packing tells how many items one more completion would take, without packing again
+    packing = Packing(shard)
+    for i, entry in enumerate(exact + entries("c", extra + 1)):
+        assert packing.items_with(entry) == len(packed(shard, [*(exact + entries("c", extra + 1))[:i], entry]))
+        packing.add(entry)
+
+
+def test_a_waiting_row_is_compact_and_must_match_its_items_fields():
+    assert Waiting("r1", {"ride_duration": 12.5, "tip_amount": 2.0}, NOW).row() == '["r1",12.5,null,2.0]'
+    item = {"fields": {"S": '["ride_duration"]'}, "since": {"N": "1"}, "rows": {"S": '[["r1",12.5,3.0]]'}}
+    with pytest.raises(ValueError):  # not a completion with its outcomes shifted
+        unpack(item)
+
+
+# -- drift: what the evaluation consumer counts, in which hour ------------------------------------
+
+
+@pytest.fixture
+def new_york_time(monkeypatch):
+    """A machine whose local time is not UTC: the drift hour must still be UTC's."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def drift_counter(store, table="ride-evaluations"):
+    from rides.stream.events import validate_event
+    from rides.stream.features import features_from_events
+    from tests.helpers import ride
+
+    training = features_from_events([validate_event(ride(f"t{i}", distance=0.5 + i)) for i in range(50)])
+    return DriftCounter(store.client, table, reference(training.columns, np.linspace(5.0, 30.0, 50)))
+
+
+NOW_HOUR = "2025-11-24T16"  # NOW in UTC (11:00 in New York)
+
+
+def test_the_consumer_counts_the_hours_rides_and_production_predictions_for_drift(store, new_york_time):
+    from tests.helpers import ride
+
+    drift = drift_counter(store)
+    decide(store, [prediction("p1", 10.0), prediction("p2", 20.0)])
+    payloads = [ride(f"r{i}", distance=1.0 + i) for i in range(3)] + [completion("p1", 12.0), completion("p2", 18.0)]
+    response, report = process_records(
+        [kinesis_record(p, i + 1) for i, p in enumerate(payloads)],
+        CONFIG,
+        store=store,
+        drift=drift,
+        dead_letters=DeadLetterSink(None, None),
+        clock=lambda: NOW,
+    )
+    assert response == {"batchItemFailures": []}
+    counted = drift.hours([NOW_HOUR])[NOW_HOUR]
+    features = set(drift.reference) - {"prediction"}
+    assert {name: n for name, (_, n) in counted.items()} == {**dict.fromkeys(features, 3), "prediction": 2}
+    assert report.drift == pytest.approx({name: score for name, (score, _) in counted.items()})
+    items = store._query(f"drift#{NOW_HOUR}")
+    assert {item["expires_at"]["N"] for item in items} == {str(int(NOW) + 30 * 86400)}  # kept 30 days
+
+
+def test_drift_counts_that_cannot_be_stored_cost_a_log_line_not_the_records(store, caplog):
+    from tests.helpers import ride
+
+    broken = drift_counter(store, table="no-such-table")
+    with caplog.at_level(logging.WARNING):
+        response, report = process_records(
+            [kinesis_record(ride("r1"), 1)],
+            CONFIG,
+            store=store,
+            drift=broken,
+            dead_letters=DeadLetterSink(None, None),
+            clock=lambda: NOW,
+        )
+    assert response == {"batchItemFailures": []} and report.drift == {}
+    [message] = [r.getMessage() for r in caplog.records if r.name == "rides.stream.evaluation"]
+    assert message.startswith("drift counts not stored: ResourceNotFoundException: An error occurred")
+
+
+def test_the_sweep_counts_the_predictions_it_joins_for_drift_through_the_callers_logger(store, caplog):
+    drift = drift_counter(store)
+    feed(store, [completion("w1", 12.0)])  # before its ride's decision: it waits
+    decide(store, [prediction("w1", 10.0)])
+    report = sweep(CONFIG, store=store, drift=drift, clock=lambda: NOW + 30)
+    assert [e.ride_id for e in report.evaluated] == ["w1"]
+    assert {name: n for name, (_, n) in drift.hours([NOW_HOUR])[NOW_HOUR].items()} == {"prediction": 1}
+    assert list(report.drift) == ["prediction"]
+    mine = logging.getLogger("tests.evaluation.sweep")
+    for ride_id, counter, logger in [("w2", drift_counter(store, table="no-such-table"), mine), ("w3", None, None)]:
+        feed(store, [completion(ride_id, 12.0)], start=10 + int(ride_id[1]))
+        decide(store, [prediction(ride_id, 10.0)])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            joined = sweep(CONFIG, store=store, drift=counter, clock=lambda: NOW + 30, logger=logger)
+        assert [e.ride_id for e in joined.evaluated] == [ride_id] and joined.drift == {}
+        # the broken counter's warning on the caller's logger; no counter, no warning
+        assert [r.name for r in caplog.records] == (["tests.evaluation.sweep"] if counter else [])
+
+
+def test_a_sweep_whose_time_runs_out_before_it_reads_reads_nothing_and_changes_nothing(store):
+    feed(store, [completion("z1", 12.0)])
+    decide(store, [prediction("z1", 10.0)])
+    left = iter([1.0])  # time for the check before the page, none after it
+    reads = []
+    store.client.meta.events.register("before-call.dynamodb.BatchGetItem", lambda **_: reads.append(1))
+    outcome = store.sweep(now=NOW + 30, time_left=lambda: next(left, 0.0))
+    assert (outcome.evaluated, outcome.waiting, reads) == ([], 1, [])
+    assert [e.ride_id for e in store.sweep(now=NOW + 31).evaluated] == ["z1"]

@@ -202,7 +202,7 @@ def sweep(
     report = EvaluationReport(evaluated=outcome.evaluated, waiting=outcome.waiting)
     if outcome.expired:
         (logger or log).warning(
-            "%d completions dropped: their ride had no decision within %.0f h",
+            "%d completions dropped: their ride had no decision within %g h",
             outcome.expired,
             config.window_seconds / 3600,
         )
