@@ -621,17 +621,21 @@ def test_a_sweeps_counts_are_what_the_table_holds(store):
     says still waits is what the table holds after it."""
     timed = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")  # a sweep a minute
     at = NOW + 3 * 86400
-    feed(timed, [completion("e1", 10.0)], now=at - timed.window_seconds - 10)  # past the window
+    old = at - timed.window_seconds - 10
+    feed(timed, [completion("e1", 10.0), completion("e2", 10.0)], now=old)  # past the window
+    feed(timed, [completion("f1", 10.0)], now=at - 64, start=5)  # due, its ride undecided
+    feed(timed, [completion("c1", 10.0), completion("c2", 10.0)], now=at - 64, start=7)  # due, young: kept whole
     feed(timed, [completion("d1", 10.0), completion("d2", 10.0)], now=at - 240, start=10)  # due, old: partly joined
-    feed(timed, [completion("c1", 10.0), completion("c2", 10.0)], now=at - 64, start=20)  # due, young: kept whole
-    feed(timed, [completion("f1", 10.0)], now=at - 64, start=25)  # due, its ride undecided
     feed(timed, [completion("a1", 10.0), completion("a2", 10.0)], now=at - 30, start=30)  # not due
     feed(timed, [completion("b1", 10.0)], now=at - 30, start=40)  # not due
     decide(store, [prediction("d1", 11.0), prediction("c1", 11.0)])
     outcome = timed.sweep(now=at)
     assert [e.ride_id for e in outcome.evaluated] == ["d1"]
-    assert (outcome.resolved, outcome.expired, outcome.not_due, outcome.conflicts) == (1, 1, 2, 0)
+    assert (outcome.resolved, outcome.expired, outcome.not_due, outcome.conflicts) == (1, 2, 2, 0)
     assert outcome.waiting == timed.waiting() == 7
+    # the partly joined item was written again, one version on
+    [rewritten] = [item for item in timed._query("waiting") if "d2" in item["rows"]["S"]]
+    assert rewritten["version"]["N"] == "2"
 
 
 def test_each_transaction_a_racing_sweep_resolved_first_is_a_conflict(store, monkeypatch):
@@ -810,3 +814,75 @@ def test_a_sweep_whose_time_runs_out_before_it_reads_reads_nothing_and_changes_n
     outcome = store.sweep(now=NOW + 30, time_left=lambda: next(left, 0.0))
     assert (outcome.evaluated, outcome.waiting, reads) == ([], 1, [])
     assert [e.ride_id for e in store.sweep(now=NOW + 31).evaluated] == ["z1"]
+
+
+def test_a_completion_is_dropped_once_it_is_older_than_the_window_not_at_its_age(store):
+    feed(store, [completion("o1", 10.0)])
+    assert store.sweep(now=NOW + store.window_seconds).expired == 0 and store.waiting() == 1
+    assert store.sweep(now=NOW + store.window_seconds + 1).expired == 1 and store.waiting() == 0
+
+
+def test_an_items_rides_join_while_their_sums_fit_one_transaction(store, monkeypatch):
+    """MAX_ACTIONS (TransactWriteItems' 100) bounds each item's pairs and each group of items:
+    here made small enough to reach both edges."""
+    from rides.stream.evaluation import store as evaluation_store
+    from rides.stream.evaluation.sums import Sums
+
+    one = Evaluated("r", "ride-duration", "1", "production", "ride_duration", 11.0, 10.0, "2021-02-03T08")
+    keys = Sums().keys_after([one])  # the sums items one production pair updates
+    feed(store, [completion("g1", 10.0), completion("g2", 10.0)])
+    feed(store, [completion("h1", 10.0)], start=10)
+    decide(store, [prediction(r, 11.0) for r in ("g1", "g2", "h1")])
+    calls = []
+    real = store.client.transact_write_items
+    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", keys)  # no room for an item's rewrite
+    assert store.sweep(now=NOW + 300).evaluated == [] and calls == []
+    monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", keys + 1)  # an item at a time
+    assert len(store.sweep(now=NOW + 300).evaluated) == 3 and calls == [keys + 1, keys + 1]
+
+
+def test_two_items_that_fit_one_transaction_are_resolved_in_one(store, monkeypatch):
+    from rides.stream.evaluation import store as evaluation_store
+    from rides.stream.evaluation.sums import Sums
+
+    one = Evaluated("r", "ride-duration", "1", "production", "ride_duration", 11.0, 10.0, "2021-02-03T08")
+    monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", Sums().keys_after([one]) + 2)  # the sums, two items
+    feed(store, [completion("g1", 10.0)])
+    feed(store, [completion("h1", 10.0)], start=10)
+    decide(store, [prediction(r, 11.0) for r in ("g1", "h1")])
+    calls = []
+    real = store.client.transact_write_items
+    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    assert len(store.sweep(now=NOW + 300).evaluated) == 2 and len(calls) == 1
+
+
+def test_the_tables_reads_follow_every_page(store):
+    """DynamoDB answers a query 1 MB at a time: here two items a page."""
+    real = store.client.query
+    store.client.query = lambda **kw: real(**kw, Limit=2)
+    feed(store, [completion(f"q{i}", 10.0) for i in range(5)], batch_size=1)
+    assert store.waiting() == 5
+
+
+def test_the_figures_per_hour_and_of_a_challenger_against_its_incumbent(store):
+    decide(store, [prediction("s1", 10.0), prediction("s2", 20.0)])
+    decide(
+        store, [prediction("s1", 13.0, version="2", role="shadow"), prediction("s2", 21.0, version="2", role="shadow")]
+    )
+    # another challenger, on another ride (a ride has one challenger a model)
+    decide(store, [prediction("s3", 10.0), prediction("s3", 9.0, version="3", role="shadow")])
+    feed(store, [completion("s1", 12.0), completion("s2", 18.0), completion("s3", 12.0)])
+    # counted in the hour they were joined (NOW's)
+    assert store.hours("ride-duration", "1", "production") == {"2025-11-24T16": Summary.of([-2.0, 2.0, -2.0])}
+    challenger, incumbent = store.paired("ride-duration", "2", "1")
+    assert (challenger, incumbent) == (Summary.of([1.0, 3.0]), Summary.of([-2.0, 2.0]))
+    assert store.paired("ride-duration", "3", "1") == (Summary.of([-3.0]), Summary.of([-2.0]))
+
+
+def test_a_figure_an_item_does_not_have_yet_reads_as_zero(store):
+    store.client.put_item(
+        TableName="ride-evaluations",
+        Item={"pk": {"S": "paired"}, "sk": {"S": "ride-duration#2#1#2021-02-03T08"}, "n": {"N": "2"}},
+    )
+    assert store.paired("ride-duration", "2", "1") == (Summary(2, 0.0, 0.0, 0.0), Summary(2, 0.0, 0.0, 0.0))
