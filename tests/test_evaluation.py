@@ -35,6 +35,7 @@ from rides.stream.evaluation.waiting import (
     unpack,
 )
 from rides.stream.events import completion_from, completion_json, prediction_from
+from rides.stream.failures import Failure
 from tests.helpers import kinesis_record
 
 CONFIG = EvaluationConfig("ride-evaluations", decisions_table="ride-decisions")
@@ -886,3 +887,120 @@ def test_a_figure_an_item_does_not_have_yet_reads_as_zero(store):
         Item={"pk": {"S": "paired"}, "sk": {"S": "ride-duration#2#1#2021-02-03T08"}, "n": {"N": "2"}},
     )
     assert store.paired("ride-duration", "2", "1") == (Summary(2, 0.0, 0.0, 0.0), Summary(2, 0.0, 0.0, 0.0))
+
+
+# -- the consumer's batch: its report, its deadline, a bug while counting ----------------------------
+
+
+def two_shards(payloads_a, payloads_b, start=1, start_b=None):
+    start_b = start if start_b is None else start_b
+    return [kinesis_record(p, start + i, shard="shardId-000000000000") for i, p in enumerate(payloads_a)] + [
+        kinesis_record(p, start_b + i, shard="shardId-000000000001") for i, p in enumerate(payloads_b)
+    ]
+
+
+def test_a_batch_over_two_shards_reports_every_kind_of_record(store):
+    from tests.helpers import ride
+
+    decide(store, [prediction(r, 10.0) for r in ("a1", "a2", "b1")])
+    batch = two_shards(
+        [completion("a1", 12.0), completion("a2", 12.0), prediction("a9", 10.0), completion("a3", 12.0)],
+        [completion("b1", 12.0), completion("b2", 12.0), ride("b3"), b'{"neither": 1}'],
+    )
+    response, report = process_records(
+        batch, CONFIG, store=store, drift=None, dead_letters=DeadLetterSink(None, None), clock=lambda: NOW
+    )
+    assert response == {"batchItemFailures": []}
+    counts = (report.records, report.completions, report.predictions, report.ride_events, report.waiting)
+    assert counts == (8, 5, 1, 1, 2)  # a3 and b2 wait for their ride's decision
+    assert (sorted(e.ride_id for e in report.evaluated), report.repeated) == (["a1", "a2", "b1"], 0)
+    _, again = process_records(  # delivered again: each shard's completions are repeats
+        batch, CONFIG, store=store, drift=None, dead_letters=DeadLetterSink(None, None), clock=lambda: NOW
+    )
+    assert (again.evaluated, again.waiting, again.repeated) == ([], 0, 5)
+
+
+def test_records_of_unknown_shape_are_dead_letters_with_their_reason():
+    from rides.stream.evaluation.service import parse_any
+    from rides.stream.events import InvalidEvent, RideEvent
+    from tests.helpers import ride
+
+    assert isinstance(parse_any(json.dumps(ride("r1")).encode()), RideEvent)
+    with pytest.raises(InvalidEvent, match=r"^neither a prediction, a ride-completed event nor a ride event$"):
+        parse_any(b'{"neither": 1}')
+
+
+def test_a_batch_with_no_time_left_counts_nothing_and_hands_every_record_back(store, aws):
+    decide(store, [prediction("n1", 10.0)])
+    batch = two_shards([completion("n1", 12.0)], [b"not json"], start_b=2)
+    response, report = process_records(
+        batch,
+        CONFIG,
+        store=store,
+        drift=None,
+        dead_letters=DeadLetterSink(aws["sqs"], aws["sqs"].create_queue(QueueName="dlq")["QueueUrl"]),
+        time_left=lambda: 0.0,
+        clock=lambda: NOW,
+    )
+    assert report.evaluated == [] and store.count("ride-duration", "1", "production") == 0
+    assert report.errors[Failure.DEADLINE_PASSED] == 1  # the completion, under why it was not counted
+    # the poison record too: its dead letter cannot be sent in time, so Lambda gets it back
+    assert len(response["batchItemFailures"]) == 2
+
+
+def test_a_bug_while_counting_one_shard_reports_its_records_and_not_the_other_shards(store, caplog, monkeypatch):
+    decide(store, [prediction(r, 10.0) for r in ("g1", "h1")])
+    real = store.add
+
+    def add(shard, completions, **kwargs):
+        if shard.endswith("shardId-000000000000"):
+            raise ZeroDivisionError("a bug")
+        return real(shard, completions, **kwargs)
+
+    monkeypatch.setattr(store, "add", add)
+    mine = logging.getLogger("tests.evaluation.batch")
+    batch = two_shards([completion("g1", 12.0), completion("g2", 12.0)], [completion("h1", 12.0)])
+    with caplog.at_level(logging.ERROR):
+        response, report = process_records(
+            batch,
+            CONFIG,
+            store=store,
+            drift=None,
+            dead_letters=DeadLetterSink(None, None),
+            clock=lambda: NOW,
+            logger=mine,
+        )
+    assert response == {"batchItemFailures": [{"itemIdentifier": f"{seq:056d}"} for seq in (1, 2)]}
+    assert [e.ride_id for e in report.evaluated] == ["h1"] and report.errors == {"ZeroDivisionError": 2}
+    [logged] = caplog.records
+    assert (logged.name, logged.getMessage(), logged.records) == (
+        "tests.evaluation.batch",
+        "unexpected error while counting completions",
+        2,
+    )
+    assert logged.exc_info[1].args == ("a bug",)
+
+
+def test_a_completion_sent_twice_in_a_batch_counts_once_and_the_next_ones_still_count(store):
+    decide(store, [prediction(r, 10.0) for r in ("u1", "u2")])
+    response, report = deliver(store, [completion("u1", 12.0), completion("u1", 12.0), completion("u2", 12.0)])
+    assert response == {"batchItemFailures": []}
+    assert sorted(e.ride_id for e in report.evaluated) == ["u1", "u2"]
+    assert store.count("ride-duration", "1", "production") == 2
+
+
+def test_each_transaction_of_a_batch_stays_within_its_room(store, monkeypatch):
+    """The chunks are cut before a transaction would pass MAX_ACTIONS, counting the waiting
+    items a completion would start (made small here to reach the edge often)."""
+    from rides.stream.evaluation import store as evaluation_store
+
+    monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", 3)
+    rides = real_completions(30)
+    decide(store, [prediction(ride_id, minutes) for ride_id, minutes, _ in rides[::3]])
+    calls = []
+    real = store.client.transact_write_items
+    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    response, report = deliver(store, [payload for _, _, payload in rides])
+    assert response == {"batchItemFailures": []}
+    assert len(report.evaluated) == 10 and store.waiting() == 20
+    assert calls == [3, 3]  # the sums, the mark and a waiting item each
