@@ -1004,3 +1004,42 @@ def test_each_transaction_of_a_batch_stays_within_its_room(store, monkeypatch):
     assert response == {"batchItemFailures": []}
     assert len(report.evaluated) == 10 and store.waiting() == 20
     assert calls == [3, 3]  # the sums, the mark and a waiting item each
+
+
+def test_a_mark_moved_by_another_invocation_is_read_again_three_times_at_most(store):
+    """Two invocations on one shard (a redrive beside the live function): the one whose mark
+    condition fails reads the mark again and counts only what the other did not."""
+    decide(store, [prediction(r, 10.0) for r in ("v1", "v2", "v3")])
+    shard = "ride-completions#shard-0"
+    done = [((i, 0), completion_from_json(f"v{i}", 12.0)) for i in (1, 2, 3)]
+    store.add(shard, done[:1], now=NOW)  # v1 counted before
+    other = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")
+    real, calls = store.client.transact_write_items, []
+
+    def racing(**kw):
+        calls.append(1)
+        if len(calls) == 1:  # the other invocation counts v2 first
+            store.client.transact_write_items = real
+            assert not other.add(shard, done[1:2], now=NOW).failed
+            store.client.transact_write_items = racing
+        return real(**kw)
+
+    store.client.transact_write_items = racing
+    outcome = store.add(shard, done, now=NOW)
+    assert ([e.ride_id for e in outcome.evaluated], outcome.repeated, outcome.failed) == (["v3"], 2, {})
+    assert store.count("ride-duration", "1", "production") == 3
+
+    # a mark that moves at every read: three reads, then the records go back for a retry
+    from botocore.exceptions import ClientError
+
+    def always_moved(**kw):
+        calls.append(1)
+        reasons = [{"Code": "ConditionalCheckFailed"}]
+        raise ClientError(
+            {"Error": {"Code": "TransactionCanceledException"}, "CancellationReasons": reasons}, "TransactWriteItems"
+        )
+
+    calls.clear()
+    store.client.transact_write_items = always_moved
+    moved = store.add("ride-completions#shard-1", [((1, 0), completion_from_json("v9", 12.0))], now=NOW)
+    assert (moved.failed, len(calls)) == ({0: "MarkMoved"}, 3)
