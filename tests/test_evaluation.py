@@ -623,12 +623,13 @@ def test_a_sweeps_counts_are_what_the_table_holds(store):
     timed = EvaluationStore(store.client, "ride-evaluations", decisions_table="ride-decisions")  # a sweep a minute
     at = NOW + 3 * 86400
     old = at - timed.window_seconds - 10
+    # the sweep reads due items in key order ("1/0" < "10/0" < "3/0"): e, f, c, d
     feed(timed, [completion("e1", 10.0), completion("e2", 10.0)], now=old)  # past the window
-    feed(timed, [completion("f1", 10.0)], now=at - 64, start=5)  # due, its ride undecided
-    feed(timed, [completion("c1", 10.0), completion("c2", 10.0)], now=at - 64, start=7)  # due, young: kept whole
-    feed(timed, [completion("d1", 10.0), completion("d2", 10.0)], now=at - 240, start=10)  # due, old: partly joined
-    feed(timed, [completion("a1", 10.0), completion("a2", 10.0)], now=at - 30, start=30)  # not due
-    feed(timed, [completion("b1", 10.0)], now=at - 30, start=40)  # not due
+    feed(timed, [completion("f1", 10.0)], now=at - 64, start=3)  # due, its ride undecided
+    feed(timed, [completion("c1", 10.0), completion("c2", 10.0)], now=at - 64, start=4)  # due, young: kept whole
+    feed(timed, [completion("d1", 10.0), completion("d2", 10.0)], now=at - 240, start=6)  # due, old: partly joined
+    feed(timed, [completion("a1", 10.0), completion("a2", 10.0)], now=at - 30, start=8)  # not due
+    feed(timed, [completion("b1", 10.0)], now=at - 30, start=10)  # not due
     decide(store, [prediction("d1", 11.0), prediction("c1", 11.0)])
     outcome = timed.sweep(now=at)
     assert [e.ride_id for e in outcome.evaluated] == ["d1"]
@@ -1043,3 +1044,17 @@ def test_a_mark_moved_by_another_invocation_is_read_again_three_times_at_most(st
     store.client.transact_write_items = always_moved
     moved = store.add("ride-completions#shard-1", [((1, 0), completion_from_json("v9", 12.0))], now=NOW)
     assert (moved.failed, len(calls)) == ({0: "MarkMoved"}, 3)
+
+
+def test_a_sweep_that_cannot_read_the_rides_keeps_every_page_waiting(store, monkeypatch):
+    from rides.stream.evaluation import store as evaluation_store
+    from tests.test_decision_store import Failing
+
+    monkeypatch.setattr(evaluation_store, "SWEEP_READ_ITEMS", 1)  # each waiting item a page of its own
+    feed(store, [completion("y1", 10.0), completion("y2", 10.0)])
+    feed(store, [completion("y3", 10.0)], start=10)
+    decide(store, [prediction(r, 10.0) for r in ("y1", "y2", "y3")])
+    store.decisions.client = Failing(store.client, "batch_get_item", "AccessDeniedException", failures=10)
+    outcome = store.sweep(now=NOW + 30)
+    assert (outcome.evaluated, outcome.waiting, store.waiting()) == ([], 3, 3)
+    assert len(store.decisions.client.calls) == 2  # each page tried
