@@ -123,3 +123,10 @@ def test_a_watch_key_is_longer_than_any_ride_id():
     assert not is_watch((WATCH_PREFIX + "x").ljust(256, "#"))
     assert is_watch((WATCH_PREFIX + "x").ljust(257, "#"))
     assert not is_watch("r".ljust(300, "#"))
+
+
+def test_a_page_of_the_due_index_is_what_one_batch_read_takes(table):
+    """The sweep reads each page's watch items with one BatchGetItem: at most 100 keys."""
+    for i in range(101):
+        index(table, f"r{i:03d}", 2, NOW)
+    assert [len(page) for page in DecisionStore(table, "ride-decisions").due(NOW)] == [100, 1]
