@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+from botocore.exceptions import ClientError
 
 from rides.stream.kpl import expand
 from rides.stream.lambda_event import kinesis_event_record
@@ -142,3 +143,22 @@ def cached(name: str, make):
     partial.write_bytes(pickle.dumps(value))
     partial.replace(path)  # whole or absent: mutants run side by side
     return value
+
+
+class Failing:
+    """A DynamoDB client whose first `failures` calls of one operation fail with `code`."""
+
+    def __init__(self, client, operation: str, code: str, failures: int = 1):
+        self.client, self.operation, self.code, self.failures, self.calls = client, operation, code, failures, []
+
+    def __getattr__(self, name):
+        if name != self.operation:
+            return getattr(self.client, name)
+
+        def call(**request):
+            self.calls.append(request)
+            if len(self.calls) <= self.failures:
+                raise ClientError({"Error": {"Code": self.code, "Message": "no"}, "ResponseMetadata": {}}, name)
+            return getattr(self.client, name)(**request)
+
+        return call

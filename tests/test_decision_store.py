@@ -9,13 +9,13 @@ from itertools import islice
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 from rides.local.stack import decisions_table_spec
 from rides.stream.decision import DecisionStore, StoreUnavailable
 from rides.stream.decision.store import INDEX_SHARDS, WATCH_PREFIX, is_watch, watch_key
 from rides.stream.failures import Failure
 from rides.stream.retry import Backoff
+from tests.helpers import Failing
 
 NOW = 1_764_000_000.0
 
@@ -31,25 +31,6 @@ def index(client, ride_id: str, shard: int, due_at: float) -> None:
     """An item in the sweep's index, as the service writes them (watch items, old-way rides)."""
     item = {"ride_id": {"S": ride_id}, "due_shard": {"S": str(shard)}, "due_at": {"N": repr(due_at)}}
     client.put_item(TableName="ride-decisions", Item=item)
-
-
-class Failing:
-    """A DynamoDB client whose first `failures` calls of one operation fail with `code`."""
-
-    def __init__(self, client, operation: str, code: str, failures: int = 1):
-        self.client, self.operation, self.code, self.failures, self.calls = client, operation, code, failures, []
-
-    def __getattr__(self, name):
-        if name != self.operation:
-            return getattr(self.client, name)
-
-        def call(**request):
-            self.calls.append(request)
-            if len(self.calls) <= self.failures:
-                raise ClientError({"Error": {"Code": self.code, "Message": "no"}, "ResponseMetadata": {}}, name)
-            return getattr(self.client, name)(**request)
-
-        return call
 
 
 def recording_backoff(made: list, slept: list):

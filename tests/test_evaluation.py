@@ -1048,7 +1048,7 @@ def test_a_mark_moved_by_another_invocation_is_read_again_three_times_at_most(st
 
 def test_a_sweep_that_cannot_read_the_rides_keeps_every_page_waiting(store, monkeypatch):
     from rides.stream.evaluation import store as evaluation_store
-    from tests.test_decision_store import Failing
+    from tests.helpers import Failing
 
     monkeypatch.setattr(evaluation_store, "SWEEP_READ_ITEMS", 1)  # each waiting item a page of its own
     feed(store, [completion("y1", 10.0), completion("y2", 10.0)])
