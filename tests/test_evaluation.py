@@ -281,6 +281,13 @@ def completion_from_json(ride_id, minutes):
     return completion_from(json.loads(completion(ride_id, minutes)))
 
 
+def transaction_sizes(store) -> list[int]:
+    """The number of actions in each TransactWriteItems the store sends from now on."""
+    sizes, real = [], store.client.transact_write_items
+    store.client.transact_write_items = lambda **kw: sizes.append(len(kw["TransactItems"])) or real(**kw)
+    return sizes
+
+
 def real_completions(n, seed=3):
     """Completions as production sends them: UUID ride ids, durations from timestamps (seconds
     / 60: long decimals), fares and tips in cents."""
@@ -308,8 +315,7 @@ def test_waiting_completions_are_packed_into_items_under_a_kilobyte(store):
     # once their rides are decided, one sweep resolves every item in one transaction: the sums'
     # updates are paid once, not once per item
     decide(store, [prediction(ride_id, minutes + 1) for ride_id, minutes, _ in rides])
-    real, calls = store.client.transact_write_items, []
-    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    calls = transaction_sizes(store)
     swept = store.sweep(now=NOW + 30)
     assert swept.resolved == 100 and store.waiting() == 0
     assert calls == [1 + len(items)]  # the version's sums and the items' deletions
@@ -835,9 +841,7 @@ def test_an_items_rides_join_while_their_sums_fit_one_transaction(store, monkeyp
     feed(store, [completion("g1", 10.0), completion("g2", 10.0)])
     feed(store, [completion("h1", 10.0)], start=10)
     decide(store, [prediction(r, 11.0) for r in ("g1", "g2", "h1")])
-    calls = []
-    real = store.client.transact_write_items
-    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    calls = transaction_sizes(store)
     monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", keys)  # no room for an item's rewrite
     assert store.sweep(now=NOW + 300).evaluated == [] and calls == []
     monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", keys + 1)  # an item at a time
@@ -853,9 +857,7 @@ def test_two_items_that_fit_one_transaction_are_resolved_in_one(store, monkeypat
     feed(store, [completion("g1", 10.0)])
     feed(store, [completion("h1", 10.0)], start=10)
     decide(store, [prediction(r, 11.0) for r in ("g1", "h1")])
-    calls = []
-    real = store.client.transact_write_items
-    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    calls = transaction_sizes(store)
     assert len(store.sweep(now=NOW + 300).evaluated) == 2 and len(calls) == 1
 
 
@@ -998,9 +1000,7 @@ def test_each_transaction_of_a_batch_stays_within_its_room(store, monkeypatch):
     monkeypatch.setattr(evaluation_store, "MAX_ACTIONS", 3)
     rides = real_completions(30)
     decide(store, [prediction(ride_id, minutes) for ride_id, minutes, _ in rides[::3]])
-    calls = []
-    real = store.client.transact_write_items
-    store.client.transact_write_items = lambda **kw: calls.append(len(kw["TransactItems"])) or real(**kw)
+    calls = transaction_sizes(store)
     response, report = deliver(store, [payload for _, _, payload in rides])
     assert response == {"batchItemFailures": []}
     assert len(report.evaluated) == 10 and store.waiting() == 20
